@@ -1,0 +1,490 @@
+//! Runs one parsed command against the store and prints its result, as text or JSON.
+
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use serde_json::{Value, json};
+
+use crate::cli::{AliasCommand, Cli, Command, CommitArgs, DraftCommand};
+use crate::commit::{CommitOptions, Outcome, parse_metadata};
+use crate::error::{Error, Result};
+use crate::maintenance;
+use crate::materialize;
+use crate::names::{DraftName, TypeName};
+use crate::query::{self, VersionSummary};
+use crate::store::{DraftBase, Store};
+use crate::tree::Change;
+
+/// Exit status of a successful run whose `verify` found damage.
+pub const EXIT_DAMAGED: u8 = 3;
+
+/// The store directory: `--store`, else `$ARTIFACTFS_STORE`, else the XDG data directory.
+pub fn store_dir(flag: Option<PathBuf>) -> Result<PathBuf> {
+    let from_env = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    flag.or_else(|| from_env("ARTIFACTFS_STORE"))
+        .or_else(|| from_env("XDG_DATA_HOME").map(|d| d.join("artifactfs")))
+        .or_else(|| from_env("HOME").map(|h| h.join(".local/share/artifactfs")))
+        .ok_or_else(|| {
+            Error::invalid(
+                "store",
+                "no --store given and neither $ARTIFACTFS_STORE nor $HOME is set",
+            )
+        })
+}
+
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    let mut store = Store::open(&store_dir(cli.store)?)?;
+    let out = Output { json: cli.json };
+    match cli.command {
+        Command::Log {
+            name,
+            paths,
+            type_name,
+            commit,
+        } => {
+            let opts = commit_options(Some(type_name), &commit)?;
+            let outcome = store.log(&name, &paths, &opts)?;
+            out.outcome(&store, &outcome)?;
+        }
+        Command::Draft(cmd) => draft(&mut store, &out, cmd)?,
+        Command::Upsert {
+            name,
+            paths,
+            type_name,
+            distributed_id,
+        } => {
+            let draft = DraftName {
+                artifact: name,
+                id: Some(distributed_id),
+            };
+            let n = store.upsert(&draft, &paths, &type_name)?;
+            out.print(json!({"draft": draft.to_string(), "added": n}), || {
+                format!("added {n} files to draft {draft}")
+            })?;
+        }
+        Command::Finish {
+            name,
+            paths,
+            type_name,
+            distributed_id,
+            commit,
+        } => {
+            let draft = DraftName {
+                artifact: name,
+                id: Some(distributed_id),
+            };
+            let opts = commit_options(Some(type_name), &commit)?;
+            let outcome = store.finish(&draft, &paths, &opts)?;
+            out.outcome(&store, &outcome)?;
+        }
+        Command::List { name: None } => {
+            let list = query::artifacts(store.conn())?;
+            let rows: Vec<Value> = list
+                .iter()
+                .map(|a| {
+                    json!({"name": a.name, "type": a.type_name, "versions": a.versions,
+                        "latest": a.latest.map(|n| format!("v{n}")), "created": time(a.created_ns)})
+                })
+                .collect();
+            out.print(Value::Array(rows), || {
+                list.iter()
+                    .map(|a| {
+                        let latest = a.latest.map_or("-".into(), |n| format!("v{n}"));
+                        format!(
+                            "{}\t{}\t{} versions\tlatest {latest}",
+                            a.name, a.type_name, a.versions
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })?;
+        }
+        Command::List { name: Some(name) } => {
+            let (type_name, list) = query::versions(store.conn(), &name)?;
+            let rows: Vec<Value> = list.iter().map(|v| version_json(&type_name, v)).collect();
+            out.print(Value::Array(rows), || {
+                list.iter()
+                    .map(|v| {
+                        format!(
+                            "v{}\t{}\t{} files\t{} bytes\t{}",
+                            v.version.number,
+                            time(v.version.created_ns),
+                            v.files,
+                            v.bytes,
+                            v.aliases.join(",")
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })?;
+        }
+        Command::Show { reference } => {
+            let (type_name, v) = query::show(store.conn(), &reference)?;
+            out.print(version_json(&type_name, &v), || show_text(&type_name, &v))?;
+        }
+        Command::Ls { reference, prefix } => {
+            let mut stdout = io::stdout().lock();
+            let mut paths = Vec::new();
+            query::ls(store.conn(), &reference, prefix.as_deref(), &mut |p| {
+                if out.json {
+                    paths.push(Value::String(String::from_utf8_lossy(p).into_owned()));
+                    Ok(())
+                } else {
+                    write_line(&mut stdout, p)
+                }
+            })?;
+            if out.json {
+                out.print(Value::Array(paths), String::new)?;
+            }
+        }
+        Command::Cat { reference, path } => {
+            let mut stdout = io::stdout().lock();
+            query::cat(store.conn(), &store.blobs, &reference, &path, &mut stdout)?;
+            let _ = stdout.flush();
+        }
+        Command::Diff { from, to } => {
+            let changes = query::diff(store.conn(), &from, &to)?;
+            out.changes(&changes)?;
+        }
+        Command::Get { reference, dest } => {
+            let report = materialize::get(&store, &reference, &dest)?;
+            let r = report.version.reference();
+            out.print(
+                json!({"ref": r, "dest": dest.display().to_string(), "files": report.files, "reflinked": report.reflinked}),
+                || format!("{r} -> {} ({} files)", dest.display(), report.files),
+            )?;
+        }
+        Command::Alias(AliasCommand::Set { reference, alias }) => {
+            let v = store.alias_set(&reference, &alias)?;
+            let r = v.reference();
+            out.print(json!({"alias": alias.as_str(), "ref": r}), || {
+                format!("{}:{alias} -> {r}", v.artifact)
+            })?;
+        }
+        Command::Alias(AliasCommand::Rm { name, alias }) => {
+            store.alias_rm(&name, &alias)?;
+            out.print(json!({"removed": format!("{name}:{alias}")}), || {
+                format!("removed alias {name}:{alias}")
+            })?;
+        }
+        Command::Delete { reference } => {
+            let v = store.delete(&reference)?;
+            let r = v.reference();
+            out.print(json!({"deleted": r}), || format!("deleted {r}"))?;
+        }
+        Command::Verify { reference } => {
+            let report = maintenance::verify(&store, reference.as_ref())?;
+            return verify_output(&out, &report);
+        }
+        Command::Gc => {
+            let r = maintenance::gc(&mut store)?;
+            out.print(
+                json!({"blobs_removed": r.blobs_removed, "bytes_freed": r.bytes_freed,
+                    "nodes_removed": r.nodes_removed, "staging_removed": r.staging_removed}),
+                || {
+                    format!(
+                        "removed {} blobs ({} bytes), {} tree nodes, {} staging files",
+                        r.blobs_removed, r.bytes_freed, r.nodes_removed, r.staging_removed
+                    )
+                },
+            )?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn draft(store: &mut Store, out: &Output, cmd: DraftCommand) -> Result<()> {
+    match cmd {
+        DraftCommand::New {
+            draft,
+            type_name,
+            from,
+            empty,
+        } => {
+            let base = match (from, empty) {
+                (Some(r), _) => DraftBase::From(r),
+                (None, true) => DraftBase::Empty,
+                (None, false) => DraftBase::Default,
+            };
+            let d = store.draft_new(&draft, type_name.as_ref(), base)?;
+            let base = d.base_number.map(|n| format!("{}:v{n}", d.artifact));
+            out.print(
+                json!({"draft": draft.to_string(), "base": base}),
+                || match &base {
+                    Some(b) => format!("draft {draft} created from {b}"),
+                    None => format!("draft {draft} created empty"),
+                },
+            )
+        }
+        DraftCommand::Add { draft, paths, dest } => {
+            let n = store.draft_add(&draft, &paths, dest.as_deref())?;
+            out.print(json!({"draft": draft.to_string(), "added": n}), || {
+                format!("added {n} files to draft {draft}")
+            })
+        }
+        DraftCommand::Rm { draft, paths } => {
+            store.draft_rm(&draft, &paths)?;
+            out.print(
+                json!({"draft": draft.to_string(), "removed": paths}),
+                || format!("removed {} from draft {draft}", paths.join(", ")),
+            )
+        }
+        DraftCommand::Status { draft } => {
+            let st = query::draft_status(&mut store.catalog, &draft)?;
+            let base = st
+                .draft
+                .base_number
+                .map(|n| format!("{}:v{n}", st.draft.artifact));
+            let latest = st.latest.map(|n| format!("{}:v{n}", st.draft.artifact));
+            let (a, m, d) = split_changes(&st.changes);
+            if st.stale() && !out.json {
+                eprintln!(
+                    "warning: draft {draft} is based on {}, which is no longer latest ({}); committing still makes a new version from the draft's contents",
+                    base.as_deref().unwrap_or("-"),
+                    latest.as_deref().unwrap_or("none")
+                );
+            }
+            out.print(
+                json!({"draft": draft.to_string(), "base": base, "latest": latest, "stale": st.stale(),
+                    "type": st.draft.type_name, "added": a, "modified": m, "removed": d}),
+                || {
+                    let mut s = match &base {
+                        Some(b) => format!("draft {draft}, based on {b}"),
+                        None => format!("draft {draft}, from scratch"),
+                    };
+                    s.push_str(&format!("\n{} added, {} modified, {} removed", a.len(), m.len(), d.len()));
+                    for (c, p) in &st.changes {
+                        s.push_str(&format!("\n{} {}", change_code(*c), String::from_utf8_lossy(p)));
+                    }
+                    s
+                },
+            )
+        }
+        DraftCommand::List => {
+            let list = query::drafts(store.conn())?;
+            let rows: Vec<Value> = list
+                .iter()
+                .map(|(d, n)| {
+                    json!({"draft": d.display_name(), "artifact": d.artifact,
+                        "distributed_id": (!d.dist_id.is_empty()).then_some(&d.dist_id),
+                        "base": d.base_number.map(|n| format!("{}:v{n}", d.artifact)),
+                        "changes": n, "created": time(d.created_ns)})
+                })
+                .collect();
+            out.print(Value::Array(rows), || {
+                list.iter()
+                    .map(|(d, n)| {
+                        let base = d
+                            .base_number
+                            .map_or("empty".into(), |b| format!("from v{b}"));
+                        format!("{}\t{base}\t{n} changes", d.display_name())
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+        }
+        DraftCommand::Discard { draft } => {
+            store.draft_discard(&draft)?;
+            out.print(json!({"discarded": draft.to_string()}), || {
+                format!("discarded draft {draft}")
+            })
+        }
+        DraftCommand::Commit {
+            draft,
+            type_name,
+            commit,
+        } => {
+            let opts = commit_options(type_name, &commit)?;
+            let outcome = store.draft_commit(&draft, &opts)?;
+            out.outcome(store, &outcome)
+        }
+    }
+}
+
+fn commit_options(type_name: Option<TypeName>, c: &CommitArgs) -> Result<CommitOptions> {
+    Ok(CommitOptions {
+        type_name,
+        aliases: c.aliases.clone(),
+        description: c.description.clone(),
+        metadata: c.metadata.as_deref().map(parse_metadata).transpose()?,
+    })
+}
+
+struct Output {
+    json: bool,
+}
+
+impl Output {
+    /// Prints `value` as JSON, or `text()` (if not empty) as text.
+    fn print(&self, value: Value, text: impl FnOnce() -> String) -> Result<()> {
+        let s = if self.json {
+            serde_json::to_string_pretty(&value).expect("JSON values serialize")
+        } else {
+            text()
+        };
+        if !s.is_empty() {
+            write_line(&mut io::stdout().lock(), s.as_bytes())?;
+        }
+        Ok(())
+    }
+
+    fn outcome(&self, store: &Store, outcome: &Outcome) -> Result<()> {
+        let r = outcome.version().reference();
+        let (type_name, summary) = query::show(store.conn(), &r.parse()?)?;
+        let mut value = version_json(&type_name, &summary);
+        value["unchanged"] = Value::Bool(outcome.is_unchanged());
+        self.print(value, || {
+            if outcome.is_unchanged() {
+                format!("{r} (unchanged)")
+            } else {
+                r
+            }
+        })
+    }
+
+    fn changes(&self, changes: &[(Change, Vec<u8>)]) -> Result<()> {
+        let (a, m, d) = split_changes(changes);
+        if self.json {
+            return self.print(
+                json!({"added": a, "modified": m, "removed": d}),
+                String::new,
+            );
+        }
+        let mut stdout = io::stdout().lock();
+        for (c, p) in changes {
+            let mut line = format!("{} ", change_code(*c)).into_bytes();
+            line.extend_from_slice(p);
+            write_line(&mut stdout, &line)?;
+        }
+        Ok(())
+    }
+}
+
+fn verify_output(out: &Output, report: &maintenance::VerifyReport) -> Result<ExitCode> {
+    use crate::blobs::BlobHealth;
+    let describe = |h: &BlobHealth| match h {
+        BlobHealth::Intact => "intact".to_string(),
+        BlobHealth::Missing => "missing".to_string(),
+        BlobHealth::Mismatch { actual } => format!("corrupted (content hashes to {actual})"),
+    };
+    if out.json {
+        let damaged: Vec<Value> = report
+            .damaged
+            .iter()
+            .map(|d| {
+                json!({"blob": d.blob.to_hex(), "problem": describe(&d.health),
+                    "versions": d.used_by.iter().map(|(r, p)| json!({"ref": r, "path": String::from_utf8_lossy(p)})).collect::<Vec<_>>(),
+                    "drafts": d.drafts})
+            })
+            .collect();
+        out.print(
+            json!({"checked": report.checked, "damaged": damaged}),
+            String::new,
+        )?;
+    } else {
+        for d in &report.damaged {
+            let users: Vec<String> = d
+                .used_by
+                .iter()
+                .map(|(r, p)| format!("{r} ({})", String::from_utf8_lossy(p)))
+                .chain(d.drafts.iter().map(|name| format!("draft {name}")))
+                .collect();
+            eprintln!(
+                "blob {} is {}; used by {}",
+                d.blob,
+                describe(&d.health),
+                users.join(", ")
+            );
+        }
+        println!(
+            "checked {} blobs: {} damaged",
+            report.checked,
+            report.damaged.len()
+        );
+    }
+    Ok(if report.damaged.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_DAMAGED)
+    })
+}
+
+fn split_changes(changes: &[(Change, Vec<u8>)]) -> (Vec<String>, Vec<String>, Vec<String>) {
+    let (mut a, mut m, mut d) = (Vec::new(), Vec::new(), Vec::new());
+    for (c, p) in changes {
+        let p = String::from_utf8_lossy(p).into_owned();
+        match c {
+            Change::Added => a.push(p),
+            Change::Modified => m.push(p),
+            Change::Removed => d.push(p),
+        }
+    }
+    (a, m, d)
+}
+
+fn change_code(c: Change) -> char {
+    match c {
+        Change::Added => 'A',
+        Change::Modified => 'M',
+        Change::Removed => 'D',
+    }
+}
+
+fn version_json(type_name: &str, v: &VersionSummary) -> Value {
+    let meta: Value = serde_json::from_str(&v.version.metadata).unwrap_or(Value::Null);
+    json!({
+        "ref": v.version.reference(),
+        "artifact": v.version.artifact,
+        "version": format!("v{}", v.version.number),
+        "type": type_name,
+        "digest": v.version.digest.to_hex(),
+        "files": v.files,
+        "size": v.bytes,
+        "aliases": v.aliases,
+        "description": v.version.description,
+        "metadata": meta,
+        "created": time(v.version.created_ns),
+        "base": v.version.base_number.map(|n| format!("{}:v{n}", v.version.artifact)),
+    })
+}
+
+fn show_text(type_name: &str, v: &VersionSummary) -> String {
+    let mut s = format!(
+        "{}\ntype: {type_name}\ndigest: {}\nfiles: {}\nsize: {} bytes\naliases: {}\ncreated: {}",
+        v.version.reference(),
+        v.version.digest,
+        v.files,
+        v.bytes,
+        v.aliases.join(", "),
+        time(v.version.created_ns)
+    );
+    if let Some(b) = v.version.base_number {
+        s.push_str(&format!("\nbase: {}:v{b}", v.version.artifact));
+    }
+    if !v.version.description.is_empty() {
+        s.push_str(&format!("\ndescription: {}", v.version.description));
+    }
+    if v.version.metadata != "{}" {
+        s.push_str(&format!("\nmetadata: {}", v.version.metadata));
+    }
+    s
+}
+
+fn time(ns: i64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_nanos(ns.max(0) as u64);
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+/// Writes raw bytes and a newline; a closed pipe (`| head`) ends output quietly.
+fn write_line(out: &mut impl Write, bytes: &[u8]) -> Result<()> {
+    let r = out.write_all(bytes).and_then(|_| out.write_all(b"\n"));
+    match r {
+        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(Error::io("standard output", e)),
+        _ => Ok(()),
+    }
+}

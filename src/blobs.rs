@@ -1,0 +1,296 @@
+//! The content-addressed blob store: `blobs/ab/abcd…` holds the bytes whose SHA-256 is
+//! `abcd…`, written once and never modified.
+//!
+//! New content is written under `staging/`, hashed as it is written, and only enters `blobs/`
+//! through [`Batch::finish`], which makes the data durable before renaming it into place and
+//! syncing the directories. Callers commit catalog rows that reference a blob only after that.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use sha2::{Digest as _, Sha256};
+use tempfile::NamedTempFile;
+
+use crate::error::{Error, IoContext, Result};
+use crate::hash::Digest;
+
+/// Files up to this size are read whole, so content already in the store is never rewritten.
+const SMALL_FILE: u64 = 1 << 20;
+/// Above this many new blobs one `syncfs` is cheaper than an `fsync` per file.
+const SYNCFS_THRESHOLD: usize = 64;
+const COPY_BUF: usize = 1 << 20;
+
+#[derive(Debug)]
+pub struct BlobStore {
+    blobs: PathBuf,
+    staging: PathBuf,
+}
+
+/// What `verify` found for one blob.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BlobHealth {
+    Intact,
+    Missing,
+    Mismatch { actual: Digest },
+}
+
+impl BlobStore {
+    pub fn open(root: &Path) -> Result<Self> {
+        let blobs = root.join("blobs");
+        let staging = root.join("staging");
+        for dir in [&blobs, &staging] {
+            fs::create_dir_all(dir).at(dir)?;
+        }
+        Ok(BlobStore { blobs, staging })
+    }
+
+    pub fn path(&self, digest: &Digest) -> PathBuf {
+        let hex = digest.to_hex();
+        self.blobs.join(&hex[..2]).join(hex)
+    }
+
+    pub fn contains(&self, digest: &Digest) -> bool {
+        self.path(digest).exists()
+    }
+
+    pub fn open_blob(&self, digest: &Digest) -> Result<File> {
+        let path = self.path(digest);
+        File::open(&path).at(&path)
+    }
+
+    /// Starts a group of writes that become durable together.
+    pub fn batch(&self) -> Batch<'_> {
+        Batch {
+            store: self,
+            pending: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Re-hashes one blob.
+    pub fn check(&self, digest: &Digest) -> Result<BlobHealth> {
+        let path = self.path(digest);
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BlobHealth::Missing),
+            Err(e) => return Err(Error::io(&path, e)),
+        };
+        let (actual, _) = Digest::of_reader(file).at(&path)?;
+        Ok(if actual == *digest {
+            BlobHealth::Intact
+        } else {
+            BlobHealth::Mismatch { actual }
+        })
+    }
+
+    /// Every blob on disk, for garbage collection. Names that are not digests are skipped.
+    pub fn for_each_stored(&self, mut f: impl FnMut(Digest) -> Result<()>) -> Result<()> {
+        for fan in fs::read_dir(&self.blobs).at(&self.blobs)? {
+            let fan = fan.at(&self.blobs)?.path();
+            if !fan.is_dir() {
+                continue;
+            }
+            for entry in fs::read_dir(&fan).at(&fan)? {
+                let entry = entry.at(&fan)?;
+                if let Some(d) = entry
+                    .file_name()
+                    .to_str()
+                    .and_then(|n| Digest::from_hex(n).ok())
+                {
+                    f(d)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes a blob that nothing references any more.
+    pub fn remove(&self, digest: &Digest) -> Result<u64> {
+        let path = self.path(digest);
+        let size = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(size),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+            Err(e) => Err(Error::io(&path, e)),
+        }
+    }
+
+    /// Leftover staging files of writers that died; only call while no writer can be active.
+    pub fn clear_staging(&self) -> Result<usize> {
+        let mut removed = 0;
+        for entry in fs::read_dir(&self.staging).at(&self.staging)? {
+            let path = entry.at(&self.staging)?.path();
+            if path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(INGEST_PREFIX))
+            {
+                fs::remove_file(&path).at(&path)?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+}
+
+const INGEST_PREFIX: &str = "ingest-";
+
+/// Blobs written to staging and waiting to be made durable and moved into `blobs/`.
+/// Dropping a batch without finishing it removes its staging files.
+pub struct Batch<'a> {
+    store: &'a BlobStore,
+    pending: Mutex<Vec<(NamedTempFile, Digest)>>,
+}
+
+impl Batch<'_> {
+    /// Stores the contents of `src`; safe to call from several threads at once.
+    pub fn add_file(&self, src: &Path) -> Result<(Digest, u64)> {
+        let mut file = File::open(src).at(src)?;
+        let len = file.metadata().at(src)?.len();
+        if len <= SMALL_FILE {
+            let mut data = Vec::with_capacity(len as usize);
+            file.read_to_end(&mut data).at(src)?;
+            return self.add_bytes(&data);
+        }
+        let mut tmp = self.temp()?;
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; COPY_BUF];
+        let mut total = 0u64;
+        loop {
+            let n = match file.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Error::io(src, e)),
+            };
+            hasher.update(&buf[..n]);
+            tmp.write_all(&buf[..n]).at(tmp.path())?;
+            total += n as u64;
+        }
+        let digest = Digest(hasher.finalize().into());
+        self.stage(tmp, digest);
+        Ok((digest, total))
+    }
+
+    pub fn add_bytes(&self, data: &[u8]) -> Result<(Digest, u64)> {
+        let digest = Digest::of(data);
+        if !self.store.contains(&digest) {
+            let mut tmp = self.temp()?;
+            tmp.write_all(data).at(tmp.path())?;
+            self.stage(tmp, digest);
+        }
+        Ok((digest, data.len() as u64))
+    }
+
+    fn temp(&self) -> Result<NamedTempFile> {
+        tempfile::Builder::new()
+            .prefix(INGEST_PREFIX)
+            .tempfile_in(&self.store.staging)
+            .at(&self.store.staging)
+    }
+
+    fn stage(&self, tmp: NamedTempFile, digest: Digest) {
+        self.pending.lock().unwrap().push((tmp, digest));
+    }
+
+    /// Makes every staged blob durable and moves it into `blobs/`. When this returns, catalog
+    /// rows may reference the blobs.
+    pub fn finish(self) -> Result<()> {
+        let pending = std::mem::take(&mut *self.pending.lock().unwrap());
+        if pending.is_empty() {
+            return Ok(());
+        }
+        if pending.len() > SYNCFS_THRESHOLD {
+            syncfs(&self.store.staging)?;
+        } else {
+            for (tmp, _) in &pending {
+                tmp.as_file().sync_data().at(tmp.path())?;
+            }
+        }
+        let mut dirs = std::collections::BTreeSet::new();
+        let mut new_fan_dir = false;
+        for (tmp, digest) in pending {
+            let dest = self.store.path(&digest);
+            let dir = dest
+                .parent()
+                .expect("blob paths have a fan-out directory")
+                .to_path_buf();
+            if !dir.exists() {
+                fs::create_dir_all(&dir).at(&dir)?;
+                new_fan_dir = true;
+            }
+            if dest.exists() {
+                continue; // identical content arrived meanwhile; the temp file is dropped
+            }
+            tmp.as_file()
+                .set_permissions(fs::Permissions::from_mode(0o444))
+                .at(tmp.path())?;
+            match tmp.persist_noclobber(&dest) {
+                Ok(_) => {}
+                Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(Error::io(&dest, e.error)),
+            }
+            dirs.insert(dir);
+        }
+        if new_fan_dir {
+            dirs.insert(self.store.blobs.clone());
+        }
+        for dir in dirs {
+            sync_dir(&dir)?;
+        }
+        Ok(())
+    }
+}
+
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    let f = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY)
+        .open(dir)
+        .at(dir)?;
+    f.sync_all().at(dir)
+}
+
+/// Flushes the whole filesystem that holds `dir`: one call instead of thousands of fsyncs.
+fn syncfs(dir: &Path) -> Result<()> {
+    let f = File::open(dir).at(dir)?;
+    // SAFETY: the descriptor is valid for the duration of the call.
+    if unsafe { libc::syncfs(f.as_raw_fd()) } != 0 {
+        return Err(Error::io(dir, std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identical_content_is_stored_once_and_read_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        let batch = store.batch();
+        let (a, _) = batch.add_bytes(b"hello").unwrap();
+        let (b, _) = batch.add_bytes(b"hello").unwrap();
+        batch.finish().unwrap();
+        assert_eq!(a, b);
+        let meta = fs::metadata(store.path(&a)).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o444);
+        assert_eq!(fs::read_dir(&store.staging).unwrap().count(), 0);
+        assert_eq!(store.check(&a).unwrap(), BlobHealth::Intact);
+    }
+
+    #[test]
+    fn unfinished_batch_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        let batch = store.batch();
+        let (d, _) = batch.add_bytes(b"never committed").unwrap();
+        drop(batch);
+        assert!(!store.contains(&d));
+        assert_eq!(fs::read_dir(&store.staging).unwrap().count(), 0);
+    }
+}

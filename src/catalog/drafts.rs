@@ -1,0 +1,261 @@
+//! Drafts and their recorded changes, and the seals of finished distributed drafts.
+
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use crate::catalog::nodes::NodeId;
+use crate::catalog::now_ns;
+use crate::error::{CatalogContext, Result};
+use crate::hash::Digest;
+
+#[derive(Clone, Debug)]
+pub struct DraftRow {
+    pub id: i64,
+    pub artifact: String,
+    pub dist_id: String,
+    pub type_name: Option<String>,
+    pub base_number: Option<u64>,
+    pub base_root: Option<NodeId>,
+    pub created_ns: i64,
+}
+
+/// The id of the hidden draft that `log` fills and commits in one transaction. It cannot
+/// clash with a user's id, which may not contain `#`.
+pub const LOG_DRAFT_ID: &str = "#log";
+
+impl DraftRow {
+    /// Whether this is a user's `NAME@ID` draft, whose id is sealed when committed.
+    pub fn is_distributed(&self) -> bool {
+        !self.dist_id.is_empty() && self.dist_id != LOG_DRAFT_ID
+    }
+
+    pub fn display_name(&self) -> String {
+        if self.dist_id.is_empty() {
+            self.artifact.clone()
+        } else {
+            format!("{}@{}", self.artifact, self.dist_id)
+        }
+    }
+}
+
+/// What a draft records at one path, over its base tree.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    File {
+        blob: Digest,
+        size: u64,
+    },
+    Symlink {
+        target: Vec<u8>,
+    },
+    /// A directory; `opaque` hides the base directory at the same path.
+    Dir {
+        opaque: bool,
+    },
+    Removed,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DraftEntry {
+    pub name: Vec<u8>,
+    pub change: Change,
+    pub mode: u32,
+    pub mtime_ns: i64,
+}
+
+const KIND_FILE: i64 = 0;
+const KIND_DIR: i64 = 1;
+const KIND_SYMLINK: i64 = 2;
+const KIND_REMOVED: i64 = 3;
+
+const DRAFT_COLUMNS: &str = "id, artifact, dist_id, type, base_number, base_root, created_ns";
+
+fn draft_from_row(r: &Row) -> rusqlite::Result<DraftRow> {
+    Ok(DraftRow {
+        id: r.get(0)?,
+        artifact: r.get(1)?,
+        dist_id: r.get(2)?,
+        type_name: r.get(3)?,
+        base_number: r.get::<_, Option<i64>>(4)?.map(|n| n as u64),
+        base_root: r.get(5)?,
+        created_ns: r.get(6)?,
+    })
+}
+
+fn entry_from_row(r: &Row) -> rusqlite::Result<DraftEntry> {
+    let kind: i64 = r.get(1)?;
+    let change = match kind {
+        KIND_FILE => {
+            let blob: Vec<u8> = r.get(2)?;
+            Change::File {
+                blob: Digest::from_slice(&blob).unwrap_or(Digest([0; 32])),
+                size: r.get::<_, i64>(3)? as u64,
+            }
+        }
+        KIND_DIR => Change::Dir { opaque: r.get(7)? },
+        KIND_SYMLINK => Change::Symlink { target: r.get(6)? },
+        _ => Change::Removed,
+    };
+    Ok(DraftEntry {
+        name: r.get(0)?,
+        change,
+        mode: r.get::<_, i64>(4)? as u32,
+        mtime_ns: r.get(5)?,
+    })
+}
+
+const ENTRY_COLUMNS: &str = "name, kind, blob, size, mode, mtime_ns, target, opaque";
+
+pub fn get(conn: &Connection, artifact: &str, dist_id: &str) -> Result<Option<DraftRow>> {
+    conn.prepare_cached(&format!(
+        "SELECT {DRAFT_COLUMNS} FROM drafts WHERE artifact = ?1 AND dist_id = ?2"
+    ))
+    .and_then(|mut s| s.query_row(params![artifact, dist_id], draft_from_row))
+    .optional()
+    .ctx(|| format!("look up draft {artifact}"))
+}
+
+pub fn list(conn: &Connection) -> Result<Vec<DraftRow>> {
+    let mut stmt = conn
+        .prepare(&format!(
+            "SELECT {DRAFT_COLUMNS} FROM drafts WHERE dist_id != '{LOG_DRAFT_ID}' ORDER BY artifact, dist_id"
+        ))
+        .ctx(|| "list drafts".into())?;
+    let rows = stmt
+        .query_map([], draft_from_row)
+        .ctx(|| "list drafts".into())?;
+    rows.collect::<rusqlite::Result<_>>()
+        .ctx(|| "list drafts".into())
+}
+
+pub fn create(
+    conn: &Connection,
+    artifact: &str,
+    dist_id: &str,
+    type_name: Option<&str>,
+    base: Option<(u64, NodeId)>,
+) -> Result<DraftRow> {
+    let created_ns = now_ns();
+    conn.execute(
+        "INSERT INTO drafts (artifact, dist_id, type, base_number, base_root, created_ns)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            artifact,
+            dist_id,
+            type_name,
+            base.map(|b| b.0 as i64),
+            base.map(|b| b.1),
+            created_ns
+        ],
+    )
+    .ctx(|| format!("create draft {artifact}"))?;
+    Ok(DraftRow {
+        id: conn.last_insert_rowid(),
+        artifact: artifact.to_string(),
+        dist_id: dist_id.to_string(),
+        type_name: type_name.map(str::to_string),
+        base_number: base.map(|b| b.0),
+        base_root: base.map(|b| b.1),
+        created_ns,
+    })
+}
+
+pub fn set_type(conn: &Connection, draft: i64, type_name: &str) -> Result<()> {
+    conn.execute(
+        "UPDATE drafts SET type = ?2 WHERE id = ?1",
+        params![draft, type_name],
+    )
+    .ctx(|| "record the draft's type".into())?;
+    Ok(())
+}
+
+pub fn delete(conn: &Connection, draft: i64) -> Result<()> {
+    conn.execute("DELETE FROM drafts WHERE id = ?1", [draft])
+        .ctx(|| "delete draft".into())?;
+    Ok(())
+}
+
+pub fn entry(
+    conn: &Connection,
+    draft: i64,
+    parent: &[u8],
+    name: &[u8],
+) -> Result<Option<DraftEntry>> {
+    conn.prepare_cached(&format!(
+        "SELECT {ENTRY_COLUMNS} FROM draft_entries WHERE draft = ?1 AND parent = ?2 AND name = ?3"
+    ))
+    .and_then(|mut s| s.query_row(params![draft, parent, name], entry_from_row))
+    .optional()
+    .ctx(|| format!("look up {} in draft", String::from_utf8_lossy(name)))
+}
+
+/// The changes recorded directly in directory `parent`, sorted by name.
+pub fn entries(conn: &Connection, draft: i64, parent: &[u8]) -> Result<Vec<DraftEntry>> {
+    let mut stmt = conn
+        .prepare_cached(&format!(
+            "SELECT {ENTRY_COLUMNS} FROM draft_entries WHERE draft = ?1 AND parent = ?2 ORDER BY name"
+        ))
+        .ctx(|| "list draft changes".into())?;
+    let rows = stmt
+        .query_map(params![draft, parent], entry_from_row)
+        .ctx(|| "list draft changes".into())?;
+    rows.collect::<rusqlite::Result<_>>()
+        .ctx(|| "list draft changes".into())
+}
+
+pub fn put(conn: &Connection, draft: i64, parent: &[u8], e: &DraftEntry) -> Result<()> {
+    let (kind, blob, size, target, opaque) = match &e.change {
+        Change::File { blob, size } => (KIND_FILE, Some(&blob.0[..]), *size as i64, None, false),
+        Change::Dir { opaque } => (KIND_DIR, None, 0, None, *opaque),
+        Change::Symlink { target } => (KIND_SYMLINK, None, 0, Some(&target[..]), false),
+        Change::Removed => (KIND_REMOVED, None, 0, None, false),
+    };
+    conn.prepare_cached(
+        "INSERT OR REPLACE INTO draft_entries (draft, parent, name, kind, blob, size, mode, mtime_ns, target, opaque)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![draft, parent, &e.name, kind, blob, size, e.mode as i64, e.mtime_ns, target, opaque])
+    })
+    .ctx(|| format!("record {} in draft", String::from_utf8_lossy(&e.name)))?;
+    Ok(())
+}
+
+/// Forgets every change recorded strictly below directory `path`.
+pub fn clear_below(conn: &Connection, draft: i64, path: &[u8]) -> Result<usize> {
+    let mut lo = path.to_vec();
+    lo.push(b'/');
+    let mut hi = path.to_vec();
+    hi.push(b'/' + 1);
+    conn.prepare_cached(
+        "DELETE FROM draft_entries WHERE draft = ?1 AND (parent = ?2 OR (parent >= ?3 AND parent < ?4))",
+    )
+    .and_then(|mut s| s.execute(params![draft, path, lo, hi]))
+    .ctx(|| format!("clear draft changes under {}", String::from_utf8_lossy(path)))
+}
+
+pub fn count(conn: &Connection, draft: i64) -> Result<u64> {
+    conn.query_row(
+        "SELECT count(*) FROM draft_entries WHERE draft = ?1 AND kind != ?2",
+        params![draft, KIND_DIR],
+        |r| r.get::<_, i64>(0),
+    )
+    .map(|n| n as u64)
+    .ctx(|| "count draft changes".into())
+}
+
+pub fn seal(conn: &Connection, artifact: &str, dist_id: &str, number: u64) -> Result<()> {
+    conn.execute(
+        "INSERT INTO seals (artifact, dist_id, number) VALUES (?1, ?2, ?3)",
+        params![artifact, dist_id, number as i64],
+    )
+    .ctx(|| format!("seal {artifact}@{dist_id}"))?;
+    Ok(())
+}
+
+pub fn sealed(conn: &Connection, artifact: &str, dist_id: &str) -> Result<Option<u64>> {
+    conn.prepare_cached("SELECT number FROM seals WHERE artifact = ?1 AND dist_id = ?2")
+        .and_then(|mut s| s.query_row(params![artifact, dist_id], |r| r.get::<_, i64>(0)))
+        .optional()
+        .map(|n| n.map(|n| n as u64))
+        .ctx(|| format!("look up seal of {artifact}@{dist_id}"))
+}

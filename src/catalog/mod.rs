@@ -1,0 +1,174 @@
+//! The SQLite catalog: the single source of truth for artifacts, versions, aliases, manifest
+//! trees and drafts. Every change is one IMMEDIATE transaction, so concurrent writers queue on
+//! the database lock (bounded by `busy_timeout`) instead of failing.
+
+mod schema;
+
+pub mod drafts;
+pub mod nodes;
+pub mod versions;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
+
+use crate::error::{CatalogContext, Error, Result};
+
+pub use schema::MIGRATIONS;
+
+/// How long a writer waits for another one before the operation fails.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(120);
+
+pub struct Catalog {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl Catalog {
+    pub fn open(path: &Path) -> Result<Self> {
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| classify(path, "open", e))?;
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .map_err(|e| classify(path, "set busy_timeout", e))?;
+        // WAL lets readers run beside the writer; FULL makes each commit durable when it returns.
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(|e| classify(path, "enable WAL", e))?;
+        conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
+            .map_err(|e| classify(path, "set pragmas", e))?;
+        let mut catalog = Catalog {
+            conn,
+            path: path.to_path_buf(),
+        };
+        catalog.migrate()?;
+        Ok(catalog)
+    }
+
+    fn migrate(&mut self) -> Result<()> {
+        let supported = MIGRATIONS.len() as i64;
+        let path = self.path.clone();
+        let current = self.schema_version()?;
+        if current > supported {
+            return Err(Error::NewerSchema {
+                path,
+                found: current,
+                supported,
+            });
+        }
+        if current == supported {
+            return Ok(());
+        }
+        self.write(|tx| {
+            // Re-read inside the lock: another process may have migrated meanwhile.
+            let current: i64 = tx
+                .pragma_query_value(None, "user_version", |r| r.get(0))
+                .map_err(|e| classify(&path, "read schema version", e))?;
+            if current > supported {
+                return Err(Error::NewerSchema {
+                    path: path.clone(),
+                    found: current,
+                    supported,
+                });
+            }
+            for (n, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+                tx.execute_batch(sql)
+                    .map_err(|e| classify(&path, &format!("migrate to schema {}", n + 1), e))?;
+            }
+            tx.pragma_update(None, "user_version", supported)
+                .map_err(|e| classify(&path, "record schema version", e))?;
+            Ok(())
+        })
+    }
+
+    pub fn schema_version(&self) -> Result<i64> {
+        self.conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(|e| classify(&self.path, "read schema version", e))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Read access outside a transaction (each statement sees a consistent snapshot).
+    pub fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// Runs `f` in one IMMEDIATE transaction: all of it is committed, or none of it.
+    pub fn write<T>(&mut self, f: impl FnOnce(&Transaction) -> Result<T>) -> Result<T> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .ctx(|| "begin transaction".into())?;
+        let value = f(&tx)?;
+        tx.commit().ctx(|| "commit transaction".into())?;
+        Ok(value)
+    }
+
+    /// Runs `f` in a transaction that is always rolled back: for computing what a commit would
+    /// produce without keeping it.
+    pub fn dry_run<T>(&mut self, f: impl FnOnce(&Transaction) -> Result<T>) -> Result<T> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Deferred)
+            .ctx(|| "begin transaction".into())?;
+        f(&tx)
+    }
+}
+
+/// Turns the errors of opening a catalog into ones that say what is wrong with which file.
+fn classify(path: &Path, action: &str, e: rusqlite::Error) -> Error {
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt) => {
+            Error::Corrupt {
+                what: format!("catalog {}", path.display()),
+                why: e.to_string(),
+            }
+        }
+        _ => Error::Catalog {
+            context: format!("{} ({action})", path.display()),
+            source: e,
+        },
+    }
+}
+
+/// Nanoseconds since the Unix epoch, for creation times.
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("catalog.db");
+        drop(Catalog::open(&path).unwrap());
+        let conn = Connection::open(&path).unwrap();
+        conn.pragma_update(None, "user_version", 99).unwrap();
+        drop(conn);
+        let err = Catalog::open(&path).err().unwrap();
+        assert!(matches!(err, Error::NewerSchema { found: 99, .. }), "{err}");
+        assert!(err.to_string().contains("catalog.db"), "{err}");
+    }
+
+    #[test]
+    fn reopening_keeps_the_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("catalog.db");
+        drop(Catalog::open(&path).unwrap());
+        let c = Catalog::open(&path).unwrap();
+        assert_eq!(c.schema_version().unwrap(), MIGRATIONS.len() as i64);
+    }
+}

@@ -1,0 +1,105 @@
+//! The catalog schema, as an ordered list of migrations. `PRAGMA user_version` records how many
+//! have run; a catalog with a higher number than this build knows is refused.
+
+/// Migration N brings the schema from version N to N + 1.
+pub const MIGRATIONS: &[&str] = &[V1];
+
+const V1: &str = r#"
+CREATE TABLE artifacts (
+    id          INTEGER PRIMARY KEY,
+    name        TEXT NOT NULL UNIQUE,
+    type        TEXT NOT NULL,
+    created_ns  INTEGER NOT NULL,
+    -- next version number; only ever grows, so numbers are never reused
+    next_number INTEGER NOT NULL DEFAULT 0
+);
+
+-- Directory nodes of the shared manifest trees, deduplicated by `hash`
+-- (canonical listing with modes and mtimes). `digest` leaves mtimes and
+-- permission bits other than the executable bit out: it is what version
+-- digests are made of. `files` and `bytes` sum the whole subtree.
+CREATE TABLE nodes (
+    id      INTEGER PRIMARY KEY,
+    hash    BLOB NOT NULL UNIQUE,
+    digest  BLOB NOT NULL,
+    files   INTEGER NOT NULL,
+    bytes   INTEGER NOT NULL
+);
+
+-- kind: 0 file, 1 directory, 2 symlink
+CREATE TABLE node_entries (
+    node     INTEGER NOT NULL REFERENCES nodes(id) ON DELETE CASCADE,
+    name     BLOB NOT NULL,
+    kind     INTEGER NOT NULL,
+    blob     BLOB,
+    size     INTEGER NOT NULL DEFAULT 0,
+    mode     INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    child    INTEGER REFERENCES nodes(id) DEFERRABLE INITIALLY DEFERRED,
+    target   BLOB,
+    PRIMARY KEY (node, name)
+) WITHOUT ROWID;
+CREATE INDEX node_entries_blob ON node_entries(blob) WHERE blob IS NOT NULL;
+CREATE INDEX node_entries_child ON node_entries(child) WHERE child IS NOT NULL;
+
+CREATE TABLE versions (
+    id          INTEGER PRIMARY KEY,
+    artifact    INTEGER NOT NULL REFERENCES artifacts(id),
+    number      INTEGER NOT NULL,
+    root        INTEGER NOT NULL REFERENCES nodes(id),
+    digest      BLOB NOT NULL,
+    base_number INTEGER,
+    description TEXT NOT NULL DEFAULT '',
+    metadata    TEXT NOT NULL DEFAULT '{}',
+    created_ns  INTEGER NOT NULL,
+    UNIQUE (artifact, number)
+);
+CREATE INDEX versions_root ON versions(root);
+
+CREATE TABLE aliases (
+    artifact INTEGER NOT NULL REFERENCES artifacts(id),
+    name     TEXT NOT NULL,
+    version  INTEGER NOT NULL REFERENCES versions(id) ON DELETE CASCADE,
+    PRIMARY KEY (artifact, name)
+);
+CREATE INDEX aliases_version ON aliases(version);
+
+-- dist_id is '' for an artifact's plain draft. The artifact may not exist yet.
+CREATE TABLE drafts (
+    id          INTEGER PRIMARY KEY,
+    artifact    TEXT NOT NULL,
+    dist_id     TEXT NOT NULL DEFAULT '',
+    type        TEXT,
+    base_number INTEGER,
+    base_root   INTEGER REFERENCES nodes(id),
+    created_ns  INTEGER NOT NULL,
+    UNIQUE (artifact, dist_id)
+);
+
+-- A draft's changes over its base tree, one row per path, keyed by parent
+-- directory so a directory's changes are one range scan. Every ancestor of a
+-- row has a directory row. kind: 0 file, 1 directory, 2 symlink, 3 removed.
+-- opaque: a directory that hides the base directory at the same path.
+CREATE TABLE draft_entries (
+    draft    INTEGER NOT NULL REFERENCES drafts(id) ON DELETE CASCADE,
+    parent   BLOB NOT NULL,
+    name     BLOB NOT NULL,
+    kind     INTEGER NOT NULL,
+    blob     BLOB,
+    size     INTEGER NOT NULL DEFAULT 0,
+    mode     INTEGER NOT NULL DEFAULT 0,
+    mtime_ns INTEGER NOT NULL DEFAULT 0,
+    target   BLOB,
+    opaque   INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (draft, parent, name)
+) WITHOUT ROWID;
+CREATE INDEX draft_entries_blob ON draft_entries(blob) WHERE blob IS NOT NULL;
+
+-- Finished distributed drafts: the id may not be reused.
+CREATE TABLE seals (
+    artifact TEXT NOT NULL,
+    dist_id  TEXT NOT NULL,
+    number   INTEGER NOT NULL,
+    PRIMARY KEY (artifact, dist_id)
+);
+"#;

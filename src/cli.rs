@@ -1,0 +1,164 @@
+//! The command line, as clap derive types. Value parsers reject bad names before any command
+//! runs, quoting the value and the rule it breaks.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::names::{AliasName, ArtifactName, DistributedId, DraftName, TypeName, VersionRef};
+
+/// Versioned datasets and models: a local artifact store you can mount.
+#[derive(Parser, Debug)]
+#[command(name = "artifactfs", version, about)]
+pub struct Cli {
+    /// Store directory [default: $ARTIFACTFS_STORE, else $XDG_DATA_HOME/artifactfs, else
+    /// ~/.local/share/artifactfs]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub store: Option<PathBuf>,
+
+    /// Print machine-readable JSON instead of text
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct CommitArgs {
+    /// Alias to put on the new version (repeatable); moves it from any other version
+    #[arg(long = "alias", value_name = "ALIAS")]
+    pub aliases: Vec<AliasName>,
+    /// Free-text description of the version
+    #[arg(long)]
+    pub description: Option<String>,
+    /// A JSON object stored with the version, like '{"epochs": 3}'
+    #[arg(long, value_name = "JSON")]
+    pub metadata: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Log PATHs as the whole new version of NAME (a directory adds its contents)
+    Log {
+        name: ArtifactName,
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Artifact type, fixed when the artifact is created (dataset, model, …)
+        #[arg(long = "type", value_name = "TYPE")]
+        type_name: TypeName,
+        #[command(flatten)]
+        commit: CommitArgs,
+    },
+    /// Stage a new version step by step
+    #[command(subcommand)]
+    Draft(DraftCommand),
+    /// Add PATHs to the distributed draft NAME@ID, creating it if needed
+    Upsert {
+        name: ArtifactName,
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        #[arg(long = "type", value_name = "TYPE")]
+        type_name: TypeName,
+        #[arg(long)]
+        distributed_id: DistributedId,
+    },
+    /// Add any last PATHs to NAME@ID and commit it; the id is sealed afterwards
+    Finish {
+        name: ArtifactName,
+        paths: Vec<PathBuf>,
+        #[arg(long = "type", value_name = "TYPE")]
+        type_name: TypeName,
+        #[arg(long)]
+        distributed_id: DistributedId,
+        #[command(flatten)]
+        commit: CommitArgs,
+    },
+    /// List artifacts, or the versions of NAME with their aliases
+    List { name: Option<ArtifactName> },
+    /// Show a version: digest, size, file count, aliases, metadata
+    Show { reference: VersionRef },
+    /// List every file path of a version under PREFIX
+    Ls {
+        reference: VersionRef,
+        prefix: Option<String>,
+    },
+    /// Write one file of a version to standard output
+    Cat { reference: VersionRef, path: String },
+    /// Files added (A), removed (D) and modified (M) from the first version to the second
+    Diff { from: VersionRef, to: VersionRef },
+    /// Write a version out into directory DEST
+    Get {
+        reference: VersionRef,
+        dest: PathBuf,
+    },
+    /// Set or remove aliases
+    #[command(subcommand)]
+    Alias(AliasCommand),
+    /// Delete a version (refused while an alias other than latest names it)
+    Delete { reference: VersionRef },
+    /// Re-hash stored blobs and report any that are missing or damaged
+    Verify { reference: Option<VersionRef> },
+    /// Remove blobs that no version and no draft references
+    Gc,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DraftCommand {
+    /// Start a draft: of NAME from its latest version, or of NAME@ID (empty) for distributed writers
+    New {
+        draft: DraftName,
+        #[arg(long = "type", value_name = "TYPE")]
+        type_name: Option<TypeName>,
+        /// Start from this version of the same artifact
+        #[arg(long, value_name = "REF", conflicts_with = "empty")]
+        from: Option<VersionRef>,
+        /// Start with no files
+        #[arg(long)]
+        empty: bool,
+    },
+    /// Add files or directory contents to a draft (re-adding a path replaces it)
+    Add {
+        draft: DraftName,
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Destination in the draft: the file's path for one file, else a directory prefix
+        #[arg(long = "as", value_name = "DEST")]
+        dest: Option<String>,
+    },
+    /// Remove files, or everything under a directory path, from a draft
+    Rm {
+        draft: DraftName,
+        #[arg(required = true)]
+        paths: Vec<String>,
+    },
+    /// What the draft adds, modifies and removes against its base
+    Status { draft: DraftName },
+    /// List drafts
+    List,
+    /// Throw a draft away
+    Discard { draft: DraftName },
+    /// Commit a draft as the next version
+    Commit {
+        draft: DraftName,
+        /// Type for a new artifact (must match an existing one)
+        #[arg(long = "type", value_name = "TYPE")]
+        type_name: Option<TypeName>,
+        #[command(flatten)]
+        commit: CommitArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AliasCommand {
+    /// Point ALIAS at the version REF names, moving it if it is elsewhere
+    Set {
+        reference: VersionRef,
+        alias: AliasName,
+    },
+    /// Remove ALIAS from artifact NAME
+    Rm {
+        name: ArtifactName,
+        alias: AliasName,
+    },
+}

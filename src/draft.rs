@@ -1,0 +1,339 @@
+//! A draft is its base tree plus the changes recorded in `draft_entries`. This module answers
+//! "what is at this path in the draft", records changes while keeping the invariant that every
+//! ancestor of a recorded change is a recorded directory, and builds the draft's final tree.
+//! All functions run inside the caller's transaction.
+
+use rusqlite::Connection;
+
+use crate::catalog::drafts::{self, Change, DraftEntry, DraftRow};
+use crate::catalog::nodes::{self, NodeId, NodeInfo};
+use crate::catalog::now_ns;
+use crate::error::{Error, Result};
+use crate::tree::{self, Item, TreeEntry};
+
+/// What a path holds in a draft.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Found {
+    File(TreeEntry),
+    Symlink(TreeEntry),
+    /// A directory, with the base directory it shows through (if any).
+    Dir {
+        base: Option<NodeId>,
+    },
+}
+
+fn lossy(path: &[u8]) -> String {
+    String::from_utf8_lossy(path).into_owned()
+}
+
+/// Splits a draft path into components, refusing `.`/`..` and absolute forms.
+pub fn parse_path(path: &[u8]) -> Result<Vec<&[u8]>> {
+    tree::components(path).ok_or_else(|| {
+        Error::invalid(
+            format!("path {}", lossy(path)),
+            "'.' and '..' components are not allowed in a draft path",
+        )
+    })
+}
+
+fn entry_of(e: &DraftEntry, item: Item) -> TreeEntry {
+    TreeEntry {
+        name: e.name.clone(),
+        item,
+        mode: e.mode,
+        mtime_ns: e.mtime_ns,
+    }
+}
+
+/// The base directory under `base` called `name`, if it is one.
+fn base_dir(conn: &Connection, base: Option<NodeId>, name: &[u8]) -> Result<Option<NodeId>> {
+    let Some(b) = base else { return Ok(None) };
+    Ok(match nodes::lookup(conn, b, name)? {
+        Some(TreeEntry {
+            item: Item::Dir { node },
+            ..
+        }) => Some(node),
+        _ => None,
+    })
+}
+
+/// Resolves `path` in the draft; `None` if nothing is there.
+pub fn find(conn: &Connection, draft: &DraftRow, path: &[u8]) -> Result<Option<Found>> {
+    let parts = parse_path(path)?;
+    let mut base = draft.base_root;
+    let mut parent: Vec<u8> = Vec::new();
+    for (i, part) in parts.iter().enumerate() {
+        let last = i + 1 == parts.len();
+        match drafts::entry(conn, draft.id, &parent, part)? {
+            Some(e) => match e.change {
+                Change::Removed => return Ok(None),
+                Change::File { blob, size } if last => {
+                    return Ok(Some(Found::File(entry_of(&e, Item::File { blob, size }))));
+                }
+                Change::Symlink { ref target } if last => {
+                    let target = target.clone();
+                    return Ok(Some(Found::Symlink(entry_of(&e, Item::Symlink { target }))));
+                }
+                Change::File { .. } | Change::Symlink { .. } => return Ok(None),
+                Change::Dir { opaque } => {
+                    base = if opaque {
+                        None
+                    } else {
+                        base_dir(conn, base, part)?
+                    };
+                }
+            },
+            None => {
+                // Nothing recorded here, so nothing recorded below: the rest is the base's.
+                let Some(b) = base else { return Ok(None) };
+                let rest = parts[i..].join(&b'/');
+                return Ok(tree::lookup(conn, b, &rest)?.map(|e| match e.item {
+                    Item::Dir { node } => Found::Dir { base: Some(node) },
+                    Item::File { .. } => Found::File(e),
+                    Item::Symlink { .. } => Found::Symlink(e),
+                }));
+            }
+        }
+        parent = tree::join(&parent, part);
+    }
+    Ok(Some(Found::Dir { base }))
+}
+
+/// Records directory rows for every ancestor of `parts` (all but the last component), so a
+/// change can be recorded at the full path. Fails if an ancestor is a file or symlink.
+fn ensure_parents(conn: &Connection, draft: &DraftRow, parts: &[&[u8]]) -> Result<Vec<u8>> {
+    let mut base = draft.base_root;
+    let mut parent: Vec<u8> = Vec::new();
+    for part in &parts[..parts.len().saturating_sub(1)] {
+        let here = tree::join(&parent, part);
+        match drafts::entry(conn, draft.id, &parent, part)? {
+            Some(DraftEntry {
+                change: Change::Dir { opaque },
+                ..
+            }) => {
+                base = if opaque {
+                    None
+                } else {
+                    base_dir(conn, base, part)?
+                };
+            }
+            Some(DraftEntry {
+                change: Change::Removed,
+                ..
+            }) => {
+                put(
+                    conn,
+                    draft,
+                    &parent,
+                    part,
+                    Change::Dir { opaque: true },
+                    0o755,
+                    now_ns(),
+                )?;
+                base = None;
+            }
+            Some(_) => {
+                return Err(Error::NotADirectory(format!(
+                    "{} in draft {}",
+                    lossy(&here),
+                    draft.display_name()
+                )));
+            }
+            None => {
+                let in_base = match base {
+                    Some(b) => nodes::lookup(conn, b, part)?,
+                    None => None,
+                };
+                match in_base {
+                    Some(TreeEntry {
+                        item: Item::Dir { node },
+                        mode,
+                        mtime_ns,
+                        ..
+                    }) => {
+                        put(
+                            conn,
+                            draft,
+                            &parent,
+                            part,
+                            Change::Dir { opaque: false },
+                            mode,
+                            mtime_ns,
+                        )?;
+                        base = Some(node);
+                    }
+                    Some(_) => {
+                        return Err(Error::NotADirectory(format!(
+                            "{} in draft {}",
+                            lossy(&here),
+                            draft.display_name()
+                        )));
+                    }
+                    None => {
+                        put(
+                            conn,
+                            draft,
+                            &parent,
+                            part,
+                            Change::Dir { opaque: false },
+                            0o755,
+                            now_ns(),
+                        )?;
+                        base = None;
+                    }
+                }
+            }
+        }
+        parent = here;
+    }
+    Ok(parent)
+}
+
+fn put(
+    conn: &Connection,
+    draft: &DraftRow,
+    parent: &[u8],
+    name: &[u8],
+    change: Change,
+    mode: u32,
+    mtime_ns: i64,
+) -> Result<()> {
+    drafts::put(
+        conn,
+        draft.id,
+        parent,
+        &DraftEntry {
+            name: name.to_vec(),
+            change,
+            mode,
+            mtime_ns,
+        },
+    )
+}
+
+/// Records a file or symlink at `path`, replacing a file or symlink already there. A directory
+/// at `path`, or a file where a parent directory should be, is an error.
+pub fn put_leaf(
+    conn: &Connection,
+    draft: &DraftRow,
+    path: &[u8],
+    change: Change,
+    mode: u32,
+    mtime_ns: i64,
+) -> Result<()> {
+    let parts = parse_path(path)?;
+    let Some(name) = parts.last() else {
+        return Err(Error::IsADirectory(format!(
+            "the root of draft {}",
+            draft.display_name()
+        )));
+    };
+    if let Some(Found::Dir { .. }) = find(conn, draft, path)? {
+        return Err(Error::IsADirectory(format!(
+            "{} in draft {}",
+            lossy(path),
+            draft.display_name()
+        )));
+    }
+    let parent = ensure_parents(conn, draft, &parts)?;
+    put(conn, draft, &parent, name, change, mode, mtime_ns)
+}
+
+/// Records a directory at `path` (and its parents); an existing directory is kept as it is.
+pub fn put_dir(
+    conn: &Connection,
+    draft: &DraftRow,
+    path: &[u8],
+    mode: u32,
+    mtime_ns: i64,
+) -> Result<()> {
+    let parts = parse_path(path)?;
+    let Some(name) = parts.last() else {
+        return Ok(());
+    };
+    match find(conn, draft, path)? {
+        Some(Found::Dir { .. }) => Ok(()),
+        Some(_) => Err(Error::AlreadyExists(format!(
+            "{} in draft {} (as a file)",
+            lossy(path),
+            draft.display_name()
+        ))),
+        None => {
+            let parent = ensure_parents(conn, draft, &parts)?;
+            // A fresh directory: whatever the base had at this path was removed earlier.
+            put(
+                conn,
+                draft,
+                &parent,
+                name,
+                Change::Dir { opaque: true },
+                mode,
+                mtime_ns,
+            )
+        }
+    }
+}
+
+/// Removes the file, symlink or whole directory at `path`.
+pub fn remove(conn: &Connection, draft: &DraftRow, path: &[u8]) -> Result<()> {
+    let parts = parse_path(path)?;
+    let Some(name) = parts.last() else {
+        return Err(Error::invalid(
+            format!("draft {}", draft.display_name()),
+            "cannot remove the root; use `draft discard`",
+        ));
+    };
+    if find(conn, draft, path)?.is_none() {
+        return Err(Error::not_found(format!(
+            "{} in draft {}",
+            lossy(path),
+            draft.display_name()
+        )));
+    }
+    let parent = ensure_parents(conn, draft, &parts)?;
+    let full = tree::join(&parent, name);
+    drafts::clear_below(conn, draft.id, &full)?;
+    put(conn, draft, &parent, name, Change::Removed, 0, 0)
+}
+
+/// Builds and stores the draft's complete tree, touching only directories with changes.
+pub fn build_tree(conn: &Connection, draft: &DraftRow) -> Result<NodeInfo> {
+    build_dir(conn, draft.id, b"", draft.base_root)
+}
+
+fn build_dir(conn: &Connection, draft: i64, path: &[u8], base: Option<NodeId>) -> Result<NodeInfo> {
+    let base_entries = match base {
+        Some(b) => nodes::list(conn, b)?,
+        None => Vec::new(),
+    };
+    let changes = drafts::entries(conn, draft, path)?;
+    let mut out = Vec::with_capacity(base_entries.len() + changes.len());
+    let mut base_iter = base_entries.into_iter().peekable();
+    for change in changes {
+        while let Some(b) = base_iter.next_if(|b| b.name < change.name) {
+            out.push(b);
+        }
+        let same = base_iter.next_if(|b| b.name == change.name);
+        let item = match change.change {
+            Change::Removed => continue,
+            Change::File { blob, size } => Item::File { blob, size },
+            Change::Symlink { ref target } => Item::Symlink {
+                target: target.clone(),
+            },
+            Change::Dir { opaque } => {
+                let child_base = match same {
+                    Some(TreeEntry {
+                        item: Item::Dir { node },
+                        ..
+                    }) if !opaque => Some(node),
+                    _ => None,
+                };
+                let child = build_dir(conn, draft, &tree::join(path, &change.name), child_base)?;
+                Item::Dir { node: child.id }
+            }
+        };
+        out.push(entry_of(&change, item));
+    }
+    out.extend(base_iter);
+    nodes::insert(conn, &out)
+}

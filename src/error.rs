@@ -1,0 +1,144 @@
+//! One error type for the whole crate. Every variant names the object it is about and the
+//! cause, and [`Error::errno`] is the single table that turns errors into errnos for the mount.
+
+use std::path::{Path, PathBuf};
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid {kind} {value:?}: {reason}")]
+    InvalidName {
+        kind: &'static str,
+        value: String,
+        reason: String,
+    },
+
+    #[error("{what}: {why}")]
+    InvalidInput { what: String, why: String },
+
+    #[error("{0} does not exist")]
+    NotFound(String),
+
+    #[error("{0} already exists")]
+    AlreadyExists(String),
+
+    #[error("{0} is not a directory")]
+    NotADirectory(String),
+
+    #[error("{0} is a directory")]
+    IsADirectory(String),
+
+    #[error("artifact {artifact} has type {existing}, not {requested}")]
+    TypeConflict {
+        artifact: String,
+        existing: String,
+        requested: String,
+    },
+
+    #[error("draft {draft} was already finished as {version}; start a new distributed id")]
+    Sealed { draft: String, version: String },
+
+    #[error("{what}: {why}")]
+    Refused { what: String, why: String },
+
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("catalog: {context}: {source}")]
+    Catalog {
+        context: String,
+        #[source]
+        source: rusqlite::Error,
+    },
+
+    #[error("{}: written by a newer artifactfs (schema {found}, this build knows up to {supported}); upgrade artifactfs", path.display())]
+    NewerSchema {
+        path: PathBuf,
+        found: i64,
+        supported: i64,
+    },
+
+    #[error("{what} is damaged: {why}")]
+    Corrupt { what: String, why: String },
+}
+
+impl Error {
+    pub fn io(path: impl AsRef<Path>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.as_ref().to_path_buf(),
+            source,
+        }
+    }
+
+    pub fn invalid(what: impl Into<String>, why: impl Into<String>) -> Self {
+        Error::InvalidInput {
+            what: what.into(),
+            why: why.into(),
+        }
+    }
+
+    pub fn refused(what: impl Into<String>, why: impl Into<String>) -> Self {
+        Error::Refused {
+            what: what.into(),
+            why: why.into(),
+        }
+    }
+
+    pub fn not_found(what: impl Into<String>) -> Self {
+        Error::NotFound(what.into())
+    }
+
+    /// The errno a local filesystem would return for this failure.
+    pub fn errno(&self) -> i32 {
+        match self {
+            Error::InvalidName { .. } | Error::InvalidInput { .. } => libc::EINVAL,
+            Error::NotFound(_) => libc::ENOENT,
+            Error::AlreadyExists(_) | Error::TypeConflict { .. } | Error::Sealed { .. } => {
+                libc::EEXIST
+            }
+            Error::NotADirectory(_) => libc::ENOTDIR,
+            Error::IsADirectory(_) => libc::EISDIR,
+            Error::Refused { .. } => libc::EPERM,
+            Error::Io { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
+            Error::Catalog { source, .. } => match source.sqlite_error_code() {
+                Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+                    libc::EBUSY
+                }
+                Some(rusqlite::ErrorCode::DiskFull) => libc::ENOSPC,
+                Some(rusqlite::ErrorCode::ReadOnly) => libc::EROFS,
+                _ => libc::EIO,
+            },
+            Error::NewerSchema { .. } | Error::Corrupt { .. } => libc::EIO,
+        }
+    }
+}
+
+/// Attaches "what was being done" to catalog errors at the call site.
+pub trait CatalogContext<T> {
+    fn ctx(self, context: impl FnOnce() -> String) -> Result<T>;
+}
+
+impl<T> CatalogContext<T> for rusqlite::Result<T> {
+    fn ctx(self, context: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|source| Error::Catalog {
+            context: context(),
+            source,
+        })
+    }
+}
+
+/// Attaches the path to I/O errors at the call site.
+pub trait IoContext<T> {
+    fn at(self, path: &Path) -> Result<T>;
+}
+
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn at(self, path: &Path) -> Result<T> {
+        self.map_err(|e| Error::io(path, e))
+    }
+}

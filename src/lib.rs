@@ -1,0 +1,20 @@
+//! artifactfs: versioned datasets and models in a local content-addressed store.
+//!
+//! The core (catalog, blob store, drafts, commit) has no knowledge of FUSE; the command line
+//! and the filesystem are thin layers over [`store::Store`] and [`query`].
+
+pub mod app;
+pub mod blobs;
+pub mod catalog;
+pub mod cli;
+pub mod commit;
+pub mod draft;
+pub mod error;
+pub mod hash;
+pub mod ingest;
+pub mod maintenance;
+pub mod materialize;
+pub mod names;
+pub mod query;
+pub mod store;
+pub mod tree;

@@ -1,0 +1,119 @@
+//! `verify` and `gc`: checking every blob against its name, and reclaiming what nothing uses.
+
+use rayon::prelude::*;
+
+use crate::blobs::BlobHealth;
+use crate::catalog::nodes;
+use crate::catalog::versions;
+use crate::error::{CatalogContext, Result};
+use crate::hash::Digest;
+use crate::ingest::progress;
+use crate::names::VersionRef;
+use crate::store::Store;
+
+/// A blob that is missing or whose content no longer matches its name.
+pub struct Damage {
+    pub blob: Digest,
+    pub health: BlobHealth,
+    /// (version reference, path) pairs that contain the blob.
+    pub used_by: Vec<(String, Vec<u8>)>,
+    /// Drafts that reference the blob.
+    pub drafts: Vec<String>,
+}
+
+pub struct VerifyReport {
+    pub checked: u64,
+    pub damaged: Vec<Damage>,
+}
+
+/// Re-hashes every blob of version `r`, or of every version and draft, on all cores.
+pub fn verify(store: &Store, r: Option<&VersionRef>) -> Result<VerifyReport> {
+    let conn = store.conn();
+    let blobs = match r {
+        Some(r) => {
+            let v = versions::resolve(conn, r)?;
+            nodes::referenced_blobs(conn, Some(&[v.root]))?
+        }
+        None => nodes::referenced_blobs(conn, None)?,
+    };
+    let bar = progress(blobs.len() as u64);
+    let blob_store = &store.blobs;
+    let bad: Vec<(Digest, BlobHealth)> = blobs
+        .par_iter()
+        .map(|d| {
+            let h = blob_store.check(d);
+            bar.inc(1);
+            h.map(|h| (*d, h))
+        })
+        .collect::<Result<Vec<_>>>()?
+        .into_iter()
+        .filter(|(_, h)| *h != BlobHealth::Intact)
+        .collect();
+    bar.finish_and_clear();
+    let mut damaged = Vec::new();
+    for (blob, health) in bad {
+        let used_by = nodes::versions_using_blob(conn, &blob)?
+            .into_iter()
+            .map(|(a, n, p)| (format!("{a}:v{n}"), p))
+            .collect();
+        let mut stmt = conn
+            .prepare(
+                "SELECT DISTINCT d.artifact, d.dist_id FROM draft_entries e JOIN drafts d ON d.id = e.draft
+                 WHERE e.blob = ?1 ORDER BY 1, 2",
+            )
+            .ctx(|| "prepare draft usage query".into())?;
+        let drafts = stmt
+            .query_map([&blob.0[..]], |r| {
+                let (a, id): (String, String) = (r.get(0)?, r.get(1)?);
+                Ok(if id.is_empty() {
+                    a
+                } else {
+                    format!("{a}@{id}")
+                })
+            })
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .ctx(|| format!("find drafts using blob {blob}"))?;
+        damaged.push(Damage {
+            blob,
+            health,
+            used_by,
+            drafts,
+        });
+    }
+    Ok(VerifyReport {
+        checked: blobs.len() as u64,
+        damaged,
+    })
+}
+
+#[derive(Default)]
+pub struct GcReport {
+    pub nodes_removed: usize,
+    pub blobs_removed: u64,
+    pub bytes_freed: u64,
+    pub staging_removed: usize,
+}
+
+/// Removes tree nodes no version or draft reaches, then blobs no node or draft references.
+/// Holds the store's lock exclusively, so no writer is between storing a blob and
+/// referencing it.
+pub fn gc(store: &mut Store) -> Result<GcReport> {
+    let _lock = store.gc_lock()?;
+    let mut report = GcReport {
+        staging_removed: store.blobs.clear_staging()?,
+        ..Default::default()
+    };
+    report.nodes_removed = store.catalog.write(|tx| nodes::remove_unreachable(tx))?;
+    let mut unused = Vec::new();
+    store.blobs.for_each_stored(|d| {
+        if !nodes::blob_in_use(store.catalog.conn(), &d)? {
+            unused.push(d);
+        }
+        Ok(())
+    })?;
+    for d in unused {
+        report.bytes_freed += store.blobs.remove(&d)?;
+        report.blobs_removed += 1;
+    }
+    Ok(report)
+}

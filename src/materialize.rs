@@ -1,0 +1,113 @@
+//! `get`: writing a version out as an ordinary directory tree.
+
+use std::fs::{self, File, FileTimes, OpenOptions};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use crate::blobs::BlobStore;
+use crate::catalog::versions::{self, VersionRow};
+use crate::error::{Error, IoContext, Result};
+use crate::ingest::progress;
+use crate::names::VersionRef;
+use crate::store::Store;
+use crate::tree::{self, Item};
+
+pub struct GetReport {
+    pub version: VersionRow,
+    pub files: u64,
+    pub reflinked: u64,
+}
+
+fn to_time(ns: i64) -> SystemTime {
+    if ns >= 0 {
+        SystemTime::UNIX_EPOCH + Duration::from_nanos(ns as u64)
+    } else {
+        SystemTime::UNIX_EPOCH - Duration::from_nanos(ns.unsigned_abs())
+    }
+}
+
+/// Writes version `r` into `dest` (created if missing; files already there are replaced),
+/// keeping each file's permission bits and modification time.
+pub fn get(store: &Store, r: &VersionRef, dest: &Path) -> Result<GetReport> {
+    let conn = store.conn();
+    let version = versions::resolve(conn, r)?;
+    fs::create_dir_all(dest).at(dest)?;
+    let info = crate::catalog::nodes::info(conn, version.root)?;
+    let bar = progress(info.bytes);
+    let mut report = GetReport {
+        version: version.clone(),
+        files: 0,
+        reflinked: 0,
+    };
+    let mut dirs: Vec<(PathBuf, u32, i64)> = Vec::new();
+    tree::walk_all(conn, version.root, b"", &mut |path, e| {
+        let target = dest.join(std::ffi::OsStr::from_bytes(path));
+        match &e.item {
+            Item::Dir { .. } => {
+                fs::create_dir_all(&target).at(&target)?;
+                dirs.push((target, e.mode, e.mtime_ns));
+            }
+            Item::File { blob, size } => {
+                remove_existing(&target)?;
+                if place_file(&store.blobs, blob, &target)? {
+                    report.reflinked += 1;
+                }
+                let f = File::options().write(true).open(&target).at(&target)?;
+                f.set_permissions(fs::Permissions::from_mode(e.mode & 0o7777))
+                    .at(&target)?;
+                f.set_times(FileTimes::new().set_modified(to_time(e.mtime_ns)))
+                    .at(&target)?;
+                report.files += 1;
+                bar.inc(*size);
+            }
+            Item::Symlink { target: link } => {
+                remove_existing(&target)?;
+                std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(link), &target)
+                    .at(&target)?;
+                report.files += 1;
+            }
+        }
+        Ok(())
+    })?;
+    bar.finish_and_clear();
+    // Directory times last, deepest first, since filling a directory changes its mtime.
+    for (dir, mode, mtime) in dirs.into_iter().rev() {
+        fs::set_permissions(&dir, fs::Permissions::from_mode(mode & 0o7777)).at(&dir)?;
+        File::open(&dir)
+            .and_then(|f| f.set_times(FileTimes::new().set_modified(to_time(mtime))))
+            .at(&dir)?;
+    }
+    Ok(report)
+}
+
+fn remove_existing(path: &Path) -> Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => Err(Error::IsADirectory(format!(
+            "{} (a version file would replace it)",
+            path.display()
+        ))),
+        Ok(_) => fs::remove_file(path).at(path),
+        Err(_) => Ok(()),
+    }
+}
+
+/// Clones the blob into `target` where the filesystem can share extents, else copies it.
+/// Returns whether it was a reflink.
+fn place_file(blobs: &BlobStore, blob: &crate::hash::Digest, target: &Path) -> Result<bool> {
+    let mut src = blobs.open_blob(blob)?;
+    let mut out = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(target)
+        .at(target)?;
+    // SAFETY: both descriptors are open for the duration of the call.
+    if unsafe { libc::ioctl(out.as_raw_fd(), libc::FICLONE, src.as_raw_fd()) } == 0 {
+        return Ok(true);
+    }
+    io::copy(&mut src, &mut out).at(target)?;
+    Ok(false)
+}

@@ -1,0 +1,188 @@
+//! Read-only questions about the store: listings, details, file contents, differences.
+
+use std::io::{self, Write};
+
+use rusqlite::Connection;
+
+use crate::blobs::BlobStore;
+use crate::catalog::Catalog;
+use crate::catalog::drafts::{self, DraftRow};
+use crate::catalog::nodes;
+use crate::catalog::versions::{self, VersionRow};
+use crate::draft;
+use crate::error::{Error, IoContext, Result};
+use crate::names::{ArtifactName, DraftName, VersionRef};
+use crate::store::require_draft;
+use crate::tree::{self, Change, Item};
+
+pub struct ArtifactSummary {
+    pub name: String,
+    pub type_name: String,
+    pub versions: u64,
+    pub latest: Option<u64>,
+    pub created_ns: i64,
+}
+
+pub struct VersionSummary {
+    pub version: VersionRow,
+    pub aliases: Vec<String>,
+    pub files: u64,
+    pub bytes: u64,
+}
+
+pub fn artifacts(conn: &Connection) -> Result<Vec<ArtifactSummary>> {
+    versions::artifacts(conn)?
+        .into_iter()
+        .map(|a| {
+            let all = versions::versions(conn, a.id)?;
+            Ok(ArtifactSummary {
+                versions: all.len() as u64,
+                latest: versions::latest(conn, a.id)?.map(|v| v.number),
+                name: a.name,
+                type_name: a.type_name,
+                created_ns: a.created_ns,
+            })
+        })
+        .collect()
+}
+
+fn summarize(conn: &Connection, v: VersionRow) -> Result<VersionSummary> {
+    let info = nodes::info(conn, v.root)?;
+    Ok(VersionSummary {
+        aliases: versions::aliases_of(conn, v.id)?,
+        files: info.files,
+        bytes: info.bytes,
+        version: v,
+    })
+}
+
+pub fn versions(conn: &Connection, name: &ArtifactName) -> Result<(String, Vec<VersionSummary>)> {
+    let art = versions::require_artifact(conn, name.as_str())?;
+    let list = versions::versions(conn, art.id)?
+        .into_iter()
+        .map(|v| summarize(conn, v))
+        .collect::<Result<_>>()?;
+    Ok((art.type_name, list))
+}
+
+/// One version with everything `show` reports.
+pub fn show(conn: &Connection, r: &VersionRef) -> Result<(String, VersionSummary)> {
+    let v = versions::resolve(conn, r)?;
+    let art = versions::require_artifact(conn, &v.artifact)?;
+    Ok((art.type_name, summarize(conn, v)?))
+}
+
+/// Calls `f` with every file path of version `r` under `prefix` (a directory or a file).
+pub fn ls(
+    conn: &Connection,
+    r: &VersionRef,
+    prefix: Option<&str>,
+    f: &mut dyn FnMut(&[u8]) -> Result<()>,
+) -> Result<()> {
+    let v = versions::resolve(conn, r)?;
+    let prefix = prefix.map(|p| p.trim_matches('/')).unwrap_or("");
+    if prefix.is_empty() {
+        return tree::walk(conn, v.root, b"", &mut |p, _| f(p));
+    }
+    let parts = draft::parse_path(prefix.as_bytes())?;
+    let prefix = parts.join(&b'/');
+    match tree::lookup(conn, v.root, &prefix)? {
+        Some(e) => match e.item {
+            Item::Dir { node } => tree::walk(conn, node, &prefix, &mut |p, _| f(p)),
+            _ => f(&prefix),
+        },
+        None => Err(Error::not_found(format!(
+            "{} in {}",
+            String::from_utf8_lossy(&prefix),
+            v.reference()
+        ))),
+    }
+}
+
+/// Writes the contents of one file of a version to `out`.
+pub fn cat(
+    conn: &Connection,
+    blobs: &BlobStore,
+    r: &VersionRef,
+    path: &str,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let v = versions::resolve(conn, r)?;
+    let what = || format!("{path} in {}", v.reference());
+    let entry = tree::lookup(conn, v.root, path.trim_matches('/').as_bytes())?
+        .ok_or_else(|| Error::not_found(what()))?;
+    match entry.item {
+        Item::File { blob, .. } => {
+            let mut file = blobs.open_blob(&blob)?;
+            match io::copy(&mut file, out) {
+                Ok(_) => Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+                Err(e) => Err(e).at(&blobs.path(&blob)),
+            }
+        }
+        Item::Dir { .. } => Err(Error::IsADirectory(what())),
+        Item::Symlink { target } => Err(Error::invalid(
+            what(),
+            format!("is a symlink to {}", String::from_utf8_lossy(&target)),
+        )),
+    }
+}
+
+/// The files added, removed and modified from `a` to `b`, in path order.
+pub fn diff(conn: &Connection, a: &VersionRef, b: &VersionRef) -> Result<Vec<(Change, Vec<u8>)>> {
+    let va = versions::resolve(conn, a)?;
+    let vb = versions::resolve(conn, b)?;
+    let mut out = Vec::new();
+    tree::diff(conn, Some(va.root), Some(vb.root), b"", &mut |c, p| {
+        out.push((c, p.to_vec()));
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+pub struct DraftStatus {
+    pub draft: DraftRow,
+    /// The newest version of the artifact, if it is not the draft's base.
+    pub latest: Option<u64>,
+    pub changes: Vec<(Change, Vec<u8>)>,
+}
+
+impl DraftStatus {
+    /// A draft based on a version that is no longer latest still commits; warn about it.
+    pub fn stale(&self) -> bool {
+        self.draft.base_number.is_some() && self.latest != self.draft.base_number
+    }
+}
+
+/// What committing the draft now would change against its base, computed by building the
+/// draft's tree in a transaction that is rolled back.
+pub fn draft_status(catalog: &mut Catalog, name: &DraftName) -> Result<DraftStatus> {
+    catalog.dry_run(|tx| {
+        let d = require_draft(tx, name)?;
+        let root = draft::build_tree(tx, &d)?;
+        let mut changes = Vec::new();
+        tree::diff(tx, d.base_root, Some(root.id), b"", &mut |c, p| {
+            changes.push((c, p.to_vec()));
+            Ok(())
+        })?;
+        let latest = match versions::artifact(tx, &d.artifact)? {
+            Some(a) => versions::latest(tx, a.id)?.map(|v| v.number),
+            None => None,
+        };
+        Ok(DraftStatus {
+            draft: d,
+            latest,
+            changes,
+        })
+    })
+}
+
+pub fn drafts(conn: &Connection) -> Result<Vec<(DraftRow, u64)>> {
+    drafts::list(conn)?
+        .into_iter()
+        .map(|d| {
+            let n = drafts::count(conn, d.id)?;
+            Ok((d, n))
+        })
+        .collect()
+}

@@ -1,0 +1,359 @@
+//! The store directory and the operations that change it. Each operation stores new content
+//! as durable blobs first, then records everything in one catalog transaction.
+
+use std::fs::{self, File, OpenOptions};
+use std::path::{Path, PathBuf};
+
+use rusqlite::Connection;
+
+use crate::blobs::BlobStore;
+use crate::catalog::Catalog;
+use crate::catalog::drafts::Change;
+use crate::catalog::drafts::{self, DraftRow, LOG_DRAFT_ID};
+use crate::catalog::versions::{self, VersionRow};
+use crate::commit::{self, CommitOptions, Outcome};
+use crate::draft;
+use crate::error::{Error, IoContext, Result};
+use crate::ingest::{self, Stored};
+use crate::names::{AliasName, ArtifactName, DraftName, LATEST, TypeName, VersionRef};
+
+pub struct Store {
+    root: PathBuf,
+    pub catalog: Catalog,
+    pub blobs: BlobStore,
+}
+
+/// Where a new draft starts from.
+#[derive(Clone, Debug)]
+pub enum DraftBase {
+    /// The artifact's latest version for a plain draft; empty for a distributed one.
+    Default,
+    Empty,
+    From(VersionRef),
+}
+
+impl Store {
+    /// Opens the store at `root`, creating it on first use.
+    pub fn open(root: &Path) -> Result<Self> {
+        fs::create_dir_all(root).at(root)?;
+        let blobs = BlobStore::open(root)?;
+        let catalog = Catalog::open(&root.join("catalog.db"))?;
+        Ok(Store {
+            root: root.to_path_buf(),
+            catalog,
+            blobs,
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn conn(&self) -> &Connection {
+        self.catalog.conn()
+    }
+
+    /// Held while blobs are written and until the catalog references them, so that `gc`
+    /// (which takes the lock exclusively) never collects a blob about to be referenced.
+    pub fn ingest_lock(&self) -> Result<File> {
+        self.lock(false)
+    }
+
+    pub fn gc_lock(&self) -> Result<File> {
+        self.lock(true)
+    }
+
+    fn lock(&self, exclusive: bool) -> Result<File> {
+        let path = self.root.join("lock");
+        let f = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .at(&path)?;
+        if exclusive { f.lock() } else { f.lock_shared() }.at(&path)?;
+        Ok(f)
+    }
+
+    /// Stores the contents of `paths` and records them in a draft, all inside `record`'s
+    /// transaction, which receives the stored entries.
+    fn ingest_then<T>(
+        &mut self,
+        paths: &[PathBuf],
+        dest: Option<&str>,
+        record: impl FnOnce(&Connection, Vec<Stored>) -> Result<T>,
+    ) -> Result<T> {
+        let dest = dest.map(ingest::parse_dest).transpose()?;
+        let sources = ingest::scan(paths, dest.as_deref())?;
+        let _lock = self.ingest_lock()?;
+        let batch = self.blobs.batch();
+        let stored = ingest::store(&batch, sources)?;
+        batch.finish()?;
+        self.catalog.write(|tx| record(tx, stored))
+    }
+
+    /// `log`: the given paths form the whole new version.
+    pub fn log(
+        &mut self,
+        name: &ArtifactName,
+        paths: &[PathBuf],
+        opts: &CommitOptions,
+    ) -> Result<Outcome> {
+        check_type(self.conn(), name, opts.type_name.as_ref())?;
+        self.ingest_then(paths, None, |tx, stored| {
+            let d = drafts::create(tx, name.as_str(), LOG_DRAFT_ID, None, None)?;
+            record(tx, &d, stored)?;
+            commit::commit(tx, &d, opts)
+        })
+    }
+
+    pub fn draft_new(
+        &mut self,
+        name: &DraftName,
+        type_name: Option<&TypeName>,
+        base: DraftBase,
+    ) -> Result<DraftRow> {
+        self.catalog.write(|tx| {
+            refuse_sealed(tx, name)?;
+            check_type(tx, &name.artifact, type_name)?;
+            if drafts::get(tx, name.artifact.as_str(), name.id_key())?.is_some() {
+                return Err(Error::AlreadyExists(format!("draft {name}")));
+            }
+            let base = match base {
+                DraftBase::Empty => None,
+                DraftBase::Default if name.id.is_some() => None,
+                DraftBase::Default => match versions::artifact(tx, name.artifact.as_str())? {
+                    Some(a) => versions::latest(tx, a.id)?,
+                    None => None,
+                },
+                DraftBase::From(r) => {
+                    if r.artifact != name.artifact {
+                        return Err(Error::invalid(
+                            format!("--from {r}"),
+                            format!(
+                                "a draft of {} can only start from a version of {}",
+                                name.artifact, name.artifact
+                            ),
+                        ));
+                    }
+                    Some(versions::resolve(tx, &r)?)
+                }
+            };
+            drafts::create(
+                tx,
+                name.artifact.as_str(),
+                name.id_key(),
+                type_name.map(|t| t.as_str()),
+                base.map(|v| (v.number, v.root)),
+            )
+        })
+    }
+
+    pub fn draft_add(
+        &mut self,
+        name: &DraftName,
+        paths: &[PathBuf],
+        dest: Option<&str>,
+    ) -> Result<usize> {
+        require_draft(self.conn(), name)?;
+        self.ingest_then(paths, dest, |tx, stored| {
+            let d = require_draft(tx, name)?;
+            record(tx, &d, stored)
+        })
+    }
+
+    pub fn draft_rm(&mut self, name: &DraftName, paths: &[String]) -> Result<()> {
+        self.catalog.write(|tx| {
+            let d = require_draft(tx, name)?;
+            for p in paths {
+                let p = p.trim_end_matches('/');
+                draft::remove(tx, &d, p.as_bytes())?;
+            }
+            Ok(())
+        })
+    }
+
+    pub fn draft_discard(&mut self, name: &DraftName) -> Result<()> {
+        self.catalog.write(|tx| {
+            let d = require_draft(tx, name)?;
+            drafts::delete(tx, d.id)
+        })
+    }
+
+    pub fn draft_commit(&mut self, name: &DraftName, opts: &CommitOptions) -> Result<Outcome> {
+        self.catalog.write(|tx| {
+            let d = require_draft(tx, name)?;
+            commit::commit(tx, &d, opts)
+        })
+    }
+
+    /// `upsert`: adds files to the distributed draft `name`, creating it if needed. Safe to
+    /// run from many processes at once: each adds its files in its own transaction.
+    pub fn upsert(
+        &mut self,
+        name: &DraftName,
+        paths: &[PathBuf],
+        type_name: &TypeName,
+    ) -> Result<usize> {
+        self.preflight_distributed(name, type_name)?;
+        self.ingest_then(paths, None, |tx, stored| {
+            let d = open_distributed(tx, name, type_name)?;
+            record(tx, &d, stored)
+        })
+    }
+
+    /// `finish`: adds any last files and commits the distributed draft, sealing its id.
+    pub fn finish(
+        &mut self,
+        name: &DraftName,
+        paths: &[PathBuf],
+        opts: &CommitOptions,
+    ) -> Result<Outcome> {
+        let type_name = opts
+            .type_name
+            .clone()
+            .ok_or_else(|| Error::invalid("finish", "--type is required"))?;
+        self.preflight_distributed(name, &type_name)?;
+        self.ingest_then(paths, None, |tx, stored| {
+            let d = open_distributed(tx, name, &type_name)?;
+            record(tx, &d, stored)?;
+            commit::commit(tx, &d, opts)
+        })
+    }
+
+    /// Refuses a sealed id or conflicting type before any content is copied.
+    fn preflight_distributed(&self, name: &DraftName, type_name: &TypeName) -> Result<()> {
+        refuse_sealed(self.conn(), name)?;
+        check_type(self.conn(), &name.artifact, Some(type_name))
+    }
+
+    pub fn alias_set(&mut self, r: &VersionRef, alias: &AliasName) -> Result<VersionRow> {
+        refuse_latest(alias, "set")?;
+        self.catalog.write(|tx| {
+            let v = versions::resolve(tx, r)?;
+            versions::set_alias(tx, v.artifact_id, alias.as_str(), v.id)?;
+            Ok(v)
+        })
+    }
+
+    pub fn alias_rm(&mut self, name: &ArtifactName, alias: &AliasName) -> Result<()> {
+        refuse_latest(alias, "removed")?;
+        self.catalog.write(|tx| {
+            let art = versions::require_artifact(tx, name.as_str())?;
+            if !versions::remove_alias(tx, art.id, alias.as_str())? {
+                return Err(Error::not_found(format!("alias {name}:{alias}")));
+            }
+            Ok(())
+        })
+    }
+
+    /// Deletes a version unless an alias other than `latest` still names it.
+    pub fn delete(&mut self, r: &VersionRef) -> Result<VersionRow> {
+        self.catalog.write(|tx| {
+            let v = versions::resolve(tx, r)?;
+            let held: Vec<String> =
+                versions::aliases_of(tx, v.id)?.into_iter().filter(|a| a != LATEST).collect();
+            if !held.is_empty() {
+                return Err(Error::refused(
+                    format!("delete {}", v.reference()),
+                    format!(
+                        "aliases still point at it: {}; move or remove them first (artifactfs alias rm)",
+                        held.join(", ")
+                    ),
+                ));
+            }
+            versions::delete(tx, &v)?;
+            Ok(v)
+        })
+    }
+}
+
+/// Records stored sources in draft `d`. Returns how many files and symlinks were recorded.
+fn record(tx: &Connection, d: &DraftRow, stored: Vec<Stored>) -> Result<usize> {
+    let mut files = 0;
+    for s in stored {
+        match s.change {
+            Change::Dir { .. } => draft::put_dir(tx, d, &s.dest, s.mode, s.mtime_ns)?,
+            change => {
+                draft::put_leaf(tx, d, &s.dest, change, s.mode, s.mtime_ns)?;
+                files += 1;
+            }
+        }
+    }
+    Ok(files)
+}
+
+pub fn require_draft(conn: &Connection, name: &DraftName) -> Result<DraftRow> {
+    if let Some(d) = drafts::get(conn, name.artifact.as_str(), name.id_key())? {
+        return Ok(d);
+    }
+    refuse_sealed(conn, name)?;
+    Err(Error::not_found(format!(
+        "draft {name} (create it with `artifactfs draft new {name}`)"
+    )))
+}
+
+fn open_distributed(tx: &Connection, name: &DraftName, type_name: &TypeName) -> Result<DraftRow> {
+    refuse_sealed(tx, name)?;
+    check_type(tx, &name.artifact, Some(type_name))?;
+    match drafts::get(tx, name.artifact.as_str(), name.id_key())? {
+        Some(d) => {
+            if d.type_name
+                .as_deref()
+                .is_some_and(|t| t != type_name.as_str())
+            {
+                return Err(Error::TypeConflict {
+                    artifact: name.to_string(),
+                    existing: d.type_name.unwrap_or_default(),
+                    requested: type_name.to_string(),
+                });
+            }
+            if d.type_name.is_none() {
+                drafts::set_type(tx, d.id, type_name.as_str())?;
+            }
+            Ok(d)
+        }
+        None => drafts::create(
+            tx,
+            name.artifact.as_str(),
+            name.id_key(),
+            Some(type_name.as_str()),
+            None,
+        ),
+    }
+}
+
+fn refuse_sealed(conn: &Connection, name: &DraftName) -> Result<()> {
+    if let Some(id) = &name.id
+        && let Some(n) = drafts::sealed(conn, name.artifact.as_str(), id.as_str())?
+    {
+        return Err(Error::Sealed {
+            draft: name.to_string(),
+            version: format!("{}:v{n}", name.artifact),
+        });
+    }
+    Ok(())
+}
+
+fn check_type(conn: &Connection, name: &ArtifactName, type_name: Option<&TypeName>) -> Result<()> {
+    if let (Some(t), Some(a)) = (type_name, versions::artifact(conn, name.as_str())?)
+        && a.type_name != t.as_str()
+    {
+        return Err(Error::TypeConflict {
+            artifact: a.name,
+            existing: a.type_name,
+            requested: t.to_string(),
+        });
+    }
+    Ok(())
+}
+
+fn refuse_latest(alias: &AliasName, verb: &str) -> Result<()> {
+    if alias.as_str() == LATEST {
+        return Err(Error::refused(
+            "alias latest",
+            format!("is maintained automatically and cannot be {verb} by hand"),
+        ));
+    }
+    Ok(())
+}
