@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs what building and testing artifactfs needs on a fresh Debian machine.
+# Safe to run again: it only installs what is missing.
+set -euo pipefail
+
+need=()
+for pkg in build-essential pkg-config python3 rsync fuse3 sqlite3; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
+done
+if ((${#need[@]})); then
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo=sudo
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+    [ -x "$HOME/.cargo/bin/cargo" ] || {
+        DEBIAN_FRONTEND=noninteractive ${sudo:-} apt-get install -y -qq curl >/dev/null
+        curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
+    }
+    export PATH="$HOME/.cargo/bin:$PATH"
+fi
+cargo --version >/dev/null
