@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use sha2::{Digest as _, Sha256};
-use tempfile::NamedTempFile;
+use tempfile::{NamedTempFile, TempPath};
 
 use crate::error::{Error, IoContext, Result};
 use crate::hash::Digest;
@@ -78,7 +78,14 @@ impl BlobStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BlobHealth::Missing),
             Err(e) => return Err(Error::io(&path, e)),
         };
-        let (actual, _) = Digest::of_reader(file).at(&path)?;
+        let len = file.metadata().at(&path)?.len();
+        let actual = if len <= SMALL_FILE {
+            let mut data = Vec::with_capacity(len as usize);
+            (&file).read_to_end(&mut data).at(&path)?;
+            Digest::of(&data)
+        } else {
+            Digest::of_reader(file).at(&path)?.0
+        };
         Ok(if actual == *digest {
             BlobHealth::Intact
         } else {
@@ -142,7 +149,8 @@ const INGEST_PREFIX: &str = "ingest-";
 /// Dropping a batch without finishing it removes its staging files.
 pub struct Batch<'a> {
     store: &'a BlobStore,
-    pending: Mutex<Vec<(NamedTempFile, Digest)>>,
+    /// Staged files are closed once written, so a batch of any size holds no descriptors.
+    pending: Mutex<Vec<(TempPath, Digest)>>,
 }
 
 impl Batch<'_> {
@@ -193,24 +201,29 @@ impl Batch<'_> {
     }
 
     fn stage(&self, tmp: NamedTempFile, digest: Digest) {
-        self.pending.lock().unwrap().push((tmp, digest));
+        self.pending
+            .lock()
+            .unwrap()
+            .push((tmp.into_temp_path(), digest));
     }
 
     /// Makes every staged blob durable and moves it into `blobs/`. When this returns, catalog
-    /// rows may reference the blobs.
-    pub fn finish(self) -> Result<()> {
+    /// rows may reference the blobs. Returns the blobs this batch added to the store (not
+    /// those that were already there), so a caller whose transaction fails can remove them.
+    pub fn finish(self) -> Result<Vec<Digest>> {
         let pending = std::mem::take(&mut *self.pending.lock().unwrap());
         if pending.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         if pending.len() > SYNCFS_THRESHOLD {
             syncfs(&self.store.staging)?;
         } else {
             for (tmp, _) in &pending {
-                tmp.as_file().sync_data().at(tmp.path())?;
+                File::open(tmp).and_then(|f| f.sync_data()).at(tmp)?;
             }
         }
         let mut dirs = std::collections::BTreeSet::new();
+        let mut added = Vec::new();
         let mut new_fan_dir = false;
         for (tmp, digest) in pending {
             let dest = self.store.path(&digest);
@@ -225,11 +238,9 @@ impl Batch<'_> {
             if dest.exists() {
                 continue; // identical content arrived meanwhile; the temp file is dropped
             }
-            tmp.as_file()
-                .set_permissions(fs::Permissions::from_mode(0o444))
-                .at(tmp.path())?;
+            fs::set_permissions(&tmp, fs::Permissions::from_mode(0o444)).at(&tmp)?;
             match tmp.persist_noclobber(&dest) {
-                Ok(_) => {}
+                Ok(()) => added.push(digest),
                 Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(Error::io(&dest, e.error)),
             }
@@ -241,7 +252,7 @@ impl Batch<'_> {
         for dir in dirs {
             sync_dir(&dir)?;
         }
-        Ok(())
+        Ok(added)
     }
 }
 

@@ -67,12 +67,21 @@ pub fn effective_type(
     d: &DraftRow,
     requested: Option<&TypeName>,
 ) -> Result<String> {
+    if let (Some(r), Some(t)) = (requested, &d.type_name)
+        && r.as_str() != t
+    {
+        return Err(Error::TypeConflict {
+            what: format!("draft {}", d.display_name()),
+            existing: t.clone(),
+            requested: r.to_string(),
+        });
+    }
     let wanted = requested
         .map(|t| t.to_string())
         .or_else(|| d.type_name.clone());
     match (versions::artifact(conn, &d.artifact)?, wanted) {
         (Some(a), Some(w)) if a.type_name != w => Err(Error::TypeConflict {
-            artifact: a.name,
+            what: format!("artifact {}", a.name),
             existing: a.type_name,
             requested: w,
         }),

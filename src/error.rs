@@ -29,9 +29,9 @@ pub enum Error {
     #[error("{0} is a directory")]
     IsADirectory(String),
 
-    #[error("artifact {artifact} has type {existing}, not {requested}")]
+    #[error("{what} has type {existing}, not {requested}")]
     TypeConflict {
-        artifact: String,
+        what: String,
         existing: String,
         requested: String,
     },

@@ -12,6 +12,7 @@ use rayon::prelude::*;
 use crate::blobs::Batch;
 use crate::catalog::drafts::Change;
 use crate::error::{Error, IoContext, Result};
+use crate::hash::Digest;
 use crate::tree;
 
 /// One thing to record in a draft.
@@ -138,6 +139,27 @@ fn source_of(dest: Vec<u8>, path: &Path, meta: &fs::Metadata) -> Result<Source> 
         mode: meta.mode() & 0o7777,
         mtime_ns: mtime_ns(meta),
     })
+}
+
+/// The change `s` will become, with an all-zero digest standing in for the content: for
+/// checking that a set of sources can be recorded before copying anything.
+pub fn placeholder(s: &Source) -> Stored {
+    let change = match &s.kind {
+        SourceKind::File { size, .. } => Change::File {
+            blob: Digest([0; 32]),
+            size: *size,
+        },
+        SourceKind::Symlink { target } => Change::Symlink {
+            target: target.clone(),
+        },
+        SourceKind::Dir => Change::Dir { opaque: false },
+    };
+    Stored {
+        dest: s.dest.clone(),
+        change,
+        mode: s.mode,
+        mtime_ns: s.mtime_ns,
+    }
 }
 
 /// Stores every file's content in `batch`, hashing on all cores, with a progress bar on a

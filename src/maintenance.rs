@@ -5,7 +5,7 @@ use rayon::prelude::*;
 use crate::blobs::BlobHealth;
 use crate::catalog::nodes;
 use crate::catalog::versions;
-use crate::error::{CatalogContext, Result};
+use crate::error::Result;
 use crate::hash::Digest;
 use crate::ingest::progress;
 use crate::names::VersionRef;
@@ -50,36 +50,26 @@ pub fn verify(store: &Store, r: Option<&VersionRef>) -> Result<VerifyReport> {
         .filter(|(_, h)| *h != BlobHealth::Intact)
         .collect();
     bar.finish_and_clear();
-    let mut damaged = Vec::new();
-    for (blob, health) in bad {
-        let used_by = nodes::versions_using_blob(conn, &blob)?
-            .into_iter()
-            .map(|(a, n, p)| (format!("{a}:v{n}"), p))
-            .collect();
-        let mut stmt = conn
-            .prepare(
-                "SELECT DISTINCT d.artifact, d.dist_id FROM draft_entries e JOIN drafts d ON d.id = e.draft
-                 WHERE e.blob = ?1 ORDER BY 1, 2",
-            )
-            .ctx(|| "prepare draft usage query".into())?;
-        let drafts = stmt
-            .query_map([&blob.0[..]], |r| {
-                let (a, id): (String, String) = (r.get(0)?, r.get(1)?);
-                Ok(if id.is_empty() {
-                    a
-                } else {
-                    format!("{a}@{id}")
-                })
-            })
-            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
-            .ctx(|| format!("find drafts using blob {blob}"))?;
-        damaged.push(Damage {
-            blob,
-            health,
-            used_by,
-            drafts,
-        });
-    }
+    let bad_blobs: Vec<Digest> = bad.iter().map(|(d, _)| *d).collect();
+    let users = nodes::blob_users(conn, &bad_blobs)?;
+    let damaged = bad
+        .into_iter()
+        .map(|(blob, health)| {
+            let mine = users.iter().filter(|(b, _, _)| *b == blob);
+            Damage {
+                blob,
+                health,
+                used_by: mine
+                    .clone()
+                    .filter_map(|(_, r, p)| p.as_ref().map(|p| (r.clone(), p.clone())))
+                    .collect(),
+                drafts: mine
+                    .filter(|(_, _, p)| p.is_none())
+                    .map(|(_, r, _)| r.clone())
+                    .collect(),
+            }
+        })
+        .collect();
     Ok(VerifyReport {
         checked: blobs.len() as u64,
         damaged,
@@ -104,6 +94,7 @@ pub fn gc(store: &mut Store) -> Result<GcReport> {
         ..Default::default()
     };
     report.nodes_removed = store.catalog.write(|tx| nodes::remove_unreachable(tx))?;
+    nodes::collect_live_blobs(store.conn())?;
     let mut unused = Vec::new();
     store.blobs.for_each_stored(|d| {
         if !nodes::blob_in_use(store.catalog.conn(), &d)? {

@@ -10,10 +10,12 @@ use crate::blobs::BlobStore;
 use crate::catalog::Catalog;
 use crate::catalog::drafts::Change;
 use crate::catalog::drafts::{self, DraftRow, LOG_DRAFT_ID};
+use crate::catalog::nodes;
 use crate::catalog::versions::{self, VersionRow};
 use crate::commit::{self, CommitOptions, Outcome};
 use crate::draft;
 use crate::error::{Error, IoContext, Result};
+use crate::hash::Digest;
 use crate::ingest::{self, Stored};
 use crate::names::{AliasName, ArtifactName, DraftName, LATEST, TypeName, VersionRef};
 
@@ -37,6 +39,10 @@ impl Store {
     pub fn open(root: &Path) -> Result<Self> {
         fs::create_dir_all(root).at(root)?;
         let blobs = BlobStore::open(root)?;
+        // Fail up front, naming the directory, rather than halfway through an operation.
+        for dir in [root.to_path_buf(), root.join("blobs"), root.join("staging")] {
+            check_writable(&dir)?;
+        }
         let catalog = Catalog::open(&root.join("catalog.db"))?;
         Ok(Store {
             root: root.to_path_buf(),
@@ -75,21 +81,57 @@ impl Store {
         Ok(f)
     }
 
-    /// Stores the contents of `paths` and records them in a draft, all inside `record`'s
-    /// transaction, which receives the stored entries.
-    fn ingest_then<T>(
+    /// Stores the contents of `paths` as blobs, then, in one transaction, records them in the
+    /// draft that `open` finds or creates and runs `then`. With `rehearse`, the recording is
+    /// first tried with placeholder contents in a rolled-back transaction, so conflicts are
+    /// refused before any content is copied. If the transaction fails anyway, the blobs this
+    /// call added are removed again: a refused command leaves the store as it was.
+    fn ingest_into<T>(
         &mut self,
         paths: &[PathBuf],
         dest: Option<&str>,
-        record: impl FnOnce(&Connection, Vec<Stored>) -> Result<T>,
+        rehearse: bool,
+        open: impl Fn(&Connection) -> Result<DraftRow>,
+        then: impl FnOnce(&Connection, &DraftRow, usize) -> Result<T>,
     ) -> Result<T> {
         let dest = dest.map(ingest::parse_dest).transpose()?;
         let sources = ingest::scan(paths, dest.as_deref())?;
-        let _lock = self.ingest_lock()?;
+        if rehearse {
+            self.catalog.dry_run(|tx| {
+                let d = open(tx)?;
+                record(tx, &d, sources.iter().map(ingest::placeholder).collect())
+            })?;
+        }
+        let lock = self.ingest_lock()?;
         let batch = self.blobs.batch();
         let stored = ingest::store(&batch, sources)?;
-        batch.finish()?;
-        self.catalog.write(|tx| record(tx, stored))
+        let added = batch.finish()?;
+        let result = self.catalog.write(|tx| {
+            let d = open(tx)?;
+            let n = record(tx, &d, stored)?;
+            then(tx, &d, n)
+        });
+        drop(lock);
+        if result.is_err()
+            && !added.is_empty()
+            && let Err(e) = self.remove_unreferenced(&added)
+        {
+            log::warn!("could not remove the blobs of a refused operation ({e}); gc will");
+        }
+        result
+    }
+
+    /// Removes those of `blobs` that nothing references, holding the lock exclusively so no
+    /// other writer is about to reference them.
+    fn remove_unreferenced(&mut self, blobs: &[Digest]) -> Result<()> {
+        let _lock = self.gc_lock()?;
+        nodes::collect_live_blobs(self.conn())?;
+        for b in blobs {
+            if !nodes::blob_in_use(self.conn(), b)? {
+                self.blobs.remove(b)?;
+            }
+        }
+        Ok(())
     }
 
     /// `log`: the given paths form the whole new version.
@@ -100,11 +142,15 @@ impl Store {
         opts: &CommitOptions,
     ) -> Result<Outcome> {
         check_type(self.conn(), name, opts.type_name.as_ref())?;
-        self.ingest_then(paths, None, |tx, stored| {
-            let d = drafts::create(tx, name.as_str(), LOG_DRAFT_ID, None, None)?;
-            record(tx, &d, stored)?;
-            commit::commit(tx, &d, opts)
-        })
+        // A fresh draft: only the paths themselves could clash, which is rare enough not to
+        // rehearse for.
+        self.ingest_into(
+            paths,
+            None,
+            false,
+            |tx| drafts::create(tx, name.as_str(), LOG_DRAFT_ID, None, None),
+            |tx, d, _| commit::commit(tx, d, opts),
+        )
     }
 
     pub fn draft_new(
@@ -155,11 +201,13 @@ impl Store {
         paths: &[PathBuf],
         dest: Option<&str>,
     ) -> Result<usize> {
-        require_draft(self.conn(), name)?;
-        self.ingest_then(paths, dest, |tx, stored| {
-            let d = require_draft(tx, name)?;
-            record(tx, &d, stored)
-        })
+        self.ingest_into(
+            paths,
+            dest,
+            true,
+            |tx| require_draft(tx, name),
+            |_, _, n| Ok(n),
+        )
     }
 
     pub fn draft_rm(&mut self, name: &DraftName, paths: &[String]) -> Result<()> {
@@ -195,11 +243,13 @@ impl Store {
         paths: &[PathBuf],
         type_name: &TypeName,
     ) -> Result<usize> {
-        self.preflight_distributed(name, type_name)?;
-        self.ingest_then(paths, None, |tx, stored| {
-            let d = open_distributed(tx, name, type_name)?;
-            record(tx, &d, stored)
-        })
+        self.ingest_into(
+            paths,
+            None,
+            true,
+            |tx| open_distributed(tx, name, type_name),
+            |_, _, n| Ok(n),
+        )
     }
 
     /// `finish`: adds any last files and commits the distributed draft, sealing its id.
@@ -213,18 +263,21 @@ impl Store {
             .type_name
             .clone()
             .ok_or_else(|| Error::invalid("finish", "--type is required"))?;
-        self.preflight_distributed(name, &type_name)?;
-        self.ingest_then(paths, None, |tx, stored| {
-            let d = open_distributed(tx, name, &type_name)?;
-            record(tx, &d, stored)?;
-            commit::commit(tx, &d, opts)
-        })
-    }
-
-    /// Refuses a sealed id or conflicting type before any content is copied.
-    fn preflight_distributed(&self, name: &DraftName, type_name: &TypeName) -> Result<()> {
-        refuse_sealed(self.conn(), name)?;
-        check_type(self.conn(), &name.artifact, Some(type_name))
+        if paths.is_empty()
+            && drafts::get(self.conn(), name.artifact.as_str(), name.id_key())?.is_none()
+        {
+            refuse_sealed(self.conn(), name)?;
+            return Err(Error::not_found(format!(
+                "draft {name}: nothing was upserted to it, and finish was given no files"
+            )));
+        }
+        self.ingest_into(
+            paths,
+            None,
+            true,
+            |tx| open_distributed(tx, name, &type_name),
+            |tx, d, _| commit::commit(tx, d, opts),
+        )
     }
 
     pub fn alias_set(&mut self, r: &VersionRef, alias: &AliasName) -> Result<VersionRow> {
@@ -268,6 +321,21 @@ impl Store {
     }
 }
 
+fn check_writable(dir: &Path) -> Result<()> {
+    let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
+        .map_err(|_| Error::invalid(dir.display().to_string(), "contains a NUL byte"))?;
+    // SAFETY: `c` is a valid NUL-terminated path for the duration of the call.
+    let rc = unsafe { libc::faccessat(libc::AT_FDCWD, c.as_ptr(), libc::W_OK, libc::AT_EACCESS) };
+    if rc != 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(Error::invalid(
+            format!("store directory {}", dir.display()),
+            format!("is not writable ({e})"),
+        ));
+    }
+    Ok(())
+}
+
 /// Records stored sources in draft `d`. Returns how many files and symlinks were recorded.
 fn record(tx: &Connection, d: &DraftRow, stored: Vec<Stored>) -> Result<usize> {
     let mut files = 0;
@@ -303,7 +371,7 @@ fn open_distributed(tx: &Connection, name: &DraftName, type_name: &TypeName) -> 
                 .is_some_and(|t| t != type_name.as_str())
             {
                 return Err(Error::TypeConflict {
-                    artifact: name.to_string(),
+                    what: format!("draft {name}"),
                     existing: d.type_name.unwrap_or_default(),
                     requested: type_name.to_string(),
                 });
@@ -340,7 +408,7 @@ fn check_type(conn: &Connection, name: &ArtifactName, type_name: Option<&TypeNam
         && a.type_name != t.as_str()
     {
         return Err(Error::TypeConflict {
-            artifact: a.name,
+            what: format!("artifact {}", a.name),
             existing: a.type_name,
             requested: t.to_string(),
         });

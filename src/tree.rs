@@ -145,7 +145,11 @@ pub fn walk_all(
     prefix: &[u8],
     f: &mut dyn FnMut(&[u8], &TreeEntry) -> Result<()>,
 ) -> Result<()> {
-    for entry in nodes::list(conn, node)? {
+    let mut entries = nodes::list(conn, node)?;
+    // Full paths in byte order: `a/x` sorts after `a-b` and `a.c`, so a directory's place is
+    // that of its name followed by '/'.
+    entries.sort_by(|a, b| path_key(a).cmp(path_key(b)));
+    for entry in entries {
         let path = join(prefix, &entry.name);
         f(&path, &entry)?;
         if let Item::Dir { node: child } = entry.item {
@@ -153,6 +157,10 @@ pub fn walk_all(
         }
     }
     Ok(())
+}
+
+fn path_key(e: &TreeEntry) -> impl Iterator<Item = u8> + '_ {
+    e.name.iter().copied().chain(e.is_dir().then_some(b'/'))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

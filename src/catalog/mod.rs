@@ -36,9 +36,14 @@ impl Catalog {
         .map_err(|e| classify(path, "open", e))?;
         conn.busy_timeout(BUSY_TIMEOUT)
             .map_err(|e| classify(path, "set busy_timeout", e))?;
-        // WAL lets readers run beside the writer; FULL makes each commit durable when it returns.
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(|e| classify(path, "enable WAL", e))?;
+        enable_wal(&conn).map_err(|e| classify(path, "enable WAL", e))?;
+        // Checkpoints happen as the WAL grows, not in every short-lived CLI process at exit.
+        conn.set_db_config(
+            rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+            true,
+        )
+        .map_err(|e| classify(path, "configure checkpoints", e))?;
+        // FULL makes each commit durable when it returns.
         conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
             .map_err(|e| classify(path, "set pragmas", e))?;
         let mut catalog = Catalog {
@@ -112,13 +117,43 @@ impl Catalog {
     }
 
     /// Runs `f` in a transaction that is always rolled back: for computing what a commit would
-    /// produce without keeping it.
+    /// produce without keeping it. IMMEDIATE like [`Catalog::write`]: a deferred transaction
+    /// that starts writing after another process committed fails instead of waiting.
     pub fn dry_run<T>(&mut self, f: impl FnOnce(&Transaction) -> Result<T>) -> Result<T> {
         let tx = self
             .conn
-            .transaction_with_behavior(TransactionBehavior::Deferred)
+            .transaction_with_behavior(TransactionBehavior::Immediate)
             .ctx(|| "begin transaction".into())?;
         f(&tx)
+    }
+}
+
+/// Switches a catalog to WAL mode. The switch takes an exclusive lock without consulting the
+/// busy handler, so when several processes open a brand-new store at once the losers retry
+/// until the first one has made the switch (it is recorded in the file, once).
+fn enable_wal(conn: &Connection) -> rusqlite::Result<()> {
+    let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+    loop {
+        let mode: rusqlite::Result<String> =
+            conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0));
+        match mode {
+            Ok(m) if m.eq_ignore_ascii_case("wal") => return Ok(()),
+            Ok(m) => {
+                return Err(rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+                    Some(format!(
+                        "the filesystem does not support WAL mode (journal mode stays {m})"
+                    )),
+                ));
+            }
+            Err(e)
+                if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy)
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => return Err(e),
+        }
     }
 }
 

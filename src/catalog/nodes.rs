@@ -182,14 +182,24 @@ pub fn remove_unreachable(conn: &Connection) -> Result<usize> {
     .ctx(|| "remove unreachable tree nodes".into())
 }
 
-/// Whether any stored tree node or draft entry references this blob.
-pub fn blob_in_use(conn: &Connection, blob: &Digest) -> Result<bool> {
-    conn.prepare_cached(
-        "SELECT EXISTS (SELECT 1 FROM node_entries WHERE blob = ?1)
-             OR EXISTS (SELECT 1 FROM draft_entries WHERE blob = ?1)",
+/// Collects every blob that a tree node or draft references into the temporary table
+/// `live_blobs`, in one scan, so that [`blob_in_use`] is an index probe.
+pub fn collect_live_blobs(conn: &Connection) -> Result<()> {
+    conn.execute_batch(
+        "DROP TABLE IF EXISTS temp.live_blobs;
+         CREATE TEMP TABLE live_blobs (blob BLOB PRIMARY KEY) WITHOUT ROWID;
+         INSERT OR IGNORE INTO live_blobs
+             SELECT blob FROM node_entries WHERE blob IS NOT NULL
+             UNION ALL SELECT blob FROM draft_entries WHERE blob IS NOT NULL;",
     )
-    .and_then(|mut s| s.query_row([&blob.0[..]], |r| r.get(0)))
-    .ctx(|| format!("check references to blob {blob}"))
+    .ctx(|| "collect referenced blobs".into())
+}
+
+/// Whether `blob` is in the set built by [`collect_live_blobs`].
+pub fn blob_in_use(conn: &Connection, blob: &Digest) -> Result<bool> {
+    conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM temp.live_blobs WHERE blob = ?1)")
+        .and_then(|mut s| s.query_row([&blob.0[..]], |r| r.get(0)))
+        .ctx(|| format!("check references to blob {blob}"))
 }
 
 /// Every blob referenced by the trees under `roots` (or by every node when `roots` is None),
@@ -230,30 +240,49 @@ pub fn referenced_blobs(conn: &Connection, roots: Option<&[NodeId]>) -> Result<V
     Ok(out)
 }
 
-/// The versions (artifact name, number) and paths in them that contain `blob`.
-pub fn versions_using_blob(
-    conn: &Connection,
-    blob: &Digest,
-) -> Result<Vec<(String, u64, Vec<u8>)>> {
+/// Where damaged blobs are used: for each of `blobs`, the versions (as `NAME:vN`) with the
+/// path that holds it, and the drafts (as `NAME` or `NAME@ID`) that reference it. One scan
+/// of the tree entries however many blobs are asked about.
+/// A use of a blob: the blob, a version reference or draft name, and the path in the version
+/// (`None` for a draft).
+pub type BlobUse = (Digest, String, Option<Vec<u8>>);
+
+pub fn blob_users(conn: &Connection, blobs: &[Digest]) -> Result<Vec<BlobUse>> {
+    let ctx = || "find where damaged blobs are used".to_string();
+    conn.execute_batch(
+        "DROP TABLE IF EXISTS temp.wanted_blobs;
+         CREATE TEMP TABLE wanted_blobs (blob BLOB PRIMARY KEY) WITHOUT ROWID;",
+    )
+    .ctx(ctx)?;
+    for b in blobs {
+        conn.execute(
+            "INSERT OR IGNORE INTO temp.wanted_blobs VALUES (?1)",
+            [&b.0[..]],
+        )
+        .ctx(ctx)?;
+    }
     let mut stmt = conn
         .prepare(
-            "WITH RECURSIVE up(node, path) AS (
-                 SELECT node, CAST(name AS BLOB) FROM node_entries WHERE blob = ?1
+            "WITH RECURSIVE up(blob, node, path) AS (
+                 SELECT blob, node, CAST(name AS BLOB) FROM node_entries
+                  WHERE blob IN (SELECT blob FROM temp.wanted_blobs)
                  UNION
-                 SELECT e.node, CAST(e.name || X'2F' || up.path AS BLOB)
+                 SELECT up.blob, e.node, CAST(e.name || X'2F' || up.path AS BLOB)
                    FROM node_entries e JOIN up ON e.child = up.node
              )
-             SELECT a.name, v.number, up.path FROM up
+             SELECT up.blob, a.name || ':v' || v.number, up.path FROM up
                JOIN versions v ON v.root = up.node
                JOIN artifacts a ON a.id = v.artifact
-             ORDER BY a.name, v.number, up.path",
+             UNION ALL
+             SELECT DISTINCT e.blob,
+                    CASE d.dist_id WHEN '' THEN d.artifact ELSE d.artifact || '@' || d.dist_id END, NULL
+               FROM draft_entries e JOIN drafts d ON d.id = e.draft
+              WHERE e.blob IN (SELECT blob FROM temp.wanted_blobs)
+             ORDER BY 1, 2, 3",
         )
-        .ctx(|| "prepare blob usage query".into())?;
+        .ctx(ctx)?;
     let rows = stmt
-        .query_map([&blob.0[..]], |r| {
-            Ok((r.get(0)?, r.get::<_, i64>(1)? as u64, r.get(2)?))
-        })
-        .ctx(|| format!("find versions using blob {blob}"))?;
-    rows.collect::<rusqlite::Result<Vec<_>>>()
-        .ctx(|| format!("find versions using blob {blob}"))
+        .query_map([], |r| Ok((digest_col(r, 0)?, r.get(1)?, r.get(2)?)))
+        .ctx(ctx)?;
+    rows.collect::<rusqlite::Result<Vec<_>>>().ctx(ctx)
 }

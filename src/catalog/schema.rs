@@ -39,7 +39,8 @@ CREATE TABLE node_entries (
     target   BLOB,
     PRIMARY KEY (node, name)
 ) WITHOUT ROWID;
-CREATE INDEX node_entries_blob ON node_entries(blob) WHERE blob IS NOT NULL;
+-- No index on blob: with random digests as keys it would dirty a page per
+-- entry on every commit. gc and verify scan instead.
 CREATE INDEX node_entries_child ON node_entries(child) WHERE child IS NOT NULL;
 
 CREATE TABLE versions (
@@ -93,7 +94,6 @@ CREATE TABLE draft_entries (
     opaque   INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (draft, parent, name)
 ) WITHOUT ROWID;
-CREATE INDEX draft_entries_blob ON draft_entries(blob) WHERE blob IS NOT NULL;
 
 -- Finished distributed drafts: the id may not be reused.
 CREATE TABLE seals (
