@@ -11,6 +11,9 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::AtomicBool;
+
+use rayon::prelude::*;
 
 use sha2::{Digest as _, Sha256};
 use tempfile::{NamedTempFile, TempPath};
@@ -67,6 +70,7 @@ impl BlobStore {
         Batch {
             store: self,
             pending: Mutex::new(Vec::new()),
+            new_fan_dir: AtomicBool::new(false),
         }
     }
 
@@ -151,13 +155,14 @@ pub struct Batch<'a> {
     store: &'a BlobStore,
     /// Staged files are closed once written, so a batch of any size holds no descriptors.
     pending: Mutex<Vec<(TempPath, Digest)>>,
+    new_fan_dir: AtomicBool,
 }
 
 impl Batch<'_> {
     /// Stores the contents of `src`; safe to call from several threads at once.
-    pub fn add_file(&self, src: &Path) -> Result<(Digest, u64)> {
+    /// `len` is the size the caller saw; it only chooses between reading whole and streaming.
+    pub fn add_file(&self, src: &Path, len: u64) -> Result<(Digest, u64)> {
         let mut file = File::open(src).at(src)?;
-        let len = file.metadata().at(src)?.len();
         if len <= SMALL_FILE {
             let mut data = Vec::with_capacity(len as usize);
             file.read_to_end(&mut data).at(src)?;
@@ -183,6 +188,27 @@ impl Batch<'_> {
         Ok((digest, total))
     }
 
+    /// Renames a staged file to its blob name; false if that blob already existed.
+    fn place(&self, tmp: TempPath, digest: &Digest) -> Result<bool> {
+        let dest = self.store.path(digest);
+        let result = match tmp.persist_noclobber(&dest) {
+            Err(e) if e.error.kind() == std::io::ErrorKind::NotFound => {
+                let dir = dest.parent().expect("blob paths have a fan-out directory");
+                fs::create_dir_all(dir).at(dir)?;
+                self.new_fan_dir
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                e.path.persist_noclobber(&dest)
+            }
+            other => other,
+        };
+        match result {
+            Ok(()) => Ok(true),
+            // Identical content arrived meanwhile; the staged copy is dropped.
+            Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(Error::io(&dest, e.error)),
+        }
+    }
+
     pub fn add_bytes(&self, data: &[u8]) -> Result<(Digest, u64)> {
         let digest = Digest::of(data);
         if !self.store.contains(&digest) {
@@ -194,8 +220,10 @@ impl Batch<'_> {
     }
 
     fn temp(&self) -> Result<NamedTempFile> {
+        // Read-only from creation: the descriptor stays writable, and no chmod is needed later.
         tempfile::Builder::new()
             .prefix(INGEST_PREFIX)
+            .permissions(fs::Permissions::from_mode(0o444))
             .tempfile_in(&self.store.staging)
             .at(&self.store.staging)
     }
@@ -222,36 +250,28 @@ impl Batch<'_> {
                 File::open(tmp).and_then(|f| f.sync_data()).at(tmp)?;
             }
         }
-        let mut dirs = std::collections::BTreeSet::new();
-        let mut added = Vec::new();
-        let mut new_fan_dir = false;
-        for (tmp, digest) in pending {
-            let dest = self.store.path(&digest);
-            let dir = dest
-                .parent()
-                .expect("blob paths have a fan-out directory")
-                .to_path_buf();
-            if !dir.exists() {
-                fs::create_dir_all(&dir).at(&dir)?;
-                new_fan_dir = true;
-            }
-            if dest.exists() {
-                continue; // identical content arrived meanwhile; the temp file is dropped
-            }
-            fs::set_permissions(&tmp, fs::Permissions::from_mode(0o444)).at(&tmp)?;
-            match tmp.persist_noclobber(&dest) {
-                Ok(()) => added.push(digest),
-                Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(Error::io(&dest, e.error)),
-            }
-            dirs.insert(dir);
+        let placed = pending
+            .into_par_iter()
+            .map(|(tmp, digest)| self.place(tmp, &digest).map(|new| new.then_some(digest)))
+            .collect::<Result<Vec<_>>>()?;
+        let added: Vec<Digest> = placed.into_iter().flatten().collect();
+        let mut dirs: Vec<PathBuf> = added
+            .iter()
+            .map(|d| {
+                self.store
+                    .path(d)
+                    .parent()
+                    .expect("blob paths have a fan-out directory")
+                    .to_path_buf()
+            })
+            .collect();
+        dirs.sort();
+        dirs.dedup();
+        // A new fan-out directory must itself be durable in blobs/.
+        if self.new_fan_dir.load(std::sync::atomic::Ordering::Relaxed) {
+            dirs.push(self.store.blobs.clone());
         }
-        if new_fan_dir {
-            dirs.insert(self.store.blobs.clone());
-        }
-        for dir in dirs {
-            sync_dir(&dir)?;
-        }
+        dirs.par_iter().try_for_each(|dir| sync_dir(dir))?;
         Ok(added)
     }
 }

@@ -177,8 +177,8 @@ pub fn store(batch: &Batch, sources: Vec<Source>) -> Result<Vec<Stored>> {
         .into_par_iter()
         .map(|s| {
             let change = match s.kind {
-                SourceKind::File { ref path, .. } => {
-                    let (blob, size) = batch.add_file(path)?;
+                SourceKind::File { ref path, size } => {
+                    let (blob, size) = batch.add_file(path, size)?;
                     bar.inc(size);
                     Change::File { blob, size }
                 }

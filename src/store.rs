@@ -38,6 +38,7 @@ impl Store {
     /// Opens the store at `root`, creating it on first use.
     pub fn open(root: &Path) -> Result<Self> {
         fs::create_dir_all(root).at(root)?;
+        let root = &std::path::absolute(root).at(root)?;
         let blobs = BlobStore::open(root)?;
         // Fail up front, naming the directory, rather than halfway through an operation.
         for dir in [root.to_path_buf(), root.join("blobs"), root.join("staging")] {

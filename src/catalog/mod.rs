@@ -37,12 +37,6 @@ impl Catalog {
         conn.busy_timeout(BUSY_TIMEOUT)
             .map_err(|e| classify(path, "set busy_timeout", e))?;
         enable_wal(&conn).map_err(|e| classify(path, "enable WAL", e))?;
-        // Checkpoints happen as the WAL grows, not in every short-lived CLI process at exit.
-        conn.set_db_config(
-            rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
-            true,
-        )
-        .map_err(|e| classify(path, "configure checkpoints", e))?;
         // FULL makes each commit durable when it returns.
         conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
             .map_err(|e| classify(path, "set pragmas", e))?;
