@@ -37,8 +37,47 @@ pub fn store_dir(flag: Option<PathBuf>) -> Result<PathBuf> {
         })
 }
 
+/// Logs go to standard error, except for the mount server, which logs to a file in the store
+/// (it runs in the background). `RUST_LOG` sets the level.
+fn init_logging(command: &Command, store: &std::path::Path) {
+    let mut builder = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(
+        if matches!(command, Command::Mount { .. }) {
+            "info"
+        } else {
+            "warn"
+        },
+    ));
+    if let Command::Mount { .. } = command {
+        let _ = std::fs::create_dir_all(store);
+        if let Ok(f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(store.join(crate::mount::LOG_FILE))
+        {
+            builder.target(env_logger::Target::Pipe(Box::new(f)));
+        }
+    }
+    let _ = builder.try_init();
+}
+
 pub fn run(cli: Cli) -> Result<ExitCode> {
-    let mut store = Store::open(&store_dir(cli.store)?)?;
+    let dir = store_dir(cli.store)?;
+    init_logging(&cli.command, &dir);
+    match &cli.command {
+        Command::Mount {
+            mountpoint,
+            foreground,
+        } => {
+            crate::mount::mount(&dir, mountpoint, *foreground)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Umount { mountpoint } => {
+            crate::mount::umount(mountpoint)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        _ => {}
+    }
+    let mut store = Store::open(&dir)?;
     let out = Output { json: cli.json };
     match cli.command {
         Command::Log {
@@ -181,6 +220,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             let report = maintenance::verify(&store, reference.as_ref())?;
             return verify_output(&out, &report);
         }
+        Command::Mount { .. } | Command::Umount { .. } => unreachable!("handled above"),
         Command::Gc => {
             let r = maintenance::gc(&mut store)?;
             out.print(

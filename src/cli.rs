@@ -101,6 +101,15 @@ pub enum Command {
     Verify { reference: Option<VersionRef> },
     /// Remove blobs that no version and no draft references
     Gc,
+    /// Mount the store at MOUNTPOINT: versions as read-only directories, drafts under drafts/
+    Mount {
+        mountpoint: PathBuf,
+        /// Stay attached and serve until unmounted (for systemd and tests)
+        #[arg(long)]
+        foreground: bool,
+    },
+    /// Unmount MOUNTPOINT and wait for its server to finish
+    Umount { mountpoint: PathBuf },
 }
 
 #[derive(Subcommand, Debug)]

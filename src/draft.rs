@@ -19,6 +19,8 @@ pub enum Found {
     /// A directory, with the base directory it shows through (if any).
     Dir {
         base: Option<NodeId>,
+        mode: u32,
+        mtime_ns: i64,
     },
 }
 
@@ -61,6 +63,7 @@ fn base_dir(conn: &Connection, base: Option<NodeId>, name: &[u8]) -> Result<Opti
 pub fn find(conn: &Connection, draft: &DraftRow, path: &[u8]) -> Result<Option<Found>> {
     let parts = parse_path(path)?;
     let mut base = draft.base_root;
+    let (mut mode, mut mtime_ns) = (ROOT_MODE, draft.created_ns);
     let mut parent: Vec<u8> = Vec::new();
     for (i, part) in parts.iter().enumerate() {
         let last = i + 1 == parts.len();
@@ -81,22 +84,38 @@ pub fn find(conn: &Connection, draft: &DraftRow, path: &[u8]) -> Result<Option<F
                     } else {
                         base_dir(conn, base, part)?
                     };
+                    (mode, mtime_ns) = (e.mode, e.mtime_ns);
                 }
             },
             None => {
                 // Nothing recorded here, so nothing recorded below: the rest is the base's.
                 let Some(b) = base else { return Ok(None) };
                 let rest = parts[i..].join(&b'/');
-                return Ok(tree::lookup(conn, b, &rest)?.map(|e| match e.item {
-                    Item::Dir { node } => Found::Dir { base: Some(node) },
-                    Item::File { .. } => Found::File(e),
-                    Item::Symlink { .. } => Found::Symlink(e),
-                }));
+                return Ok(tree::lookup(conn, b, &rest)?.map(found_in_base));
             }
         }
         parent = tree::join(&parent, part);
     }
-    Ok(Some(Found::Dir { base }))
+    Ok(Some(Found::Dir {
+        base,
+        mode,
+        mtime_ns,
+    }))
+}
+
+/// Mode of a draft's root directory.
+const ROOT_MODE: u32 = 0o755;
+
+fn found_in_base(e: TreeEntry) -> Found {
+    match e.item {
+        Item::Dir { node } => Found::Dir {
+            base: Some(node),
+            mode: e.mode,
+            mtime_ns: e.mtime_ns,
+        },
+        Item::File { .. } => Found::File(e),
+        Item::Symlink { .. } => Found::Symlink(e),
+    }
 }
 
 /// Records directory rows for every ancestor of `parts` (all but the last component), so a
@@ -336,4 +355,65 @@ fn build_dir(conn: &Connection, draft: i64, path: &[u8], base: Option<NodeId>) -
     }
     out.extend(base_iter);
     nodes::insert(conn, &out)
+}
+
+/// The entries of directory `path` in the draft, sorted by name: the base directory's
+/// entries with the draft's changes applied.
+pub fn list(conn: &Connection, draft: &DraftRow, path: &[u8]) -> Result<Vec<(Vec<u8>, Found)>> {
+    let base = match find(conn, draft, path)? {
+        Some(Found::Dir { base, .. }) => base,
+        Some(_) => {
+            return Err(Error::NotADirectory(format!(
+                "{} in draft {}",
+                lossy(path),
+                draft.display_name()
+            )));
+        }
+        None => {
+            return Err(Error::not_found(format!(
+                "{} in draft {}",
+                lossy(path),
+                draft.display_name()
+            )));
+        }
+    };
+    let parts = parse_path(path)?;
+    let key = parts.join(&b'/');
+    let mut base_iter = match base {
+        Some(b) => nodes::list(conn, b)?,
+        None => Vec::new(),
+    }
+    .into_iter()
+    .peekable();
+    let mut out = Vec::new();
+    for change in drafts::entries(conn, draft.id, &key)? {
+        while let Some(b) = base_iter.next_if(|b| b.name < change.name) {
+            out.push((b.name.clone(), found_in_base(b)));
+        }
+        let same = base_iter.next_if(|b| b.name == change.name);
+        let found = match change.change {
+            Change::Removed => continue,
+            Change::File { blob, size } => {
+                Found::File(entry_of(&change, Item::File { blob, size }))
+            }
+            Change::Symlink { ref target } => {
+                let target = target.clone();
+                Found::Symlink(entry_of(&change, Item::Symlink { target }))
+            }
+            Change::Dir { opaque } => Found::Dir {
+                base: match same {
+                    Some(TreeEntry {
+                        item: Item::Dir { node },
+                        ..
+                    }) if !opaque => Some(node),
+                    _ => None,
+                },
+                mode: change.mode,
+                mtime_ns: change.mtime_ns,
+            },
+        };
+        out.push((change.name, found));
+    }
+    out.extend(base_iter.map(|b| (b.name.clone(), found_in_base(b))));
+    Ok(out)
 }

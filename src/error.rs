@@ -29,6 +29,12 @@ pub enum Error {
     #[error("{0} is a directory")]
     IsADirectory(String),
 
+    #[error("{0} is read-only: committed versions never change; stage changes under drafts/")]
+    ReadOnly(String),
+
+    #[error("{0} has no extended attribute {1}")]
+    NoAttribute(String, String),
+
     #[error("{what} has type {existing}, not {requested}")]
     TypeConflict {
         what: String,
@@ -103,6 +109,8 @@ impl Error {
             }
             Error::NotADirectory(_) => libc::ENOTDIR,
             Error::IsADirectory(_) => libc::EISDIR,
+            Error::ReadOnly(_) => libc::EROFS,
+            Error::NoAttribute(..) => libc::ENODATA,
             Error::Refused { .. } => libc::EPERM,
             Error::Io { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
             Error::Catalog { source, .. } => match source.sqlite_error_code() {

@@ -122,6 +122,66 @@ impl Catalog {
     }
 }
 
+/// Catalog connections for a multi-threaded server: each request borrows one (a connection
+/// must not be used by two threads at once) and gives it back when done. WAL lets them all
+/// read at the same time.
+pub struct Pool {
+    path: PathBuf,
+    idle: std::sync::Mutex<Vec<Catalog>>,
+}
+
+impl Pool {
+    pub fn new(path: &Path) -> Result<Self> {
+        let first = Catalog::open(path)?;
+        Ok(Pool {
+            path: path.to_path_buf(),
+            idle: std::sync::Mutex::new(vec![first]),
+        })
+    }
+
+    pub fn get(&self) -> Result<Pooled<'_>> {
+        let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let catalog = match idle {
+            Some(c) => c,
+            None => Catalog::open(&self.path)?,
+        };
+        Ok(Pooled {
+            pool: self,
+            catalog: Some(catalog),
+        })
+    }
+}
+
+pub struct Pooled<'a> {
+    pool: &'a Pool,
+    catalog: Option<Catalog>,
+}
+
+impl std::ops::Deref for Pooled<'_> {
+    type Target = Catalog;
+    fn deref(&self) -> &Catalog {
+        self.catalog.as_ref().expect("present until dropped")
+    }
+}
+
+impl std::ops::DerefMut for Pooled<'_> {
+    fn deref_mut(&mut self) -> &mut Catalog {
+        self.catalog.as_mut().expect("present until dropped")
+    }
+}
+
+impl Drop for Pooled<'_> {
+    fn drop(&mut self) {
+        if let Some(c) = self.catalog.take() {
+            self.pool
+                .idle
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(c);
+        }
+    }
+}
+
 /// Switches a catalog to WAL mode. The switch takes an exclusive lock without consulting the
 /// busy handler, so when several processes open a brand-new store at once the losers retry
 /// until the first one has made the switch (it is recorded in the file, once).

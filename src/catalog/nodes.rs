@@ -20,6 +20,8 @@ pub struct NodeInfo {
     pub digest: Digest,
     pub files: u64,
     pub bytes: u64,
+    /// Immediate subdirectories, for a directory's link count.
+    pub subdirs: u64,
 }
 
 const ENTRY_COLUMNS: &str = "name, kind, blob, size, mode, mtime_ns, child, target";
@@ -56,7 +58,7 @@ fn entry_from_row(row: &Row) -> rusqlite::Result<TreeEntry> {
 }
 
 pub fn info(conn: &Connection, id: NodeId) -> Result<NodeInfo> {
-    conn.prepare_cached("SELECT hash, digest, files, bytes FROM nodes WHERE id = ?1")
+    conn.prepare_cached("SELECT hash, digest, files, bytes, subdirs FROM nodes WHERE id = ?1")
         .and_then(|mut s| {
             s.query_row([id], |r| {
                 Ok(NodeInfo {
@@ -65,6 +67,7 @@ pub fn info(conn: &Connection, id: NodeId) -> Result<NodeInfo> {
                     digest: digest_col(r, 1)?,
                     files: r.get::<_, i64>(2)? as u64,
                     bytes: r.get::<_, i64>(3)? as u64,
+                    subdirs: r.get::<_, i64>(4)? as u64,
                 })
             })
         })
@@ -90,6 +93,45 @@ pub fn list(conn: &Connection, node: NodeId) -> Result<Vec<TreeEntry>> {
         .ctx(|| format!("list tree node {node}"))
 }
 
+/// Up to `limit` entries of a node's listing, in name order, after the name `after` (or from
+/// the start), or skipping the first `skip` entries: listings are read a page at a time.
+pub fn list_page(
+    conn: &Connection,
+    node: NodeId,
+    from: Page<'_>,
+    limit: usize,
+) -> Result<Vec<TreeEntry>> {
+    let ctx = || format!("list tree node {node}");
+    let rows = match from {
+        Page::After(name) => conn
+            .prepare_cached(&format!(
+                "SELECT {ENTRY_COLUMNS} FROM node_entries WHERE node = ?1 AND name > ?2
+                 ORDER BY name LIMIT ?3"
+            ))
+            .and_then(|mut s| {
+                s.query_map(params![node, name, limit as i64], entry_from_row)?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+            }),
+        Page::Skip(skip) => conn
+            .prepare_cached(&format!(
+                "SELECT {ENTRY_COLUMNS} FROM node_entries WHERE node = ?1
+                 ORDER BY name LIMIT ?2 OFFSET ?3"
+            ))
+            .and_then(|mut s| {
+                s.query_map(params![node, limit as i64, skip as i64], entry_from_row)?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+            }),
+    };
+    rows.ctx(ctx)
+}
+
+/// Where a page of a listing starts.
+#[derive(Clone, Copy, Debug)]
+pub enum Page<'a> {
+    After(&'a [u8]),
+    Skip(u64),
+}
+
 pub fn lookup(conn: &Connection, node: NodeId, name: &[u8]) -> Result<Option<TreeEntry>> {
     conn.prepare_cached(&format!(
         "SELECT {ENTRY_COLUMNS} FROM node_entries WHERE node = ?1 AND name = ?2"
@@ -108,6 +150,7 @@ pub fn lookup(conn: &Connection, node: NodeId, name: &[u8]) -> Result<Option<Tre
 /// identical node if one exists.
 pub fn insert(conn: &Connection, entries: &[TreeEntry]) -> Result<NodeInfo> {
     let (hash, digest, files, bytes) = tree::encode(entries, |child| info(conn, child))?;
+    let subdirs = entries.iter().filter(|e| e.is_dir()).count() as u64;
     let existing: Option<NodeId> = conn
         .prepare_cached("SELECT id FROM nodes WHERE hash = ?1")
         .and_then(|mut s| s.query_row([&hash.0[..]], |r| r.get(0)))
@@ -120,18 +163,22 @@ pub fn insert(conn: &Connection, entries: &[TreeEntry]) -> Result<NodeInfo> {
             digest,
             files,
             bytes,
+            subdirs,
         });
     }
-    conn.prepare_cached("INSERT INTO nodes (hash, digest, files, bytes) VALUES (?1, ?2, ?3, ?4)")
-        .and_then(|mut s| {
-            s.execute(params![
-                &hash.0[..],
-                &digest.0[..],
-                files as i64,
-                bytes as i64
-            ])
-        })
-        .ctx(|| "insert tree node".into())?;
+    conn.prepare_cached(
+        "INSERT INTO nodes (hash, digest, files, bytes, subdirs) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            &hash.0[..],
+            &digest.0[..],
+            files as i64,
+            bytes as i64,
+            subdirs as i64
+        ])
+    })
+    .ctx(|| "insert tree node".into())?;
     let id = conn.last_insert_rowid();
     let mut stmt = conn
         .prepare_cached(
@@ -164,6 +211,7 @@ pub fn insert(conn: &Connection, entries: &[TreeEntry]) -> Result<NodeInfo> {
         digest,
         files,
         bytes,
+        subdirs,
     })
 }
 

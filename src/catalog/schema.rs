@@ -17,13 +17,15 @@ CREATE TABLE artifacts (
 -- Directory nodes of the shared manifest trees, deduplicated by `hash`
 -- (canonical listing with modes and mtimes). `digest` leaves mtimes and
 -- permission bits other than the executable bit out: it is what version
--- digests are made of. `files` and `bytes` sum the whole subtree.
+-- digests are made of. `files` and `bytes` sum the whole subtree; `subdirs`
+-- counts immediate subdirectories (a directory's link count is 2 + subdirs).
 CREATE TABLE nodes (
     id      INTEGER PRIMARY KEY,
     hash    BLOB NOT NULL UNIQUE,
     digest  BLOB NOT NULL,
     files   INTEGER NOT NULL,
-    bytes   INTEGER NOT NULL
+    bytes   INTEGER NOT NULL,
+    subdirs INTEGER NOT NULL
 );
 
 -- kind: 0 file, 1 directory, 2 symlink

@@ -174,6 +174,23 @@ pub fn aliases_of(conn: &Connection, version_id: i64) -> Result<Vec<String>> {
         .ctx(|| "list aliases".into())
 }
 
+/// Every alias of an artifact with the number of the version it names, by alias name.
+pub fn aliases_of_artifact(conn: &Connection, artifact_id: i64) -> Result<Vec<(String, u64)>> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT al.name, v.number FROM aliases al JOIN versions v ON v.id = al.version
+             WHERE al.artifact = ?1 ORDER BY al.name",
+        )
+        .ctx(|| "list aliases".into())?;
+    let rows = stmt
+        .query_map([artifact_id], |r| {
+            Ok((r.get(0)?, r.get::<_, i64>(1)? as u64))
+        })
+        .ctx(|| "list aliases".into())?;
+    rows.collect::<rusqlite::Result<_>>()
+        .ctx(|| "list aliases".into())
+}
+
 /// Points `alias` at a version, moving it from wherever it was.
 pub fn set_alias(conn: &Connection, artifact_id: i64, alias: &str, version_id: i64) -> Result<()> {
     conn.prepare_cached(

@@ -1,0 +1,247 @@
+//! The inode table: which object of the namespace each inode number the kernel holds stands
+//! for. An inode is identified by its parent and name, so every path has its own inode even
+//! where versions share a subtree (tools like `find` and `du` rely on that). Numbers are
+//! never reused within a mount; slots go away when the kernel forgets them.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use crate::catalog::nodes::NodeId;
+use crate::tree::TreeEntry;
+
+pub type Ino = u64;
+pub const ROOT: Ino = 1;
+pub const DRAFTS: Ino = 2;
+
+/// What an inode stands for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Node {
+    Root,
+    /// The `drafts/` directory.
+    Drafts,
+    /// `NAME/`: the versions and aliases of one artifact.
+    Artifact {
+        name: String,
+    },
+    /// `NAME/vN/`: a committed version.
+    Version {
+        artifact: String,
+        number: u64,
+        root: NodeId,
+    },
+    /// `NAME/ALIAS`: a symlink to the version the alias names now.
+    Alias {
+        artifact: String,
+        alias: String,
+    },
+    /// A file, directory or symlink inside a committed version.
+    Entry(TreeEntry),
+    /// `drafts/NAME/` or `drafts/NAME@ID/`, or a path inside one.
+    Draft {
+        artifact: String,
+        dist_id: String,
+        path: Vec<u8>,
+        kind: Kind,
+    },
+}
+
+/// The file type the kernel sees.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    File,
+    Dir,
+    Symlink,
+}
+
+impl Node {
+    /// Whether the kernel may cache this node's entry and attributes indefinitely.
+    pub fn is_immutable(&self) -> bool {
+        matches!(self, Node::Version { .. } | Node::Entry(_))
+    }
+}
+
+struct Slot {
+    node: Node,
+    parent: Ino,
+    name: Vec<u8>,
+    lookups: u64,
+}
+
+struct Table {
+    slots: HashMap<Ino, Slot>,
+    by_name: HashMap<(Ino, Vec<u8>), Ino>,
+    next: Ino,
+}
+
+pub struct Inodes {
+    table: Mutex<Table>,
+}
+
+impl Default for Inodes {
+    fn default() -> Self {
+        let mut slots = HashMap::new();
+        for (ino, node) in [(ROOT, Node::Root), (DRAFTS, Node::Drafts)] {
+            slots.insert(
+                ino,
+                Slot {
+                    node,
+                    parent: ROOT,
+                    name: Vec::new(),
+                    lookups: 1,
+                },
+            );
+        }
+        let mut by_name = HashMap::new();
+        by_name.insert((ROOT, b"drafts".to_vec()), DRAFTS);
+        Inodes {
+            table: Mutex::new(Table {
+                slots,
+                by_name,
+                next: DRAFTS + 1,
+            }),
+        }
+    }
+}
+
+impl Inodes {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn get(&self, ino: Ino) -> Option<Node> {
+        self.lock().slots.get(&ino).map(|s| s.node.clone())
+    }
+
+    /// The parent and name of `ino`.
+    pub fn name(&self, ino: Ino) -> Option<(Ino, Vec<u8>)> {
+        self.lock()
+            .slots
+            .get(&ino)
+            .map(|s| (s.parent, s.name.clone()))
+    }
+
+    /// The parent of `ino` (the root is its own parent).
+    pub fn parent(&self, ino: Ino) -> Ino {
+        self.lock().slots.get(&ino).map_or(ROOT, |s| s.parent)
+    }
+
+    /// The inode for `name` in `parent` standing for `node`. An existing inode is kept when it
+    /// stands for the same kind of object (its data refreshed); a different kind of object gets
+    /// a new number, since the kernel takes an inode's type to be fixed. `count` records one
+    /// kernel reference (a lookup reply), to be released by `forget`.
+    pub fn intern(&self, parent: Ino, name: &[u8], node: Node, count: bool) -> Ino {
+        let mut t = self.lock();
+        let key = (parent, name.to_vec());
+        if let Some(&ino) = t.by_name.get(&key)
+            && let Some(slot) = t.slots.get_mut(&ino)
+            && same_kind(&slot.node, &node)
+        {
+            slot.node = node;
+            slot.lookups += count as u64;
+            return ino;
+        }
+        let ino = t.next;
+        t.next += 1;
+        t.slots.insert(
+            ino,
+            Slot {
+                node,
+                parent,
+                name: name.to_vec(),
+                lookups: count as u64,
+            },
+        );
+        t.by_name.insert(key, ino);
+        ino
+    }
+
+    /// The kernel dropped `n` references to `ino`.
+    pub fn forget(&self, ino: Ino, n: u64) {
+        if ino == ROOT || ino == DRAFTS {
+            return;
+        }
+        let mut t = self.lock();
+        let Some(slot) = t.slots.get_mut(&ino) else {
+            return;
+        };
+        slot.lookups = slot.lookups.saturating_sub(n);
+        if slot.lookups == 0 {
+            let slot = t.slots.remove(&ino).expect("slot was just found");
+            let key = (slot.parent, slot.name);
+            if t.by_name.get(&key) == Some(&ino) {
+                t.by_name.remove(&key);
+            }
+        }
+    }
+
+    /// Drops an inode that was created for a reply that could not carry it.
+    pub fn discard_unreferenced(&self, ino: Ino) {
+        let unreferenced = self.lock().slots.get(&ino).is_some_and(|s| s.lookups == 0);
+        if unreferenced {
+            self.forget(ino, 0);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().slots.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Whether two nodes are the same kind of object (same file type), so an inode may be reused.
+fn same_kind(a: &Node, b: &Node) -> bool {
+    use crate::tree::Item;
+    match (a, b) {
+        (Node::Entry(x), Node::Entry(y)) => {
+            std::mem::discriminant(&x.item) == std::mem::discriminant(&y.item)
+                && match (&x.item, &y.item) {
+                    (Item::Dir { node: p }, Item::Dir { node: q }) => p == q,
+                    (Item::File { blob: p, .. }, Item::File { blob: q, .. }) => p == q,
+                    (Item::Symlink { target: p }, Item::Symlink { target: q }) => p == q,
+                    _ => false,
+                }
+        }
+        (Node::Version { root: a, .. }, Node::Version { root: b, .. }) => a == b,
+        (Node::Draft { kind: a, .. }, Node::Draft { kind: b, .. }) => a == b,
+        _ => std::mem::discriminant(a) == std::mem::discriminant(b),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_name_same_inode_until_forgotten() {
+        let t = Inodes::default();
+        let node = Node::Artifact { name: "a".into() };
+        let a = t.intern(ROOT, b"a", node.clone(), true);
+        assert_eq!(t.intern(ROOT, b"a", node.clone(), true), a);
+        t.forget(a, 1);
+        assert_eq!(t.get(a), Some(node.clone()));
+        t.forget(a, 1);
+        assert_eq!(t.get(a), None);
+        assert_ne!(
+            t.intern(ROOT, b"a", node, true),
+            a,
+            "numbers are not reused"
+        );
+    }
+
+    #[test]
+    fn a_different_kind_gets_a_new_inode() {
+        let t = Inodes::default();
+        let draft = |kind| Node::Draft {
+            artifact: "a".into(),
+            dist_id: String::new(),
+            path: b"x".to_vec(),
+            kind,
+        };
+        let d = t.intern(DRAFTS, b"x", draft(Kind::Dir), true);
+        assert_eq!(t.intern(DRAFTS, b"x", draft(Kind::Dir), true), d);
+        assert_ne!(t.intern(DRAFTS, b"x", draft(Kind::File), true), d);
+    }
+}

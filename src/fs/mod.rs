@@ -1,0 +1,833 @@
+//! The mounted namespace as plain operations on inode numbers, independent of FUSE: the
+//! adapter in `fuse.rs` turns kernel requests into these calls and their errors into errnos.
+//!
+//! ```text
+//! /                  artifacts and drafts/
+//! /NAME/             vN/ directories and ALIAS -> vN symlinks
+//! /NAME/vN/...       a committed version: read-only, immutable
+//! /drafts/NAME[@ID]/ the current contents of each draft
+//! ```
+//!
+//! Versions never change, so their entries are cached by the kernel for a long time; the
+//! rest (which artifacts, versions, aliases and drafts exist) is read from the catalog on each
+//! lookup and cached briefly, so changes made by the CLI show within a second.
+
+pub mod inode;
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use rusqlite::Connection;
+
+use crate::blobs::BlobStore;
+use crate::catalog::Pool;
+use crate::catalog::drafts::{self, DraftRow};
+use crate::catalog::nodes::{self, NodeId, Page};
+use crate::catalog::versions;
+use crate::draft::{self, Found};
+use crate::error::{Error, Result};
+use crate::names::{ArtifactName, DraftName};
+use crate::tree::{self, Item, TreeEntry};
+
+pub use inode::{DRAFTS, Ino, Kind, Node, ROOT};
+
+/// How long the kernel may cache what never changes.
+pub const IMMUTABLE_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
+/// How long the kernel may cache what the CLI can change, so changes show within a second.
+pub const MUTABLE_TTL: Duration = Duration::from_millis(500);
+/// Entries read from the catalog per page when listing a version directory.
+const PAGE: usize = 1024;
+
+const XATTR_SHA256: &str = "user.artifactfs.sha256";
+const XATTR_DIGEST: &str = "user.artifactfs.digest";
+const XATTR_REF: &str = "user.artifactfs.ref";
+const XATTR_CREATED: &str = "user.artifactfs.created";
+const XATTR_TYPE: &str = "user.artifactfs.type";
+/// On the root: the serving process, so `umount` can wait for it to finish.
+pub const XATTR_PID: &str = "user.artifactfs.pid";
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attr {
+    pub ino: Ino,
+    pub kind: Kind,
+    pub size: u64,
+    pub perm: u16,
+    pub nlink: u32,
+    pub mtime: SystemTime,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl Attr {
+    pub fn blocks(&self) -> u64 {
+        self.size.div_ceil(512)
+    }
+}
+
+/// An inode's attributes and how long the kernel may keep them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub attr: Attr,
+    pub ttl: Duration,
+}
+
+/// Receives directory entries; returns true when it is full and the listing must pause.
+pub trait DirSink {
+    fn add(&mut self, offset: u64, name: &[u8], entry: &Entry) -> bool;
+}
+
+pub struct Statfs {
+    pub blocks: u64,
+    pub bfree: u64,
+    pub bavail: u64,
+    pub files: u64,
+    pub ffree: u64,
+    pub bsize: u32,
+    pub namelen: u32,
+    pub frsize: u32,
+}
+
+/// An open directory: a snapshot of a small mutable listing, or a cursor into a version's.
+enum DirHandle {
+    Snapshot(Vec<(Vec<u8>, Node)>),
+    Paged {
+        node: NodeId,
+        /// The index of the next entry and the name before it, to continue without OFFSET.
+        cursor: Option<(u64, Vec<u8>)>,
+    },
+}
+
+pub struct Fs {
+    inodes: inode::Inodes,
+    pool: Pool,
+    blobs: BlobStore,
+    store_root: PathBuf,
+    uid: u32,
+    gid: u32,
+    mounted: SystemTime,
+    dirs: Mutex<HashMap<u64, DirHandle>>,
+    files: Mutex<HashMap<u64, Arc<File>>>,
+    next_fh: AtomicU64,
+}
+
+fn lossy(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn time_of(ns: i64) -> SystemTime {
+    if ns >= 0 {
+        SystemTime::UNIX_EPOCH + Duration::from_nanos(ns as u64)
+    } else {
+        SystemTime::UNIX_EPOCH - Duration::from_nanos(ns.unsigned_abs())
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Fs {
+    pub fn new(store_root: &Path) -> Result<Self> {
+        let store = crate::store::Store::open(store_root)?;
+        let root = store.root().to_path_buf();
+        drop(store);
+        // SAFETY: getuid/getgid cannot fail.
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        Ok(Fs {
+            inodes: inode::Inodes::default(),
+            pool: Pool::new(&root.join("catalog.db"))?,
+            blobs: BlobStore::open(&root)?,
+            store_root: root,
+            uid,
+            gid,
+            mounted: SystemTime::now(),
+            dirs: Mutex::new(HashMap::new()),
+            files: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+        })
+    }
+
+    fn node(&self, ino: Ino) -> Result<Node> {
+        self.inodes
+            .get(ino)
+            .ok_or_else(|| Error::not_found(format!("inode {ino}")))
+    }
+
+    /// A readable name for an inode, for errors and logs: its path from the mount root.
+    pub fn describe(&self, ino: Ino, child: Option<&[u8]>) -> String {
+        let mut parts = Vec::new();
+        if let Some(c) = child {
+            parts.push(lossy(c));
+        }
+        let mut cur = ino;
+        for _ in 0..4096 {
+            if cur == ROOT {
+                break;
+            }
+            match self.inodes.name(cur) {
+                Some((parent, name)) => {
+                    parts.push(lossy(&name));
+                    cur = parent;
+                }
+                None => break,
+            }
+        }
+        parts.reverse();
+        format!("/{}", parts.join("/"))
+    }
+
+    /// The error for any attempt to change something outside `drafts/`.
+    pub fn refuse_change(&self, ino: Ino, child: Option<&[u8]>) -> Error {
+        Error::ReadOnly(self.describe(ino, child))
+    }
+
+    // ----- lookups and attributes -----
+
+    pub fn lookup(&self, parent: Ino, name: &[u8]) -> Result<Entry> {
+        let conn = self.pool.get()?;
+        let node = self
+            .child(conn.conn(), parent, name)?
+            .ok_or_else(|| Error::not_found(self.describe(parent, Some(name))))?;
+        let ino = self.inodes.intern(parent, name, node.clone(), true);
+        self.entry_of(conn.conn(), ino, &node)
+    }
+
+    pub fn forget(&self, ino: Ino, n: u64) {
+        self.inodes.forget(ino, n);
+    }
+
+    pub fn getattr(&self, ino: Ino) -> Result<Entry> {
+        let node = self.node(ino)?;
+        let conn = self.pool.get()?;
+        self.entry_of(conn.conn(), ino, &node)
+    }
+
+    pub fn readlink(&self, ino: Ino) -> Result<Vec<u8>> {
+        let conn = self.pool.get()?;
+        match self.node(ino)? {
+            Node::Alias { artifact, alias } => {
+                let n = alias_target(conn.conn(), &artifact, &alias)?
+                    .ok_or_else(|| Error::not_found(self.describe(ino, None)))?;
+                Ok(format!("v{n}").into_bytes())
+            }
+            Node::Entry(TreeEntry {
+                item: Item::Symlink { target },
+                ..
+            }) => Ok(target),
+            Node::Draft { .. } => match self.find_in_draft(conn.conn(), ino)? {
+                Some(Found::Symlink(TreeEntry {
+                    item: Item::Symlink { target },
+                    ..
+                })) => Ok(target),
+                _ => Err(Error::invalid(self.describe(ino, None), "is not a symlink")),
+            },
+            _ => Err(Error::invalid(self.describe(ino, None), "is not a symlink")),
+        }
+    }
+
+    /// What `name` in directory `parent` stands for, from the catalog.
+    fn child(&self, conn: &Connection, parent: Ino, name: &[u8]) -> Result<Option<Node>> {
+        let text = std::str::from_utf8(name).ok();
+        Ok(match self.node(parent)? {
+            Node::Root => match text {
+                Some("drafts") => Some(Node::Drafts),
+                Some(t) if ArtifactName::new(t).is_ok() => {
+                    versions::artifact(conn, t)?.map(|a| Node::Artifact { name: a.name })
+                }
+                _ => None,
+            },
+            Node::Drafts => match text.and_then(|t| t.parse::<DraftName>().ok()) {
+                Some(d) => {
+                    drafts::get(conn, d.artifact.as_str(), d.id_key())?.map(|row| Node::Draft {
+                        artifact: row.artifact,
+                        dist_id: row.dist_id,
+                        path: Vec::new(),
+                        kind: Kind::Dir,
+                    })
+                }
+                None => None,
+            },
+            Node::Artifact { name: artifact } => {
+                let Some(t) = text else { return Ok(None) };
+                let Some(art) = versions::artifact(conn, &artifact)? else {
+                    return Ok(None);
+                };
+                if let Some(n) = t.strip_prefix('v').and_then(|n| n.parse::<u64>().ok())
+                    && format!("v{n}") == t
+                {
+                    versions::by_number(conn, art.id, n)?.map(|v| Node::Version {
+                        artifact,
+                        number: v.number,
+                        root: v.root,
+                    })
+                } else {
+                    versions::by_alias(conn, art.id, t)?.map(|_| Node::Alias {
+                        artifact,
+                        alias: t.to_string(),
+                    })
+                }
+            }
+            Node::Version { root, .. } => nodes::lookup(conn, root, name)?.map(Node::Entry),
+            Node::Entry(TreeEntry {
+                item: Item::Dir { node },
+                ..
+            }) => nodes::lookup(conn, node, name)?.map(Node::Entry),
+            Node::Draft {
+                artifact,
+                dist_id,
+                path,
+                kind: Kind::Dir,
+            } => {
+                let Some(d) = drafts::get(conn, &artifact, &dist_id)? else {
+                    return Ok(None);
+                };
+                let path = tree::join(&path, name);
+                draft::find(conn, &d, &path)?.map(|f| Node::Draft {
+                    artifact,
+                    dist_id,
+                    kind: kind_of_found(&f),
+                    path,
+                })
+            }
+            Node::Alias { .. } | Node::Entry(_) | Node::Draft { .. } => {
+                return Err(Error::NotADirectory(self.describe(parent, None)));
+            }
+        })
+    }
+
+    fn find_in_draft(&self, conn: &Connection, ino: Ino) -> Result<Option<Found>> {
+        let Node::Draft {
+            artifact,
+            dist_id,
+            path,
+            ..
+        } = self.node(ino)?
+        else {
+            return Ok(None);
+        };
+        match drafts::get(conn, &artifact, &dist_id)? {
+            Some(d) => draft::find(conn, &d, &path),
+            None => Ok(None),
+        }
+    }
+
+    fn attr(
+        &self,
+        ino: Ino,
+        kind: Kind,
+        size: u64,
+        perm: u16,
+        nlink: u64,
+        mtime: SystemTime,
+    ) -> Attr {
+        Attr {
+            ino,
+            kind,
+            size,
+            perm,
+            nlink: nlink.min(u32::MAX as u64) as u32,
+            mtime,
+            uid: self.uid,
+            gid: self.gid,
+        }
+    }
+
+    fn entry_of(&self, conn: &Connection, ino: Ino, node: &Node) -> Result<Entry> {
+        let gone = || Error::not_found(self.describe(ino, None));
+        let attr = match node {
+            Node::Root => {
+                let n = versions::artifacts(conn)?.len() as u64;
+                self.attr(ino, Kind::Dir, 0, 0o755, 3 + n, self.mounted)
+            }
+            Node::Drafts => {
+                let n = drafts::list(conn)?.len() as u64;
+                self.attr(ino, Kind::Dir, 0, 0o755, 2 + n, self.mounted)
+            }
+            Node::Artifact { name } => {
+                let art = versions::artifact(conn, name)?.ok_or_else(gone)?;
+                let all = versions::versions(conn, art.id)?;
+                let newest = all
+                    .iter()
+                    .map(|v| v.created_ns)
+                    .max()
+                    .unwrap_or(art.created_ns);
+                self.attr(
+                    ino,
+                    Kind::Dir,
+                    0,
+                    0o555,
+                    2 + all.len() as u64,
+                    time_of(newest),
+                )
+            }
+            Node::Version {
+                artifact,
+                number,
+                root,
+            } => {
+                let art = versions::artifact(conn, artifact)?.ok_or_else(gone)?;
+                // A deleted version stays readable through inodes the kernel still holds.
+                let created = versions::by_number(conn, art.id, *number)?
+                    .map_or(art.created_ns, |v| v.created_ns);
+                let info = nodes::info(conn, *root)?;
+                self.attr(ino, Kind::Dir, 0, 0o555, 2 + info.subdirs, time_of(created))
+            }
+            Node::Alias { artifact, alias } => {
+                let n = alias_target(conn, artifact, alias)?.ok_or_else(gone)?;
+                let len = format!("v{n}").len() as u64;
+                self.attr(ino, Kind::Symlink, len, 0o777, 1, self.mounted)
+            }
+            Node::Entry(e) => self.tree_attr(conn, ino, e, true)?,
+            Node::Draft { .. } => match self.find_in_draft(conn, ino)?.ok_or_else(gone)? {
+                Found::File(e) | Found::Symlink(e) => self.tree_attr(conn, ino, &e, false)?,
+                Found::Dir {
+                    base,
+                    mode,
+                    mtime_ns,
+                } => {
+                    let subdirs = match base {
+                        Some(b) => nodes::info(conn, b)?.subdirs,
+                        None => 0,
+                    };
+                    self.attr(
+                        ino,
+                        Kind::Dir,
+                        0,
+                        (mode & 0o7777) as u16,
+                        2 + subdirs,
+                        time_of(mtime_ns),
+                    )
+                }
+            },
+        };
+        let ttl = if node.is_immutable() {
+            IMMUTABLE_TTL
+        } else {
+            MUTABLE_TTL
+        };
+        Ok(Entry { attr, ttl })
+    }
+
+    /// Attributes of a manifest entry. In a committed version only the executable bit of the
+    /// recorded mode shows, on read-only permissions.
+    fn tree_attr(
+        &self,
+        conn: &Connection,
+        ino: Ino,
+        e: &TreeEntry,
+        committed: bool,
+    ) -> Result<Attr> {
+        let mtime = time_of(e.mtime_ns);
+        let perm = |mode: u32| -> u16 {
+            if committed {
+                if tree::is_executable(mode) {
+                    0o555
+                } else {
+                    0o444
+                }
+            } else {
+                (mode & 0o7777) as u16
+            }
+        };
+        Ok(match &e.item {
+            Item::File { size, .. } => self.attr(ino, Kind::File, *size, perm(e.mode), 1, mtime),
+            Item::Dir { node } => {
+                let info = nodes::info(conn, *node)?;
+                let p = if committed {
+                    0o555
+                } else {
+                    (e.mode & 0o7777) as u16
+                };
+                self.attr(ino, Kind::Dir, 0, p, 2 + info.subdirs, mtime)
+            }
+            Item::Symlink { target } => {
+                self.attr(ino, Kind::Symlink, target.len() as u64, 0o777, 1, mtime)
+            }
+        })
+    }
+
+    // ----- directories -----
+
+    pub fn opendir(&self, ino: Ino) -> Result<u64> {
+        let conn = self.pool.get()?;
+        let conn = conn.conn();
+        let handle = match self.node(ino)? {
+            Node::Version { root, .. } => DirHandle::Paged {
+                node: root,
+                cursor: None,
+            },
+            Node::Entry(TreeEntry {
+                item: Item::Dir { node },
+                ..
+            }) => DirHandle::Paged { node, cursor: None },
+            Node::Root => {
+                let mut list = vec![(b"drafts".to_vec(), Node::Drafts)];
+                for a in versions::artifacts(conn)? {
+                    list.push((a.name.clone().into_bytes(), Node::Artifact { name: a.name }));
+                }
+                DirHandle::Snapshot(list)
+            }
+            Node::Drafts => DirHandle::Snapshot(
+                drafts::list(conn)?
+                    .into_iter()
+                    .map(|d| {
+                        let name = d.display_name().into_bytes();
+                        (
+                            name,
+                            Node::Draft {
+                                artifact: d.artifact,
+                                dist_id: d.dist_id,
+                                path: Vec::new(),
+                                kind: Kind::Dir,
+                            },
+                        )
+                    })
+                    .collect(),
+            ),
+            Node::Artifact { name } => {
+                let art = versions::artifact(conn, &name)?
+                    .ok_or_else(|| Error::not_found(self.describe(ino, None)))?;
+                let mut list: Vec<(Vec<u8>, Node)> = versions::versions(conn, art.id)?
+                    .into_iter()
+                    .map(|v| {
+                        (
+                            format!("v{}", v.number).into_bytes(),
+                            Node::Version {
+                                artifact: name.clone(),
+                                number: v.number,
+                                root: v.root,
+                            },
+                        )
+                    })
+                    .collect();
+                for (alias, _) in versions::aliases_of_artifact(conn, art.id)? {
+                    let node = Node::Alias {
+                        artifact: name.clone(),
+                        alias: alias.clone(),
+                    };
+                    list.push((alias.into_bytes(), node));
+                }
+                DirHandle::Snapshot(list)
+            }
+            Node::Draft {
+                artifact,
+                dist_id,
+                path,
+                kind: Kind::Dir,
+            } => {
+                let d = drafts::get(conn, &artifact, &dist_id)?
+                    .ok_or_else(|| Error::not_found(self.describe(ino, None)))?;
+                DirHandle::Snapshot(draft_listing(conn, &d, &path)?)
+            }
+            Node::Alias { .. } | Node::Entry(_) | Node::Draft { .. } => {
+                return Err(Error::NotADirectory(self.describe(ino, None)));
+            }
+        };
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        lock(&self.dirs).insert(fh, handle);
+        Ok(fh)
+    }
+
+    pub fn releasedir(&self, fh: u64) {
+        lock(&self.dirs).remove(&fh);
+    }
+
+    /// Lists directory `ino` from `offset` (the offset of the last entry already returned,
+    /// or 0) into `sink`. With `plus`, every entry handed over counts as a kernel lookup.
+    pub fn readdir(
+        &self,
+        ino: Ino,
+        fh: u64,
+        offset: u64,
+        plus: bool,
+        sink: &mut dyn DirSink,
+    ) -> Result<()> {
+        let conn = self.pool.get()?;
+        let conn = conn.conn();
+        let parent = self.inodes.parent(ino);
+        // "." and ".." occupy offsets 1 and 2.
+        let dots: [(&[u8], Ino); 2] = [(b".", ino), (b"..", parent)];
+        for (i, (name, target)) in dots.iter().enumerate().skip(offset as usize) {
+            let entry = self.getattr(*target)?;
+            if sink.add(i as u64 + 1, name, &entry) {
+                return Ok(());
+            }
+        }
+        let skip = offset.saturating_sub(2);
+        let mut handle = lock(&self.dirs).remove(&fh).ok_or_else(|| {
+            Error::invalid(self.describe(ino, None), "directory handle is not open")
+        })?;
+        let result = match &mut handle {
+            DirHandle::Snapshot(list) => {
+                let mut r = Ok(());
+                for (i, (name, node)) in list.iter().enumerate().skip(skip as usize) {
+                    match self.emit(conn, ino, name, node.clone(), 3 + i as u64, plus, sink) {
+                        Ok(true) => break,
+                        Ok(false) => {}
+                        Err(e) => {
+                            r = Err(e);
+                            break;
+                        }
+                    }
+                }
+                r
+            }
+            DirHandle::Paged { node, cursor } => {
+                self.emit_paged(conn, ino, *node, cursor, skip, plus, sink)
+            }
+        };
+        lock(&self.dirs).insert(fh, handle);
+        result
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn emit_paged(
+        &self,
+        conn: &Connection,
+        ino: Ino,
+        node: NodeId,
+        cursor: &mut Option<(u64, Vec<u8>)>,
+        skip: u64,
+        plus: bool,
+        sink: &mut dyn DirSink,
+    ) -> Result<()> {
+        let mut index = skip;
+        loop {
+            let page = match cursor.as_ref() {
+                Some((next, last)) if *next == index => {
+                    nodes::list_page(conn, node, Page::After(last), PAGE)?
+                }
+                _ => nodes::list_page(conn, node, Page::Skip(index), PAGE)?,
+            };
+            let full_page = page.len() == PAGE;
+            for e in page {
+                let name = e.name.clone();
+                if self.emit(conn, ino, &name, Node::Entry(e), 3 + index, plus, sink)? {
+                    return Ok(());
+                }
+                index += 1;
+                *cursor = Some((index, name));
+            }
+            if !full_page {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Hands one entry to the sink; true if the sink was full and the entry not taken.
+    #[allow(clippy::too_many_arguments)]
+    fn emit(
+        &self,
+        conn: &Connection,
+        parent: Ino,
+        name: &[u8],
+        node: Node,
+        offset: u64,
+        plus: bool,
+        sink: &mut dyn DirSink,
+    ) -> Result<bool> {
+        let ino = self.inodes.intern(parent, name, node.clone(), plus);
+        let entry = match self.entry_of(conn, ino, &node) {
+            Ok(e) => e,
+            // Gone between the snapshot and now (a draft changed, a version was deleted).
+            Err(Error::NotFound(_)) => {
+                if plus {
+                    self.inodes.forget(ino, 1);
+                }
+                return Ok(false);
+            }
+            Err(e) => return Err(e),
+        };
+        let full = sink.add(offset, name, &entry);
+        if full {
+            if plus {
+                self.inodes.forget(ino, 1);
+            } else {
+                self.inodes.discard_unreferenced(ino);
+            }
+        } else if !plus {
+            self.inodes.discard_unreferenced(ino);
+        }
+        Ok(full)
+    }
+
+    // ----- files -----
+
+    /// Opens a file for reading; `write` requests are refused (versions are read-only).
+    /// Returns the handle and the blob file, which the adapter may hand to the kernel for
+    /// passthrough reads.
+    pub fn open(&self, ino: Ino, write: bool) -> Result<(u64, Arc<File>)> {
+        if write {
+            return Err(self.refuse_change(ino, None));
+        }
+        let blob = {
+            let conn = self.pool.get()?;
+            match self.node(ino)? {
+                Node::Entry(TreeEntry {
+                    item: Item::File { blob, .. },
+                    ..
+                }) => blob,
+                Node::Draft { .. } => match self.find_in_draft(conn.conn(), ino)? {
+                    Some(Found::File(TreeEntry {
+                        item: Item::File { blob, .. },
+                        ..
+                    })) => blob,
+                    Some(_) => return Err(Error::IsADirectory(self.describe(ino, None))),
+                    None => return Err(Error::not_found(self.describe(ino, None))),
+                },
+                _ => return Err(Error::IsADirectory(self.describe(ino, None))),
+            }
+        };
+        let file = Arc::new(self.blobs.open_blob(&blob)?);
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        lock(&self.files).insert(fh, file.clone());
+        Ok((fh, file))
+    }
+
+    pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
+        let file = lock(&self.files)
+            .get(&fh)
+            .cloned()
+            .ok_or_else(|| Error::invalid(format!("file handle {fh}"), "is not open"))?;
+        let mut buf = vec![0u8; size as usize];
+        let mut done = 0;
+        while done < buf.len() {
+            match file.read_at(&mut buf[done..], offset + done as u64) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Error::io(format!("file handle {fh}"), e)),
+            }
+        }
+        buf.truncate(done);
+        Ok(buf)
+    }
+
+    pub fn release(&self, fh: u64) {
+        lock(&self.files).remove(&fh);
+    }
+
+    // ----- extended attributes -----
+
+    pub fn getxattr(&self, ino: Ino, name: &[u8]) -> Result<Vec<u8>> {
+        let attrs = self.xattrs(ino)?;
+        attrs
+            .into_iter()
+            .find(|(n, _)| n.as_bytes() == name)
+            .map(|(_, v)| v.into_bytes())
+            .ok_or_else(|| Error::NoAttribute(self.describe(ino, None), lossy(name)))
+    }
+
+    /// Attribute names, each followed by a NUL byte, as listxattr returns them.
+    pub fn listxattr(&self, ino: Ino) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        for (name, _) in self.xattrs(ino)? {
+            out.extend_from_slice(name.as_bytes());
+            out.push(0);
+        }
+        Ok(out)
+    }
+
+    fn xattrs(&self, ino: Ino) -> Result<Vec<(&'static str, String)>> {
+        let conn = self.pool.get()?;
+        let conn = conn.conn();
+        Ok(match self.node(ino)? {
+            Node::Root => vec![(XATTR_PID, std::process::id().to_string())],
+            Node::Artifact { name } => match versions::artifact(conn, &name)? {
+                Some(a) => vec![(XATTR_TYPE, a.type_name)],
+                None => Vec::new(),
+            },
+            Node::Version {
+                artifact, number, ..
+            } => {
+                let art = versions::require_artifact(conn, &artifact)?;
+                match versions::by_number(conn, art.id, number)? {
+                    Some(v) => vec![
+                        (XATTR_DIGEST, v.digest.to_hex()),
+                        (XATTR_REF, v.reference()),
+                        (XATTR_CREATED, rfc3339(v.created_ns)),
+                    ],
+                    None => Vec::new(),
+                }
+            }
+            Node::Entry(TreeEntry {
+                item: Item::File { blob, .. },
+                ..
+            }) => vec![(XATTR_SHA256, blob.to_hex())],
+            Node::Draft { .. } => match self.find_in_draft(conn, ino)? {
+                Some(Found::File(TreeEntry {
+                    item: Item::File { blob, .. },
+                    ..
+                })) => vec![(XATTR_SHA256, blob.to_hex())],
+                _ => Vec::new(),
+            },
+            _ => Vec::new(),
+        })
+    }
+
+    pub fn statfs(&self) -> Result<Statfs> {
+        let path = std::ffi::CString::new(self.store_root.as_os_str().as_encoded_bytes()).map_err(
+            |_| Error::invalid(self.store_root.display().to_string(), "contains a NUL byte"),
+        )?;
+        // SAFETY: statvfs fills the zeroed struct; the path is NUL-terminated.
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 {
+            return Err(Error::io(&self.store_root, std::io::Error::last_os_error()));
+        }
+        Ok(Statfs {
+            blocks: st.f_blocks,
+            bfree: st.f_bfree,
+            bavail: st.f_bavail,
+            files: st.f_files,
+            ffree: st.f_ffree,
+            bsize: st.f_bsize as u32,
+            namelen: 255,
+            frsize: st.f_frsize as u32,
+        })
+    }
+
+    /// How many inodes the kernel currently holds (for tests of memory bounds).
+    pub fn inode_count(&self) -> usize {
+        self.inodes.len()
+    }
+}
+
+fn kind_of_found(f: &Found) -> Kind {
+    match f {
+        Found::File(_) => Kind::File,
+        Found::Symlink(_) => Kind::Symlink,
+        Found::Dir { .. } => Kind::Dir,
+    }
+}
+
+fn draft_listing(conn: &Connection, d: &DraftRow, path: &[u8]) -> Result<Vec<(Vec<u8>, Node)>> {
+    Ok(draft::list(conn, d, path)?
+        .into_iter()
+        .map(|(name, found)| {
+            let node = Node::Draft {
+                artifact: d.artifact.clone(),
+                dist_id: d.dist_id.clone(),
+                path: tree::join(path, &name),
+                kind: kind_of_found(&found),
+            };
+            (name, node)
+        })
+        .collect())
+}
+
+/// The number of the version an alias names now.
+fn alias_target(conn: &Connection, artifact: &str, alias: &str) -> Result<Option<u64>> {
+    let Some(art) = versions::artifact(conn, artifact)? else {
+        return Ok(None);
+    };
+    Ok(versions::by_alias(conn, art.id, alias)?.map(|v| v.number))
+}
+
+fn rfc3339(ns: i64) -> String {
+    humantime::format_rfc3339_seconds(time_of(ns)).to_string()
+}

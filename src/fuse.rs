@@ -1,0 +1,512 @@
+//! The FUSE adapter: each kernel request becomes one call into [`crate::fs::Fs`], and its
+//! result a reply or an errno from the one table in `error.rs`. Only what needs fuser's types
+//! lives here: attribute conversion and the passthrough backing files.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::SystemTime;
+
+use fuser::{
+    BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
+    InitFlags, KernelConfig, LockOwner, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen,
+    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+};
+
+use crate::error::Error;
+use crate::fs::{Attr, DirSink, Entry, Fs, Kind};
+
+/// Largest read the kernel sends us (and the readahead it may do).
+const MAX_READAHEAD: u32 = 1 << 20;
+
+pub struct Adapter {
+    fs: Fs,
+    /// Kernel passthrough for reads: on when the kernel offers it, off after the first
+    /// refusal (it needs CAP_SYS_ADMIN).
+    passthrough: AtomicBool,
+    backing: Mutex<Backing>,
+}
+
+/// Backing files registered with the kernel: one per inode shared by its open handles, as
+/// the kernel requires, released with the last handle.
+#[derive(Default)]
+struct Backing {
+    by_ino: HashMap<u64, Weak<BackingId>>,
+    by_fh: HashMap<u64, Arc<BackingId>>,
+}
+
+impl Adapter {
+    pub fn new(fs: Fs) -> Self {
+        Adapter {
+            fs,
+            passthrough: AtomicBool::new(false),
+            backing: Mutex::new(Backing::default()),
+        }
+    }
+
+    fn backing(&self) -> std::sync::MutexGuard<'_, Backing> {
+        self.backing.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Registers (or reuses) the backing file for `ino`; None if the kernel refuses.
+    fn backing_for(
+        &self,
+        reply: &ReplyOpen,
+        ino: u64,
+        fh: u64,
+        file: &std::fs::File,
+    ) -> Option<Arc<BackingId>> {
+        let mut b = self.backing();
+        let id = match b.by_ino.get(&ino).and_then(Weak::upgrade) {
+            Some(id) => id,
+            None => match reply.open_backing(file) {
+                Ok(id) => {
+                    let id = Arc::new(id);
+                    b.by_ino.insert(ino, Arc::downgrade(&id));
+                    id
+                }
+                Err(e) => {
+                    log::info!("passthrough unavailable ({e}); serving reads from the page cache");
+                    self.passthrough.store(false, Ordering::Relaxed);
+                    return None;
+                }
+            },
+        };
+        b.by_fh.insert(fh, id.clone());
+        Some(id)
+    }
+}
+
+fn errno(e: &Error) -> Errno {
+    Errno::from_i32(e.errno())
+}
+
+/// Logs a failed request; expected outcomes (a missing name) only at debug level.
+fn fail(op: &str, e: &Error) -> Errno {
+    match e {
+        Error::NotFound(_) | Error::NoAttribute(..) | Error::ReadOnly(_) => {
+            log::debug!("{op}: {e}")
+        }
+        _ => log::warn!("{op}: {e}"),
+    }
+    errno(e)
+}
+
+fn file_type(k: Kind) -> FileType {
+    match k {
+        Kind::File => FileType::RegularFile,
+        Kind::Dir => FileType::Directory,
+        Kind::Symlink => FileType::Symlink,
+    }
+}
+
+fn file_attr(a: &Attr) -> FileAttr {
+    FileAttr {
+        ino: INodeNo(a.ino),
+        size: a.size,
+        blocks: a.blocks(),
+        atime: a.mtime,
+        mtime: a.mtime,
+        ctime: a.mtime,
+        crtime: a.mtime,
+        kind: file_type(a.kind),
+        perm: a.perm,
+        nlink: a.nlink,
+        uid: a.uid,
+        gid: a.gid,
+        rdev: 0,
+        blksize: 4096,
+        flags: 0,
+    }
+}
+
+struct PlainSink<'a>(&'a mut ReplyDirectory);
+
+impl DirSink for PlainSink<'_> {
+    fn add(&mut self, offset: u64, name: &[u8], entry: &Entry) -> bool {
+        self.0.add(
+            INodeNo(entry.attr.ino),
+            offset,
+            file_type(entry.attr.kind),
+            OsStr::from_bytes(name),
+        )
+    }
+}
+
+struct PlusSink<'a>(&'a mut ReplyDirectoryPlus);
+
+impl DirSink for PlusSink<'_> {
+    fn add(&mut self, offset: u64, name: &[u8], entry: &Entry) -> bool {
+        let attr = file_attr(&entry.attr);
+        self.0.add(
+            INodeNo(entry.attr.ino),
+            offset,
+            OsStr::from_bytes(name),
+            &entry.ttl,
+            &attr,
+            Generation(0),
+        )
+    }
+}
+
+impl Filesystem for Adapter {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        let _ = config
+            .add_capabilities(InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO);
+        let _ = config.add_capabilities(InitFlags::FUSE_PARALLEL_DIROPS);
+        let _ = config.set_max_readahead(MAX_READAHEAD);
+        // SAFETY: geteuid cannot fail.
+        let root = unsafe { libc::geteuid() } == 0;
+        if root && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok() {
+            // Our backing files are plain files on a local filesystem: one level of stacking.
+            if config.set_max_stack_depth(1).is_ok() {
+                self.passthrough.store(true, Ordering::Relaxed);
+            }
+        }
+        log::info!(
+            "mounted; kernel passthrough {}",
+            if self.passthrough.load(Ordering::Relaxed) {
+                "on"
+            } else {
+                "off"
+            }
+        );
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        match self.fs.lookup(parent.0, name.as_bytes()) {
+            Ok(e) => reply.entry(&e.ttl, &file_attr(&e.attr), Generation(0)),
+            Err(e) => reply.error(fail("lookup", &e)),
+        }
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.fs.forget(ino.0, nlookup);
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.fs.getattr(ino.0) {
+            Ok(e) => reply.attr(&e.ttl, &file_attr(&e.attr)),
+            Err(e) => reply.error(fail("getattr", &e)),
+        }
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _mode: Option<u32>,
+        _uid: Option<u32>,
+        _gid: Option<u32>,
+        _size: Option<u64>,
+        _atime: Option<TimeOrNow>,
+        _mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        reply.error(fail("setattr", &self.fs.refuse_change(ino.0, None)));
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        match self.fs.readlink(ino.0) {
+            Ok(t) => reply.data(&t),
+            Err(e) => reply.error(fail("readlink", &e)),
+        }
+    }
+
+    fn mknod(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        reply.error(fail(
+            "mknod",
+            &self.fs.refuse_change(parent.0, Some(name.as_bytes())),
+        ));
+    }
+
+    fn mkdir(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
+        reply.error(fail(
+            "mkdir",
+            &self.fs.refuse_change(parent.0, Some(name.as_bytes())),
+        ));
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        reply.error(fail(
+            "unlink",
+            &self.fs.refuse_change(parent.0, Some(name.as_bytes())),
+        ));
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        reply.error(fail(
+            "rmdir",
+            &self.fs.refuse_change(parent.0, Some(name.as_bytes())),
+        ));
+    }
+
+    fn symlink(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        _target: &Path,
+        reply: ReplyEntry,
+    ) {
+        reply.error(fail(
+            "symlink",
+            &self.fs.refuse_change(parent.0, Some(name.as_bytes())),
+        ));
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        _newparent: INodeNo,
+        _newname: &OsStr,
+        _flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(fail(
+            "rename",
+            &self.fs.refuse_change(parent.0, Some(name.as_bytes())),
+        ));
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        reply.error(fail(
+            "link",
+            &self.fs.refuse_change(newparent.0, Some(newname.as_bytes())),
+        ));
+    }
+
+    fn create(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        _flags: i32,
+        reply: ReplyCreate,
+    ) {
+        reply.error(fail(
+            "create",
+            &self.fs.refuse_change(parent.0, Some(name.as_bytes())),
+        ));
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let write =
+            !matches!(flags.acc_mode(), OpenAccMode::O_RDONLY) || flags.0 & libc::O_TRUNC != 0;
+        let (fh, file) = match self.fs.open(ino.0, write) {
+            Ok(opened) => opened,
+            Err(e) => return reply.error(fail("open", &e)),
+        };
+        if self.passthrough.load(Ordering::Relaxed)
+            && let Some(id) = self.backing_for(&reply, ino.0, fh, &file)
+        {
+            // The kernel takes passthrough opens only without caching flags: it reads the
+            // backing file itself, through that file's own page cache.
+            return reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &id);
+        }
+        reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE);
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        match self.fs.read(fh.0, offset, size) {
+            Ok(data) => reply.data(&data),
+            Err(e) => reply.error(fail("read", &e)),
+        }
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _offset: u64,
+        _data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        reply.error(fail("write", &self.fs.refuse_change(ino.0, None)));
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.backing().by_fh.remove(&fh.0);
+        self.fs.release(fh.0);
+        reply.ok();
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match self.fs.opendir(ino.0) {
+            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            Err(e) => reply.error(fail("opendir", &e)),
+        }
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        match self
+            .fs
+            .readdir(ino.0, fh.0, offset, false, &mut PlainSink(&mut reply))
+        {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(fail("readdir", &e)),
+        }
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        match self
+            .fs
+            .readdir(ino.0, fh.0, offset, true, &mut PlusSink(&mut reply))
+        {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(fail("readdirplus", &e)),
+        }
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.fs.releasedir(fh.0);
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        match self.fs.statfs() {
+            Ok(s) => reply.statfs(
+                s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize,
+            ),
+            Err(e) => reply.error(fail("statfs", &e)),
+        }
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _name: &OsStr,
+        _value: &[u8],
+        _flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(fail("setxattr", &self.fs.refuse_change(ino.0, None)));
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        match self.fs.getxattr(ino.0, name.as_bytes()) {
+            Ok(v) => reply_xattr(reply, size, &v),
+            Err(e) => reply.error(fail("getxattr", &e)),
+        }
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        match self.fs.listxattr(ino.0) {
+            Ok(v) => reply_xattr(reply, size, &v),
+            Err(e) => reply.error(fail("listxattr", &e)),
+        }
+    }
+
+    fn removexattr(&self, _req: &Request, ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(fail("removexattr", &self.fs.refuse_change(ino.0, None)));
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _offset: u64,
+        _length: u64,
+        _mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(fail("fallocate", &self.fs.refuse_change(ino.0, None)));
+    }
+}
+
+/// A size query (size 0) gets the length; a buffer too small gets ERANGE, as xattr(7) says.
+fn reply_xattr(reply: ReplyXattr, size: u32, value: &[u8]) {
+    if size == 0 {
+        reply.size(value.len() as u32);
+    } else if (size as usize) < value.len() {
+        reply.error(Errno::from_i32(libc::ERANGE));
+    } else {
+        reply.data(value);
+    }
+}

@@ -1,0 +1,309 @@
+//! `mount` and `umount`: checking the mount point, serving in a background process, and
+//! unmounting cleanly.
+//!
+//! `mount` without `--foreground` starts itself again with `--foreground` in a new session and
+//! waits on a pipe until that process reports the filesystem ready (or why it failed), so the
+//! command returns only once the mount answers.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fuser::{Config, MountOption, SessionACL};
+
+use crate::error::{Error, IoContext, Result};
+use crate::fs::{Fs, XATTR_PID};
+use crate::fuse::Adapter;
+
+/// The environment variable naming the descriptor a background mount reports readiness on.
+const READY_FD_ENV: &str = "ARTIFACTFS_READY_FD";
+const READY_FD: i32 = 3;
+/// Where the mount process logs, inside the store.
+pub const LOG_FILE: &str = "mount.log";
+const FS_TYPE: &str = "fuse.artifactfs";
+
+/// Request-loop threads: enough to overlap catalog lookups with reads on a small machine.
+fn worker_threads() -> usize {
+    std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(2, 8)
+        * 2
+}
+
+/// Refuses mount points that do not exist, are not directories, or are already mounts.
+fn check_mountpoint(mountpoint: &Path) -> Result<PathBuf> {
+    let meta = fs::metadata(mountpoint).map_err(|e| {
+        Error::invalid(
+            format!("mount point {}", mountpoint.display()),
+            match e.kind() {
+                std::io::ErrorKind::NotFound => "does not exist".to_string(),
+                _ => e.to_string(),
+            },
+        )
+    })?;
+    if !meta.is_dir() {
+        return Err(Error::NotADirectory(format!(
+            "mount point {}",
+            mountpoint.display()
+        )));
+    }
+    let abs = fs::canonicalize(mountpoint).at(mountpoint)?;
+    if mount_type(&abs)?.is_some() {
+        return Err(Error::AlreadyExists(format!(
+            "a mount at {} (unmount it first: artifactfs umount {})",
+            abs.display(),
+            abs.display()
+        )));
+    }
+    Ok(abs)
+}
+
+/// The filesystem type mounted exactly at `path`, from /proc/self/mountinfo.
+fn mount_type(path: &Path) -> Result<Option<String>> {
+    let info = fs::read_to_string("/proc/self/mountinfo").at(Path::new("/proc/self/mountinfo"))?;
+    let want = path.to_string_lossy();
+    let mut found = None;
+    for line in info.lines() {
+        // id parent major:minor root mountpoint options [optional...] - fstype source super
+        let fields: Vec<&str> = line.split(' ').collect();
+        let Some(sep) = fields.iter().position(|f| *f == "-") else {
+            continue;
+        };
+        if fields.len() > 4 && unescape(fields[4]) == want && sep + 1 < fields.len() {
+            found = Some(fields[sep + 1].to_string()); // the last mount there is what shows
+        }
+    }
+    Ok(found)
+}
+
+/// mountinfo escapes space, tab, newline and backslash as octal.
+fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(u8::is_ascii_digit) {
+            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
+            out.push(v);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `artifactfs mount`: serves the store at `mountpoint`, in the background unless `foreground`.
+pub fn mount(store_root: &Path, mountpoint: &Path, foreground: bool) -> Result<()> {
+    let mountpoint = check_mountpoint(mountpoint)?;
+    if foreground {
+        return serve(store_root, &mountpoint);
+    }
+    // Open the store here too, so its errors reach the user directly.
+    drop(crate::store::Store::open(store_root)?);
+    let (mut ready_r, ready_w) = std::io::pipe().at(Path::new("pipe"))?;
+    let exe = std::env::current_exe().at(Path::new("/proc/self/exe"))?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("--store")
+        .arg(store_root)
+        .arg("mount")
+        .arg(&mountpoint)
+        .arg("--foreground")
+        .env(READY_FD_ENV, READY_FD.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let w = ready_w.as_raw_fd();
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setsid() < 0 || libc::dup2(w, READY_FD) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().at(Path::new("artifactfs mount --foreground"))?;
+    drop(ready_w);
+    let mut report = String::new();
+    let _ = ready_r.read_to_string(&mut report);
+    if report.trim() == "ready" {
+        return Ok(());
+    }
+    let _ = child.wait();
+    let log = store_root.join(LOG_FILE);
+    Err(match report.trim() {
+        "" => Error::invalid(
+            format!("mount at {}", mountpoint.display()),
+            format!(
+                "the mount process exited before the filesystem was ready; see {}",
+                log.display()
+            ),
+        ),
+        msg => Error::invalid(
+            format!("mount at {}", mountpoint.display()),
+            msg.to_string(),
+        ),
+    })
+}
+
+/// Tells the process that started us (if any) how the mount went.
+fn report(msg: &str) {
+    let Some(fd) = std::env::var(READY_FD_ENV)
+        .ok()
+        .and_then(|v| v.parse::<i32>().ok())
+    else {
+        return;
+    };
+    // SAFETY: the descriptor was set up for us by `mount` and is used only here, once.
+    let mut f = fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    let _ = f.write_all(msg.as_bytes());
+    // SAFETY: unsetting our own variable before any other thread reads the environment.
+    unsafe { std::env::remove_var(READY_FD_ENV) };
+}
+
+fn serve(store_root: &Path, mountpoint: &Path) -> Result<()> {
+    let result = serve_inner(store_root, mountpoint);
+    if let Err(e) = &result {
+        log::error!("{e}");
+        report(&format!("{e}\n"));
+    }
+    result
+}
+
+fn serve_inner(store_root: &Path, mountpoint: &Path) -> Result<()> {
+    let fs = Fs::new(store_root)?;
+    // SAFETY: geteuid cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    let mut config = Config::default();
+    config.mount_options = vec![
+        MountOption::FSName(store_root.display().to_string()),
+        MountOption::Subtype("artifactfs".into()),
+        MountOption::DefaultPermissions,
+        MountOption::NoAtime,
+        MountOption::NoDev,
+        MountOption::NoSuid,
+    ];
+    // Root mounts are for everyone on the machine; a user's mount stays the user's.
+    config.acl = if root {
+        SessionACL::All
+    } else {
+        SessionACL::Owner
+    };
+    config.n_threads = Some(worker_threads());
+    config.clone_fd = true;
+    let session = fuser::Session::new(Adapter::new(fs), mountpoint, &config)
+        .map_err(|e| Error::io(mountpoint, e))?;
+    log::info!(
+        "serving {} at {}",
+        store_root.display(),
+        mountpoint.display()
+    );
+    report("ready\n");
+    session.run().map_err(|e| Error::io(mountpoint, e))?;
+    log::info!("unmounted {}", mountpoint.display());
+    Ok(())
+}
+
+/// `artifactfs umount`: unmounts and waits for the serving process to finish.
+pub fn umount(mountpoint: &Path) -> Result<()> {
+    let abs = fs::canonicalize(mountpoint).unwrap_or_else(|_| mountpoint.to_path_buf());
+    match mount_type(&abs)? {
+        // Mounted directly by root the type is plain "fuse"; through fusermount3 it carries
+        // the subtype.
+        Some(t) if t == FS_TYPE || t == "fuse" => {}
+        _ => {
+            return Err(Error::invalid(
+                format!("{}", mountpoint.display()),
+                "is not an artifactfs mount point",
+            ));
+        }
+    }
+    let pid = server_pid(&abs);
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        let c = std::ffi::CString::new(abs.as_os_str().as_encoded_bytes())
+            .map_err(|_| Error::invalid(abs.display().to_string(), "contains a NUL byte"))?;
+        // SAFETY: `c` is a valid path for the duration of the call.
+        if unsafe { libc::umount2(c.as_ptr(), 0) } != 0 {
+            return Err(umount_error(&abs, std::io::Error::last_os_error()));
+        }
+    } else {
+        let out = Command::new("fusermount3")
+            .arg("-u")
+            .arg(&abs)
+            .output()
+            .at(Path::new("fusermount3"))?;
+        if !out.status.success() {
+            let msg = String::from_utf8_lossy(&out.stderr).trim().to_string();
+            let busy = msg.contains("busy");
+            return Err(if busy {
+                umount_error(&abs, std::io::Error::from_raw_os_error(libc::EBUSY))
+            } else {
+                Error::invalid(
+                    abs.display().to_string(),
+                    format!("fusermount3 -u failed: {msg}"),
+                )
+            });
+        }
+    }
+    if let Some(pid) = pid {
+        wait_for_exit(pid, Duration::from_secs(30));
+    }
+    Ok(())
+}
+
+fn umount_error(path: &Path, e: std::io::Error) -> Error {
+    if e.raw_os_error() == Some(libc::EBUSY) {
+        Error::refused(
+            path.display().to_string(),
+            "is busy: a process has a file or directory open there (see `fuser -vm`)",
+        )
+    } else {
+        Error::io(path, e)
+    }
+}
+
+/// The pid of the process serving `mountpoint`, which it publishes as an xattr of the root.
+fn server_pid(mountpoint: &Path) -> Option<i32> {
+    let c = std::ffi::CString::new(mountpoint.as_os_str().as_encoded_bytes()).ok()?;
+    let name = std::ffi::CString::new(XATTR_PID).ok()?;
+    let mut buf = [0u8; 32];
+    // SAFETY: buffers are valid for the given length.
+    let n = unsafe {
+        libc::getxattr(
+            c.as_ptr(),
+            name.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    if n <= 0 {
+        return None;
+    }
+    std::str::from_utf8(&buf[..n as usize])
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+fn wait_for_exit(pid: i32, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    // SAFETY: signal 0 only checks that the process exists.
+    while unsafe { libc::kill(pid, 0) } == 0 && Instant::now() < deadline {
+        // A zombie still "exists" for kill(0); it is done serving once it is one.
+        if fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| s.contains(") Z "))
+            .unwrap_or(true)
+        {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
