@@ -35,6 +35,9 @@ pub enum Error {
     #[error("{0} has no extended attribute {1}")]
     NoAttribute(String, String),
 
+    #[error("{0}: extended attributes outside the user. namespace are not supported ({1})")]
+    AttributeUnsupported(String, String),
+
     #[error("{what} has type {existing}, not {requested}")]
     TypeConflict {
         what: String,
@@ -111,6 +114,7 @@ impl Error {
             Error::IsADirectory(_) => libc::EISDIR,
             Error::ReadOnly(_) => libc::EROFS,
             Error::NoAttribute(..) => libc::ENODATA,
+            Error::AttributeUnsupported(..) => libc::EOPNOTSUPP,
             Error::Refused { .. } => libc::EPERM,
             Error::Io { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
             Error::Catalog { source, .. } => match source.sqlite_error_code() {

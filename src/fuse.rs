@@ -88,7 +88,10 @@ fn errno(e: &Error) -> Errno {
 /// Logs a failed request; expected outcomes (a missing name) only at debug level.
 fn fail(op: &str, e: &Error) -> Errno {
     match e {
-        Error::NotFound(_) | Error::NoAttribute(..) | Error::ReadOnly(_) => {
+        Error::NotFound(_)
+        | Error::NoAttribute(..)
+        | Error::AttributeUnsupported(..)
+        | Error::ReadOnly(_) => {
             log::debug!("{op}: {e}")
         }
         _ => log::warn!("{op}: {e}"),
@@ -395,7 +398,11 @@ impl Filesystem for Adapter {
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         match self.fs.opendir(ino.0) {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            Ok((fh, true)) => reply.opened(
+                FileHandle(fh),
+                FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE,
+            ),
+            Ok((fh, false)) => reply.opened(FileHandle(fh), FopenFlags::empty()),
             Err(e) => reply.error(fail("opendir", &e)),
         }
     }

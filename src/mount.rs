@@ -101,6 +101,7 @@ fn unescape(s: &str) -> String {
 /// `artifactfs mount`: serves the store at `mountpoint`, in the background unless `foreground`.
 pub fn mount(store_root: &Path, mountpoint: &Path, foreground: bool) -> Result<()> {
     let mountpoint = check_mountpoint(mountpoint)?;
+    let store_root = &std::path::absolute(store_root).at(store_root)?;
     if foreground {
         return serve(store_root, &mountpoint);
     }

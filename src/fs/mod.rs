@@ -453,7 +453,9 @@ impl Fs {
 
     // ----- directories -----
 
-    pub fn opendir(&self, ino: Ino) -> Result<u64> {
+    /// Opens a directory for listing. The flag says whether its listing never changes (a
+    /// version's), so the kernel may keep it cached.
+    pub fn opendir(&self, ino: Ino) -> Result<(u64, bool)> {
         let conn = self.pool.get()?;
         let conn = conn.conn();
         let handle = match self.node(ino)? {
@@ -529,8 +531,9 @@ impl Fs {
             }
         };
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        let immutable = matches!(handle, DirHandle::Paged { .. });
         lock(&self.dirs).insert(fh, handle);
-        Ok(fh)
+        Ok((fh, immutable))
     }
 
     pub fn releasedir(&self, fh: u64) {
@@ -715,6 +718,14 @@ impl Fs {
     // ----- extended attributes -----
 
     pub fn getxattr(&self, ino: Ino, name: &[u8]) -> Result<Vec<u8>> {
+        // ACLs and security labels are not supported at all. Saying so (EOPNOTSUPP rather than
+        // ENODATA) lets tools such as `ls -l` stop asking for every file of the mount.
+        if !name.starts_with(b"user.") {
+            return Err(Error::AttributeUnsupported(
+                self.describe(ino, None),
+                lossy(name),
+            ));
+        }
         let attrs = self.xattrs(ino)?;
         attrs
             .into_iter()
