@@ -78,6 +78,15 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         _ => {}
     }
     let mut store = Store::open(&dir)?;
+    // Commands that read versions block `gc` until they are done with them.
+    let _reading = match &cli.command {
+        Command::Ls { .. }
+        | Command::Cat { .. }
+        | Command::Diff { .. }
+        | Command::Get { .. }
+        | Command::Verify { .. } => Some(store.shared_lock()?),
+        _ => None,
+    };
     let out = Output { json: cli.json };
     match cli.command {
         Command::Log {

@@ -6,7 +6,7 @@
 //! syncing the directories. Callers commit catalog rows that reference a blob only after that.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::{Read, Seek, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -45,8 +45,18 @@ impl BlobStore {
     pub fn open(root: &Path) -> Result<Self> {
         let blobs = root.join("blobs");
         let staging = root.join("staging");
+        let fresh = !blobs.exists();
         for dir in [&blobs, &staging] {
             fs::create_dir_all(dir).at(dir)?;
+        }
+        if fresh {
+            // All 256 fan-out directories up front, durable once: writers then only ever
+            // add names to existing directories.
+            for b in 0..=255u8 {
+                let dir = blobs.join(format!("{b:02x}"));
+                fs::create_dir_all(&dir).at(&dir)?;
+            }
+            sync_dir(&blobs)?;
         }
         Ok(BlobStore { blobs, staging })
     }
@@ -65,11 +75,27 @@ impl BlobStore {
         File::open(&path).at(&path)
     }
 
+    /// Opens the content of `what` (a file of a version or draft). A missing blob is damage
+    /// to the store, reported as such with the file it belongs to.
+    pub fn open_content(&self, digest: &Digest, what: impl FnOnce() -> String) -> Result<File> {
+        let path = self.path(digest);
+        File::open(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Error::Corrupt {
+                what: what(),
+                why: format!(
+                    "its content (blob {digest}) is missing from the store; see artifactfs verify"
+                ),
+            },
+            _ => Error::io(&path, e),
+        })
+    }
+
     /// Starts a group of writes that become durable together.
     pub fn batch(&self) -> Batch<'_> {
         Batch {
             store: self,
             pending: Mutex::new(Vec::new()),
+            fans: Mutex::new(std::collections::BTreeSet::new()),
             new_fan_dir: AtomicBool::new(false),
         }
     }
@@ -155,6 +181,9 @@ pub struct Batch<'a> {
     store: &'a BlobStore,
     /// Staged files are closed once written, so a batch of any size holds no descriptors.
     pending: Mutex<Vec<(TempPath, Digest)>>,
+    /// Fan-out directories (first digest byte) of every blob the batch refers to, including
+    /// blobs another writer placed: their names must be durable before we reference them.
+    fans: Mutex<std::collections::BTreeSet<u8>>,
     new_fan_dir: AtomicBool,
 }
 
@@ -168,10 +197,17 @@ impl Batch<'_> {
             file.read_to_end(&mut data).at(src)?;
             return self.add_bytes(&data);
         }
+        // Large files are hashed first, so content already stored is not written again
+        // (re-logging a mostly unchanged dataset is the common case).
+        let (digest, size) = Digest::of_reader(&mut file).at(src)?;
+        self.note(&digest);
+        if self.store.contains(&digest) {
+            return Ok((digest, size));
+        }
         let mut tmp = self.temp()?;
+        file.seek(std::io::SeekFrom::Start(0)).at(src)?;
         let mut hasher = Sha256::new();
         let mut buf = vec![0u8; COPY_BUF];
-        let mut total = 0u64;
         loop {
             let n = match file.read(&mut buf) {
                 Ok(0) => break,
@@ -181,11 +217,19 @@ impl Batch<'_> {
             };
             hasher.update(&buf[..n]);
             tmp.write_all(&buf[..n]).at(tmp.path())?;
-            total += n as u64;
         }
-        let digest = Digest(hasher.finalize().into());
+        if Digest(hasher.finalize().into()) != digest {
+            return Err(Error::invalid(
+                src.display().to_string(),
+                "changed while it was being stored; try again once it is no longer being written",
+            ));
+        }
         self.stage(tmp, digest);
-        Ok((digest, total))
+        Ok((digest, size))
+    }
+
+    fn note(&self, digest: &Digest) {
+        lock(&self.fans).insert(digest.0[0]);
     }
 
     /// Renames a staged file to its blob name; false if that blob already existed.
@@ -211,6 +255,7 @@ impl Batch<'_> {
 
     pub fn add_bytes(&self, data: &[u8]) -> Result<(Digest, u64)> {
         let digest = Digest::of(data);
+        self.note(&digest);
         if !self.store.contains(&digest) {
             let mut tmp = self.temp()?;
             tmp.write_all(data).at(tmp.path())?;
@@ -229,20 +274,14 @@ impl Batch<'_> {
     }
 
     fn stage(&self, tmp: NamedTempFile, digest: Digest) {
-        self.pending
-            .lock()
-            .unwrap()
-            .push((tmp.into_temp_path(), digest));
+        lock(&self.pending).push((tmp.into_temp_path(), digest));
     }
 
     /// Makes every staged blob durable and moves it into `blobs/`. When this returns, catalog
     /// rows may reference the blobs. Returns the blobs this batch added to the store (not
     /// those that were already there), so a caller whose transaction fails can remove them.
     pub fn finish(self) -> Result<Vec<Digest>> {
-        let pending = std::mem::take(&mut *self.pending.lock().unwrap());
-        if pending.is_empty() {
-            return Ok(Vec::new());
-        }
+        let pending = std::mem::take(&mut *lock(&self.pending));
         if pending.len() > SYNCFS_THRESHOLD {
             syncfs(&self.store.staging)?;
         } else {
@@ -255,25 +294,21 @@ impl Batch<'_> {
             .map(|(tmp, digest)| self.place(tmp, &digest).map(|new| new.then_some(digest)))
             .collect::<Result<Vec<_>>>()?;
         let added: Vec<Digest> = placed.into_iter().flatten().collect();
-        let mut dirs: Vec<PathBuf> = added
+        let mut dirs: Vec<PathBuf> = lock(&self.fans)
             .iter()
-            .map(|d| {
-                self.store
-                    .path(d)
-                    .parent()
-                    .expect("blob paths have a fan-out directory")
-                    .to_path_buf()
-            })
+            .map(|b| self.store.blobs.join(format!("{b:02x}")))
             .collect();
-        dirs.sort();
-        dirs.dedup();
-        // A new fan-out directory must itself be durable in blobs/.
+        // A fan-out directory recreated after going missing must itself be durable.
         if self.new_fan_dir.load(std::sync::atomic::Ordering::Relaxed) {
             dirs.push(self.store.blobs.clone());
         }
         dirs.par_iter().try_for_each(|dir| sync_dir(dir))?;
         Ok(added)
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 pub fn sync_dir(dir: &Path) -> Result<()> {

@@ -71,7 +71,7 @@ pub fn effective_type(
         && r.as_str() != t
     {
         return Err(Error::TypeConflict {
-            what: format!("draft {}", d.display_name()),
+            what: d.label(),
             existing: t.clone(),
             requested: r.to_string(),
         });

@@ -153,9 +153,9 @@ fn ensure_parents(conn: &Connection, draft: &DraftRow, parts: &[&[u8]]) -> Resul
             }
             Some(_) => {
                 return Err(Error::NotADirectory(format!(
-                    "{} in draft {}",
+                    "{} in {}",
                     lossy(&here),
-                    draft.display_name()
+                    draft.label()
                 )));
             }
             None => {
@@ -183,9 +183,9 @@ fn ensure_parents(conn: &Connection, draft: &DraftRow, parts: &[&[u8]]) -> Resul
                     }
                     Some(_) => {
                         return Err(Error::NotADirectory(format!(
-                            "{} in draft {}",
+                            "{} in {}",
                             lossy(&here),
-                            draft.display_name()
+                            draft.label()
                         )));
                     }
                     None => {
@@ -243,15 +243,15 @@ pub fn put_leaf(
     let parts = parse_path(path)?;
     let Some(name) = parts.last() else {
         return Err(Error::IsADirectory(format!(
-            "the root of draft {}",
-            draft.display_name()
+            "the root of {}",
+            draft.label()
         )));
     };
     if let Some(Found::Dir { .. }) = find(conn, draft, path)? {
         return Err(Error::IsADirectory(format!(
-            "{} in draft {}",
+            "{} in {}",
             lossy(path),
-            draft.display_name()
+            draft.label()
         )));
     }
     let parent = ensure_parents(conn, draft, &parts)?;
@@ -273,9 +273,9 @@ pub fn put_dir(
     match find(conn, draft, path)? {
         Some(Found::Dir { .. }) => Ok(()),
         Some(_) => Err(Error::AlreadyExists(format!(
-            "{} in draft {} (as a file)",
+            "{} in {} (as a file)",
             lossy(path),
-            draft.display_name()
+            draft.label()
         ))),
         None => {
             let parent = ensure_parents(conn, draft, &parts)?;
@@ -298,15 +298,15 @@ pub fn remove(conn: &Connection, draft: &DraftRow, path: &[u8]) -> Result<()> {
     let parts = parse_path(path)?;
     let Some(name) = parts.last() else {
         return Err(Error::invalid(
-            format!("draft {}", draft.display_name()),
+            draft.label(),
             "cannot remove the root; use `draft discard`",
         ));
     };
     if find(conn, draft, path)?.is_none() {
         return Err(Error::not_found(format!(
-            "{} in draft {}",
+            "{} in {}",
             lossy(path),
-            draft.display_name()
+            draft.label()
         )));
     }
     let parent = ensure_parents(conn, draft, &parts)?;
@@ -364,16 +364,16 @@ pub fn list(conn: &Connection, draft: &DraftRow, path: &[u8]) -> Result<Vec<(Vec
         Some(Found::Dir { base, .. }) => base,
         Some(_) => {
             return Err(Error::NotADirectory(format!(
-                "{} in draft {}",
+                "{} in {}",
                 lossy(path),
-                draft.display_name()
+                draft.label()
             )));
         }
         None => {
             return Err(Error::not_found(format!(
-                "{} in draft {}",
+                "{} in {}",
                 lossy(path),
-                draft.display_name()
+                draft.label()
             )));
         }
     };

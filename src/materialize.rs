@@ -4,7 +4,7 @@ use std::fs::{self, File, FileTimes, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -31,10 +31,21 @@ fn to_time(ns: i64) -> SystemTime {
 }
 
 /// Writes version `r` into `dest` (created if missing; files already there are replaced),
-/// keeping each file's permission bits and modification time.
+/// keeping each file's permission bits and modification time. Every blob is checked to be
+/// present before anything is written, and nothing is written through a symlink found in
+/// `dest`: a link where the version has a directory is replaced by the directory.
 pub fn get(store: &Store, r: &VersionRef, dest: &Path) -> Result<GetReport> {
     let conn = store.conn();
     let version = versions::resolve(conn, r)?;
+    tree::walk(conn, version.root, b"", &mut |path, e| match &e.item {
+        Item::File { blob, .. } if !store.blobs.contains(blob) => Err(Error::Corrupt {
+            what: format!("{} {}", version.reference(), String::from_utf8_lossy(path)),
+            why: format!(
+                "its content (blob {blob}) is missing from the store; see artifactfs verify"
+            ),
+        }),
+        _ => Ok(()),
+    })?;
     fs::create_dir_all(dest).at(dest)?;
     let info = crate::catalog::nodes::info(conn, version.root)?;
     let bar = progress(info.bytes);
@@ -48,7 +59,7 @@ pub fn get(store: &Store, r: &VersionRef, dest: &Path) -> Result<GetReport> {
         let target = dest.join(std::ffi::OsStr::from_bytes(path));
         match &e.item {
             Item::Dir { .. } => {
-                fs::create_dir_all(&target).at(&target)?;
+                make_real_dir(&target)?;
                 dirs.push((target, e.mode, e.mtime_ns));
             }
             Item::File { blob, size } => {
@@ -68,6 +79,7 @@ pub fn get(store: &Store, r: &VersionRef, dest: &Path) -> Result<GetReport> {
                 remove_existing(&target)?;
                 std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(link), &target)
                     .at(&target)?;
+                set_link_mtime(&target, e.mtime_ns)?;
                 report.files += 1;
             }
         }
@@ -76,12 +88,58 @@ pub fn get(store: &Store, r: &VersionRef, dest: &Path) -> Result<GetReport> {
     bar.finish_and_clear();
     // Directory times last, deepest first, since filling a directory changes its mtime.
     for (dir, mode, mtime) in dirs.into_iter().rev() {
-        fs::set_permissions(&dir, fs::Permissions::from_mode(mode & 0o7777)).at(&dir)?;
-        File::open(&dir)
-            .and_then(|f| f.set_times(FileTimes::new().set_modified(to_time(mtime))))
+        let f = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+            .open(&dir)
+            .at(&dir)?;
+        f.set_permissions(fs::Permissions::from_mode(mode & 0o7777))
+            .at(&dir)?;
+        f.set_times(FileTimes::new().set_modified(to_time(mtime)))
             .at(&dir)?;
     }
     Ok(report)
+}
+
+/// Ensures `path` is a directory of its own: a symlink or file there is replaced, so
+/// nothing is written outside the destination through a link.
+fn make_real_dir(path: &Path) -> Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => return Ok(()),
+        Ok(_) => fs::remove_file(path).at(path)?,
+        Err(_) => {}
+    }
+    fs::create_dir(path).at(path)
+}
+
+/// Sets a symlink's own modification time (not its target's).
+fn set_link_mtime(path: &Path, mtime_ns: i64) -> Result<()> {
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| Error::invalid(path.display().to_string(), "contains a NUL byte"))?;
+    let t = libc::timespec {
+        tv_sec: mtime_ns.div_euclid(1_000_000_000),
+        tv_nsec: mtime_ns.rem_euclid(1_000_000_000),
+    };
+    let times = [
+        libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_OMIT,
+        },
+        t,
+    ];
+    // SAFETY: valid path and two timespecs, as utimensat requires.
+    if unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    } != 0
+    {
+        return Err(Error::io(path, std::io::Error::last_os_error()));
+    }
+    Ok(())
 }
 
 fn remove_existing(path: &Path) -> Result<()> {

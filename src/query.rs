@@ -113,7 +113,7 @@ pub fn cat(
         .ok_or_else(|| Error::not_found(what()))?;
     match entry.item {
         Item::File { blob, .. } => {
-            let mut file = blobs.open_blob(&blob)?;
+            let mut file = blobs.open_content(&blob, what)?;
             match io::copy(&mut file, out) {
                 Ok(_) => Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),

@@ -61,8 +61,9 @@ impl Store {
     }
 
     /// Held while blobs are written and until the catalog references them, so that `gc`
-    /// (which takes the lock exclusively) never collects a blob about to be referenced.
-    pub fn ingest_lock(&self) -> Result<File> {
+    /// (which takes the lock exclusively) never collects a blob about to be referenced; and
+    /// by commands that read a version through, so it cannot be collected under them.
+    pub fn shared_lock(&self) -> Result<File> {
         self.lock(false)
     }
 
@@ -103,7 +104,7 @@ impl Store {
                 record(tx, &d, sources.iter().map(ingest::placeholder).collect())
             })?;
         }
-        let lock = self.ingest_lock()?;
+        let lock = self.shared_lock()?;
         let batch = self.blobs.batch();
         let stored = ingest::store(&batch, sources)?;
         let added = batch.finish()?;
@@ -264,21 +265,22 @@ impl Store {
             .type_name
             .clone()
             .ok_or_else(|| Error::invalid("finish", "--type is required"))?;
-        if paths.is_empty()
-            && drafts::get(self.conn(), name.artifact.as_str(), name.id_key())?.is_none()
-        {
-            refuse_sealed(self.conn(), name)?;
-            return Err(Error::not_found(format!(
-                "draft {name}: nothing was upserted to it, and finish was given no files"
-            )));
-        }
-        self.ingest_into(
-            paths,
-            None,
-            true,
-            |tx| open_distributed(tx, name, &type_name),
-            |tx, d, _| commit::commit(tx, d, opts),
-        )
+        // With no files of its own, finish commits what was upserted; it must not create an
+        // empty draft (a mistyped id would otherwise become an empty version).
+        let open = |tx: &Connection| {
+            if paths.is_empty() && drafts::get(tx, name.artifact.as_str(), name.id_key())?.is_none()
+            {
+                refuse_sealed(tx, name)?;
+                return Err(Error::refused(
+                    format!("finish {name}"),
+                    "nothing was upserted to this distributed id and no files were given",
+                ));
+            }
+            open_distributed(tx, name, &type_name)
+        };
+        self.ingest_into(paths, None, true, open, |tx, d, _| {
+            commit::commit(tx, d, opts)
+        })
     }
 
     pub fn alias_set(&mut self, r: &VersionRef, alias: &AliasName) -> Result<VersionRow> {
@@ -328,11 +330,7 @@ fn check_writable(dir: &Path) -> Result<()> {
     // SAFETY: `c` is a valid NUL-terminated path for the duration of the call.
     let rc = unsafe { libc::faccessat(libc::AT_FDCWD, c.as_ptr(), libc::W_OK, libc::AT_EACCESS) };
     if rc != 0 {
-        let e = std::io::Error::last_os_error();
-        return Err(Error::invalid(
-            format!("store directory {}", dir.display()),
-            format!("is not writable ({e})"),
-        ));
+        return Err(Error::io(dir, std::io::Error::last_os_error()));
     }
     Ok(())
 }

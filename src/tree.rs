@@ -246,7 +246,9 @@ pub fn diff(
     Ok(())
 }
 
-/// Reports an entry that exists on one side only: a file itself, or every file under a dir.
+/// Reports an entry that exists on one side only: a file itself, every file under a
+/// directory, and a directory with no files anywhere under it as `path/` (it is part of the
+/// version and its digest, so a diff must show it).
 fn side(
     conn: &Connection,
     entry: &TreeEntry,
@@ -256,7 +258,17 @@ fn side(
 ) -> Result<()> {
     let path = join(prefix, &entry.name);
     match entry.item {
-        Item::Dir { node } => walk(conn, node, &path, &mut |p, _| f(change, p)),
+        Item::Dir { node } if nodes::info(conn, node)?.files == 0 => {
+            let mut p = path;
+            p.push(b'/');
+            f(change, &p)
+        }
+        Item::Dir { node } => {
+            for e in nodes::list(conn, node)? {
+                side(conn, &e, &path, change, f)?;
+            }
+            Ok(())
+        }
         _ => f(change, &path),
     }
 }

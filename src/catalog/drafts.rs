@@ -28,6 +28,16 @@ impl DraftRow {
         !self.dist_id.is_empty() && self.dist_id != LOG_DRAFT_ID
     }
 
+    /// How errors name this draft: `draft NAME[@ID]`, or `log of NAME` for the draft a
+    /// `log` fills internally.
+    pub fn label(&self) -> String {
+        if self.dist_id == LOG_DRAFT_ID {
+            format!("log of {}", self.artifact)
+        } else {
+            format!("draft {}", self.display_name())
+        }
+    }
+
     pub fn display_name(&self) -> String {
         if self.dist_id.is_empty() {
             self.artifact.clone()

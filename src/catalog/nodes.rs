@@ -79,8 +79,10 @@ pub fn info(conn: &Connection, id: NodeId) -> Result<NodeInfo> {
         })
 }
 
-/// The listing of one directory node, sorted by name.
+/// The listing of one directory node, sorted by name. A node that no longer exists (collected
+/// by `gc` under a reader that did not hold the store lock) is an error, never an empty list.
 pub fn list(conn: &Connection, node: NodeId) -> Result<Vec<TreeEntry>> {
+    info(conn, node)?;
     let mut stmt = conn
         .prepare_cached(&format!(
             "SELECT {ENTRY_COLUMNS} FROM node_entries WHERE node = ?1 ORDER BY name"
@@ -321,11 +323,15 @@ pub fn blob_users(conn: &Connection, blobs: &[Digest]) -> Result<Vec<BlobUse>> {
              SELECT up.blob, a.name || ':v' || v.number, up.path FROM up
                JOIN versions v ON v.root = up.node
                JOIN artifacts a ON a.id = v.artifact
-             UNION ALL
-             SELECT DISTINCT e.blob,
+             UNION
+             SELECT e.blob,
                     CASE d.dist_id WHEN '' THEN d.artifact ELSE d.artifact || '@' || d.dist_id END, NULL
                FROM draft_entries e JOIN drafts d ON d.id = e.draft
               WHERE e.blob IN (SELECT blob FROM temp.wanted_blobs)
+             UNION
+             SELECT up.blob,
+                    CASE d.dist_id WHEN '' THEN d.artifact ELSE d.artifact || '@' || d.dist_id END, NULL
+               FROM up JOIN drafts d ON d.base_root = up.node
              ORDER BY 1, 2, 3",
         )
         .ctx(ctx)?;

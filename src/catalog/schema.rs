@@ -19,8 +19,10 @@ CREATE TABLE artifacts (
 -- permission bits other than the executable bit out: it is what version
 -- digests are made of. `files` and `bytes` sum the whole subtree; `subdirs`
 -- counts immediate subdirectories (a directory's link count is 2 + subdirs).
+-- AUTOINCREMENT: ids are never reused after gc, so a mount that still holds the id of a
+-- collected node can never be handed a different directory under the same id.
 CREATE TABLE nodes (
-    id      INTEGER PRIMARY KEY,
+    id      INTEGER PRIMARY KEY AUTOINCREMENT,
     hash    BLOB NOT NULL UNIQUE,
     digest  BLOB NOT NULL,
     files   INTEGER NOT NULL,
@@ -69,7 +71,7 @@ CREATE INDEX aliases_version ON aliases(version);
 
 -- dist_id is '' for an artifact's plain draft. The artifact may not exist yet.
 CREATE TABLE drafts (
-    id          INTEGER PRIMARY KEY,
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
     artifact    TEXT NOT NULL,
     dist_id     TEXT NOT NULL DEFAULT '',
     type        TEXT,

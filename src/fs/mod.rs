@@ -686,7 +686,10 @@ impl Fs {
                 _ => return Err(Error::IsADirectory(self.describe(ino, None))),
             }
         };
-        let file = Arc::new(self.blobs.open_blob(&blob)?);
+        let file = Arc::new(
+            self.blobs
+                .open_content(&blob, || self.describe(ino, None))?,
+        );
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         lock(&self.files).insert(fh, file.clone());
         Ok((fh, file))

@@ -103,10 +103,11 @@ pub fn files_of(tree: &Tree) -> Vec<(String, usize, bool)> {
 }
 
 /// The files and symlinks added, removed and modified (content, exec bit, target, kind) from
-/// `old` to `new`, sorted by [`sort_changes`].
-pub fn changes(old: &Tree, new: &Tree) -> Vec<(String, Change)> {
+/// `old` to `new`, and directories without files added or removed (as `dir/`), sorted by
+/// [`sort_changes`].
+pub fn changes(old_tree: &Tree, new_tree: &Tree) -> Vec<(String, Change)> {
     let leaves = |t: &Tree| -> BTreeMap<String, Node> { leaves(t).into_iter().collect() };
-    let (old, new) = (leaves(old), leaves(new));
+    let (old, new) = (leaves(old_tree), leaves(new_tree));
     let mut out = Vec::new();
     for (p, o) in &old {
         match new.get(p) {
@@ -120,8 +121,31 @@ pub fn changes(old: &Tree, new: &Tree) -> Vec<(String, Change)> {
             out.push((p.clone(), Change::Added));
         }
     }
+    out.extend(empty_dirs(old_tree, new_tree, Change::Removed));
+    out.extend(empty_dirs(new_tree, old_tree, Change::Added));
     sort_changes(&mut out);
     out
+}
+
+/// Directories with no files under them that exist only in `side`, reported as `dir/` — the
+/// topmost of them only, as the store's diff stops descending at such a directory.
+fn empty_dirs(side: &Tree, other: &Tree, change: Change) -> Vec<(String, Change)> {
+    let is_dir = |t: &Tree, p: &str| t.get(p) == Some(&Node::Dir);
+    let has_leaves = |p: &str| {
+        let below = format!("{p}/");
+        side.iter()
+            .any(|(k, n)| k.starts_with(&below) && *n != Node::Dir)
+    };
+    side.iter()
+        .filter(|(p, n)| **n == Node::Dir && !is_dir(other, p) && !has_leaves(p))
+        .filter(|(p, _)| {
+            // Reached only through directories present on both sides or holding files.
+            p.match_indices('/')
+                .map(|(i, _)| &p[..i])
+                .all(|a| is_dir(other, a) || has_leaves(a))
+        })
+        .map(|(p, _)| (format!("{p}/"), change))
+        .collect()
 }
 
 /// Changes sorted by path. (The store reports a directory replaced by a file as the
