@@ -24,6 +24,11 @@ pub enum Found {
     },
 }
 
+/// Names a path of a draft in errors: `a/b in draft mnist`.
+fn at(draft: &DraftRow, path: &[u8]) -> String {
+    format!("{} in {}", lossy(path), draft.label())
+}
+
 fn lossy(path: &[u8]) -> String {
     String::from_utf8_lossy(path).into_owned()
 }
@@ -152,11 +157,7 @@ fn ensure_parents(conn: &Connection, draft: &DraftRow, parts: &[&[u8]]) -> Resul
                 base = None;
             }
             Some(_) => {
-                return Err(Error::NotADirectory(format!(
-                    "{} in {}",
-                    lossy(&here),
-                    draft.label()
-                )));
+                return Err(Error::NotADirectory(at(draft, &here)));
             }
             None => {
                 let in_base = match base {
@@ -182,11 +183,7 @@ fn ensure_parents(conn: &Connection, draft: &DraftRow, parts: &[&[u8]]) -> Resul
                         base = Some(node);
                     }
                     Some(_) => {
-                        return Err(Error::NotADirectory(format!(
-                            "{} in {}",
-                            lossy(&here),
-                            draft.label()
-                        )));
+                        return Err(Error::NotADirectory(at(draft, &here)));
                     }
                     None => {
                         put(
@@ -248,11 +245,7 @@ pub fn put_leaf(
         )));
     };
     if let Some(Found::Dir { .. }) = find(conn, draft, path)? {
-        return Err(Error::IsADirectory(format!(
-            "{} in {}",
-            lossy(path),
-            draft.label()
-        )));
+        return Err(Error::IsADirectory(at(draft, path)));
     }
     let parent = ensure_parents(conn, draft, &parts)?;
     put(conn, draft, &parent, name, change, mode, mtime_ns)
@@ -273,9 +266,8 @@ pub fn put_dir(
     match find(conn, draft, path)? {
         Some(Found::Dir { .. }) => Ok(()),
         Some(_) => Err(Error::AlreadyExists(format!(
-            "{} in {} (as a file)",
-            lossy(path),
-            draft.label()
+            "{} (as a file)",
+            at(draft, path)
         ))),
         None => {
             let parent = ensure_parents(conn, draft, &parts)?;
@@ -303,11 +295,7 @@ pub fn remove(conn: &Connection, draft: &DraftRow, path: &[u8]) -> Result<()> {
         ));
     };
     if find(conn, draft, path)?.is_none() {
-        return Err(Error::not_found(format!(
-            "{} in {}",
-            lossy(path),
-            draft.label()
-        )));
+        return Err(Error::not_found(at(draft, path)));
     }
     let parent = ensure_parents(conn, draft, &parts)?;
     let full = tree::join(&parent, name);
@@ -363,18 +351,10 @@ pub fn list(conn: &Connection, draft: &DraftRow, path: &[u8]) -> Result<Vec<(Vec
     let base = match find(conn, draft, path)? {
         Some(Found::Dir { base, .. }) => base,
         Some(_) => {
-            return Err(Error::NotADirectory(format!(
-                "{} in {}",
-                lossy(path),
-                draft.label()
-            )));
+            return Err(Error::NotADirectory(at(draft, path)));
         }
         None => {
-            return Err(Error::not_found(format!(
-                "{} in {}",
-                lossy(path),
-                draft.label()
-            )));
+            return Err(Error::not_found(at(draft, path)));
         }
     };
     let parts = parse_path(path)?;
