@@ -14,6 +14,14 @@ if ((${#need[@]})); then
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
+# Regular users mount through fusermount3, which opens /dev/fuse as the user: Debian's udev
+# rule makes it 0666, but some virtual machines and containers leave it root-only.
+if [ -c /dev/fuse ] && [ "$(stat -c %a /dev/fuse)" != 666 ]; then
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo=sudo
+    $sudo chmod 0666 /dev/fuse
+fi
+
 if ! command -v cargo >/dev/null 2>&1; then
     [ -x "$HOME/.cargo/bin/cargo" ] || {
         DEBIAN_FRONTEND=noninteractive ${sudo:-} apt-get install -y -qq curl >/dev/null

@@ -198,8 +198,18 @@ fn serve_inner(store_root: &Path, mountpoint: &Path) -> Result<()> {
     };
     config.n_threads = Some(worker_threads());
     config.clone_fd = true;
-    let session = fuser::Session::new(Adapter::new(fs), mountpoint, &config)
-        .map_err(|e| Error::io(mountpoint, e))?;
+    let session = fuser::Session::new(Adapter::new(fs), mountpoint, &config).map_err(|e| {
+        if !root && e.kind() == std::io::ErrorKind::PermissionDenied {
+            // A regular user's mount goes through the setuid fusermount3, which still opens
+            // /dev/fuse as that user.
+            Error::invalid(
+                format!("mount at {}", mountpoint.display()),
+                format!("{e}: /dev/fuse must be readable and writable by every user (mode 0666, as Debian's udev rule sets it) for regular users to mount"),
+            )
+        } else {
+            Error::io(mountpoint, e)
+        }
+    })?;
     log::info!(
         "serving {} at {}",
         store_root.display(),

@@ -54,9 +54,11 @@ pub enum Kind {
 }
 
 impl Node {
-    /// Whether the kernel may cache this node's entry and attributes indefinitely.
+    /// Whether the kernel may cache this node's entry and attributes indefinitely: what is
+    /// inside a version. The version directory itself is not: deleting the version must make
+    /// its name disappear.
     pub fn is_immutable(&self) -> bool {
-        matches!(self, Node::Version { .. } | Node::Entry(_))
+        matches!(self, Node::Entry(_))
     }
 }
 

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod mount;
+
 use std::ffi::OsStr;
 use std::fs::{self, File, FileTimes};
 use std::io::Read;
