@@ -54,6 +54,21 @@ pub enum Kind {
 }
 
 impl Node {
+    /// The file type this node shows as.
+    pub fn kind(&self) -> Kind {
+        use crate::tree::Item;
+        match self {
+            Node::Alias { .. } => Kind::Symlink,
+            Node::Entry(e) => match e.item {
+                Item::File { .. } => Kind::File,
+                Item::Dir { .. } => Kind::Dir,
+                Item::Symlink { .. } => Kind::Symlink,
+            },
+            Node::Draft { kind, .. } => *kind,
+            Node::Root | Node::Drafts | Node::Artifact { .. } | Node::Version { .. } => Kind::Dir,
+        }
+    }
+
     /// Whether the kernel may cache this node's entry and attributes indefinitely: what is
     /// inside a version. The version directory itself is not: deleting the version must make
     /// its name disappear.
@@ -176,12 +191,9 @@ impl Inodes {
         }
     }
 
-    /// Drops an inode that was created for a reply that could not carry it.
-    pub fn discard_unreferenced(&self, ino: Ino) {
-        let unreferenced = self.lock().slots.get(&ino).is_some_and(|s| s.lookups == 0);
-        if unreferenced {
-            self.forget(ino, 0);
-        }
+    /// The inode for `name` in `parent`, if the kernel holds one.
+    pub fn existing(&self, parent: Ino, name: &[u8]) -> Option<Ino> {
+        self.lock().by_name.get(&(parent, name.to_vec())).copied()
     }
 
     pub fn len(&self) -> usize {

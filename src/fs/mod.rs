@@ -95,11 +95,18 @@ pub struct Statfs {
 /// An open directory: a snapshot of a small mutable listing, or a cursor into a version's.
 enum DirHandle {
     Snapshot(Vec<(Vec<u8>, Node)>),
-    Paged {
-        node: NodeId,
-        /// The index of the next entry and the name before it, to continue without OFFSET.
-        cursor: Option<(u64, Vec<u8>)>,
-    },
+    Paged { node: NodeId, cursor: Cursor },
+}
+
+/// How far a listing of a version directory has got: a page read ahead from the catalog
+/// (the kernel takes a few dozen entries per call), the index of its first entry, and the last
+/// name read, so the next page continues after it instead of counting from the start.
+#[derive(Default)]
+struct Cursor {
+    start: u64,
+    ahead: std::collections::VecDeque<TreeEntry>,
+    last: Option<Vec<u8>>,
+    exhausted: bool,
 }
 
 pub struct Fs {
@@ -461,12 +468,15 @@ impl Fs {
         let handle = match self.node(ino)? {
             Node::Version { root, .. } => DirHandle::Paged {
                 node: root,
-                cursor: None,
+                cursor: Cursor::default(),
             },
             Node::Entry(TreeEntry {
                 item: Item::Dir { node },
                 ..
-            }) => DirHandle::Paged { node, cursor: None },
+            }) => DirHandle::Paged {
+                node,
+                cursor: Cursor::default(),
+            },
             Node::Root => {
                 let mut list = vec![(b"drafts".to_vec(), Node::Drafts)];
                 for a in versions::artifacts(conn)? {
@@ -594,31 +604,50 @@ impl Fs {
         conn: &Connection,
         ino: Ino,
         node: NodeId,
-        cursor: &mut Option<(u64, Vec<u8>)>,
+        cursor: &mut Cursor,
         skip: u64,
         plus: bool,
         sink: &mut dyn DirSink,
     ) -> Result<()> {
-        let mut index = skip;
-        loop {
-            let page = match cursor.as_ref() {
-                Some((next, last)) if *next == index => {
-                    nodes::list_page(conn, node, Page::After(last), PAGE)?
-                }
-                _ => nodes::list_page(conn, node, Page::Skip(index), PAGE)?,
+        if cursor.start != skip {
+            // The kernel asked for another place (a rewind or seek): read from there.
+            *cursor = Cursor {
+                start: skip,
+                ..Cursor::default()
             };
-            let full_page = page.len() == PAGE;
-            for e in page {
-                let name = e.name.clone();
-                if self.emit(conn, ino, &name, Node::Entry(e), 3 + index, plus, sink)? {
+        }
+        loop {
+            if cursor.ahead.is_empty() {
+                if cursor.exhausted {
                     return Ok(());
                 }
-                index += 1;
-                *cursor = Some((index, name));
+                let from = match &cursor.last {
+                    Some(name) => Page::After(name),
+                    None => Page::Skip(cursor.start),
+                };
+                let page = nodes::list_page(conn, node, from, PAGE)?;
+                cursor.exhausted = page.len() < PAGE;
+                cursor.ahead.extend(page);
+                if cursor.ahead.is_empty() {
+                    return Ok(());
+                }
             }
-            if !full_page {
+            let e = cursor.ahead.front().expect("refilled above").clone();
+            let name = e.name.clone();
+            if self.emit(
+                conn,
+                ino,
+                &name,
+                Node::Entry(e),
+                3 + cursor.start,
+                plus,
+                sink,
+            )? {
                 return Ok(());
             }
+            cursor.ahead.pop_front();
+            cursor.last = Some(name);
+            cursor.start += 1;
         }
     }
 
@@ -634,27 +663,32 @@ impl Fs {
         plus: bool,
         sink: &mut dyn DirSink,
     ) -> Result<bool> {
-        let ino = self.inodes.intern(parent, name, node.clone(), plus);
+        if !plus {
+            // A plain listing carries only names, types and inode numbers: no catalog work,
+            // and no inode is created for an entry nobody looked up.
+            let ino = self
+                .inodes
+                .existing(parent, name)
+                .unwrap_or_else(|| unlisted_ino(parent, name));
+            let entry = Entry {
+                attr: self.attr(ino, node.kind(), 0, 0, 1, SystemTime::UNIX_EPOCH),
+                ttl: Duration::ZERO,
+            };
+            return Ok(sink.add(offset, name, &entry));
+        }
+        let ino = self.inodes.intern(parent, name, node.clone(), true);
         let entry = match self.entry_of(conn, ino, &node) {
             Ok(e) => e,
             // Gone between the snapshot and now (a draft changed, a version was deleted).
             Err(Error::NotFound(_)) => {
-                if plus {
-                    self.inodes.forget(ino, 1);
-                }
+                self.inodes.forget(ino, 1);
                 return Ok(false);
             }
             Err(e) => return Err(e),
         };
         let full = sink.add(offset, name, &entry);
         if full {
-            if plus {
-                self.inodes.forget(ino, 1);
-            } else {
-                self.inodes.discard_unreferenced(ino);
-            }
-        } else if !plus {
-            self.inodes.discard_unreferenced(ino);
+            self.inodes.forget(ino, 1);
         }
         Ok(full)
     }
@@ -809,6 +843,16 @@ impl Fs {
     pub fn inode_count(&self) -> usize {
         self.inodes.len()
     }
+}
+
+/// The inode number a plain listing reports for an entry the kernel holds no inode for: a
+/// hash of its place, in a range the inode table never hands out.
+fn unlisted_ino(parent: Ino, name: &[u8]) -> Ino {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    parent.hash(&mut h);
+    name.hash(&mut h);
+    h.finish() | (1 << 63)
 }
 
 fn kind_of_found(f: &Found) -> Kind {
