@@ -1370,25 +1370,29 @@ mod bad_input {
         set_mode(&locked.join("closed"), 0o755);
     }
 
+    /// Every command that takes --metadata, given `bad` as its value.
+    fn with_metadata<'a>(good: &'a str, bad: &'a str) -> Vec<Vec<&'a str>> {
+        vec![
+            vec!["log", "mnist", good, "--type", "dataset", "--metadata", bad],
+            vec!["draft", "commit", "aux", "--metadata", bad],
+            vec![
+                "finish",
+                "mnist",
+                "--type",
+                "dataset",
+                "--distributed-id",
+                "open",
+                "--metadata",
+                bad,
+            ],
+        ]
+    }
+
     #[test]
     fn metadata_that_is_not_json() {
         let (s, good) = populated();
-        let g = p(&good);
         for bad in ["{oops", "epochs=3", "", "{\"a\": 1,}"] {
-            for args in [
-                vec!["log", "mnist", g, "--type", "dataset", "--metadata", bad],
-                vec!["draft", "commit", "aux", "--metadata", bad],
-                vec![
-                    "finish",
-                    "mnist",
-                    "--type",
-                    "dataset",
-                    "--distributed-id",
-                    "open",
-                    "--metadata",
-                    bad,
-                ],
-            ] {
+            for args in with_metadata(p(&good), bad) {
                 refused(&s, &args, &["metadata", "JSON"]);
             }
         }
@@ -1397,22 +1401,8 @@ mod bad_input {
     #[test]
     fn metadata_that_is_not_an_object() {
         let (s, good) = populated();
-        let g = p(&good);
         for bad in ["[1, 2]", "\"text\"", "3", "null", "true"] {
-            for args in [
-                vec!["log", "mnist", g, "--type", "dataset", "--metadata", bad],
-                vec!["draft", "commit", "aux", "--metadata", bad],
-                vec![
-                    "finish",
-                    "mnist",
-                    "--type",
-                    "dataset",
-                    "--distributed-id",
-                    "open",
-                    "--metadata",
-                    bad,
-                ],
-            ] {
+            for args in with_metadata(p(&good), bad) {
                 refused(&s, &args, &["metadata", "object"]);
             }
         }
