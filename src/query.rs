@@ -109,8 +109,12 @@ pub fn cat(
 ) -> Result<()> {
     let v = versions::resolve(conn, r)?;
     let what = || format!("{path} in {}", v.reference());
-    let entry = tree::lookup(conn, v.root, path.trim_matches('/').as_bytes())?
-        .ok_or_else(|| Error::not_found(what()))?;
+    let rel = path.trim_matches('/');
+    if rel.is_empty() {
+        return Err(Error::IsADirectory(what()));
+    }
+    let entry =
+        tree::lookup(conn, v.root, rel.as_bytes())?.ok_or_else(|| Error::not_found(what()))?;
     match entry.item {
         Item::File { blob, .. } => {
             let mut file = blobs.open_content(&blob, what)?;

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 
-use crate::error::{CatalogContext, Error, Result};
+use crate::error::{Error, Result};
 
 pub use schema::MIGRATIONS;
 
@@ -101,23 +101,33 @@ impl Catalog {
 
     /// Runs `f` in one IMMEDIATE transaction: all of it is committed, or none of it.
     pub fn write<T>(&mut self, f: impl FnOnce(&Transaction) -> Result<T>) -> Result<T> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .ctx(|| "begin transaction".into())?;
+        let path = self.path.clone();
+        let tx = self.begin()?;
         let value = f(&tx)?;
-        tx.commit().ctx(|| "commit transaction".into())?;
+        tx.commit().map_err(|e| classify(&path, "commit", e))?;
         Ok(value)
+    }
+
+    /// Starts a write transaction, waiting up to `BUSY_TIMEOUT` for other writers; the error
+    /// after that names the catalog and how long it waited.
+    fn begin(&mut self) -> Result<Transaction<'_>> {
+        let path = self.path.clone();
+        self.conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| {
+                let action = format!(
+                    "start a write; another process held it for {} s",
+                    BUSY_TIMEOUT.as_secs()
+                );
+                classify(&path, &action, e)
+            })
     }
 
     /// Runs `f` in a transaction that is always rolled back: for computing what a commit would
     /// produce without keeping it. IMMEDIATE like [`Catalog::write`]: a deferred transaction
     /// that starts writing after another process committed fails instead of waiting.
     pub fn dry_run<T>(&mut self, f: impl FnOnce(&Transaction) -> Result<T>) -> Result<T> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .ctx(|| "begin transaction".into())?;
+        let tx = self.begin()?;
         f(&tx)
     }
 }
