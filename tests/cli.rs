@@ -1522,7 +1522,7 @@ mod bad_input {
         fs::create_dir_all(&parent).unwrap();
         set_mode(&parent, 0o555);
         let new_store = parent.join("store");
-        let mut cmd = std::process::Command::new(BIN);
+        let mut cmd = std::process::Command::new(bin_for_others());
         cmd.arg("--store")
             .arg(&new_store)
             .args(["log", "m", g, "--type", "dataset"])

@@ -21,6 +21,37 @@ use serde_json::Value;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_artifactfs");
 
+/// The binary at a path every user can reach: the build directory may sit inside a checkout
+/// that only its owner can enter (a fresh `mktemp -d` clone is 0700), and some tests run the
+/// binary as an unprivileged user. Copied once per build, named by the build's size and mtime.
+pub fn bin_for_others() -> &'static Path {
+    static COPY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    COPY.get_or_init(|| {
+        let meta = fs::metadata(BIN).unwrap();
+        let stamp = meta
+            .modified()
+            .unwrap()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap();
+        let dir = std::env::temp_dir().join(format!(
+            "artifactfs-test-bin-{}-{}",
+            meta.len(),
+            stamp.as_nanos()
+        ));
+        let dest = dir.join("artifactfs");
+        if !dest.exists() {
+            fs::create_dir_all(&dir).unwrap();
+            fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+            // Copy then rename, so parallel test processes never run a half-written file.
+            let tmp = dir.join(format!("artifactfs.{}", std::process::id()));
+            fs::copy(BIN, &tmp).unwrap();
+            fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755)).unwrap();
+            fs::rename(&tmp, &dest).unwrap();
+        }
+        dest
+    })
+}
+
 /// The unprivileged user that permission tests run the binary as.
 pub const NOBODY: u32 = 65534;
 
@@ -63,7 +94,11 @@ impl TestStore {
 
     /// `artifactfs --store ROOT ARGS...`, ready to spawn, isolated from the environment.
     pub fn command<S: AsRef<OsStr>>(&self, args: &[S]) -> Command {
-        let mut cmd = Command::new(BIN);
+        self.command_of(Path::new(BIN), args)
+    }
+
+    fn command_of<S: AsRef<OsStr>>(&self, bin: &Path, args: &[S]) -> Command {
+        let mut cmd = Command::new(bin);
         cmd.arg("--store").arg(&self.root);
         cmd.args(args);
         cmd.env_remove("ARTIFACTFS_STORE")
@@ -86,7 +121,7 @@ impl TestStore {
     pub fn run_as<S: AsRef<OsStr>>(&self, uid: u32, args: &[S]) -> Output {
         // The command runs in the scratch directory, which must be reachable for that user.
         self.open_scratch_to_others();
-        let mut cmd = self.command(args);
+        let mut cmd = self.command_of(bin_for_others(), args);
         cmd.uid(uid).gid(uid);
         run_command(cmd)
     }

@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{BIN, TestStore, run_command, sha256_hex, stderr, stdout, wait_with_timeout};
+use super::{
+    BIN, TestStore, bin_for_others, run_command, sha256_hex, stderr, stdout, wait_with_timeout,
+};
 
 /// How long a mount may take to answer, and an unmounted server to exit.
 const MOUNT_TIMEOUT: Duration = Duration::from_secs(20);
@@ -410,7 +412,11 @@ fn quietly(mut cmd: Command, limit: Duration) -> bool {
 impl Drop for Mounted<'_> {
     fn drop(&mut self) {
         if is_mounted(&self.mp) {
-            let mut cmd = Command::new(BIN);
+            let mut cmd = Command::new(if self.uid.is_some() {
+                bin_for_others()
+            } else {
+                Path::new(BIN)
+            });
             cmd.arg("umount").arg(&self.mp).env_remove("RUST_LOG");
             if let Some(u) = self.uid {
                 cmd.uid(u).gid(u).current_dir("/");
