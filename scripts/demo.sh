@@ -10,7 +10,7 @@ cargo build --release --quiet
 bin=$PWD/target/release/artifactfs
 work=$(mktemp -d)
 mnt=$work/mnt
-trap '"$bin" umount "$mnt" 2>/dev/null; rm -rf "$work"' EXIT
+trap '"$bin" umount "$mnt" 2>/dev/null || true; rm -rf "$work"' EXIT
 export ARTIFACTFS_STORE=$work/store
 cp -r examples/mnist-mini "$work/data"
 
