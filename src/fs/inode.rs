@@ -196,13 +196,6 @@ impl Inodes {
         self.lock().by_name.get(&(parent, name.to_vec())).copied()
     }
 
-    pub fn len(&self) -> usize {
-        self.lock().slots.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// Whether two nodes are the same kind of object (same file type), so an inode may be reused.

@@ -839,10 +839,6 @@ impl Fs {
         })
     }
 
-    /// How many inodes the kernel currently holds (for tests of memory bounds).
-    pub fn inode_count(&self) -> usize {
-        self.inodes.len()
-    }
 }
 
 /// The inode number a plain listing reports for an entry the kernel holds no inode for: a
