@@ -36,6 +36,17 @@ fn worker_threads() -> usize {
 
 /// Refuses mount points that do not exist, are not directories, or are already mounts.
 fn check_mountpoint(mountpoint: &Path) -> Result<PathBuf> {
+    let stale = fs::metadata(mountpoint)
+        .err()
+        .is_some_and(|e| e.raw_os_error() == Some(libc::ENOTCONN));
+    if stale {
+        // The server of an earlier mount died: detach its dead mount and mount afresh.
+        eprintln!(
+            "artifactfs: replacing a stale mount at {} (its server is gone)",
+            mountpoint.display()
+        );
+        detach(mountpoint)?;
+    }
     let meta = fs::metadata(mountpoint).map_err(|e| {
         Error::invalid(
             format!("mount point {}", mountpoint.display()),
@@ -60,6 +71,30 @@ fn check_mountpoint(mountpoint: &Path) -> Result<PathBuf> {
         )));
     }
     Ok(abs)
+}
+
+/// Lazily unmounts a dead mount (the kernel drops it once nothing uses it).
+fn detach(mountpoint: &Path) -> Result<()> {
+    // SAFETY: geteuid cannot fail.
+    let ok = if unsafe { libc::geteuid() } == 0 {
+        let c = std::ffi::CString::new(mountpoint.as_os_str().as_encoded_bytes())
+            .map_err(|_| Error::invalid(mountpoint.display().to_string(), "contains a NUL byte"))?;
+        // SAFETY: `c` is a valid path for the duration of the call.
+        unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) == 0 }
+    } else {
+        Command::new("fusermount3")
+            .args(["-u", "-z", "--"])
+            .arg(mountpoint)
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !ok {
+        return Err(Error::invalid(
+            format!("mount point {}", mountpoint.display()),
+            "holds a stale mount whose server is gone, and it could not be detached",
+        ));
+    }
+    Ok(())
 }
 
 /// The filesystem type mounted exactly at `path`, from /proc/self/mountinfo.

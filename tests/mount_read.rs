@@ -1766,3 +1766,42 @@ fn foreground_mount_stays_attached_until_umount() {
         "mount --foreground after umount: {status}"
     );
 }
+
+/// A mount whose server was killed is detected when mounting again, detached, and replaced.
+#[test]
+fn a_stale_mount_is_replaced_by_the_next_mount() {
+    let s = TestStore::new();
+    let src = s.tree("src", &[("a.txt", "alpha")]);
+    log(&s, "m", &src);
+    let mp = mountpoint(&s);
+    let first = Mounted::new(&s, &mp);
+    let pid = first.server_pid();
+    // SAFETY: signalling a process we started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match fs::metadata(&mp) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => break,
+            _ if Instant::now() > deadline => panic!("mount at {} did not go stale", mp.display()),
+            _ => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+    std::mem::forget(first); // its server is gone; the new mount's guard unmounts
+    let out = s.run(&[OsStr::new("mount"), mp.as_os_str()]);
+    assert_success(&out, &["mount over a stale mount"]);
+    assert!(
+        stderr(&out).contains("stale"),
+        "the replacement should be reported: {}",
+        stderr(&out)
+    );
+    let second = Mounted::adopt(&s, &mp);
+    assert_eq!(fs::read(second.path("m/latest/a.txt")).unwrap(), b"alpha");
+    let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let here = format!(" {} ", mp.display());
+    assert_eq!(
+        mounts.lines().filter(|l| l.contains(&here)).count(),
+        1,
+        "exactly one mount left at {}:\n{mounts}",
+        mp.display()
+    );
+}

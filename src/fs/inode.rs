@@ -195,7 +195,6 @@ impl Inodes {
     pub fn existing(&self, parent: Ino, name: &[u8]) -> Option<Ino> {
         self.lock().by_name.get(&(parent, name.to_vec())).copied()
     }
-
 }
 
 /// Whether two nodes are the same kind of object (same file type), so an inode may be reused.

@@ -838,7 +838,6 @@ impl Fs {
             frsize: st.f_frsize as u32,
         })
     }
-
 }
 
 /// The inode number a plain listing reports for an entry the kernel holds no inode for: a

@@ -221,6 +221,19 @@ impl<'a> Mounted<'a> {
         Self::background(store, mp, None)
     }
 
+    /// A guard for a mount made by the test itself (by running `artifactfs mount`), so it is
+    /// unmounted however the test ends.
+    pub fn adopt(store: &'a TestStore, mp: &Path) -> Self {
+        let mp = canonical_mountpoint(mp);
+        assert!(is_mounted(&mp), "nothing is mounted at {}", mp.display());
+        Mounted {
+            store,
+            mp,
+            uid: None,
+            child: None,
+        }
+    }
+
     /// The same, run as `uid` (and that user's group).
     pub fn new_as(store: &'a TestStore, mp: &Path, uid: u32) -> Self {
         Self::background(store, mp, Some(uid))
