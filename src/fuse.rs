@@ -335,10 +335,15 @@ impl Filesystem for Adapter {
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let write =
             !matches!(flags.acc_mode(), OpenAccMode::O_RDONLY) || flags.0 & libc::O_TRUNC != 0;
-        let (fh, file) = match self.fs.open(ino.0, write) {
+        let (fh, file, immutable) = match self.fs.open(ino.0, write) {
             Ok(opened) => opened,
             Err(e) => return reply.error(fail("open", &e)),
         };
+        // A draft's file may get other content under the same inode: it is read through the
+        // server with its pages dropped at each open, never through a backing file.
+        if !immutable {
+            return reply.opened(FileHandle(fh), FopenFlags::empty());
+        }
         if self.passthrough.load(Ordering::Relaxed)
             && let Some(id) = self.backing_for(&reply, ino.0, fh, &file)
         {

@@ -158,7 +158,16 @@ pub fn mount(store_root: &Path, mountpoint: &Path, foreground: bool) -> Result<(
     // SAFETY: only async-signal-safe calls between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::setsid() < 0 || libc::dup2(w, READY_FD) < 0 {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // dup2 onto itself keeps close-on-exec; clear it explicitly in that case.
+            let ok = if w == READY_FD {
+                libc::fcntl(w, libc::F_SETFD, 0) >= 0
+            } else {
+                libc::dup2(w, READY_FD) >= 0
+            };
+            if !ok {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
@@ -189,30 +198,37 @@ pub fn mount(store_root: &Path, mountpoint: &Path, foreground: bool) -> Result<(
 }
 
 /// Tells the process that started us (if any) how the mount went.
-fn report(msg: &str) {
-    let Some(fd) = std::env::var(READY_FD_ENV)
-        .ok()
-        .and_then(|v| v.parse::<i32>().ok())
-    else {
-        return;
-    };
-    // SAFETY: the descriptor was set up for us by `mount` and is used only here, once.
-    let mut f = fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
-    let _ = f.write_all(msg.as_bytes());
-    // SAFETY: unsetting our own variable before any other thread reads the environment.
-    unsafe { std::env::remove_var(READY_FD_ENV) };
+/// The pipe to the process that started us, if any. Taken before any thread exists (the
+/// environment is not thread-safe to change), and kept from processes we start.
+fn take_ready_pipe() -> Option<fs::File> {
+    let fd = std::env::var(READY_FD_ENV).ok()?.parse::<i32>().ok()?;
+    // SAFETY: still single-threaded; the descriptor was set up for us by `mount` and is
+    // owned here from now on.
+    unsafe {
+        std::env::remove_var(READY_FD_ENV);
+        libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+        Some(fs::File::from(OwnedFd::from_raw_fd(fd)))
+    }
+}
+
+/// Tells the starting process how the mount went, once; closing the pipe ends its wait.
+fn report(pipe: &mut Option<fs::File>, msg: &str) {
+    if let Some(mut f) = pipe.take() {
+        let _ = f.write_all(msg.as_bytes());
+    }
 }
 
 fn serve(store_root: &Path, mountpoint: &Path) -> Result<()> {
-    let result = serve_inner(store_root, mountpoint);
+    let mut pipe = take_ready_pipe();
+    let result = serve_inner(store_root, mountpoint, &mut pipe);
     if let Err(e) = &result {
         log::error!("{e}");
-        report(&format!("{e}\n"));
+        report(&mut pipe, &format!("{e}\n"));
     }
     result
 }
 
-fn serve_inner(store_root: &Path, mountpoint: &Path) -> Result<()> {
+fn serve_inner(store_root: &Path, mountpoint: &Path, pipe: &mut Option<fs::File>) -> Result<()> {
     let fs = Fs::new(store_root)?;
     // SAFETY: geteuid cannot fail.
     let root = unsafe { libc::geteuid() } == 0;
@@ -250,7 +266,7 @@ fn serve_inner(store_root: &Path, mountpoint: &Path) -> Result<()> {
         store_root.display(),
         mountpoint.display()
     );
-    report("ready\n");
+    report(pipe, "ready\n");
     session.run().map_err(|e| Error::io(mountpoint, e))?;
     log::info!("unmounted {}", mountpoint.display());
     Ok(())

@@ -94,8 +94,16 @@ pub struct Statfs {
 
 /// An open directory: a snapshot of a small mutable listing, or a cursor into a version's.
 enum DirHandle {
-    Snapshot(Vec<(Vec<u8>, Node)>),
-    Paged { node: NodeId, cursor: Cursor },
+    /// A small mutable listing taken when first read; `read` marks that it was, so that a
+    /// rewind takes it again.
+    Snapshot {
+        list: Vec<(Vec<u8>, Node)>,
+        read: bool,
+    },
+    Paged {
+        node: NodeId,
+        cursor: Cursor,
+    },
 }
 
 /// How far a listing of a version directory has got: a page read ahead from the catalog
@@ -201,7 +209,9 @@ impl Fs {
             .child(conn.conn(), parent, name)?
             .ok_or_else(|| Error::not_found(self.describe(parent, Some(name))))?;
         let ino = self.inodes.intern(parent, name, node.clone(), true);
+        // The kernel only counts a lookup that succeeds.
         self.entry_of(conn.conn(), ino, &node)
+            .inspect_err(|_| self.inodes.forget(ino, 1))
     }
 
     pub fn forget(&self, ino: Ino, n: u64) {
@@ -464,8 +474,16 @@ impl Fs {
     /// version's), so the kernel may keep it cached.
     pub fn opendir(&self, ino: Ino) -> Result<(u64, bool)> {
         let conn = self.pool.get()?;
-        let conn = conn.conn();
-        let handle = match self.node(ino)? {
+        let handle = self.dir_handle(conn.conn(), ino)?;
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        let immutable = matches!(handle, DirHandle::Paged { .. });
+        lock(&self.dirs).insert(fh, handle);
+        Ok((fh, immutable))
+    }
+
+    /// A fresh listing state for directory `ino`.
+    fn dir_handle(&self, conn: &Connection, ino: Ino) -> Result<DirHandle> {
+        Ok(match self.node(ino)? {
             Node::Version { root, .. } => DirHandle::Paged {
                 node: root,
                 cursor: Cursor::default(),
@@ -482,9 +500,9 @@ impl Fs {
                 for a in versions::artifacts(conn)? {
                     list.push((a.name.clone().into_bytes(), Node::Artifact { name: a.name }));
                 }
-                DirHandle::Snapshot(list)
+                snapshot(list)
             }
-            Node::Drafts => DirHandle::Snapshot(
+            Node::Drafts => snapshot(
                 drafts::list(conn)?
                     .into_iter()
                     .map(|d| {
@@ -524,7 +542,7 @@ impl Fs {
                     };
                     list.push((alias.into_bytes(), node));
                 }
-                DirHandle::Snapshot(list)
+                snapshot(list)
             }
             Node::Draft {
                 artifact,
@@ -534,16 +552,12 @@ impl Fs {
             } => {
                 let d = drafts::get(conn, &artifact, &dist_id)?
                     .ok_or_else(|| Error::not_found(self.describe(ino, None)))?;
-                DirHandle::Snapshot(draft_listing(conn, &d, &path)?)
+                snapshot(draft_listing(conn, &d, &path)?)
             }
             Node::Alias { .. } | Node::Entry(_) | Node::Draft { .. } => {
                 return Err(Error::NotADirectory(self.describe(ino, None)));
             }
-        };
-        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        let immutable = matches!(handle, DirHandle::Paged { .. });
-        lock(&self.dirs).insert(fh, handle);
-        Ok((fh, immutable))
+        })
     }
 
     pub fn releasedir(&self, fh: u64) {
@@ -566,7 +580,7 @@ impl Fs {
         // "." and ".." occupy offsets 1 and 2.
         let dots: [(&[u8], Ino); 2] = [(b".", ino), (b"..", parent)];
         for (i, (name, target)) in dots.iter().enumerate().skip(offset as usize) {
-            let entry = self.getattr(*target)?;
+            let entry = self.entry_of(conn, *target, &self.node(*target)?)?;
             if sink.add(i as u64 + 1, name, &entry) {
                 return Ok(());
             }
@@ -575,8 +589,19 @@ impl Fs {
         let mut handle = lock(&self.dirs).remove(&fh).ok_or_else(|| {
             Error::invalid(self.describe(ino, None), "directory handle is not open")
         })?;
+        if offset == 0 && matches!(handle, DirHandle::Snapshot { read: true, .. }) {
+            // A rewind shows the directory as it is now, as rewinddir(3) requires.
+            match self.dir_handle(conn, ino) {
+                Ok(fresh) => handle = fresh,
+                Err(e) => {
+                    lock(&self.dirs).insert(fh, handle);
+                    return Err(e);
+                }
+            }
+        }
         let result = match &mut handle {
-            DirHandle::Snapshot(list) => {
+            DirHandle::Snapshot { list, read } => {
+                *read = true;
                 let mut r = Ok(());
                 for (i, (name, node)) in list.iter().enumerate().skip(skip as usize) {
                     match self.emit(conn, ino, name, node.clone(), 3 + i as u64, plus, sink) {
@@ -696,9 +721,10 @@ impl Fs {
     // ----- files -----
 
     /// Opens a file for reading; `write` requests are refused (versions are read-only).
-    /// Returns the handle and the blob file, which the adapter may hand to the kernel for
-    /// passthrough reads.
-    pub fn open(&self, ino: Ino, write: bool) -> Result<(u64, Arc<File>)> {
+    /// Returns the handle, the blob file, which the adapter may hand to the kernel for
+    /// passthrough reads, and whether the content can never change (a version's file, not a
+    /// draft's), so the kernel may keep its pages.
+    pub fn open(&self, ino: Ino, write: bool) -> Result<(u64, Arc<File>, bool)> {
         if write {
             return Err(self.refuse_change(ino, None));
         }
@@ -726,7 +752,8 @@ impl Fs {
         );
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         lock(&self.files).insert(fh, file.clone());
-        Ok((fh, file))
+        let immutable = self.node(ino)?.is_immutable();
+        Ok((fh, file, immutable))
     }
 
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
@@ -848,6 +875,10 @@ fn unlisted_ino(parent: Ino, name: &[u8]) -> Ino {
     parent.hash(&mut h);
     name.hash(&mut h);
     h.finish() | (1 << 63)
+}
+
+fn snapshot(list: Vec<(Vec<u8>, Node)>) -> DirHandle {
+    DirHandle::Snapshot { list, read: false }
 }
 
 fn kind_of_found(f: &Found) -> Kind {
