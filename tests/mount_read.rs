@@ -1805,3 +1805,89 @@ fn a_stale_mount_is_replaced_by_the_next_mount() {
         mp.display()
     );
 }
+
+/// Names read from an open directory stream, from where it stands to its end.
+fn read_stream(dir: *mut libc::DIR) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    loop {
+        // SAFETY: `dir` is an open stream; readdir returns null at the end.
+        let ent = unsafe { libc::readdir(dir) };
+        if ent.is_null() {
+            return names;
+        }
+        // SAFETY: d_name is NUL-terminated within the dirent readdir returned.
+        let name = unsafe { std::ffi::CStr::from_ptr((*ent).d_name.as_ptr()) };
+        names.insert(name.to_string_lossy().into_owned());
+    }
+}
+
+/// rewinddir on a directory the CLI changes (the root, an artifact) shows it as it is now.
+#[test]
+fn rewinddir_shows_what_the_cli_changed() {
+    let s = TestStore::new();
+    let src = s.tree("src", &[("a.txt", "alpha")]);
+    log(&s, "m", &src);
+    let m = Mounted::new(&s, &mountpoint(&s));
+    for (dir, change, appears) in [
+        (
+            "",
+            vec!["log", "newart", p(&src), "--type", "dataset"],
+            "newart",
+        ),
+        ("m", vec!["alias", "set", "m:v0", "best"], "best"),
+    ] {
+        let path = std::ffi::CString::new(m.path(dir).as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid path; the stream is closed below.
+        let stream = unsafe { libc::opendir(path.as_ptr()) };
+        assert!(!stream.is_null(), "opendir /{dir}");
+        let before = read_stream(stream);
+        assert!(
+            !before.contains(appears),
+            "/{dir} already lists {appears}: {before:?}"
+        );
+        s.ok(&change);
+        let deadline = Instant::now() + Duration::from_millis(1500);
+        let after = loop {
+            // SAFETY: the stream is open.
+            unsafe { libc::rewinddir(stream) };
+            let names = read_stream(stream);
+            if names.contains(appears) || Instant::now() > deadline {
+                break names;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        // SAFETY: closing the stream opened above.
+        unsafe { libc::closedir(stream) };
+        assert!(
+            after.contains(appears) && after.is_superset(&before),
+            "after rewinddir /{dir} should list {appears} too: {after:?}"
+        );
+    }
+}
+
+/// A draft's file changed by the CLI reads with its new content through the mount.
+#[test]
+fn a_draft_file_changed_by_the_cli_reads_anew() {
+    let s = TestStore::new();
+    let src = s.tree("src", &[("a.txt", "first")]);
+    log(&s, "m", &src);
+    s.ok(&["draft", "new", "m"]);
+    let m = Mounted::new(&s, &mountpoint(&s));
+    let file = m.path("drafts/m/a.txt");
+    assert_eq!(fs::read(&file).unwrap(), b"first");
+    let newer = s.tree("newer", &[("a.txt", "second, longer")]);
+    s.ok(&["draft", "add", "m", p(&newer.join("a.txt"))]);
+    let deadline = Instant::now() + Duration::from_millis(1500);
+    loop {
+        let got = fs::read(&file).unwrap();
+        if got == b"second, longer" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "drafts/m/a.txt still reads {:?}",
+            String::from_utf8_lossy(&got)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
