@@ -135,10 +135,19 @@ fn unescape(s: &str) -> String {
 
 /// `artifactfs mount`: serves the store at `mountpoint`, in the background unless `foreground`.
 pub fn mount(store_root: &Path, mountpoint: &Path, foreground: bool) -> Result<()> {
+    // Two mounts on one mount point at once must not both pass the checks and stack: the
+    // second waits here, then finds the first mounted. A server started by `mount` below
+    // runs under its parent's lock.
+    let launched = std::env::var_os(READY_FD_ENV).is_some();
+    let lock = if launched {
+        None
+    } else {
+        Some(lock_parent_of(mountpoint)?)
+    };
     let mountpoint = check_mountpoint(mountpoint)?;
     let store_root = &std::path::absolute(store_root).at(store_root)?;
     if foreground {
-        return serve(store_root, &mountpoint);
+        return serve(store_root, &mountpoint, lock);
     }
     // Open the store here too, so its errors reach the user directly.
     drop(crate::store::Store::open(store_root)?);
@@ -175,8 +184,18 @@ pub fn mount(store_root: &Path, mountpoint: &Path, foreground: bool) -> Result<(
     }
     let mut child = cmd.spawn().at(Path::new("artifactfs mount --foreground"))?;
     drop(ready_w);
-    let mut report = String::new();
-    let _ = ready_r.read_to_string(&mut report);
+    let Some(report) = read_report(&mut ready_r, READY_TIMEOUT) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(Error::invalid(
+            format!("mount at {}", mountpoint.display()),
+            format!(
+                "the mount process did not become ready within {} s; see {}",
+                READY_TIMEOUT.as_secs(),
+                store_root.join(LOG_FILE).display()
+            ),
+        ));
+    };
     if report.trim() == "ready" {
         return Ok(());
     }
@@ -195,6 +214,45 @@ pub fn mount(store_root: &Path, mountpoint: &Path, foreground: bool) -> Result<(
             msg.to_string(),
         ),
     })
+}
+
+/// How long `mount` waits for its server to report.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Reads what the server reports until it closes the pipe; None if that takes too long.
+fn read_report(pipe: &mut std::io::PipeReader, limit: Duration) -> Option<String> {
+    let deadline = Instant::now() + limit;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 512];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let mut pfd = libc::pollfd {
+            fd: pipe.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        let n = unsafe { libc::poll(&mut pfd, 1, left.as_millis().min(i32::MAX as u128) as i32) };
+        if n == 0 {
+            return None;
+        }
+        match pipe.read(&mut buf) {
+            Ok(0) => return Some(String::from_utf8_lossy(&out).into_owned()),
+            Ok(k) => out.extend_from_slice(&buf[..k]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return Some(String::from_utf8_lossy(&out).into_owned()),
+        }
+    }
+}
+
+/// Locks the directory that holds `mountpoint` (not the mount point itself, which may be a
+/// dead mount) for the duration of one mount's checks and setup.
+fn lock_parent_of(mountpoint: &Path) -> Result<fs::File> {
+    let abs = std::path::absolute(mountpoint).at(mountpoint)?;
+    let parent = abs.parent().unwrap_or(Path::new("/"));
+    let f = fs::File::open(parent).at(parent)?;
+    f.lock().at(parent)?;
+    Ok(f)
 }
 
 /// Tells the process that started us (if any) how the mount went.
@@ -218,9 +276,9 @@ fn report(pipe: &mut Option<fs::File>, msg: &str) {
     }
 }
 
-fn serve(store_root: &Path, mountpoint: &Path) -> Result<()> {
+fn serve(store_root: &Path, mountpoint: &Path, lock: Option<fs::File>) -> Result<()> {
     let mut pipe = take_ready_pipe();
-    let result = serve_inner(store_root, mountpoint, &mut pipe);
+    let result = serve_inner(store_root, mountpoint, &mut pipe, lock);
     if let Err(e) = &result {
         log::error!("{e}");
         report(&mut pipe, &format!("{e}\n"));
@@ -228,7 +286,12 @@ fn serve(store_root: &Path, mountpoint: &Path) -> Result<()> {
     result
 }
 
-fn serve_inner(store_root: &Path, mountpoint: &Path, pipe: &mut Option<fs::File>) -> Result<()> {
+fn serve_inner(
+    store_root: &Path,
+    mountpoint: &Path,
+    pipe: &mut Option<fs::File>,
+    lock: Option<fs::File>,
+) -> Result<()> {
     let fs = Fs::new(store_root)?;
     // SAFETY: geteuid cannot fail.
     let root = unsafe { libc::geteuid() } == 0;
@@ -266,6 +329,7 @@ fn serve_inner(store_root: &Path, mountpoint: &Path, pipe: &mut Option<fs::File>
         store_root.display(),
         mountpoint.display()
     );
+    drop(lock);
     report(pipe, "ready\n");
     session.run().map_err(|e| Error::io(mountpoint, e))?;
     log::info!("unmounted {}", mountpoint.display());

@@ -1891,3 +1891,47 @@ fn a_draft_file_changed_by_the_cli_reads_anew() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Several `mount`s of one mount point at the same moment: one mounts, the others are refused,
+/// and exactly one mount is there afterwards (none stacked on another).
+#[test]
+fn concurrent_mounts_of_one_mount_point_do_not_stack() {
+    require_fuse();
+    let s = TestStore::new();
+    let src = s.tree("src", &[("a.txt", "alpha")]);
+    log(&s, "m", &src);
+    let mp = mountpoint(&s);
+    let children: Vec<_> = (0..4)
+        .map(|_| {
+            s.command(&[OsStr::new("mount"), mp.as_os_str()])
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let outs: Vec<_> = children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect();
+    let ok = outs.iter().filter(|o| o.status.success()).count();
+    let guard = if ok > 0 {
+        Some(Mounted::adopt(&s, &mp))
+    } else {
+        None
+    };
+    assert_eq!(ok, 1, "exactly one mount should succeed: {outs:?}");
+    for o in outs.iter().filter(|o| !o.status.success()) {
+        assert!(
+            stderr(o).contains("already exists"),
+            "refusal should say so: {}",
+            stderr(o)
+        );
+    }
+    let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let here = format!(" {} ", fs::canonicalize(&mp).unwrap().display());
+    assert_eq!(
+        mounts.lines().filter(|l| l.contains(&here)).count(),
+        1,
+        "{mounts}"
+    );
+    drop(guard);
+}
