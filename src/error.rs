@@ -32,6 +32,9 @@ pub enum Error {
     #[error("{0} is read-only: committed versions never change; stage changes under drafts/")]
     ReadOnly(String),
 
+    #[error("{0}: permission denied")]
+    PermissionDenied(String),
+
     #[error("{0} has no extended attribute {1}")]
     NoAttribute(String, String),
 
@@ -113,6 +116,7 @@ impl Error {
             Error::NotADirectory(_) => libc::ENOTDIR,
             Error::IsADirectory(_) => libc::EISDIR,
             Error::ReadOnly(_) => libc::EROFS,
+            Error::PermissionDenied(_) => libc::EACCES,
             Error::NoAttribute(..) => libc::ENODATA,
             Error::AttributeUnsupported(..) => libc::EOPNOTSUPP,
             Error::Refused { .. } => libc::EPERM,

@@ -91,6 +91,7 @@ fn fail(op: &str, e: &Error) -> Errno {
         Error::NotFound(_)
         | Error::NoAttribute(..)
         | Error::AttributeUnsupported(..)
+        | Error::PermissionDenied(_)
         | Error::ReadOnly(_) => {
             log::debug!("{op}: {e}")
         }
@@ -496,6 +497,13 @@ impl Filesystem for Adapter {
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
         reply.error(fail("removexattr", &self.fs.refuse_change(ino.0, None)));
+    }
+
+    fn access(&self, req: &Request, ino: INodeNo, mask: fuser::AccessFlags, reply: ReplyEmpty) {
+        match self.fs.access(ino.0, req.uid(), req.gid(), mask.bits()) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(fail("access", &e)),
+        }
     }
 
     fn fallocate(

@@ -299,7 +299,6 @@ fn serve_inner(
     config.mount_options = vec![
         MountOption::FSName(store_root.display().to_string()),
         MountOption::Subtype("artifactfs".into()),
-        MountOption::DefaultPermissions,
         MountOption::NoAtime,
         MountOption::NoDev,
         MountOption::NoSuid,

@@ -1722,6 +1722,29 @@ fn an_unprivileged_user_mounts_through_fusermount3() {
         "owner, mode and links as the mounting user sees them"
     );
     assert_eq!(as_nobody("ls", &[os("-1A")], &m.mp), "drafts\nm\n");
+    // Changes are EROFS for a regular user too, as on a read-only filesystem (the kernel must
+    // not answer EACCES from the permission bits first); access(2) follows the bits shown.
+    let script = r#"
+import errno, os, sys
+def code(f):
+    try:
+        f()
+        return "ok"
+    except OSError as e:
+        return errno.errorcode[e.errno]
+print(code(lambda: os.open("a.txt", os.O_WRONLY)),
+      code(lambda: os.open("new.txt", os.O_WRONLY | os.O_CREAT, 0o644)),
+      code(lambda: os.mkdir("newdir")),
+      code(lambda: os.unlink("a.txt")),
+      code(lambda: os.chmod("a.txt", 0o644)),
+      os.access("a.txt", os.R_OK), os.access("a.txt", os.W_OK), os.access("a.txt", os.X_OK),
+      os.access("d", os.X_OK))
+"#;
+    assert_eq!(
+        as_nobody("python3", &[os("-c"), os(script)], &latest).trim(),
+        "EROFS EROFS EROFS EROFS EROFS True False False True",
+        "changes and access(2) as the mounting user"
+    );
     let log = m.log();
     assert!(
         log.contains("kernel passthrough off"),
