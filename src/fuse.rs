@@ -59,7 +59,7 @@ impl Adapter {
         ino: u64,
         fh: u64,
         file: &std::fs::File,
-    ) -> Option<Arc<BackingId>> {
+    ) -> std::io::Result<Option<Arc<BackingId>>> {
         let mut b = self.backing();
         let id = match b.by_ino.get(&ino).and_then(Weak::upgrade) {
             Some(id) => id,
@@ -69,15 +69,26 @@ impl Adapter {
                     b.by_ino.insert(ino, Arc::downgrade(&id));
                     id
                 }
-                Err(e) => {
+                // The kernel refuses passthrough itself (not permitted, not supported): serve
+                // every read from now on, before any file was opened with a backing file.
+                Err(e)
+                    if !b.by_ino.values().any(|w| w.strong_count() > 0)
+                        && matches!(
+                            e.raw_os_error(),
+                            Some(libc::EPERM | libc::EACCES | libc::EOPNOTSUPP | libc::ENOTTY)
+                        ) =>
+                {
                     log::info!("passthrough unavailable ({e}); serving reads from the page cache");
                     self.passthrough.store(false, Ordering::Relaxed);
-                    return None;
+                    return Ok(None);
                 }
+                // Anything else fails this open only: a cached open of an inode that others
+                // read through a backing file would be refused by the kernel anyway.
+                Err(e) => return Err(e),
             },
         };
         b.by_fh.insert(fh, id.clone());
-        Some(id)
+        Ok(Some(id))
     }
 }
 
@@ -345,12 +356,20 @@ impl Filesystem for Adapter {
         if !immutable {
             return reply.opened(FileHandle(fh), FopenFlags::empty());
         }
-        if self.passthrough.load(Ordering::Relaxed)
-            && let Some(id) = self.backing_for(&reply, ino.0, fh, &file)
-        {
-            // The kernel takes passthrough opens only without caching flags: it reads the
-            // backing file itself, through that file's own page cache.
-            return reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &id);
+        if self.passthrough.load(Ordering::Relaxed) {
+            match self.backing_for(&reply, ino.0, fh, &file) {
+                // The kernel takes passthrough opens only without caching flags: it reads the
+                // backing file itself, through that file's own page cache.
+                Ok(Some(id)) => {
+                    return reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &id);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    self.fs.release(fh);
+                    let e = Error::io(self.fs.describe(ino.0, None), e);
+                    return reply.error(fail("open", &e));
+                }
+            }
         }
         reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE);
     }
@@ -390,14 +409,22 @@ impl Filesystem for Adapter {
     fn release(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.backing().by_fh.remove(&fh.0);
+        {
+            let mut b = self.backing();
+            // Dropping the last handle's reference releases the backing file in the kernel;
+            // then the inode's entry goes too, so the map only holds files that are open.
+            b.by_fh.remove(&fh.0);
+            if b.by_ino.get(&ino.0).is_some_and(|w| w.strong_count() == 0) {
+                b.by_ino.remove(&ino.0);
+            }
+        }
         self.fs.release(fh.0);
         reply.ok();
     }

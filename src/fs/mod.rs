@@ -788,10 +788,12 @@ impl Fs {
     }
 
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
-        let file = lock(&self.files)
-            .get(&fh)
-            .cloned()
-            .ok_or_else(|| Error::invalid(format!("file handle {fh}"), "is not open"))?;
+        let file = lock(&self.files).get(&fh).cloned().ok_or_else(|| {
+            Error::io(
+                format!("file handle {fh}"),
+                std::io::Error::from_raw_os_error(libc::EBADF),
+            )
+        })?;
         let mut buf = vec![0u8; size as usize];
         let mut done = 0;
         while done < buf.len() {
