@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::maintenance;
 use crate::materialize;
 use crate::names::{DraftName, TypeName};
-use crate::query::{self, VersionSummary};
+use crate::query::{self, VersionSummary, change_code};
 use crate::store::{DraftBase, Store};
 use crate::tree::Change;
 
@@ -301,17 +301,7 @@ fn draft(store: &mut Store, out: &Output, cmd: DraftCommand) -> Result<()> {
             out.print(
                 json!({"draft": draft.to_string(), "base": base, "latest": latest, "stale": st.stale(),
                     "type": st.draft.type_name, "added": a, "modified": m, "removed": d}),
-                || {
-                    let mut s = match &base {
-                        Some(b) => format!("draft {draft}, based on {b}"),
-                        None => format!("draft {draft}, from scratch"),
-                    };
-                    s.push_str(&format!("\n{} added, {} modified, {} removed", a.len(), m.len(), d.len()));
-                    for (c, p) in &st.changes {
-                        s.push_str(&format!("\n{} {}", change_code(*c), String::from_utf8_lossy(p)));
-                    }
-                    s
-                },
+                || st.text(),
             )
         }
         DraftCommand::List => {
@@ -474,14 +464,6 @@ fn split_changes(changes: &[(Change, Vec<u8>)]) -> (Vec<String>, Vec<String>, Ve
         }
     }
     (a, m, d)
-}
-
-fn change_code(c: Change) -> char {
-    match c {
-        Change::Added => 'A',
-        Change::Modified => 'M',
-        Change::Removed => 'D',
-    }
 }
 
 fn version_json(type_name: &str, v: &VersionSummary) -> Value {

@@ -32,6 +32,9 @@ pub enum Error {
     #[error("{0} is read-only: committed versions never change; stage changes under drafts/")]
     ReadOnly(String),
 
+    #[error("{0} is not empty")]
+    NotEmpty(String),
+
     #[error("{0}: permission denied")]
     PermissionDenied(String),
 
@@ -117,6 +120,7 @@ impl Error {
             Error::IsADirectory(_) => libc::EISDIR,
             Error::ReadOnly(_) => libc::EROFS,
             Error::PermissionDenied(_) => libc::EACCES,
+            Error::NotEmpty(_) => libc::ENOTEMPTY,
             Error::NoAttribute(..) => libc::ENODATA,
             Error::AttributeUnsupported(..) => libc::EOPNOTSUPP,
             Error::Refused { .. } => libc::EPERM,

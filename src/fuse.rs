@@ -18,7 +18,7 @@ use fuser::{
 };
 
 use crate::error::Error;
-use crate::fs::{Attr, DirSink, Entry, Fs, Kind};
+use crate::fs::{Attr, DirSink, Entry, Fs, Kind, Opened};
 
 /// Largest read the kernel sends us (and the readahead it may do).
 const MAX_READAHEAD: u32 = 1 << 20;
@@ -215,10 +215,10 @@ impl Filesystem for Adapter {
         &self,
         _req: &Request,
         ino: INodeNo,
-        _mode: Option<u32>,
-        _uid: Option<u32>,
-        _gid: Option<u32>,
-        _size: Option<u64>,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
         _atime: Option<TimeOrNow>,
         _mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
@@ -229,7 +229,16 @@ impl Filesystem for Adapter {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        reply.error(fail("setattr", &self.fs.refuse_change(ino.0, None)));
+        let result = match size {
+            Some(size) if mode.is_none() && uid.is_none() && gid.is_none() => {
+                self.fs.truncate(ino.0, size)
+            }
+            _ => Err(self.fs.refuse_change(ino.0, None)),
+        };
+        match result {
+            Ok(e) => reply.attr(&e.ttl, &file_attr(&e.attr)),
+            Err(e) => reply.error(fail("setattr", &e)),
+        }
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
@@ -264,10 +273,10 @@ impl Filesystem for Adapter {
         _umask: u32,
         reply: ReplyEntry,
     ) {
-        reply.error(fail(
-            "mkdir",
-            &self.fs.refuse_change(parent.0, Some(name.as_bytes())),
-        ));
+        match self.fs.mkdir(parent.0, name.as_bytes()) {
+            Ok(e) => reply.entry(&e.ttl, &file_attr(&e.attr), Generation(0)),
+            Err(e) => reply.error(fail("mkdir", &e)),
+        }
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -278,10 +287,10 @@ impl Filesystem for Adapter {
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        reply.error(fail(
-            "rmdir",
-            &self.fs.refuse_change(parent.0, Some(name.as_bytes())),
-        ));
+        match self.fs.rmdir(parent.0, name.as_bytes()) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(fail("rmdir", &e)),
+        }
     }
 
     fn symlink(
@@ -348,7 +357,15 @@ impl Filesystem for Adapter {
         let write =
             !matches!(flags.acc_mode(), OpenAccMode::O_RDONLY) || flags.0 & libc::O_TRUNC != 0;
         let (fh, file, immutable) = match self.fs.open(ino.0, write) {
-            Ok(opened) => opened,
+            Ok(Opened::Content {
+                fh,
+                file,
+                immutable,
+            }) => (fh, file, immutable),
+            // Generated content: read through the server every time.
+            Ok(Opened::Control { fh }) => {
+                return reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO);
+            }
             Err(e) => return reply.error(fail("open", &e)),
         };
         // A draft's file may get other content under the same inode: it is read through the
@@ -395,15 +412,32 @@ impl Filesystem for Adapter {
         &self,
         _req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         _offset: u64,
-        _data: &[u8],
+        data: &[u8],
         _write_flags: WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        reply.error(fail("write", &self.fs.refuse_change(ino.0, None)));
+        match self.fs.write(ino.0, fh.0, data) {
+            Ok(n) => reply.written(n),
+            Err(e) => reply.error(fail("write", &e)),
+        }
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        match self.fs.flush(ino.0, fh.0) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(fail("flush", &e)),
+        }
     }
 
     fn release(

@@ -151,7 +151,40 @@ pub struct DraftStatus {
     pub changes: Vec<(Change, Vec<u8>)>,
 }
 
+/// The one-letter code of a change, as `diff` and `draft status` print it.
+pub fn change_code(c: Change) -> char {
+    match c {
+        Change::Added => 'A',
+        Change::Modified => 'M',
+        Change::Removed => 'D',
+    }
+}
+
 impl DraftStatus {
+    /// The status as text: the draft and its base, counts, then one line per change.
+    pub fn text(&self) -> String {
+        let name = self.draft.display_name();
+        let mut s = match self.draft.base_number {
+            Some(n) => format!("draft {name}, based on {}:v{n}", self.draft.artifact),
+            None => format!("draft {name}, from scratch"),
+        };
+        let count = |c: Change| self.changes.iter().filter(|(x, _)| *x == c).count();
+        s.push_str(&format!(
+            "\n{} added, {} modified, {} removed",
+            count(Change::Added),
+            count(Change::Modified),
+            count(Change::Removed)
+        ));
+        for (c, p) in &self.changes {
+            s.push_str(&format!(
+                "\n{} {}",
+                change_code(*c),
+                String::from_utf8_lossy(p)
+            ));
+        }
+        s
+    }
+
     /// A draft based on a version that is no longer latest still commits; warn about it.
     pub fn stale(&self) -> bool {
         self.draft.base_number.is_some() && self.latest != self.draft.base_number

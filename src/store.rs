@@ -161,40 +161,8 @@ impl Store {
         type_name: Option<&TypeName>,
         base: DraftBase,
     ) -> Result<DraftRow> {
-        self.catalog.write(|tx| {
-            refuse_sealed(tx, name)?;
-            check_type(tx, &name.artifact, type_name)?;
-            if drafts::get(tx, name.artifact.as_str(), name.id_key())?.is_some() {
-                return Err(Error::AlreadyExists(format!("draft {name}")));
-            }
-            let base = match base {
-                DraftBase::Empty => None,
-                DraftBase::Default if name.id.is_some() => None,
-                DraftBase::Default => match versions::artifact(tx, name.artifact.as_str())? {
-                    Some(a) => versions::latest(tx, a.id)?,
-                    None => None,
-                },
-                DraftBase::From(r) => {
-                    if r.artifact != name.artifact {
-                        return Err(Error::invalid(
-                            format!("--from {r}"),
-                            format!(
-                                "a draft of {} can only start from a version of {}",
-                                name.artifact, name.artifact
-                            ),
-                        ));
-                    }
-                    Some(versions::resolve(tx, &r)?)
-                }
-            };
-            drafts::create(
-                tx,
-                name.artifact.as_str(),
-                name.id_key(),
-                type_name.map(|t| t.as_str()),
-                base.map(|v| (v.number, v.root)),
-            )
-        })
+        self.catalog
+            .write(|tx| new_draft(tx, name, type_name, base))
     }
 
     pub fn draft_add(
@@ -333,6 +301,47 @@ fn check_writable(dir: &Path) -> Result<()> {
         return Err(Error::io(dir, std::io::Error::last_os_error()));
     }
     Ok(())
+}
+
+/// Starts draft `name` (inside the caller's write transaction).
+pub fn new_draft(
+    tx: &Connection,
+    name: &DraftName,
+    type_name: Option<&TypeName>,
+    base: DraftBase,
+) -> Result<DraftRow> {
+    refuse_sealed(tx, name)?;
+    check_type(tx, &name.artifact, type_name)?;
+    if drafts::get(tx, name.artifact.as_str(), name.id_key())?.is_some() {
+        return Err(Error::AlreadyExists(format!("draft {name}")));
+    }
+    let base = match base {
+        DraftBase::Empty => None,
+        DraftBase::Default if name.id.is_some() => None,
+        DraftBase::Default => match versions::artifact(tx, name.artifact.as_str())? {
+            Some(a) => versions::latest(tx, a.id)?,
+            None => None,
+        },
+        DraftBase::From(r) => {
+            if r.artifact != name.artifact {
+                return Err(Error::invalid(
+                    format!("--from {r}"),
+                    format!(
+                        "a draft of {} can only start from a version of {}",
+                        name.artifact, name.artifact
+                    ),
+                ));
+            }
+            Some(versions::resolve(tx, &r)?)
+        }
+    };
+    drafts::create(
+        tx,
+        name.artifact.as_str(),
+        name.id_key(),
+        type_name.map(|t| t.as_str()),
+        base.map(|v| (v.number, v.root)),
+    )
 }
 
 /// Records stored sources in draft `d`. Returns how many files and symlinks were recorded.

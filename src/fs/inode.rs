@@ -43,6 +43,11 @@ pub enum Node {
         path: Vec<u8>,
         kind: Kind,
     },
+    /// `drafts/NAME/.commit`: the control file that commits the draft when written.
+    Control {
+        artifact: String,
+        dist_id: String,
+    },
 }
 
 /// The file type the kernel sees.
@@ -65,6 +70,7 @@ impl Node {
                 Item::Symlink { .. } => Kind::Symlink,
             },
             Node::Draft { kind, .. } => *kind,
+            Node::Control { .. } => Kind::File,
             Node::Root | Node::Drafts | Node::Artifact { .. } | Node::Version { .. } => Kind::Dir,
         }
     }

@@ -13,6 +13,7 @@
 //! lookup and cached briefly, so changes made by the CLI show within a second.
 
 pub mod inode;
+mod writes;
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -42,6 +43,9 @@ pub const IMMUTABLE_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
 pub const MUTABLE_TTL: Duration = Duration::from_millis(500);
 /// Entries read from the catalog per page when listing a version directory.
 const PAGE: usize = 1024;
+
+/// The control file in each draft's root: write `commit` (or a JSON object) to commit.
+pub const CONTROL_FILE: &str = ".commit";
 
 const XATTR_SHA256: &str = "user.artifactfs.sha256";
 const XATTR_DIGEST: &str = "user.artifactfs.digest";
@@ -127,7 +131,21 @@ pub struct Fs {
     mounted: SystemTime,
     dirs: Mutex<HashMap<u64, DirHandle>>,
     files: Mutex<HashMap<u64, Arc<File>>>,
+    controls: Mutex<HashMap<u64, writes::ControlHandle>>,
     next_fh: AtomicU64,
+}
+
+/// What `open` gave: a file's content to read (with whether it can never change, so the
+/// kernel may keep its pages), or a draft's control file.
+pub enum Opened {
+    Content {
+        fh: u64,
+        file: Arc<File>,
+        immutable: bool,
+    },
+    Control {
+        fh: u64,
+    },
 }
 
 fn lossy(b: &[u8]) -> String {
@@ -163,6 +181,7 @@ impl Fs {
             mounted: SystemTime::now(),
             dirs: Mutex::new(HashMap::new()),
             files: Mutex::new(HashMap::new()),
+            controls: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
         })
     }
@@ -303,6 +322,9 @@ impl Fs {
                 let Some(d) = drafts::get(conn, &artifact, &dist_id)? else {
                     return Ok(None);
                 };
+                if path.is_empty() && name == CONTROL_FILE.as_bytes() {
+                    return Ok(Some(Node::Control { artifact, dist_id }));
+                }
                 let path = tree::join(&path, name);
                 draft::find(conn, &d, &path)?.map(|f| Node::Draft {
                     artifact,
@@ -311,7 +333,7 @@ impl Fs {
                     path,
                 })
             }
-            Node::Alias { .. } | Node::Entry(_) | Node::Draft { .. } => {
+            Node::Alias { .. } | Node::Entry(_) | Node::Draft { .. } | Node::Control { .. } => {
                 return Err(Error::NotADirectory(self.describe(parent, None)));
             }
         })
@@ -400,6 +422,11 @@ impl Fs {
                 self.attr(ino, Kind::Symlink, len, 0o777, 1, self.mounted)
             }
             Node::Entry(e) => self.tree_attr(conn, ino, e, true)?,
+            Node::Control { artifact, dist_id } => {
+                let d = drafts::get(conn, artifact, dist_id)?.ok_or_else(gone)?;
+                // Its content is generated on open and read without the page cache.
+                self.attr(ino, Kind::File, 0, 0o644, 1, time_of(d.created_ns))
+            }
             Node::Draft { .. } => match self.find_in_draft(conn, ino)?.ok_or_else(gone)? {
                 Found::File(e) | Found::Symlink(e) => self.tree_attr(conn, ino, &e, false)?,
                 Found::Dir {
@@ -585,7 +612,7 @@ impl Fs {
                     .ok_or_else(|| Error::not_found(self.describe(ino, None)))?;
                 snapshot(draft_listing(conn, &d, &path)?)
             }
-            Node::Alias { .. } | Node::Entry(_) | Node::Draft { .. } => {
+            Node::Alias { .. } | Node::Entry(_) | Node::Draft { .. } | Node::Control { .. } => {
                 return Err(Error::NotADirectory(self.describe(ino, None)));
             }
         })
@@ -755,7 +782,12 @@ impl Fs {
     /// Returns the handle, the blob file, which the adapter may hand to the kernel for
     /// passthrough reads, and whether the content can never change (a version's file, not a
     /// draft's), so the kernel may keep its pages.
-    pub fn open(&self, ino: Ino, write: bool) -> Result<(u64, Arc<File>, bool)> {
+    pub fn open(&self, ino: Ino, write: bool) -> Result<Opened> {
+        if let Node::Control { artifact, dist_id } = self.node(ino)? {
+            return Ok(Opened::Control {
+                fh: self.open_control(&artifact, &dist_id, write)?,
+            });
+        }
         if write {
             return Err(self.refuse_change(ino, None));
         }
@@ -784,10 +816,17 @@ impl Fs {
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         lock(&self.files).insert(fh, file.clone());
         let immutable = self.node(ino)?.is_immutable();
-        Ok((fh, file, immutable))
+        Ok(Opened::Content {
+            fh,
+            file,
+            immutable,
+        })
     }
 
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
+        if let Some(status) = self.read_control(fh, offset, size) {
+            return Ok(status);
+        }
         let file = lock(&self.files).get(&fh).cloned().ok_or_else(|| {
             Error::io(
                 format!("file handle {fh}"),
@@ -810,6 +849,7 @@ impl Fs {
 
     pub fn release(&self, fh: u64) {
         lock(&self.files).remove(&fh);
+        self.release_control(fh);
     }
 
     // ----- extended attributes -----

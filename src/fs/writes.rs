@@ -1,0 +1,240 @@
+//! The writable part of `drafts/` so far: starting a draft with `mkdir`, discarding an empty
+//! one with `rmdir`, and committing through the draft's control file `.commit` — write
+//! `commit` or a JSON object to it; read it for the draft's status.
+
+use serde_json::Value;
+
+use super::*;
+use crate::commit::{self, CommitOptions, parse_metadata};
+use crate::names::{AliasName, DistributedId, TypeName};
+use crate::query;
+use crate::store::{DraftBase, new_draft, require_draft};
+
+/// An open control file: what was written so far, or the status text to read.
+pub(super) struct ControlHandle {
+    draft: DraftName,
+    written: Vec<u8>,
+    status: Vec<u8>,
+}
+
+fn draft_name(artifact: &str, dist_id: &str) -> Result<DraftName> {
+    Ok(DraftName {
+        artifact: ArtifactName::new(artifact)?,
+        id: (!dist_id.is_empty())
+            .then(|| DistributedId::new(dist_id))
+            .transpose()?,
+    })
+}
+
+impl Fs {
+    /// `mkdir drafts/NAME` starts a draft of NAME from its latest version (empty for a new
+    /// artifact); `mkdir drafts/NAME@ID` an empty distributed draft.
+    pub fn mkdir(&self, parent: Ino, name: &[u8]) -> Result<Entry> {
+        if parent != DRAFTS {
+            return Err(self.refuse_change(parent, Some(name)));
+        }
+        let text = std::str::from_utf8(name)
+            .map_err(|_| Error::invalid(self.describe(parent, Some(name)), "is not UTF-8"))?;
+        let draft: DraftName = text.parse()?;
+        let mut catalog = self.pool.get()?;
+        catalog.write(|tx| new_draft(tx, &draft, None, DraftBase::Default))?;
+        self.lookup(parent, name)
+    }
+
+    /// `rmdir drafts/NAME` discards a draft that shows no entries.
+    pub fn rmdir(&self, parent: Ino, name: &[u8]) -> Result<()> {
+        if parent != DRAFTS {
+            return Err(self.refuse_change(parent, Some(name)));
+        }
+        let what = || self.describe(parent, Some(name));
+        let draft: DraftName = std::str::from_utf8(name)
+            .ok()
+            .and_then(|t| t.parse().ok())
+            .ok_or_else(|| Error::not_found(what()))?;
+        let mut catalog = self.pool.get()?;
+        catalog.write(|tx| {
+            let d = drafts::get(tx, draft.artifact.as_str(), draft.id_key())?
+                .ok_or_else(|| Error::not_found(what()))?;
+            if !draft::list(tx, &d, b"")?.is_empty() {
+                return Err(Error::NotEmpty(what()));
+            }
+            drafts::delete(tx, d.id)
+        })
+    }
+
+    /// Opens a draft's control file: for writing a commit request, or for reading the
+    /// draft's status (computed now).
+    pub(super) fn open_control(&self, artifact: &str, dist_id: &str, write: bool) -> Result<u64> {
+        let draft = draft_name(artifact, dist_id)?;
+        let status = if write {
+            Vec::new()
+        } else {
+            let mut catalog = self.pool.get()?;
+            let mut text = query::draft_status(&mut catalog, &draft)?.text();
+            text.push('\n');
+            text.into_bytes()
+        };
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        lock(&self.controls).insert(
+            fh,
+            ControlHandle {
+                draft,
+                written: Vec::new(),
+                status,
+            },
+        );
+        Ok(fh)
+    }
+
+    /// The status text of an open control file, if `fh` is one.
+    pub(super) fn read_control(&self, fh: u64, offset: u64, size: u32) -> Option<Vec<u8>> {
+        let controls = lock(&self.controls);
+        let h = controls.get(&fh)?;
+        let start = (offset as usize).min(h.status.len());
+        let end = start.saturating_add(size as usize).min(h.status.len());
+        Some(h.status[start..end].to_vec())
+    }
+
+    /// A write to a control file. Once what was written is a whole request, the draft is
+    /// committed before the write returns; a request still being written is kept.
+    pub fn write(&self, ino: Ino, fh: u64, data: &[u8]) -> Result<u32> {
+        let (draft, request) = {
+            let mut controls = lock(&self.controls);
+            let Some(h) = controls.get_mut(&fh) else {
+                return Err(self.refuse_change(ino, None));
+            };
+            h.written.extend_from_slice(data);
+            let Some(request) = parse_request(&h.written, &self.describe(ino, None))? else {
+                return Ok(data.len() as u32);
+            };
+            h.written.clear();
+            (h.draft.clone(), request)
+        };
+        let mut catalog = self.pool.get()?;
+        let outcome = catalog.write(|tx| {
+            let d = require_draft(tx, &draft)?;
+            commit::commit(tx, &d, &request)
+        })?;
+        log::info!(
+            "committed draft {draft} as {}{}",
+            outcome.version().reference(),
+            if outcome.is_unchanged() {
+                " (unchanged)"
+            } else {
+                ""
+            }
+        );
+        Ok(data.len() as u32)
+    }
+
+    /// close(2) of a control file: an incomplete request is an error then.
+    pub fn flush(&self, ino: Ino, fh: u64) -> Result<()> {
+        match lock(&self.controls).get(&fh) {
+            Some(h) if !h.written.iter().all(u8::is_ascii_whitespace) => Err(Error::invalid(
+                self.describe(ino, None),
+                "an incomplete commit request was written (expected `commit` or a JSON object)",
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// truncate(2): only a control file, to empty (what `echo commit > .commit` does first).
+    pub fn truncate(&self, ino: Ino, size: u64) -> Result<Entry> {
+        match self.node(ino)? {
+            Node::Control { .. } if size == 0 => self.getattr(ino),
+            _ => Err(self.refuse_change(ino, None)),
+        }
+    }
+
+    pub(super) fn release_control(&self, fh: u64) {
+        lock(&self.controls).remove(&fh);
+    }
+}
+
+/// A commit request: `commit`, or a JSON object with `type`, `aliases`, `description` and
+/// `metadata`. `None` while it may still be incomplete.
+fn parse_request(written: &[u8], what: &str) -> Result<Option<CommitOptions>> {
+    let bad = |why: String| Error::invalid(what.to_string(), why);
+    let text = String::from_utf8_lossy(written);
+    let text = text.trim();
+    if text == "commit" {
+        return Ok(Some(CommitOptions::default()));
+    }
+    if text.is_empty() || (!text.starts_with('{') && "commit".starts_with(text)) {
+        return Ok(None);
+    }
+    if !text.starts_with('{') {
+        return Err(bad(
+            "write `commit` or a JSON object such as {\"aliases\": [\"best\"]}".into(),
+        ));
+    }
+    let value: Value = match serde_json::from_str(text) {
+        Ok(v) => v,
+        Err(e) if e.is_eof() => return Ok(None),
+        Err(e) => return Err(bad(format!("not valid JSON: {e}"))),
+    };
+    let Value::Object(fields) = value else {
+        return Err(bad("expected a JSON object".into()));
+    };
+    let mut opts = CommitOptions::default();
+    for (key, v) in fields {
+        match (key.as_str(), v) {
+            ("type", Value::String(t)) => opts.type_name = Some(TypeName::new(&t)?),
+            ("description", Value::String(d)) => opts.description = Some(d),
+            ("metadata", m @ Value::Object(_)) => {
+                opts.metadata = Some(parse_metadata(&m.to_string())?)
+            }
+            ("aliases", Value::Array(list)) => {
+                for a in list {
+                    let Value::String(a) = a else {
+                        return Err(bad("aliases must be strings".into()));
+                    };
+                    opts.aliases.push(AliasName::new(&a)?);
+                }
+            }
+            (k @ ("type" | "description" | "metadata" | "aliases"), _) => {
+                return Err(bad(format!("{k} has the wrong JSON type")));
+            }
+            (k, _) => return Err(bad(format!("unknown field {k:?}"))),
+        }
+    }
+    Ok(Some(opts))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_parse_and_incomplete_ones_wait() {
+        assert!(parse_request(b"commit\n", "x").unwrap().is_some());
+        assert!(parse_request(b"comm", "x").unwrap().is_none());
+        assert!(
+            parse_request(b"{\"aliases\": [\"be", "x")
+                .unwrap()
+                .is_none()
+        );
+        let o = parse_request(
+            br#"{"type": "model", "aliases": ["best"], "metadata": {"a": 1}}"#,
+            "x",
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(o.type_name.unwrap().as_str(), "model");
+        assert_eq!(o.aliases.len(), 1);
+        assert_eq!(o.metadata.as_deref(), Some(r#"{"a":1}"#));
+        for bad in [
+            &b"nope"[..],
+            b"[1]",
+            br#"{"aliases": ["v3"]}"#,
+            br#"{"colour": 1}"#,
+            b"{]",
+        ] {
+            assert_eq!(
+                parse_request(bad, "x").unwrap_err().errno(),
+                libc::EINVAL,
+                "{bad:?}"
+            );
+        }
+    }
+}
