@@ -397,3 +397,81 @@ pub fn list(conn: &Connection, draft: &DraftRow, path: &[u8]) -> Result<Vec<(Vec
     out.extend(base_iter.map(|b| (b.name.clone(), found_in_base(b))));
     Ok(out)
 }
+
+/// Records new permission bits and mtime for whatever is at `path` (a file keeps its content,
+/// a directory its contents).
+pub fn set_meta(
+    conn: &Connection,
+    draft: &DraftRow,
+    path: &[u8],
+    mode: u32,
+    mtime_ns: i64,
+) -> Result<()> {
+    let parts = parse_path(path)?;
+    let Some(name) = parts.last() else {
+        return Err(Error::refused(
+            format!("the root of {}", draft.label()),
+            "its attributes are fixed",
+        ));
+    };
+    let change = match find(conn, draft, path)? {
+        None => return Err(Error::not_found(at(draft, path))),
+        Some(Found::File(TreeEntry {
+            item: Item::File { blob, size },
+            ..
+        })) => Change::File { blob, size },
+        Some(Found::Symlink(TreeEntry {
+            item: Item::Symlink { target },
+            ..
+        })) => Change::Symlink { target },
+        Some(_) => {
+            let parent = parts[..parts.len() - 1].join(&b'/');
+            let opaque = matches!(
+                drafts::entry(conn, draft.id, &parent, name)?,
+                Some(DraftEntry {
+                    change: Change::Dir { opaque: true },
+                    ..
+                })
+            );
+            Change::Dir { opaque }
+        }
+    };
+    let parent = ensure_parents(conn, draft, &parts)?;
+    put(conn, draft, &parent, name, change, mode, mtime_ns)
+}
+
+/// Moves the file or symlink at `from` to `to` within the draft, replacing a file or symlink
+/// there unless `no_replace`. Directories are not moved (their subtree would have to be
+/// re-recorded path by path).
+pub fn rename_leaf(
+    conn: &Connection,
+    draft: &DraftRow,
+    from: &[u8],
+    to: &[u8],
+    no_replace: bool,
+) -> Result<()> {
+    let (change, mode, mtime_ns) = match find(conn, draft, from)? {
+        None => return Err(Error::not_found(at(draft, from))),
+        Some(Found::File(e) | Found::Symlink(e)) => {
+            let change = match e.item {
+                Item::File { blob, size } => Change::File { blob, size },
+                Item::Symlink { target } => Change::Symlink { target },
+                Item::Dir { .. } => return Err(Error::IsADirectory(at(draft, from))),
+            };
+            (change, e.mode, e.mtime_ns)
+        }
+        Some(Found::Dir { .. }) => {
+            return Err(Error::refused(
+                at(draft, from),
+                "renaming a directory in a draft is not supported yet",
+            ));
+        }
+    };
+    match find(conn, draft, to)? {
+        Some(_) if no_replace => return Err(Error::AlreadyExists(at(draft, to))),
+        Some(Found::Dir { .. }) => return Err(Error::IsADirectory(at(draft, to))),
+        _ => {}
+    }
+    put_leaf(conn, draft, to, change, mode, mtime_ns)?;
+    remove(conn, draft, from)
+}

@@ -220,7 +220,7 @@ impl Filesystem for Adapter {
         gid: Option<u32>,
         size: Option<u64>,
         _atime: Option<TimeOrNow>,
-        _mtime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
         _fh: Option<FileHandle>,
         _crtime: Option<SystemTime>,
@@ -229,10 +229,16 @@ impl Filesystem for Adapter {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        let result = match size {
-            Some(size) if mode.is_none() && uid.is_none() && gid.is_none() => {
+        let mtime = mtime.map(|t| match t {
+            TimeOrNow::SpecificTime(t) => t,
+            TimeOrNow::Now => SystemTime::now(),
+        });
+        // Access times are not kept (the mount is noatime); only mode and mtime are recorded.
+        let result = match (size, uid, gid) {
+            (Some(size), None, None) if mode.is_none() && mtime.is_none() => {
                 self.fs.truncate(ino.0, size)
             }
+            (None, None, None) => self.fs.set_attributes(ino.0, mode, mtime),
             _ => Err(self.fs.refuse_change(ino.0, None)),
         };
         match result {
@@ -258,10 +264,10 @@ impl Filesystem for Adapter {
         _rdev: u32,
         reply: ReplyEntry,
     ) {
-        reply.error(fail(
-            "mknod",
-            &self.fs.refuse_change(parent.0, Some(name.as_bytes())),
-        ));
+        let e =
+            self.fs
+                .refuse_special(parent.0, name.as_bytes(), "device nodes, FIFOs and sockets");
+        reply.error(fail("mknod", &e));
     }
 
     fn mkdir(
@@ -269,21 +275,21 @@ impl Filesystem for Adapter {
         _req: &Request,
         parent: INodeNo,
         name: &OsStr,
-        _mode: u32,
-        _umask: u32,
+        mode: u32,
+        umask: u32,
         reply: ReplyEntry,
     ) {
-        match self.fs.mkdir(parent.0, name.as_bytes()) {
+        match self.fs.mkdir(parent.0, name.as_bytes(), mode & !umask) {
             Ok(e) => reply.entry(&e.ttl, &file_attr(&e.attr), Generation(0)),
             Err(e) => reply.error(fail("mkdir", &e)),
         }
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        reply.error(fail(
-            "unlink",
-            &self.fs.refuse_change(parent.0, Some(name.as_bytes())),
-        ));
+        match self.fs.unlink(parent.0, name.as_bytes()) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(fail("unlink", &e)),
+        }
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -298,13 +304,16 @@ impl Filesystem for Adapter {
         _req: &Request,
         parent: INodeNo,
         name: &OsStr,
-        _target: &Path,
+        target: &Path,
         reply: ReplyEntry,
     ) {
-        reply.error(fail(
-            "symlink",
-            &self.fs.refuse_change(parent.0, Some(name.as_bytes())),
-        ));
+        match self
+            .fs
+            .symlink(parent.0, name.as_bytes(), target.as_os_str().as_bytes())
+        {
+            Ok(e) => reply.entry(&e.ttl, &file_attr(&e.attr), Generation(0)),
+            Err(e) => reply.error(fail("symlink", &e)),
+        }
     }
 
     fn rename(
@@ -312,15 +321,30 @@ impl Filesystem for Adapter {
         _req: &Request,
         parent: INodeNo,
         name: &OsStr,
-        _newparent: INodeNo,
-        _newname: &OsStr,
-        _flags: RenameFlags,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        reply.error(fail(
-            "rename",
-            &self.fs.refuse_change(parent.0, Some(name.as_bytes())),
-        ));
+        let result = if flags.bits() & libc::RENAME_EXCHANGE != 0 {
+            Err(Error::invalid(
+                self.fs.describe(parent.0, Some(name.as_bytes())),
+                "RENAME_EXCHANGE is not supported",
+            ))
+        } else {
+            let no_replace = flags.bits() & libc::RENAME_NOREPLACE != 0;
+            self.fs.rename(
+                parent.0,
+                name.as_bytes(),
+                newparent.0,
+                newname.as_bytes(),
+                no_replace,
+            )
+        };
+        match result {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(fail("rename", &e)),
+        }
     }
 
     fn link(
@@ -331,10 +355,10 @@ impl Filesystem for Adapter {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        reply.error(fail(
-            "link",
-            &self.fs.refuse_change(newparent.0, Some(newname.as_bytes())),
-        ));
+        let e = self
+            .fs
+            .refuse_special(newparent.0, newname.as_bytes(), "hard links");
+        reply.error(fail("link", &e));
     }
 
     fn create(

@@ -197,6 +197,21 @@ impl Inodes {
         }
     }
 
+    /// After a rename: the inode the kernel holds for `name` in `parent` now stands at
+    /// `new_name` in `new_parent` as `node` (the kernel moves its dentry, keeping the inode).
+    pub fn moved(&self, parent: Ino, name: &[u8], new_parent: Ino, new_name: &[u8], node: Node) {
+        let mut t = self.lock();
+        let Some(ino) = t.by_name.remove(&(parent, name.to_vec())) else {
+            return;
+        };
+        if let Some(slot) = t.slots.get_mut(&ino) {
+            slot.parent = new_parent;
+            slot.name = new_name.to_vec();
+            slot.node = node;
+        }
+        t.by_name.insert((new_parent, new_name.to_vec()), ino);
+    }
+
     /// The inode for `name` in `parent`, if the kernel holds one.
     pub fn existing(&self, parent: Ino, name: &[u8]) -> Option<Ino> {
         self.lock().by_name.get(&(parent, name.to_vec())).copied()

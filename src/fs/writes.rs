@@ -5,6 +5,7 @@
 use serde_json::Value;
 
 use super::*;
+use crate::catalog::now_ns;
 use crate::commit::{self, CommitOptions, parse_metadata};
 use crate::names::{AliasName, DistributedId, TypeName};
 use crate::query;
@@ -15,6 +16,12 @@ pub(super) struct ControlHandle {
     draft: DraftName,
     written: Vec<u8>,
     status: Vec<u8>,
+}
+
+/// The draft row, inside a transaction; gone (committed or discarded meanwhile) is ENOENT.
+fn open_draft(tx: &Connection, artifact: &str, dist_id: &str) -> Result<DraftRow> {
+    let name = draft_name(artifact, dist_id)?;
+    require_draft(tx, &name)
 }
 
 fn draft_name(artifact: &str, dist_id: &str) -> Result<DraftName> {
@@ -29,9 +36,19 @@ fn draft_name(artifact: &str, dist_id: &str) -> Result<DraftName> {
 impl Fs {
     /// `mkdir drafts/NAME` starts a draft of NAME from its latest version (empty for a new
     /// artifact); `mkdir drafts/NAME@ID` an empty distributed draft.
-    pub fn mkdir(&self, parent: Ino, name: &[u8]) -> Result<Entry> {
+    pub fn mkdir(&self, parent: Ino, name: &[u8], mode: u32) -> Result<Entry> {
         if parent != DRAFTS {
-            return Err(self.refuse_change(parent, Some(name)));
+            let (artifact, dist_id, dir) = self.draft_dir(parent, name)?;
+            let mut catalog = self.pool.get()?;
+            catalog.write(|tx| {
+                let d = open_draft(tx, &artifact, &dist_id)?;
+                let path = tree::join(&dir, name);
+                if draft::find(tx, &d, &path)?.is_some() {
+                    return Err(Error::AlreadyExists(self.describe(parent, Some(name))));
+                }
+                draft::put_dir(tx, &d, &path, mode & 0o7777, now_ns())
+            })?;
+            return self.lookup(parent, name);
         }
         let text = std::str::from_utf8(name)
             .map_err(|_| Error::invalid(self.describe(parent, Some(name)), "is not UTF-8"))?;
@@ -44,7 +61,7 @@ impl Fs {
     /// `rmdir drafts/NAME` discards a draft that shows no entries.
     pub fn rmdir(&self, parent: Ino, name: &[u8]) -> Result<()> {
         if parent != DRAFTS {
-            return Err(self.refuse_change(parent, Some(name)));
+            return self.remove_in_draft(parent, name, true);
         }
         let what = || self.describe(parent, Some(name));
         let draft: DraftName = std::str::from_utf8(name)
@@ -60,6 +77,155 @@ impl Fs {
             }
             drafts::delete(tx, d.id)
         })
+    }
+
+    /// `unlink` of a file or symlink in a draft.
+    pub fn unlink(&self, parent: Ino, name: &[u8]) -> Result<()> {
+        self.remove_in_draft(parent, name, false)
+    }
+
+    /// rmdir (`dir`) or unlink in a draft, with a local filesystem's errors: ENOTDIR, EISDIR,
+    /// ENOTEMPTY.
+    fn remove_in_draft(&self, parent: Ino, name: &[u8], dir: bool) -> Result<()> {
+        let (artifact, dist_id, parent_path) = self.draft_dir(parent, name)?;
+        let what = || self.describe(parent, Some(name));
+        let mut catalog = self.pool.get()?;
+        catalog.write(|tx| {
+            let d = open_draft(tx, &artifact, &dist_id)?;
+            let path = tree::join(&parent_path, name);
+            match (draft::find(tx, &d, &path)?, dir) {
+                (None, _) => return Err(Error::not_found(what())),
+                (Some(Found::Dir { .. }), false) => return Err(Error::IsADirectory(what())),
+                (Some(Found::Dir { .. }), true) => {
+                    if !draft::list(tx, &d, &path)?.is_empty() {
+                        return Err(Error::NotEmpty(what()));
+                    }
+                }
+                (Some(_), true) => return Err(Error::NotADirectory(what())),
+                (Some(_), false) => {}
+            }
+            draft::remove(tx, &d, &path)
+        })
+    }
+
+    /// Hard links, device nodes and FIFOs: EPERM in a draft (a version cannot record them),
+    /// EROFS elsewhere.
+    pub fn refuse_special(&self, parent: Ino, name: &[u8], what: &str) -> Error {
+        match self.draft_dir(parent, name) {
+            Ok(_) => Error::refused(
+                self.describe(parent, Some(name)),
+                format!("{what} cannot be stored in a version"),
+            ),
+            Err(e) => e,
+        }
+    }
+
+    /// `symlink` in a draft.
+    pub fn symlink(&self, parent: Ino, name: &[u8], target: &[u8]) -> Result<Entry> {
+        let (artifact, dist_id, dir) = self.draft_dir(parent, name)?;
+        let mut catalog = self.pool.get()?;
+        catalog.write(|tx| {
+            let d = open_draft(tx, &artifact, &dist_id)?;
+            let path = tree::join(&dir, name);
+            if draft::find(tx, &d, &path)?.is_some() {
+                return Err(Error::AlreadyExists(self.describe(parent, Some(name))));
+            }
+            let change = drafts::Change::Symlink {
+                target: target.to_vec(),
+            };
+            draft::put_leaf(tx, &d, &path, change, 0o777, now_ns())
+        })?;
+        self.lookup(parent, name)
+    }
+
+    /// `rename` within one draft (another draft, or a version, is EXDEV).
+    pub fn rename(
+        &self,
+        parent: Ino,
+        name: &[u8],
+        new_parent: Ino,
+        new_name: &[u8],
+        no_replace: bool,
+    ) -> Result<()> {
+        let (artifact, dist_id, from_dir) = self.draft_dir(parent, name)?;
+        let (to_artifact, to_dist_id, to_dir) = self.draft_dir(new_parent, new_name)?;
+        if (&artifact, &dist_id) != (&to_artifact, &to_dist_id) {
+            return Err(Error::io(
+                self.describe(new_parent, Some(new_name)),
+                std::io::Error::from_raw_os_error(libc::EXDEV),
+            ));
+        }
+        let to = tree::join(&to_dir, new_name);
+        let mut catalog = self.pool.get()?;
+        let kind = catalog.write(|tx| {
+            let d = open_draft(tx, &artifact, &dist_id)?;
+            let from = tree::join(&from_dir, name);
+            draft::rename_leaf(tx, &d, &from, &to, no_replace)?;
+            Ok(draft::find(tx, &d, &to)?
+                .as_ref()
+                .map_or(Kind::File, kind_of_found))
+        })?;
+        let node = Node::Draft {
+            artifact,
+            dist_id,
+            path: to,
+            kind,
+        };
+        self.inodes.moved(parent, name, new_parent, new_name, node);
+        Ok(())
+    }
+
+    /// chmod and utimens of something in a draft; other attribute changes are refused.
+    pub fn set_attributes(
+        &self,
+        ino: Ino,
+        mode: Option<u32>,
+        mtime: Option<SystemTime>,
+    ) -> Result<Entry> {
+        let Node::Draft {
+            artifact,
+            dist_id,
+            path,
+            ..
+        } = self.node(ino)?
+        else {
+            return Err(self.refuse_change(ino, None));
+        };
+        let current = self.getattr(ino)?.attr;
+        let mode = mode.unwrap_or(current.perm as u32) & 0o7777;
+        let mtime = mtime.unwrap_or(current.mtime);
+        let mtime_ns = match mtime.duration_since(SystemTime::UNIX_EPOCH) {
+            Ok(d) => d.as_nanos() as i64,
+            Err(e) => -(e.duration().as_nanos() as i64),
+        };
+        let mut catalog = self.pool.get()?;
+        catalog.write(|tx| {
+            let d = open_draft(tx, &artifact, &dist_id)?;
+            draft::set_meta(tx, &d, &path, mode, mtime_ns)
+        })?;
+        self.getattr(ino)
+    }
+
+    /// The draft and path of directory `parent`, for a change to `name` in it; a change
+    /// anywhere else is refused as read-only.
+    fn draft_dir(&self, parent: Ino, name: &[u8]) -> Result<(String, String, Vec<u8>)> {
+        match self.node(parent)? {
+            Node::Draft {
+                artifact,
+                dist_id,
+                path,
+                kind: Kind::Dir,
+            } => {
+                if path.is_empty() && name == CONTROL_FILE.as_bytes() {
+                    return Err(Error::refused(
+                        self.describe(parent, Some(name)),
+                        "the control file cannot be changed this way",
+                    ));
+                }
+                Ok((artifact, dist_id, path))
+            }
+            _ => Err(self.refuse_change(parent, Some(name))),
+        }
     }
 
     /// Opens a draft's control file: for writing a commit request, or for reading the

@@ -1,5 +1,6 @@
-//! drafts/ through the mount: mkdir starts a draft, rmdir discards an empty one, and the
-//! control file `.commit` commits it (reading it shows the draft's status).
+//! drafts/ through the mount: mkdir starts a draft, rmdir discards an empty one, the control
+//! file `.commit` commits it, and directories, symlinks, renames, removals and attributes
+//! inside a draft behave as in a local directory.
 
 mod common;
 
@@ -184,4 +185,143 @@ fn the_control_file_commits_and_shows_status() {
         "unchanged: no v2"
     );
     assert!(drafts_listed(&s).is_empty());
+}
+
+/// The same directory, symlink, rename, removal and attribute changes applied to a plain
+/// directory and to a draft leave the same tree, also once committed.
+#[test]
+fn changes_in_a_draft_match_the_same_changes_in_a_directory() {
+    let s = TestStore::new();
+    let src = s.tree(
+        "src",
+        &[
+            ("a.txt", "alpha"),
+            ("d/b.txt", "bee"),
+            ("d/e/c.txt", "sea"),
+            ("keep.txt", "k"),
+        ],
+    );
+    // Far from "now": rsync-style same-second ambiguities cannot arise.
+    for rel in ["a.txt", "d/b.txt", "d/e/c.txt", "keep.txt"] {
+        set_mtime(
+            &src.join(rel),
+            std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_600_000_000),
+        );
+    }
+    log(&s, "m", &src);
+    let plain = s.path("plain");
+    let out = Command::new("cp")
+        .arg("-a")
+        .arg(&src)
+        .arg(&plain)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "cp -a: {}", stderr(&out));
+    let m = Mounted::new(&s, &mountpoint(&s));
+    fs::create_dir(m.path("drafts/m")).unwrap();
+    let draft = m.path("drafts/m");
+
+    let script = r#"
+import os, sys
+root = sys.argv[1]
+os.chdir(root)
+os.mkdir("new")
+os.mkdir("new/deeper", 0o750)
+os.symlink("../a.txt", "new/link")
+os.rename("a.txt", "renamed.txt")
+os.rename("keep.txt", "new/keep.txt")
+os.unlink("d/e/c.txt")
+os.rmdir("d/e")
+os.chmod("renamed.txt", 0o755)
+os.utime("renamed.txt", ns=(1_700_000_000_123_456_789, 1_700_000_000_123_456_789))
+os.utime("d/b.txt", ns=(1_650_000_000_000_000_001, 1_650_000_000_000_000_001))
+"#;
+    for root in [&plain, &draft] {
+        let out = Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .arg(root)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "changes in {}: {}",
+            root.display(),
+            stderr(&out)
+        );
+    }
+    let files_only = |_: &str, n: &Node| Ignore {
+        size: n.kind == 'd',
+        mtime: n.kind != 'f',
+        mode: false,
+    };
+    assert_same_tree(
+        "draft vs plain directory",
+        &snapshot(&plain),
+        &snapshot(&draft),
+        files_only,
+    );
+
+    assert_eq!(write_control(&draft.join(".commit"), "commit"), "ok");
+    let committed = snapshot(&m.path("m/latest/"));
+    // A committed version shows read-only permissions: compare the executable bit only.
+    let mut expected = snapshot(&plain);
+    for n in expected.values_mut() {
+        if n.kind == 'f' {
+            n.mode = if n.mode & 0o111 != 0 { 0o555 } else { 0o444 };
+        } else if n.kind == 'd' {
+            n.mode = 0o555;
+        }
+    }
+    assert_same_tree(
+        "committed version vs plain directory",
+        &expected,
+        &committed,
+        files_only,
+    );
+}
+
+#[test]
+fn draft_changes_fail_as_a_local_filesystem_would() {
+    let s = TestStore::new();
+    let src = s.tree("src", &[("a.txt", "alpha"), ("d/b.txt", "bee")]);
+    log(&s, "m", &src);
+    log(&s, "other", &src);
+    let m = Mounted::new(&s, &mountpoint(&s));
+    fs::create_dir(m.path("drafts/m")).unwrap();
+    fs::create_dir(m.path("drafts/other")).unwrap();
+    let d = m.path("drafts/m");
+    let at = |rel: &str| d.join(rel);
+    assert_eq!(errno_of("os.unlink(p)", &at("d")), "EISDIR");
+    assert_eq!(errno_of("os.rmdir(p)", &at("d")), "ENOTEMPTY");
+    assert_eq!(errno_of("os.rmdir(p)", &at("a.txt")), "ENOTDIR");
+    assert_eq!(errno_of("os.unlink(p)", &at("nope")), "ENOENT");
+    assert_eq!(errno_of("os.mkdir(p)", &at("a.txt")), "EEXIST");
+    assert_eq!(errno_of("os.symlink('x', p)", &at("d")), "EEXIST");
+    assert_eq!(
+        errno_of("os.link(p + '/../a.txt', p + '/../hard')", &at("d")),
+        "EPERM"
+    );
+    assert_eq!(errno_of("os.mkfifo(p)", &at("fifo")), "EPERM");
+    assert_eq!(
+        errno_of(
+            &format!(
+                "os.rename(p, {:?})",
+                m.path("drafts/other/a2.txt").display().to_string()
+            ),
+            &at("a.txt")
+        ),
+        "EXDEV"
+    );
+    // RENAME_NOREPLACE onto an existing name.
+    let noreplace = "import ctypes\n    libc = ctypes.CDLL(None, use_errno=True)\n    \
+        r = libc.renameat2(-100, p.encode(), -100, (os.path.dirname(p) + '/d/b.txt').encode(), 1)\n    \
+        if r != 0: raise OSError(ctypes.get_errno(), 'renameat2')";
+    assert_eq!(errno_of(noreplace, &at("a.txt")), "EEXIST");
+    // Nothing of that changed the draft.
+    let status = fs::read_to_string(at(".commit")).unwrap();
+    assert!(
+        status.contains("0 added, 0 modified, 0 removed"),
+        "{status}"
+    );
 }
