@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use serde_json::{Value, json};
 
+use crate::catalog::rfc3339 as time;
 use crate::cli::{AliasCommand, Cli, Command, CommitArgs, DraftCommand};
 use crate::commit::{CommitOptions, Outcome, parse_metadata};
 use crate::error::{Error, Result};
@@ -504,11 +505,6 @@ fn show_text(type_name: &str, v: &VersionSummary) -> String {
         s.push_str(&format!("\nmetadata: {}", v.version.metadata));
     }
     s
-}
-
-fn time(ns: i64) -> String {
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_nanos(ns.max(0) as u64);
-    humantime::format_rfc3339_seconds(t).to_string()
 }
 
 /// Writes raw bytes and a newline; a closed pipe (`| head`) ends output quietly.

@@ -1,12 +1,12 @@
 //! `get`: writing a version out as an ordinary directory tree.
 
+use crate::catalog::time_of;
 use std::fs::{self, File, FileTimes, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
 
 use crate::blobs::BlobStore;
 use crate::catalog::versions::{self, VersionRow};
@@ -20,14 +20,6 @@ pub struct GetReport {
     pub version: VersionRow,
     pub files: u64,
     pub reflinked: u64,
-}
-
-fn to_time(ns: i64) -> SystemTime {
-    if ns >= 0 {
-        SystemTime::UNIX_EPOCH + Duration::from_nanos(ns as u64)
-    } else {
-        SystemTime::UNIX_EPOCH - Duration::from_nanos(ns.unsigned_abs())
-    }
 }
 
 /// Writes version `r` into `dest` (created if missing; files already there are replaced),
@@ -70,7 +62,7 @@ pub fn get(store: &Store, r: &VersionRef, dest: &Path) -> Result<GetReport> {
                 let f = File::options().write(true).open(&target).at(&target)?;
                 f.set_permissions(fs::Permissions::from_mode(e.mode & 0o7777))
                     .at(&target)?;
-                f.set_times(FileTimes::new().set_modified(to_time(e.mtime_ns)))
+                f.set_times(FileTimes::new().set_modified(time_of(e.mtime_ns)))
                     .at(&target)?;
                 report.files += 1;
                 bar.inc(*size);
@@ -95,7 +87,7 @@ pub fn get(store: &Store, r: &VersionRef, dest: &Path) -> Result<GetReport> {
             .at(&dir)?;
         f.set_permissions(fs::Permissions::from_mode(mode & 0o7777))
             .at(&dir)?;
-        f.set_times(FileTimes::new().set_modified(to_time(mtime)))
+        f.set_times(FileTimes::new().set_modified(time_of(mtime)))
             .at(&dir)?;
     }
     Ok(report)

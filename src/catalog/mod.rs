@@ -237,6 +237,31 @@ fn classify(path: &Path, action: &str, e: rusqlite::Error) -> Error {
     }
 }
 
+/// The time `ns` nanoseconds from the Unix epoch (before it, for negative values): how the
+/// catalog stores mtimes and creation times.
+pub fn time_of(ns: i64) -> std::time::SystemTime {
+    let epoch = std::time::UNIX_EPOCH;
+    if ns >= 0 {
+        epoch + Duration::from_nanos(ns as u64)
+    } else {
+        epoch - Duration::from_nanos(ns.unsigned_abs())
+    }
+}
+
+/// The inverse of [`time_of`].
+pub fn ns_of(t: std::time::SystemTime) -> i64 {
+    match t.duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => d.as_nanos() as i64,
+        Err(e) => -(e.duration().as_nanos() as i64),
+    }
+}
+
+/// A catalog time as RFC 3339 to the second. Times before 1970 show as the epoch (the
+/// formatter takes none earlier).
+pub fn rfc3339(ns: i64) -> String {
+    humantime::format_rfc3339_seconds(time_of(ns.max(0))).to_string()
+}
+
 /// Nanoseconds since the Unix epoch, for creation times.
 pub fn now_ns() -> i64 {
     std::time::SystemTime::now()

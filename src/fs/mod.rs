@@ -26,10 +26,10 @@ use std::time::{Duration, SystemTime};
 use rusqlite::Connection;
 
 use crate::blobs::BlobStore;
-use crate::catalog::Pool;
 use crate::catalog::drafts::{self, DraftRow};
 use crate::catalog::nodes::{self, NodeId, Page};
 use crate::catalog::versions;
+use crate::catalog::{Pool, rfc3339, time_of};
 use crate::draft::{self, Found};
 use crate::error::{Error, Result};
 use crate::names::{ArtifactName, DraftName};
@@ -150,14 +150,6 @@ pub enum Opened {
 
 fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
-}
-
-fn time_of(ns: i64) -> SystemTime {
-    if ns >= 0 {
-        SystemTime::UNIX_EPOCH + Duration::from_nanos(ns as u64)
-    } else {
-        SystemTime::UNIX_EPOCH - Duration::from_nanos(ns.unsigned_abs())
-    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -983,8 +975,4 @@ fn alias_target(conn: &Connection, artifact: &str, alias: &str) -> Result<Option
         return Ok(None);
     };
     Ok(versions::by_alias(conn, art.id, alias)?.map(|v| v.number))
-}
-
-fn rfc3339(ns: i64) -> String {
-    humantime::format_rfc3339_seconds(time_of(ns)).to_string()
 }

@@ -194,10 +194,7 @@ impl Fs {
         let current = self.getattr(ino)?.attr;
         let mode = mode.unwrap_or(current.perm as u32) & 0o7777;
         let mtime = mtime.unwrap_or(current.mtime);
-        let mtime_ns = match mtime.duration_since(SystemTime::UNIX_EPOCH) {
-            Ok(d) => d.as_nanos() as i64,
-            Err(e) => -(e.duration().as_nanos() as i64),
-        };
+        let mtime_ns = crate::catalog::ns_of(mtime);
         let mut catalog = self.pool.get()?;
         catalog.write(|tx| {
             let d = open_draft(tx, &artifact, &dist_id)?;
