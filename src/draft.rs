@@ -414,17 +414,14 @@ pub fn set_meta(
             "its attributes are fixed",
         ));
     };
-    let change = match find(conn, draft, path)? {
+    let leaf = match find(conn, draft, path)? {
         None => return Err(Error::not_found(at(draft, path))),
-        Some(Found::File(TreeEntry {
-            item: Item::File { blob, size },
-            ..
-        })) => Change::File { blob, size },
-        Some(Found::Symlink(TreeEntry {
-            item: Item::Symlink { target },
-            ..
-        })) => Change::Symlink { target },
-        Some(_) => {
+        Some(Found::File(e) | Found::Symlink(e)) => leaf_change(&e),
+        Some(Found::Dir { .. }) => None,
+    };
+    let change = match leaf {
+        Some(change) => change,
+        None => {
             let parent = parts[..parts.len() - 1].join(&b'/');
             let opaque = matches!(
                 drafts::entry(conn, draft.id, &parent, name)?,
@@ -440,6 +437,20 @@ pub fn set_meta(
     put(conn, draft, &parent, name, change, mode, mtime_ns)
 }
 
+/// The change that records `e` again as it is (a file or symlink; None for a directory).
+fn leaf_change(e: &TreeEntry) -> Option<Change> {
+    match &e.item {
+        Item::File { blob, size } => Some(Change::File {
+            blob: *blob,
+            size: *size,
+        }),
+        Item::Symlink { target } => Some(Change::Symlink {
+            target: target.clone(),
+        }),
+        Item::Dir { .. } => None,
+    }
+}
+
 /// Moves the file or symlink at `from` to `to` within the draft, replacing a file or symlink
 /// there unless `no_replace`. Directories are not moved (their subtree would have to be
 /// re-recorded path by path).
@@ -452,14 +463,10 @@ pub fn rename_leaf(
 ) -> Result<()> {
     let (change, mode, mtime_ns) = match find(conn, draft, from)? {
         None => return Err(Error::not_found(at(draft, from))),
-        Some(Found::File(e) | Found::Symlink(e)) => {
-            let change = match e.item {
-                Item::File { blob, size } => Change::File { blob, size },
-                Item::Symlink { target } => Change::Symlink { target },
-                Item::Dir { .. } => return Err(Error::IsADirectory(at(draft, from))),
-            };
-            (change, e.mode, e.mtime_ns)
-        }
+        Some(Found::File(e) | Found::Symlink(e)) => match leaf_change(&e) {
+            Some(change) => (change, e.mode, e.mtime_ns),
+            None => return Err(Error::IsADirectory(at(draft, from))),
+        },
         Some(Found::Dir { .. }) => {
             return Err(Error::refused(
                 at(draft, from),

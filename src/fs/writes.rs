@@ -18,12 +18,6 @@ pub(super) struct ControlHandle {
     status: Vec<u8>,
 }
 
-/// The draft row, inside a transaction; gone (committed or discarded meanwhile) is ENOENT.
-fn open_draft(tx: &Connection, artifact: &str, dist_id: &str) -> Result<DraftRow> {
-    let name = draft_name(artifact, dist_id)?;
-    require_draft(tx, &name)
-}
-
 fn draft_name(artifact: &str, dist_id: &str) -> Result<DraftName> {
     Ok(DraftName {
         artifact: ArtifactName::new(artifact)?,
@@ -39,14 +33,12 @@ impl Fs {
     pub fn mkdir(&self, parent: Ino, name: &[u8], mode: u32) -> Result<Entry> {
         if parent != DRAFTS {
             let (artifact, dist_id, dir) = self.draft_dir(parent, name)?;
-            let mut catalog = self.pool.get()?;
-            catalog.write(|tx| {
-                let d = open_draft(tx, &artifact, &dist_id)?;
+            self.in_draft(&artifact, &dist_id, |tx, d| {
                 let path = tree::join(&dir, name);
-                if draft::find(tx, &d, &path)?.is_some() {
+                if draft::find(tx, d, &path)?.is_some() {
                     return Err(Error::AlreadyExists(self.describe(parent, Some(name))));
                 }
-                draft::put_dir(tx, &d, &path, mode & 0o7777, now_ns())
+                draft::put_dir(tx, d, &path, mode & 0o7777, now_ns())
             })?;
             return self.lookup(parent, name);
         }
@@ -89,22 +81,20 @@ impl Fs {
     fn remove_in_draft(&self, parent: Ino, name: &[u8], dir: bool) -> Result<()> {
         let (artifact, dist_id, parent_path) = self.draft_dir(parent, name)?;
         let what = || self.describe(parent, Some(name));
-        let mut catalog = self.pool.get()?;
-        catalog.write(|tx| {
-            let d = open_draft(tx, &artifact, &dist_id)?;
+        self.in_draft(&artifact, &dist_id, |tx, d| {
             let path = tree::join(&parent_path, name);
-            match (draft::find(tx, &d, &path)?, dir) {
+            match (draft::find(tx, d, &path)?, dir) {
                 (None, _) => return Err(Error::not_found(what())),
                 (Some(Found::Dir { .. }), false) => return Err(Error::IsADirectory(what())),
                 (Some(Found::Dir { .. }), true) => {
-                    if !draft::list(tx, &d, &path)?.is_empty() {
+                    if !draft::list(tx, d, &path)?.is_empty() {
                         return Err(Error::NotEmpty(what()));
                     }
                 }
                 (Some(_), true) => return Err(Error::NotADirectory(what())),
                 (Some(_), false) => {}
             }
-            draft::remove(tx, &d, &path)
+            draft::remove(tx, d, &path)
         })
     }
 
@@ -123,17 +113,15 @@ impl Fs {
     /// `symlink` in a draft.
     pub fn symlink(&self, parent: Ino, name: &[u8], target: &[u8]) -> Result<Entry> {
         let (artifact, dist_id, dir) = self.draft_dir(parent, name)?;
-        let mut catalog = self.pool.get()?;
-        catalog.write(|tx| {
-            let d = open_draft(tx, &artifact, &dist_id)?;
+        self.in_draft(&artifact, &dist_id, |tx, d| {
             let path = tree::join(&dir, name);
-            if draft::find(tx, &d, &path)?.is_some() {
+            if draft::find(tx, d, &path)?.is_some() {
                 return Err(Error::AlreadyExists(self.describe(parent, Some(name))));
             }
             let change = drafts::Change::Symlink {
                 target: target.to_vec(),
             };
-            draft::put_leaf(tx, &d, &path, change, 0o777, now_ns())
+            draft::put_leaf(tx, d, &path, change, 0o777, now_ns())
         })?;
         self.lookup(parent, name)
     }
@@ -156,12 +144,10 @@ impl Fs {
             ));
         }
         let to = tree::join(&to_dir, new_name);
-        let mut catalog = self.pool.get()?;
-        let kind = catalog.write(|tx| {
-            let d = open_draft(tx, &artifact, &dist_id)?;
+        let kind = self.in_draft(&artifact, &dist_id, |tx, d| {
             let from = tree::join(&from_dir, name);
-            draft::rename_leaf(tx, &d, &from, &to, no_replace)?;
-            Ok(draft::find(tx, &d, &to)?
+            draft::rename_leaf(tx, d, &from, &to, no_replace)?;
+            Ok(draft::find(tx, d, &to)?
                 .as_ref()
                 .map_or(Kind::File, kind_of_found))
         })?;
@@ -195,12 +181,26 @@ impl Fs {
         let mode = mode.unwrap_or(current.perm as u32) & 0o7777;
         let mtime = mtime.unwrap_or(current.mtime);
         let mtime_ns = crate::catalog::ns_of(mtime);
-        let mut catalog = self.pool.get()?;
-        catalog.write(|tx| {
-            let d = open_draft(tx, &artifact, &dist_id)?;
-            draft::set_meta(tx, &d, &path, mode, mtime_ns)
+        self.in_draft(&artifact, &dist_id, |tx, d| {
+            draft::set_meta(tx, d, &path, mode, mtime_ns)
         })?;
         self.getattr(ino)
+    }
+
+    /// Runs `f` on a draft in one write transaction; a draft gone meanwhile (committed or
+    /// discarded) is ENOENT.
+    fn in_draft<T>(
+        &self,
+        artifact: &str,
+        dist_id: &str,
+        f: impl FnOnce(&Connection, &DraftRow) -> Result<T>,
+    ) -> Result<T> {
+        let name = draft_name(artifact, dist_id)?;
+        let mut catalog = self.pool.get()?;
+        catalog.write(|tx| {
+            let d = require_draft(tx, &name)?;
+            f(tx, &d)
+        })
     }
 
     /// The draft and path of directory `parent`, for a change to `name` in it; a change
