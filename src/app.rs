@@ -285,7 +285,7 @@ fn draft(store: &mut Store, out: &Output, cmd: DraftCommand) -> Result<()> {
             )
         }
         DraftCommand::Status { draft } => {
-            let st = query::draft_status(&mut store.catalog, &draft)?;
+            let st = query::draft_status(&mut store.catalog, &store.staging, &draft)?;
             let base = st
                 .draft
                 .base_number

@@ -95,6 +95,7 @@ impl BlobStore {
         Batch {
             store: self,
             pending: Mutex::new(Vec::new()),
+            links: Mutex::new(Vec::new()),
             fans: Mutex::new(std::collections::BTreeSet::new()),
             new_fan_dir: AtomicBool::new(false),
         }
@@ -181,6 +182,8 @@ pub struct Batch<'a> {
     store: &'a BlobStore,
     /// Staged files are closed once written, so a batch of any size holds no descriptors.
     pending: Mutex<Vec<(TempPath, Digest)>>,
+    /// Files of the caller's that become blobs by a second name (staged draft files).
+    links: Mutex<Vec<(PathBuf, Digest)>>,
     /// Fan-out directories (first digest byte) of every blob the batch refers to, including
     /// blobs another writer placed: their names must be durable before we reference them.
     fans: Mutex<std::collections::BTreeSet<u8>>,
@@ -228,6 +231,25 @@ impl Batch<'_> {
         Ok((digest, size))
     }
 
+    /// Stores the contents of `path` by linking it into `blobs/` when the batch finishes,
+    /// without copying. The caller must keep the file unchanged from now on: once linked,
+    /// it is the blob. Safe to call from several threads at once.
+    pub fn add_by_link(&self, path: &Path, len: u64) -> Result<(Digest, u64)> {
+        let file = File::open(path).at(path)?;
+        let (digest, size) = if len <= SMALL_FILE {
+            let mut data = Vec::with_capacity(len as usize);
+            (&file).read_to_end(&mut data).at(path)?;
+            (Digest::of(&data), data.len() as u64)
+        } else {
+            Digest::of_reader(&file).at(path)?
+        };
+        self.note(&digest);
+        if !self.store.contains(&digest) {
+            lock(&self.links).push((path.to_path_buf(), digest));
+        }
+        Ok((digest, size))
+    }
+
     fn note(&self, digest: &Digest) {
         lock(&self.fans).insert(digest.0[0]);
     }
@@ -250,6 +272,18 @@ impl Batch<'_> {
             // Identical content arrived meanwhile; the staged copy is dropped.
             Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
             Err(e) => Err(Error::io(&dest, e.error)),
+        }
+    }
+
+    /// Gives `path` its blob name as a second link, read-only like every blob; false if
+    /// that blob already existed.
+    fn link(&self, path: &Path, digest: &Digest) -> Result<bool> {
+        let dest = self.store.path(digest);
+        fs::set_permissions(path, fs::Permissions::from_mode(0o444)).at(path)?;
+        match fs::hard_link(path, &dest) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(Error::io(&dest, e)),
         }
     }
 
@@ -282,18 +316,27 @@ impl Batch<'_> {
     /// those that were already there), so a caller whose transaction fails can remove them.
     pub fn finish(self) -> Result<Vec<Digest>> {
         let pending = std::mem::take(&mut *lock(&self.pending));
-        if pending.len() > SYNCFS_THRESHOLD {
+        let links = std::mem::take(&mut *lock(&self.links));
+        if pending.len() + links.len() > SYNCFS_THRESHOLD {
             syncfs(&self.store.staging)?;
         } else {
-            for (tmp, _) in &pending {
-                File::open(tmp).and_then(|f| f.sync_data()).at(tmp)?;
+            let paths = pending
+                .iter()
+                .map(|(t, _)| t.as_ref())
+                .chain(links.iter().map(|(p, _)| p.as_path()));
+            for path in paths {
+                File::open(path).and_then(|f| f.sync_data()).at(path)?;
             }
         }
         let placed = pending
             .into_par_iter()
             .map(|(tmp, digest)| self.place(tmp, &digest).map(|new| new.then_some(digest)))
             .collect::<Result<Vec<_>>>()?;
-        let added: Vec<Digest> = placed.into_iter().flatten().collect();
+        let linked = links
+            .into_par_iter()
+            .map(|(path, digest)| self.link(&path, &digest).map(|new| new.then_some(digest)))
+            .collect::<Result<Vec<_>>>()?;
+        let added: Vec<Digest> = placed.into_iter().chain(linked).flatten().collect();
         let mut dirs: Vec<PathBuf> = lock(&self.fans)
             .iter()
             .map(|b| self.store.blobs.join(format!("{b:02x}")))

@@ -93,7 +93,14 @@ pub fn effective_type(
 /// Commits draft `d` inside the caller's write transaction.
 pub fn commit(conn: &Connection, d: &DraftRow, opts: &CommitOptions) -> Result<Outcome> {
     let type_name = effective_type(conn, d, opts.type_name.as_ref())?;
-    let root = draft::build_tree(conn, d)?;
+    // Staged files were stored as blobs before this transaction, under the draft's commit
+    // lock, so none can remain.
+    let root = draft::build_tree(conn, d, &|id| {
+        Err(Error::Busy(format!(
+            "{}: staged file {id} was written during the commit",
+            d.label()
+        )))
+    })?;
     let art = match versions::artifact(conn, &d.artifact)? {
         Some(a) => a,
         None => versions::create_artifact(conn, &d.artifact, &type_name)?,

@@ -9,6 +9,7 @@ use crate::catalog::drafts::{self, Change, DraftEntry, DraftRow};
 use crate::catalog::nodes::{self, NodeId, NodeInfo};
 use crate::catalog::now_ns;
 use crate::error::{Error, Result};
+use crate::hash::Digest;
 use crate::tree::{self, Item, TreeEntry};
 
 /// What a path holds in a draft.
@@ -16,6 +17,11 @@ use crate::tree::{self, Item, TreeEntry};
 pub enum Found {
     File(TreeEntry),
     Symlink(TreeEntry),
+    /// A file written through the mount: staged file `id` holds its bytes, size and mtime.
+    Staged {
+        id: i64,
+        mode: u32,
+    },
     /// A directory, with the base directory it shows through (if any).
     Dir {
         base: Option<NodeId>,
@@ -82,7 +88,12 @@ pub fn find(conn: &Connection, draft: &DraftRow, path: &[u8]) -> Result<Option<F
                     let target = target.clone();
                     return Ok(Some(Found::Symlink(entry_of(&e, Item::Symlink { target }))));
                 }
-                Change::File { .. } | Change::Symlink { .. } => return Ok(None),
+                Change::Staged { id } if last => {
+                    return Ok(Some(Found::Staged { id, mode: e.mode }));
+                }
+                Change::File { .. } | Change::Symlink { .. } | Change::Staged { .. } => {
+                    return Ok(None);
+                }
                 Change::Dir { opaque } => {
                     base = if opaque {
                         None
@@ -303,12 +314,22 @@ pub fn remove(conn: &Connection, draft: &DraftRow, path: &[u8]) -> Result<()> {
     put(conn, draft, &parent, name, Change::Removed, 0, 0)
 }
 
+/// The blob, size and mtime a staged file would be recorded with.
+pub type StagedContent<'a> = &'a dyn Fn(i64) -> Result<(Digest, u64, i64)>;
+
 /// Builds and stores the draft's complete tree, touching only directories with changes.
-pub fn build_tree(conn: &Connection, draft: &DraftRow) -> Result<NodeInfo> {
-    build_dir(conn, draft.id, b"", draft.base_root)
+/// `staged` gives the content of staged files (a commit stores them first and has none).
+pub fn build_tree(conn: &Connection, draft: &DraftRow, staged: StagedContent) -> Result<NodeInfo> {
+    build_dir(conn, draft.id, b"", draft.base_root, staged)
 }
 
-fn build_dir(conn: &Connection, draft: i64, path: &[u8], base: Option<NodeId>) -> Result<NodeInfo> {
+fn build_dir(
+    conn: &Connection,
+    draft: i64,
+    path: &[u8],
+    base: Option<NodeId>,
+    staged: StagedContent,
+) -> Result<NodeInfo> {
     let base_entries = match base {
         Some(b) => nodes::list(conn, b)?,
         None => Vec::new(),
@@ -321,9 +342,15 @@ fn build_dir(conn: &Connection, draft: i64, path: &[u8], base: Option<NodeId>) -
             out.push(b);
         }
         let same = base_iter.next_if(|b| b.name == change.name);
+        let mut mtime_ns = change.mtime_ns;
         let item = match change.change {
             Change::Removed => continue,
             Change::File { blob, size } => Item::File { blob, size },
+            Change::Staged { id } => {
+                let (blob, size, mtime) = staged(id)?;
+                mtime_ns = mtime;
+                Item::File { blob, size }
+            }
             Change::Symlink { ref target } => Item::Symlink {
                 target: target.clone(),
             },
@@ -335,11 +362,15 @@ fn build_dir(conn: &Connection, draft: i64, path: &[u8], base: Option<NodeId>) -
                     }) if !opaque => Some(node),
                     _ => None,
                 };
-                let child = build_dir(conn, draft, &tree::join(path, &change.name), child_base)?;
+                let child_path = tree::join(path, &change.name);
+                let child = build_dir(conn, draft, &child_path, child_base, staged)?;
                 Item::Dir { node: child.id }
             }
         };
-        out.push(entry_of(&change, item));
+        out.push(TreeEntry {
+            mtime_ns,
+            ..entry_of(&change, item)
+        });
     }
     out.extend(base_iter);
     nodes::insert(conn, &out)
@@ -376,6 +407,10 @@ pub fn list(conn: &Connection, draft: &DraftRow, path: &[u8]) -> Result<Vec<(Vec
             Change::File { blob, size } => {
                 Found::File(entry_of(&change, Item::File { blob, size }))
             }
+            Change::Staged { id } => Found::Staged {
+                id,
+                mode: change.mode,
+            },
             Change::Symlink { ref target } => {
                 let target = target.clone();
                 Found::Symlink(entry_of(&change, Item::Symlink { target }))
@@ -414,13 +449,9 @@ pub fn set_meta(
             "its attributes are fixed",
         ));
     };
-    let leaf = match find(conn, draft, path)? {
-        None => return Err(Error::not_found(at(draft, path))),
-        Some(Found::File(e) | Found::Symlink(e)) => leaf_change(&e),
-        Some(Found::Dir { .. }) => None,
-    };
-    let change = match leaf {
-        Some(change) => change,
+    let found = find(conn, draft, path)?.ok_or_else(|| Error::not_found(at(draft, path)))?;
+    let change = match leaf_change(&found) {
+        Some((change, ..)) => change,
         None => {
             let parent = parts[..parts.len() - 1].join(&b'/');
             let opaque = matches!(
@@ -437,18 +468,26 @@ pub fn set_meta(
     put(conn, draft, &parent, name, change, mode, mtime_ns)
 }
 
-/// The change that records `e` again as it is (a file or symlink; None for a directory).
-fn leaf_change(e: &TreeEntry) -> Option<Change> {
-    match &e.item {
-        Item::File { blob, size } => Some(Change::File {
+/// The change that records a file or symlink again as it is, with its mode and mtime; None
+/// for a directory.
+fn leaf_change(found: &Found) -> Option<(Change, u32, i64)> {
+    let e = match found {
+        Found::File(e) | Found::Symlink(e) => e,
+        // A staged file's mtime is its own; the catalog keeps none.
+        Found::Staged { id, mode } => return Some((Change::Staged { id: *id }, *mode, 0)),
+        Found::Dir { .. } => return None,
+    };
+    let change = match &e.item {
+        Item::File { blob, size } => Change::File {
             blob: *blob,
             size: *size,
-        }),
-        Item::Symlink { target } => Some(Change::Symlink {
+        },
+        Item::Symlink { target } => Change::Symlink {
             target: target.clone(),
-        }),
-        Item::Dir { .. } => None,
-    }
+        },
+        Item::Dir { .. } => return None,
+    };
+    Some((change, e.mode, e.mtime_ns))
 }
 
 /// Moves the file or symlink at `from` to `to` within the draft, replacing a file or symlink
@@ -463,16 +502,13 @@ pub fn rename_leaf(
 ) -> Result<()> {
     let (change, mode, mtime_ns) = match find(conn, draft, from)? {
         None => return Err(Error::not_found(at(draft, from))),
-        Some(Found::File(e) | Found::Symlink(e)) => match leaf_change(&e) {
-            Some(change) => (change, e.mode, e.mtime_ns),
-            None => return Err(Error::IsADirectory(at(draft, from))),
-        },
         Some(Found::Dir { .. }) => {
             return Err(Error::refused(
                 at(draft, from),
                 "renaming a directory in a draft is not supported yet",
             ));
         }
+        Some(leaf) => leaf_change(&leaf).expect("a file or symlink"),
     };
     match find(conn, draft, to)? {
         Some(_) if no_replace => return Err(Error::AlreadyExists(at(draft, to))),

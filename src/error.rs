@@ -32,6 +32,10 @@ pub enum Error {
     #[error("{0} is read-only: committed versions never change; stage changes under drafts/")]
     ReadOnly(String),
 
+    /// Busy with something else for now: try again later (EBUSY).
+    #[error("{0}")]
+    Busy(String),
+
     #[error("{0} is not empty")]
     NotEmpty(String),
 
@@ -121,6 +125,7 @@ impl Error {
             Error::ReadOnly(_) => libc::EROFS,
             Error::PermissionDenied(_) => libc::EACCES,
             Error::NotEmpty(_) => libc::ENOTEMPTY,
+            Error::Busy(_) => libc::EBUSY,
             Error::NoAttribute(..) => libc::ENODATA,
             Error::AttributeUnsupported(..) => libc::EOPNOTSUPP,
             Error::Refused { .. } => libc::EPERM,

@@ -12,13 +12,13 @@ use std::time::SystemTime;
 
 use fuser::{
     BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
-    InitFlags, KernelConfig, LockOwner, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr,
-    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen,
-    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
+    ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
 use crate::error::Error;
-use crate::fs::{Attr, DirSink, Entry, Fs, Kind, Opened};
+use crate::fs::{Attr, DirSink, Entry, Fs, Kind, OpenMode, Opened};
 
 /// Largest read the kernel sends us (and the readahead it may do).
 const MAX_READAHEAD: u32 = 1 << 20;
@@ -173,6 +173,7 @@ impl Filesystem for Adapter {
         let _ = config
             .add_capabilities(InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO);
         let _ = config.add_capabilities(InitFlags::FUSE_PARALLEL_DIROPS);
+        let _ = config.add_capabilities(InitFlags::FUSE_ATOMIC_O_TRUNC);
         let _ = config.set_max_readahead(MAX_READAHEAD);
         // SAFETY: geteuid cannot fail.
         let root = unsafe { libc::geteuid() } == 0;
@@ -222,7 +223,7 @@ impl Filesystem for Adapter {
         _atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
-        _fh: Option<FileHandle>,
+        fh: Option<FileHandle>,
         _crtime: Option<SystemTime>,
         _chgtime: Option<SystemTime>,
         _bkuptime: Option<SystemTime>,
@@ -233,14 +234,21 @@ impl Filesystem for Adapter {
             TimeOrNow::SpecificTime(t) => t,
             TimeOrNow::Now => SystemTime::now(),
         });
-        // Access times are not kept (the mount is noatime); only mode and mtime are recorded.
-        let result = match (size, uid, gid) {
-            (Some(size), None, None) if mode.is_none() && mtime.is_none() => {
-                self.fs.truncate(ino.0, size)
-            }
-            (None, None, None) => self.fs.set_attributes(ino.0, mode, mtime),
-            _ => Err(self.fs.refuse_change(ino.0, None)),
-        };
+        // Access times are not kept (the mount is noatime); size, mode and mtime are.
+        let result = self
+            .fs
+            .check_owner(ino.0, uid, gid)
+            .and_then(|()| match size {
+                Some(size) => self.fs.truncate(ino.0, size, fh.map(|f| f.0)),
+                None => self.fs.getattr(ino.0),
+            })
+            .and_then(|e| {
+                if mode.is_some() || mtime.is_some() {
+                    self.fs.set_attributes(ino.0, mode, mtime)
+                } else {
+                    Ok(e)
+                }
+            });
         match result {
             Ok(e) => reply.attr(&e.ttl, &file_attr(&e.attr)),
             Err(e) => reply.error(fail("setattr", &e)),
@@ -366,21 +374,33 @@ impl Filesystem for Adapter {
         _req: &Request,
         parent: INodeNo,
         name: &OsStr,
-        _mode: u32,
-        _umask: u32,
-        _flags: i32,
+        mode: u32,
+        umask: u32,
+        flags: i32,
         reply: ReplyCreate,
     ) {
-        reply.error(fail(
-            "create",
-            &self.fs.refuse_change(parent.0, Some(name.as_bytes())),
-        ));
+        let exclusive = flags & libc::O_EXCL != 0;
+        let opened = self.fs.create(
+            parent.0,
+            name.as_bytes(),
+            mode & !umask,
+            open_mode(flags),
+            exclusive,
+        );
+        match opened {
+            Ok((e, Opened::Content { fh, .. } | Opened::Control { fh })) => reply.created(
+                &e.ttl,
+                &file_attr(&e.attr),
+                Generation(0),
+                FileHandle(fh),
+                FopenFlags::empty(),
+            ),
+            Err(e) => reply.error(fail("create", &e)),
+        }
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let write =
-            !matches!(flags.acc_mode(), OpenAccMode::O_RDONLY) || flags.0 & libc::O_TRUNC != 0;
-        let (fh, file, immutable) = match self.fs.open(ino.0, write) {
+        let (fh, file, immutable) = match self.fs.open(ino.0, open_mode(flags.0)) {
             Ok(Opened::Content {
                 fh,
                 file,
@@ -437,14 +457,14 @@ impl Filesystem for Adapter {
         _req: &Request,
         ino: INodeNo,
         fh: FileHandle,
-        _offset: u64,
+        offset: u64,
         data: &[u8],
         _write_flags: WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        match self.fs.write(ino.0, fh.0, data) {
+        match self.fs.write(ino.0, fh.0, offset, data) {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(fail("write", &e)),
         }
@@ -595,13 +615,55 @@ impl Filesystem for Adapter {
         &self,
         _req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
-        _offset: u64,
-        _length: u64,
-        _mode: i32,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
         reply: ReplyEmpty,
     ) {
-        reply.error(fail("fallocate", &self.fs.refuse_change(ino.0, None)));
+        match self.fs.fallocate(ino.0, fh.0, offset, length, mode) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(fail("fallocate", &e)),
+        }
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        match self.fs.fsync(ino.0, fh.0, datasync) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(fail("fsync", &e)),
+        }
+    }
+
+    /// Directory entries of drafts are catalog rows; syncing them syncs the catalog.
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        match self.fs.sync_catalog() {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(fail("fsyncdir", &e)),
+        }
+    }
+}
+
+/// What open(2) flags ask for. O_TRUNC arrives here because the kernel is told it may
+/// pass it (FUSE_ATOMIC_O_TRUNC): a file about to be emptied is then never copied first.
+fn open_mode(flags: i32) -> OpenMode {
+    OpenMode {
+        write: flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0,
+        truncate: flags & libc::O_TRUNC != 0,
+        append: flags & libc::O_APPEND != 0,
     }
 }
 

@@ -19,5 +19,6 @@ pub mod materialize;
 pub mod mount;
 pub mod names;
 pub mod query;
+pub mod staging;
 pub mod store;
 pub mod tree;

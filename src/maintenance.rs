@@ -90,7 +90,7 @@ pub struct GcReport {
 pub fn gc(store: &mut Store) -> Result<GcReport> {
     let _lock = store.gc_lock()?;
     let mut report = GcReport {
-        staging_removed: store.blobs.clear_staging()?,
+        staging_removed: store.blobs.clear_staging()? + store.staging.sweep(store.conn())?,
         ..Default::default()
     };
     report.nodes_removed = store.catalog.write(|tx| nodes::remove_unreachable(tx))?;

@@ -12,6 +12,7 @@ use crate::catalog::versions::{self, VersionRow};
 use crate::draft;
 use crate::error::{Error, IoContext, Result};
 use crate::names::{ArtifactName, DraftName, VersionRef};
+use crate::staging::Staging;
 use crate::store::require_draft;
 use crate::tree::{self, Change, Item};
 
@@ -193,10 +194,15 @@ impl DraftStatus {
 
 /// What committing the draft now would change against its base, computed by building the
 /// draft's tree in a transaction that is rolled back.
-pub fn draft_status(catalog: &mut Catalog, name: &DraftName) -> Result<DraftStatus> {
+pub fn draft_status(
+    catalog: &mut Catalog,
+    staging: &Staging,
+    name: &DraftName,
+) -> Result<DraftStatus> {
     catalog.dry_run(|tx| {
         let d = require_draft(tx, name)?;
-        let root = draft::build_tree(tx, &d)?;
+        // Staged files are hashed as they are now, to tell changed from unchanged.
+        let root = draft::build_tree(tx, &d, &|id| staging.content(&d, id))?;
         let mut changes = Vec::new();
         tree::diff(tx, d.base_root, Some(root.id), b"", &mut |c, p| {
             changes.push((c, p.to_vec()));

@@ -18,11 +18,14 @@ use crate::error::{Error, IoContext, Result};
 use crate::hash::Digest;
 use crate::ingest::{self, Stored};
 use crate::names::{AliasName, ArtifactName, DraftName, LATEST, TypeName, VersionRef};
+use crate::staging::Staging;
+use rayon::prelude::*;
 
 pub struct Store {
     root: PathBuf,
     pub catalog: Catalog,
     pub blobs: BlobStore,
+    pub staging: Staging,
 }
 
 /// Where a new draft starts from.
@@ -40,8 +43,14 @@ impl Store {
         fs::create_dir_all(root).at(root)?;
         let root = &std::path::absolute(root).at(root)?;
         let blobs = BlobStore::open(root)?;
+        let staging = Staging::open(root)?;
         // Fail up front, naming the directory, rather than halfway through an operation.
-        for dir in [root.to_path_buf(), root.join("blobs"), root.join("staging")] {
+        for dir in [
+            root.to_path_buf(),
+            root.join("blobs"),
+            root.join("staging"),
+            root.join("staged"),
+        ] {
             check_writable(&dir)?;
         }
         let catalog = Catalog::open(&root.join("catalog.db"))?;
@@ -49,6 +58,7 @@ impl Store {
             root: root.to_path_buf(),
             catalog,
             blobs,
+            staging,
         })
     }
 
@@ -72,15 +82,7 @@ impl Store {
     }
 
     fn lock(&self, exclusive: bool) -> Result<File> {
-        let path = self.root.join("lock");
-        let f = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .at(&path)?;
-        if exclusive { f.lock() } else { f.lock_shared() }.at(&path)?;
-        Ok(f)
+        lock_store(&self.root, exclusive)
     }
 
     /// Stores the contents of `paths` as blobs, then, in one transaction, records them in the
@@ -192,17 +194,24 @@ impl Store {
     }
 
     pub fn draft_discard(&mut self, name: &DraftName) -> Result<()> {
-        self.catalog.write(|tx| {
+        let d = self.catalog.write(|tx| {
             let d = require_draft(tx, name)?;
-            drafts::delete(tx, d.id)
-        })
+            drafts::delete(tx, d.id)?;
+            Ok(d)
+        })?;
+        self.staging.remove_draft(d.id);
+        Ok(())
     }
 
     pub fn draft_commit(&mut self, name: &DraftName, opts: &CommitOptions) -> Result<Outcome> {
-        self.catalog.write(|tx| {
-            let d = require_draft(tx, name)?;
-            commit::commit(tx, &d, opts)
-        })
+        commit_draft(
+            &mut self.catalog,
+            &self.blobs,
+            &self.staging,
+            &self.root,
+            name,
+            opts,
+        )
     }
 
     /// `upsert`: adds files to the distributed draft `name`, creating it if needed. Safe to
@@ -290,6 +299,68 @@ impl Store {
             Ok(v)
         })
     }
+}
+
+/// Locks the store: shared by writers of blobs and readers of versions, exclusive by gc.
+pub fn lock_store(root: &Path, exclusive: bool) -> Result<File> {
+    let path = root.join("lock");
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .at(&path)?;
+    if exclusive { f.lock() } else { f.lock_shared() }.at(&path)?;
+    Ok(f)
+}
+
+/// Commits draft `name`, by the command line or through the mount. Files written through
+/// the mount are stored as blobs first (hashed in parallel, linked into `blobs/` without
+/// copying) and recorded as such in their own transaction, so a commit refused afterwards
+/// (a conflicting type) leaves a draft that is whole. Then one transaction seals the version.
+pub fn commit_draft(
+    catalog: &mut Catalog,
+    blobs: &BlobStore,
+    staging: &Staging,
+    store_root: &Path,
+    name: &DraftName,
+    opts: &CommitOptions,
+) -> Result<Outcome> {
+    let d = require_draft(catalog.conn(), name)?;
+    commit::effective_type(catalog.conn(), &d, opts.type_name.as_ref())?;
+    let _writers = staging.lock_for_commit(&d)?;
+    let staged = drafts::staged(catalog.conn(), d.id)?;
+    if !staged.is_empty() {
+        let _lock = lock_store(store_root, false)?;
+        let batch = blobs.batch();
+        let stored = staged
+            .par_iter()
+            .map(|(_, id)| {
+                let meta = staging.meta(&d, *id)?;
+                let (blob, size) = batch.add_by_link(&staging.path(d.id, *id), meta.size)?;
+                Ok((*id, blob, size, meta.mtime_ns))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        batch.finish()?;
+        catalog.write(|tx| {
+            let now = require_draft(tx, name)?;
+            if now.id != d.id {
+                return Err(Error::not_found(d.label()));
+            }
+            for (id, blob, size, mtime_ns) in &stored {
+                drafts::store_staged(tx, d.id, *id, blob, *size, *mtime_ns)?;
+            }
+            Ok(())
+        })?;
+        let ids: Vec<i64> = stored.iter().map(|s| s.0).collect();
+        staging.remove(&d, &ids);
+    }
+    let outcome = catalog.write(|tx| {
+        let now = require_draft(tx, name)?;
+        commit::commit(tx, &now, opts)
+    })?;
+    staging.remove_draft(d.id);
+    Ok(outcome)
 }
 
 fn check_writable(dir: &Path) -> Result<()> {

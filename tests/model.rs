@@ -568,7 +568,7 @@ impl Harness {
     fn check_draft(&mut self, art: usize, ctx: &str) {
         let name = draft_name(art);
         let m = self.model[art].clone();
-        let status = query::draft_status(&mut self.store.catalog, &name);
+        let status = query::draft_status(&mut self.store.catalog, &self.store.staging, &name);
         let Some(d) = &m.draft else {
             let e = status
                 .err()
@@ -605,7 +605,8 @@ impl Harness {
             .catalog
             .dry_run(|tx| {
                 let row = require_draft(tx, &name)?;
-                let root = draft::build_tree(tx, &row)?;
+                let staging = &self.store.staging;
+                let root = draft::build_tree(tx, &row, &|id| staging.content(&row, id))?;
                 Ok(Self::walk(tx, root.id))
             })
             .unwrap();
@@ -623,6 +624,7 @@ impl Harness {
                 Some(Found::Dir { .. }) => Some(Node::Dir),
                 Some(Found::File(e)) => Some(self.node_of(&p, &e)),
                 Some(Found::Symlink(e)) => Some(self.node_of(&p, &e)),
+                Some(Found::Staged { .. }) => panic!("{ctx}: {p} is staged, yet no mount ran"),
             };
             let want = if key.is_empty() {
                 Some(Node::Dir)

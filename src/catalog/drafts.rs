@@ -57,6 +57,11 @@ pub enum Change {
     Symlink {
         target: Vec<u8>,
     },
+    /// A file written through the mount, whose bytes are staged file number `id` of the
+    /// draft until the commit stores them.
+    Staged {
+        id: i64,
+    },
     /// A directory; `opaque` hides the base directory at the same path.
     Dir {
         opaque: bool,
@@ -76,6 +81,7 @@ const KIND_FILE: i64 = 0;
 const KIND_DIR: i64 = 1;
 const KIND_SYMLINK: i64 = 2;
 const KIND_REMOVED: i64 = 3;
+const KIND_STAGED: i64 = 4;
 
 const DRAFT_COLUMNS: &str = "id, artifact, dist_id, type, base_number, base_root, created_ns";
 
@@ -103,6 +109,7 @@ fn entry_from_row(r: &Row) -> rusqlite::Result<DraftEntry> {
         }
         KIND_DIR => Change::Dir { opaque: r.get(7)? },
         KIND_SYMLINK => Change::Symlink { target: r.get(6)? },
+        KIND_STAGED => Change::Staged { id: r.get(8)? },
         _ => Change::Removed,
     };
     Ok(DraftEntry {
@@ -113,7 +120,7 @@ fn entry_from_row(r: &Row) -> rusqlite::Result<DraftEntry> {
     })
 }
 
-const ENTRY_COLUMNS: &str = "name, kind, blob, size, mode, mtime_ns, target, opaque";
+const ENTRY_COLUMNS: &str = "name, kind, blob, size, mode, mtime_ns, target, opaque, staged";
 
 pub fn get(conn: &Connection, artifact: &str, dist_id: &str) -> Result<Option<DraftRow>> {
     conn.prepare_cached(&format!(
@@ -122,6 +129,13 @@ pub fn get(conn: &Connection, artifact: &str, dist_id: &str) -> Result<Option<Dr
     .and_then(|mut s| s.query_row(params![artifact, dist_id], draft_from_row))
     .optional()
     .ctx(|| format!("look up draft {artifact}"))
+}
+
+pub fn by_id(conn: &Connection, id: i64) -> Result<Option<DraftRow>> {
+    conn.prepare_cached(&format!("SELECT {DRAFT_COLUMNS} FROM drafts WHERE id = ?1"))
+        .and_then(|mut s| s.query_row([id], draft_from_row))
+        .optional()
+        .ctx(|| format!("look up draft {id}"))
 }
 
 pub fn list(conn: &Connection) -> Result<Vec<DraftRow>> {
@@ -213,18 +227,45 @@ pub fn entries(conn: &Connection, draft: i64, parent: &[u8]) -> Result<Vec<Draft
 }
 
 pub fn put(conn: &Connection, draft: i64, parent: &[u8], e: &DraftEntry) -> Result<()> {
-    let (kind, blob, size, target, opaque) = match &e.change {
-        Change::File { blob, size } => (KIND_FILE, Some(&blob.0[..]), *size as i64, None, false),
-        Change::Dir { opaque } => (KIND_DIR, None, 0, None, *opaque),
-        Change::Symlink { target } => (KIND_SYMLINK, None, 0, Some(&target[..]), false),
-        Change::Removed => (KIND_REMOVED, None, 0, None, false),
+    let (mut staged, mut blob, mut size, mut target, mut opaque) = (None, None, 0, None, false);
+    let kind = match &e.change {
+        Change::File { blob: b, size: s } => {
+            (blob, size) = (Some(&b.0[..]), *s as i64);
+            KIND_FILE
+        }
+        Change::Staged { id } => {
+            staged = Some(*id);
+            KIND_STAGED
+        }
+        Change::Dir { opaque: o } => {
+            opaque = *o;
+            KIND_DIR
+        }
+        Change::Symlink { target: t } => {
+            target = Some(&t[..]);
+            KIND_SYMLINK
+        }
+        Change::Removed => KIND_REMOVED,
     };
     conn.prepare_cached(
-        "INSERT OR REPLACE INTO draft_entries (draft, parent, name, kind, blob, size, mode, mtime_ns, target, opaque)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        "INSERT OR REPLACE INTO draft_entries
+            (draft, parent, name, kind, blob, size, mode, mtime_ns, target, opaque, staged)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
     )
     .and_then(|mut s| {
-        s.execute(params![draft, parent, &e.name, kind, blob, size, e.mode as i64, e.mtime_ns, target, opaque])
+        s.execute(params![
+            draft,
+            parent,
+            &e.name,
+            kind,
+            blob,
+            size,
+            e.mode as i64,
+            e.mtime_ns,
+            target,
+            opaque,
+            staged
+        ])
     })
     .ctx(|| format!("record {} in draft", String::from_utf8_lossy(&e.name)))?;
     Ok(())
@@ -251,6 +292,72 @@ pub fn count(conn: &Connection, draft: i64) -> Result<u64> {
     )
     .map(|n| n as u64)
     .ctx(|| "count draft changes".into())
+}
+
+/// A new staged file number for the draft; numbers are never reused within a draft.
+pub fn next_staged(conn: &Connection, draft: i64) -> Result<i64> {
+    conn.prepare_cached(
+        "UPDATE drafts SET next_staged = next_staged + 1 WHERE id = ?1 RETURNING next_staged",
+    )
+    .and_then(|mut s| s.query_row([draft], |r| r.get(0)))
+    .ctx(|| "number a staged file".into())
+}
+
+/// Every staged file the draft records, with its path in the draft.
+pub fn staged(conn: &Connection, draft: i64) -> Result<Vec<(Vec<u8>, i64)>> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT parent, name, staged FROM draft_entries WHERE draft = ?1 AND kind = ?2",
+        )
+        .ctx(|| "list staged files".into())?;
+    let rows = stmt
+        .query_map(params![draft, KIND_STAGED], |r| {
+            let (parent, name): (Vec<u8>, Vec<u8>) = (r.get(0)?, r.get(1)?);
+            Ok((crate::tree::join(&parent, &name), r.get(2)?))
+        })
+        .ctx(|| "list staged files".into())?;
+    rows.collect::<rusqlite::Result<_>>()
+        .ctx(|| "list staged files".into())
+}
+
+/// Replaces staged file `id` of the draft by the blob its bytes were stored as.
+pub fn store_staged(
+    conn: &Connection,
+    draft: i64,
+    id: i64,
+    blob: &Digest,
+    size: u64,
+    mtime_ns: i64,
+) -> Result<()> {
+    conn.prepare_cached(
+        "UPDATE draft_entries SET kind = ?3, blob = ?4, size = ?5, mtime_ns = ?6, staged = NULL
+          WHERE draft = ?1 AND kind = ?7 AND staged = ?2",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            draft,
+            id,
+            KIND_FILE,
+            &blob.0[..],
+            size as i64,
+            mtime_ns,
+            KIND_STAGED
+        ])
+    })
+    .ctx(|| format!("record staged file {id} as blob {blob}"))?;
+    Ok(())
+}
+
+/// Every draft id, including internal ones, for sweeping leftovers of drafts that are gone.
+pub fn all_ids(conn: &Connection) -> Result<std::collections::HashSet<i64>> {
+    let mut stmt = conn
+        .prepare("SELECT id FROM drafts")
+        .ctx(|| "list drafts".into())?;
+    let rows = stmt
+        .query_map([], |r| r.get(0))
+        .ctx(|| "list drafts".into())?;
+    rows.collect::<rusqlite::Result<_>>()
+        .ctx(|| "list drafts".into())
 }
 
 pub fn seal(conn: &Connection, artifact: &str, dist_id: &str, number: u64) -> Result<()> {

@@ -108,6 +108,34 @@ impl Catalog {
         Ok(value)
     }
 
+    /// Like [`Catalog::write`], but without waiting for the disk: the change survives this
+    /// process being killed, not a power cut, until [`Catalog::sync`] or any later durable
+    /// write. For draft edits through the mount, where every `create` and `rename` is a
+    /// transaction and `fsync` is the user's way to ask for durability.
+    pub fn write_relaxed<T>(&mut self, f: impl FnOnce(&Transaction) -> Result<T>) -> Result<T> {
+        let path = self.path.clone();
+        let set = |conn: &Connection, mode: &str| {
+            conn.execute_batch(&format!("PRAGMA synchronous = {mode}"))
+                .map_err(|e| classify(&path, "set synchronous", e))
+        };
+        set(&self.conn, "NORMAL")?;
+        let result = self.write(f);
+        set(&self.conn, "FULL")?;
+        result
+    }
+
+    /// Makes every committed transaction durable, including relaxed ones: they are all in
+    /// the write-ahead log until a checkpoint, which syncs them itself.
+    pub fn sync(&self) -> Result<()> {
+        let mut wal = self.path.clone().into_os_string();
+        wal.push("-wal");
+        match std::fs::File::open(&wal) {
+            Ok(f) => f.sync_data().map_err(|e| Error::io(&wal, e)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io(&wal, e)),
+        }
+    }
+
     /// Starts a write transaction, waiting up to `BUSY_TIMEOUT` for other writers; the error
     /// after that names the catalog and how long it waited.
     fn begin(&mut self) -> Result<Transaction<'_>> {

@@ -2,7 +2,7 @@
 //! have run; a catalog with a higher number than this build knows is refused.
 
 /// Migration N brings the schema from version N to N + 1.
-pub const MIGRATIONS: &[&str] = &[V1];
+pub const MIGRATIONS: &[&str] = &[V1, V2];
 
 const V1: &str = r#"
 CREATE TABLE artifacts (
@@ -106,4 +106,12 @@ CREATE TABLE seals (
     number   INTEGER NOT NULL,
     PRIMARY KEY (artifact, dist_id)
 );
+"#;
+
+/// Files written through the mount. Their bytes live in `staged/<draft>/<staged>` until the
+/// commit stores them as blobs: kind 4 rows carry the staged file's number instead of a blob.
+/// Size and mtime are the staged file's own, so a write needs no catalog change.
+const V2: &str = r#"
+ALTER TABLE draft_entries ADD COLUMN staged INTEGER;
+ALTER TABLE drafts ADD COLUMN next_staged INTEGER NOT NULL DEFAULT 0;
 "#;

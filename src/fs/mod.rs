@@ -33,6 +33,7 @@ use crate::catalog::{Pool, rfc3339, time_of};
 use crate::draft::{self, Found};
 use crate::error::{Error, Result};
 use crate::names::{ArtifactName, DraftName};
+use crate::staging::Staging;
 use crate::tree::{self, Item, TreeEntry};
 
 pub use inode::{DRAFTS, Ino, Kind, Node, ROOT};
@@ -130,9 +131,24 @@ pub struct Fs {
     gid: u32,
     mounted: SystemTime,
     dirs: Mutex<HashMap<u64, DirHandle>>,
-    files: Mutex<HashMap<u64, Arc<File>>>,
+    staging: Staging,
+    files: Mutex<HashMap<u64, OpenFile>>,
     controls: Mutex<HashMap<u64, writes::ControlHandle>>,
     next_fh: AtomicU64,
+}
+
+/// An open file's content: a blob, or a staged file, which `writer` may change.
+struct OpenFile {
+    file: Arc<File>,
+    writer: Option<writes::Writer>,
+}
+
+/// How a file is opened, from the open(2) flags.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct OpenMode {
+    pub write: bool,
+    pub truncate: bool,
+    pub append: bool,
 }
 
 /// What `open` gave: a file's content to read (with whether it can never change, so the
@@ -160,6 +176,11 @@ impl Fs {
     pub fn new(store_root: &Path) -> Result<Self> {
         let store = crate::store::Store::open(store_root)?;
         let root = store.root().to_path_buf();
+        // Staged files left by drafts that were committed or discarded while no mount ran.
+        let swept = store.staging.sweep(store.conn())?;
+        if swept > 0 {
+            log::info!("removed {swept} staged files no draft refers to");
+        }
         drop(store);
         // SAFETY: getuid/getgid cannot fail.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
@@ -167,6 +188,7 @@ impl Fs {
             inodes: inode::Inodes::default(),
             pool: Pool::new(&root.join("catalog.db"))?,
             blobs: BlobStore::open(&root)?,
+            staging: Staging::open(&root)?,
             store_root: root,
             uid,
             gid,
@@ -332,6 +354,11 @@ impl Fs {
     }
 
     fn find_in_draft(&self, conn: &Connection, ino: Ino) -> Result<Option<Found>> {
+        Ok(self.find_with_draft(conn, ino)?.map(|(_, f)| f))
+    }
+
+    /// What a draft inode holds now, with its draft; None if either is gone.
+    fn find_with_draft(&self, conn: &Connection, ino: Ino) -> Result<Option<(DraftRow, Found)>> {
         let Node::Draft {
             artifact,
             dist_id,
@@ -341,10 +368,10 @@ impl Fs {
         else {
             return Ok(None);
         };
-        match drafts::get(conn, &artifact, &dist_id)? {
-            Some(d) => draft::find(conn, &d, &path),
-            None => Ok(None),
-        }
+        let Some(d) = drafts::get(conn, &artifact, &dist_id)? else {
+            return Ok(None);
+        };
+        Ok(draft::find(conn, &d, &path)?.map(|f| (d, f)))
     }
 
     fn attr(
@@ -419,13 +446,21 @@ impl Fs {
                 // Its content is generated on open and read without the page cache.
                 self.attr(ino, Kind::File, 0, 0o644, 1, time_of(d.created_ns))
             }
-            Node::Draft { .. } => match self.find_in_draft(conn, ino)?.ok_or_else(gone)? {
-                Found::File(e) | Found::Symlink(e) => self.tree_attr(conn, ino, &e, false)?,
-                Found::Dir {
-                    base,
-                    mode,
-                    mtime_ns,
-                } => {
+            Node::Draft { .. } => match self.find_with_draft(conn, ino)?.ok_or_else(gone)? {
+                (_, Found::File(e) | Found::Symlink(e)) => self.tree_attr(conn, ino, &e, false)?,
+                (d, Found::Staged { id, mode }) => {
+                    let m = self.staging.meta(&d, id)?;
+                    let perm = (mode & 0o7777) as u16;
+                    self.attr(ino, Kind::File, m.size, perm, 1, time_of(m.mtime_ns))
+                }
+                (
+                    _,
+                    Found::Dir {
+                        base,
+                        mode,
+                        mtime_ns,
+                    },
+                ) => {
                     let subdirs = match base {
                         Some(b) => nodes::info(conn, b)?.subdirs,
                         None => 0,
@@ -774,57 +809,75 @@ impl Fs {
     /// Returns the handle, the blob file, which the adapter may hand to the kernel for
     /// passthrough reads, and whether the content can never change (a version's file, not a
     /// draft's), so the kernel may keep its pages.
-    pub fn open(&self, ino: Ino, write: bool) -> Result<Opened> {
-        if let Node::Control { artifact, dist_id } = self.node(ino)? {
+    pub fn open(&self, ino: Ino, mode: OpenMode) -> Result<Opened> {
+        let node = self.node(ino)?;
+        if let Node::Control { artifact, dist_id } = node {
             return Ok(Opened::Control {
-                fh: self.open_control(&artifact, &dist_id, write)?,
+                fh: self.open_control(&artifact, &dist_id, mode.write)?,
             });
         }
-        if write {
-            return Err(self.refuse_change(ino, None));
+        if mode.write {
+            if !matches!(node, Node::Draft { .. }) {
+                return Err(self.refuse_change(ino, None));
+            }
+            let (file, writer) = self.open_for_write(ino, mode)?;
+            return Ok(self.opened(file, Some(writer), false));
         }
-        let blob = {
+        let file = {
             let conn = self.pool.get()?;
-            match self.node(ino)? {
+            match node {
                 Node::Entry(TreeEntry {
                     item: Item::File { blob, .. },
                     ..
-                }) => blob,
-                Node::Draft { .. } => match self.find_in_draft(conn.conn(), ino)? {
-                    Some(Found::File(TreeEntry {
-                        item: Item::File { blob, .. },
-                        ..
-                    })) => blob,
+                }) => self
+                    .blobs
+                    .open_content(&blob, || self.describe(ino, None))?,
+                Node::Draft { .. } => match self.find_with_draft(conn.conn(), ino)? {
+                    Some((
+                        _,
+                        Found::File(TreeEntry {
+                            item: Item::File { blob, .. },
+                            ..
+                        }),
+                    )) => self
+                        .blobs
+                        .open_content(&blob, || self.describe(ino, None))?,
+                    Some((d, Found::Staged { id, .. })) => {
+                        self.staging.open_file(&d, id, false, false)?
+                    }
                     Some(_) => return Err(Error::IsADirectory(self.describe(ino, None))),
                     None => return Err(Error::not_found(self.describe(ino, None))),
                 },
                 _ => return Err(Error::IsADirectory(self.describe(ino, None))),
             }
         };
-        let file = Arc::new(
-            self.blobs
-                .open_content(&blob, || self.describe(ino, None))?,
-        );
-        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        lock(&self.files).insert(fh, file.clone());
         let immutable = self.node(ino)?.is_immutable();
-        Ok(Opened::Content {
+        Ok(self.opened(file, None, immutable))
+    }
+
+    /// Registers an open file under a new handle.
+    fn opened(&self, file: File, writer: Option<writes::Writer>, immutable: bool) -> Opened {
+        let file = Arc::new(file);
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        lock(&self.files).insert(
+            fh,
+            OpenFile {
+                file: file.clone(),
+                writer,
+            },
+        );
+        Opened::Content {
             fh,
             file,
             immutable,
-        })
+        }
     }
 
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
         if let Some(status) = self.read_control(fh, offset, size) {
             return Ok(status);
         }
-        let file = lock(&self.files).get(&fh).cloned().ok_or_else(|| {
-            Error::io(
-                format!("file handle {fh}"),
-                std::io::Error::from_raw_os_error(libc::EBADF),
-            )
-        })?;
+        let file = self.handle(fh)?;
         let mut buf = vec![0u8; size as usize];
         let mut done = 0;
         while done < buf.len() {
@@ -837,6 +890,14 @@ impl Fs {
         }
         buf.truncate(done);
         Ok(buf)
+    }
+
+    /// The file behind an open handle.
+    fn handle(&self, fh: u64) -> Result<Arc<File>> {
+        lock(&self.files)
+            .get(&fh)
+            .map(|f| f.file.clone())
+            .ok_or_else(|| bad_handle(fh))
     }
 
     pub fn release(&self, fh: u64) {
@@ -942,13 +1003,20 @@ fn unlisted_ino(parent: Ino, name: &[u8]) -> Ino {
     h.finish() | (1 << 63)
 }
 
+fn bad_handle(fh: u64) -> Error {
+    Error::io(
+        format!("file handle {fh}"),
+        std::io::Error::from_raw_os_error(libc::EBADF),
+    )
+}
+
 fn snapshot(list: Vec<(Vec<u8>, Node)>) -> DirHandle {
     DirHandle::Snapshot { list, read: false }
 }
 
 fn kind_of_found(f: &Found) -> Kind {
     match f {
-        Found::File(_) => Kind::File,
+        Found::File(_) | Found::Staged { .. } => Kind::File,
         Found::Symlink(_) => Kind::Symlink,
         Found::Dir { .. } => Kind::Dir,
     }

@@ -1,15 +1,35 @@
-//! The writable part of `drafts/` so far: starting a draft with `mkdir`, discarding an empty
-//! one with `rmdir`, and committing through the draft's control file `.commit` — write
-//! `commit` or a JSON object to it; read it for the draft's status.
+//! The writable part of the mount: `drafts/`. Starting a draft with `mkdir`, discarding an
+//! empty one with `rmdir`; inside a draft, files, directories and symlinks as on a local
+//! filesystem, with file contents written to staged files (see `staging.rs`); and committing
+//! through the draft's control file `.commit`: write `commit` or a JSON object to it, read it
+//! for the draft's status.
+
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
 
 use serde_json::Value;
 
 use super::*;
 use crate::catalog::now_ns;
-use crate::commit::{self, CommitOptions, parse_metadata};
+use crate::commit::{CommitOptions, parse_metadata};
 use crate::names::{AliasName, DistributedId, TypeName};
 use crate::query;
-use crate::store::{DraftBase, new_draft, require_draft};
+use crate::staging::DraftLock;
+use crate::store::{DraftBase, commit_draft, new_draft, require_draft};
+
+/// What an open for writing holds: the draft's writing lock, so no commit hashes the file
+/// while it may change, and the draft, to know what to sync.
+pub(super) struct Writer {
+    _lock: DraftLock,
+    draft: DraftRow,
+}
+
+/// How to stage a path that may not exist yet.
+#[derive(Clone, Copy)]
+struct Create {
+    mode: u32,
+    exclusive: bool,
+}
 
 /// An open control file: what was written so far, or the status text to read.
 pub(super) struct ControlHandle {
@@ -61,14 +81,17 @@ impl Fs {
             .and_then(|t| t.parse().ok())
             .ok_or_else(|| Error::not_found(what()))?;
         let mut catalog = self.pool.get()?;
-        catalog.write(|tx| {
-            let d = drafts::get(tx, draft.artifact.as_str(), draft.id_key())?
-                .ok_or_else(|| Error::not_found(what()))?;
-            if !draft::list(tx, &d, b"")?.is_empty() {
-                return Err(Error::NotEmpty(what()));
-            }
-            drafts::delete(tx, d.id)
-        })
+        catalog
+            .write(|tx| {
+                let d = drafts::get(tx, draft.artifact.as_str(), draft.id_key())?
+                    .ok_or_else(|| Error::not_found(what()))?;
+                if !draft::list(tx, &d, b"")?.is_empty() {
+                    return Err(Error::NotEmpty(what()));
+                }
+                drafts::delete(tx, d.id)?;
+                Ok(d.id)
+            })
+            .map(|id| self.staging.remove_draft(id))
     }
 
     /// `unlink` of a file or symlink in a draft.
@@ -81,9 +104,10 @@ impl Fs {
     fn remove_in_draft(&self, parent: Ino, name: &[u8], dir: bool) -> Result<()> {
         let (artifact, dist_id, parent_path) = self.draft_dir(parent, name)?;
         let what = || self.describe(parent, Some(name));
-        self.in_draft(&artifact, &dist_id, |tx, d| {
+        let dropped = self.in_draft(&artifact, &dist_id, |tx, d| {
             let path = tree::join(&parent_path, name);
-            match (draft::find(tx, d, &path)?, dir) {
+            let found = draft::find(tx, d, &path)?;
+            match (&found, dir) {
                 (None, _) => return Err(Error::not_found(what())),
                 (Some(Found::Dir { .. }), false) => return Err(Error::IsADirectory(what())),
                 (Some(Found::Dir { .. }), true) => {
@@ -94,8 +118,18 @@ impl Fs {
                 (Some(_), true) => return Err(Error::NotADirectory(what())),
                 (Some(_), false) => {}
             }
-            draft::remove(tx, d, &path)
-        })
+            draft::remove(tx, d, &path)?;
+            Ok(staged_of(d, found))
+        })?;
+        self.drop_staged(dropped);
+        Ok(())
+    }
+
+    /// Removes a staged file the draft no longer refers to.
+    fn drop_staged(&self, dropped: Option<(DraftRow, i64)>) {
+        if let Some((d, id)) = dropped {
+            self.staging.remove(&d, &[id]);
+        }
     }
 
     /// Hard links, device nodes and FIFOs: EPERM in a draft (a version cannot record them),
@@ -144,13 +178,17 @@ impl Fs {
             ));
         }
         let to = tree::join(&to_dir, new_name);
-        let kind = self.in_draft(&artifact, &dist_id, |tx, d| {
+        let (kind, replaced) = self.in_draft(&artifact, &dist_id, |tx, d| {
             let from = tree::join(&from_dir, name);
+            let replaced = staged_of(d, draft::find(tx, d, &to)?);
             draft::rename_leaf(tx, d, &from, &to, no_replace)?;
-            Ok(draft::find(tx, d, &to)?
+            let kind = draft::find(tx, d, &to)?
                 .as_ref()
-                .map_or(Kind::File, kind_of_found))
+                .map_or(Kind::File, kind_of_found);
+            Ok((kind, replaced))
         })?;
+        // (The kernel never asks to rename a name onto itself.)
+        self.drop_staged(replaced);
         let node = Node::Draft {
             artifact,
             dist_id,
@@ -181,14 +219,240 @@ impl Fs {
         let mode = mode.unwrap_or(current.perm as u32) & 0o7777;
         let mtime = mtime.unwrap_or(current.mtime);
         let mtime_ns = crate::catalog::ns_of(mtime);
-        self.in_draft(&artifact, &dist_id, |tx, d| {
-            draft::set_meta(tx, d, &path, mode, mtime_ns)
+        let staged = self.in_draft(&artifact, &dist_id, |tx, d| {
+            draft::set_meta(tx, d, &path, mode, mtime_ns)?;
+            Ok(staged_of(d, draft::find(tx, d, &path)?))
         })?;
+        // A staged file's mtime is the file's own.
+        if let Some((d, id)) = staged {
+            let _lock = self.staging.lock_for_writing(&d)?;
+            self.staging.set_mtime(&d, id, mtime_ns)?;
+        }
         self.getattr(ino)
     }
 
-    /// Runs `f` on a draft in one write transaction; a draft gone meanwhile (committed or
-    /// discarded) is ENOENT.
+    /// `create`: a new file in a draft (or, without O_EXCL, an existing one opened), open
+    /// for writing.
+    pub fn create(
+        &self,
+        parent: Ino,
+        name: &[u8],
+        mode: u32,
+        open: OpenMode,
+        exclusive: bool,
+    ) -> Result<(Entry, Opened)> {
+        let (artifact, dist_id, dir) = self.draft_dir(parent, name)?;
+        let path = tree::join(&dir, name);
+        let create = Create {
+            mode: mode & 0o7777,
+            exclusive,
+        };
+        let (file, writer) = self.stage_and_open(&artifact, &dist_id, &path, open, Some(create))?;
+        let entry = self.lookup(parent, name)?;
+        Ok((entry, self.opened(file, Some(writer), false)))
+    }
+
+    /// Opens a draft's file for writing, staging it first if it is still its base's.
+    pub(super) fn open_for_write(&self, ino: Ino, open: OpenMode) -> Result<(File, Writer)> {
+        let Node::Draft {
+            artifact,
+            dist_id,
+            path,
+            ..
+        } = self.node(ino)?
+        else {
+            return Err(self.refuse_change(ino, None));
+        };
+        self.stage_and_open(&artifact, &dist_id, &path, open, None)
+    }
+
+    fn stage_and_open(
+        &self,
+        artifact: &str,
+        dist_id: &str,
+        path: &[u8],
+        open: OpenMode,
+        create: Option<Create>,
+    ) -> Result<(File, Writer)> {
+        let name = draft_name(artifact, dist_id)?;
+        let d = require_draft(self.pool.get()?.conn(), &name)?;
+        let lock = self.staging.lock_for_writing(&d)?;
+        let id = self.stage(&name, &d, path, open.truncate, create)?;
+        let file = self.staging.open_file(&d, id, true, open.append)?;
+        if open.truncate {
+            file.set_len(0)
+                .map_err(|e| Error::io(self.draft_path(&d, path), e))?;
+        }
+        Ok((
+            file,
+            Writer {
+                _lock: lock,
+                draft: d,
+            },
+        ))
+    }
+
+    /// The staged file holding `path`'s bytes: the one already there, or a new one, copied
+    /// from the base file (unless it is about to be truncated) or, with `create`, empty. The
+    /// copy is made before the catalog is locked, so a large one does not hold up other
+    /// writers; if the path changed meanwhile, it is thrown away and staging starts over.
+    fn stage(
+        &self,
+        name: &DraftName,
+        d: &DraftRow,
+        path: &[u8],
+        truncate: bool,
+        create: Option<Create>,
+    ) -> Result<i64> {
+        let what = || self.draft_path(d, path);
+        loop {
+            let found = draft::find(self.pool.get()?.conn(), d, path)?;
+            let exists = || Error::AlreadyExists(what());
+            let (id, mode) = match &found {
+                Some(_) if create.is_some_and(|c| c.exclusive) => return Err(exists()),
+                Some(Found::Staged { id, .. }) => return Ok(*id),
+                Some(Found::File(TreeEntry {
+                    item: Item::File { blob, .. },
+                    mode,
+                    mtime_ns,
+                    ..
+                })) => {
+                    let from = self.blobs.path(blob);
+                    let from = (!truncate).then_some((from.as_path(), *mtime_ns));
+                    (self.staging.create(d, from)?.0, *mode)
+                }
+                Some(Found::Dir { .. }) => return Err(Error::IsADirectory(what())),
+                Some(_) => return Err(exists()),
+                None => match create {
+                    Some(c) => (self.staging.create(d, None)?.0, c.mode),
+                    None => return Err(Error::not_found(what())),
+                },
+            };
+            let recorded = self.pool.get()?.write_relaxed(|tx| {
+                let now = require_draft(tx, name)?;
+                if now.id != d.id || draft::find(tx, d, path)? != found {
+                    return Ok(false);
+                }
+                draft::put_leaf(tx, d, path, drafts::Change::Staged { id }, mode, 0)?;
+                Ok(true)
+            });
+            match recorded {
+                Ok(true) => return Ok(id),
+                Ok(false) => self.staging.remove(d, &[id]),
+                Err(e) => {
+                    self.staging.remove(d, &[id]);
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// How errors name a path of a draft: as the mount shows it.
+    fn draft_path(&self, d: &DraftRow, path: &[u8]) -> String {
+        format!(
+            "/drafts/{}/{}",
+            d.display_name(),
+            String::from_utf8_lossy(path)
+        )
+    }
+
+    /// A write to an open file: a draft's file opened for writing, or a control file.
+    pub fn write(&self, ino: Ino, fh: u64, offset: u64, data: &[u8]) -> Result<u32> {
+        let file = {
+            let files = lock(&self.files);
+            match files.get(&fh) {
+                Some(OpenFile {
+                    file,
+                    writer: Some(_),
+                }) => Some(file.clone()),
+                Some(_) => return Err(bad_handle(fh)),
+                None => None,
+            }
+        };
+        let Some(file) = file else {
+            return self.write_control(ino, fh, data);
+        };
+        // An O_APPEND handle appends wherever the kernel thought the end was.
+        file.write_all_at(data, offset)
+            .map_err(|e| Error::io(self.describe(ino, None), e))?;
+        Ok(data.len() as u32)
+    }
+
+    /// fsync(2): the file's bytes, its name in the staging directory and the catalog rows
+    /// that refer to it all reach the disk.
+    pub fn fsync(&self, ino: Ino, fh: u64, datasync: bool) -> Result<()> {
+        let (file, draft) = {
+            let files = lock(&self.files);
+            let Some(open) = files.get(&fh) else {
+                return Ok(());
+            };
+            (
+                open.file.clone(),
+                open.writer.as_ref().map(|w| w.draft.clone()),
+            )
+        };
+        let Some(d) = draft else {
+            return Ok(());
+        };
+        let what = || self.describe(ino, None);
+        if datasync {
+            file.sync_data()
+        } else {
+            file.sync_all()
+        }
+        .map_err(|e| Error::io(what(), e))?;
+        self.staging.sync_dir(&d)?;
+        self.pool.get()?.sync()
+    }
+
+    pub fn sync_catalog(&self) -> Result<()> {
+        self.pool.get()?.sync()
+    }
+
+    /// chown(2): only to the owner every file already has (what `cp -a` and `rsync -a` do
+    /// as root); a version cannot record owners.
+    pub fn check_owner(&self, ino: Ino, uid: Option<u32>, gid: Option<u32>) -> Result<()> {
+        if uid.is_some_and(|u| u != self.uid) || gid.is_some_and(|g| g != self.gid) {
+            if !matches!(self.node(ino)?, Node::Draft { .. }) {
+                return Err(self.refuse_change(ino, None));
+            }
+            return Err(Error::refused(
+                self.describe(ino, None),
+                "a version cannot record owners; files belong to the mount's owner",
+            ));
+        }
+        Ok(())
+    }
+
+    /// fallocate(2) on a draft's file open for writing.
+    pub fn fallocate(&self, ino: Ino, fh: u64, offset: u64, length: u64, mode: i32) -> Result<()> {
+        let file = match lock(&self.files).get(&fh) {
+            Some(OpenFile {
+                file,
+                writer: Some(_),
+            }) => file.clone(),
+            _ => return Err(self.refuse_change(ino, None)),
+        };
+        // SAFETY: the descriptor is valid while `file` is held.
+        let rc = unsafe {
+            libc::fallocate(
+                file.as_raw_fd(),
+                mode,
+                offset as libc::off_t,
+                length as libc::off_t,
+            )
+        };
+        if rc != 0 {
+            return Err(Error::io(
+                self.describe(ino, None),
+                std::io::Error::last_os_error(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Runs `f` on a draft in one (relaxed) write transaction; a draft gone meanwhile
+    /// (committed or discarded) is ENOENT.
     fn in_draft<T>(
         &self,
         artifact: &str,
@@ -197,7 +461,7 @@ impl Fs {
     ) -> Result<T> {
         let name = draft_name(artifact, dist_id)?;
         let mut catalog = self.pool.get()?;
-        catalog.write(|tx| {
+        catalog.write_relaxed(|tx| {
             let d = require_draft(tx, &name)?;
             f(tx, &d)
         })
@@ -233,7 +497,7 @@ impl Fs {
             Vec::new()
         } else {
             let mut catalog = self.pool.get()?;
-            let mut text = query::draft_status(&mut catalog, &draft)?.text();
+            let mut text = query::draft_status(&mut catalog, &self.staging, &draft)?.text();
             text.push('\n');
             text.into_bytes()
         };
@@ -260,7 +524,7 @@ impl Fs {
 
     /// A write to a control file. Once what was written is a whole request, the draft is
     /// committed before the write returns; a request still being written is kept.
-    pub fn write(&self, ino: Ino, fh: u64, data: &[u8]) -> Result<u32> {
+    fn write_control(&self, ino: Ino, fh: u64, data: &[u8]) -> Result<u32> {
         let (draft, request) = {
             let mut controls = lock(&self.controls);
             let Some(h) = controls.get_mut(&fh) else {
@@ -274,10 +538,14 @@ impl Fs {
             (h.draft.clone(), request)
         };
         let mut catalog = self.pool.get()?;
-        let outcome = catalog.write(|tx| {
-            let d = require_draft(tx, &draft)?;
-            commit::commit(tx, &d, &request)
-        })?;
+        let outcome = commit_draft(
+            &mut catalog,
+            &self.blobs,
+            &self.staging,
+            &self.store_root,
+            &draft,
+            &request,
+        )?;
         log::info!(
             "committed draft {draft} as {}{}",
             outcome.version().reference(),
@@ -301,16 +569,49 @@ impl Fs {
         }
     }
 
-    /// truncate(2): only a control file, to empty (what `echo commit > .commit` does first).
-    pub fn truncate(&self, ino: Ino, size: u64) -> Result<Entry> {
+    /// truncate(2) and ftruncate(2) of a draft's file; a control file only to empty (what
+    /// `echo commit > .commit` does first).
+    pub fn truncate(&self, ino: Ino, size: u64, fh: Option<u64>) -> Result<Entry> {
         match self.node(ino)? {
-            Node::Control { .. } if size == 0 => self.getattr(ino),
-            _ => Err(self.refuse_change(ino, None)),
+            Node::Control { .. } if size == 0 => return self.getattr(ino),
+            Node::Draft { .. } => {}
+            _ => return Err(self.refuse_change(ino, None)),
         }
+        let open = fh.and_then(|fh| match lock(&self.files).get(&fh) {
+            Some(OpenFile {
+                file,
+                writer: Some(_),
+            }) => Some(file.clone()),
+            _ => None,
+        });
+        let resize = |file: &File| {
+            file.set_len(size)
+                .map_err(|e| Error::io(self.describe(ino, None), e))
+        };
+        match open {
+            Some(file) => resize(&file)?,
+            None => {
+                let mode = OpenMode {
+                    write: true,
+                    truncate: size == 0,
+                    append: false,
+                };
+                resize(&self.open_for_write(ino, mode)?.0)?;
+            }
+        }
+        self.getattr(ino)
     }
 
     pub(super) fn release_control(&self, fh: u64) {
         lock(&self.controls).remove(&fh);
+    }
+}
+
+/// The draft and number of a staged file, if that is what `found` is.
+fn staged_of(d: &DraftRow, found: Option<Found>) -> Option<(DraftRow, i64)> {
+    match found {
+        Some(Found::Staged { id, .. }) => Some((d.clone(), id)),
+        _ => None,
     }
 }
 

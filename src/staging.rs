@@ -1,0 +1,287 @@
+//! Staged files: the bytes of draft files written through the mount. Each lives in
+//! `STORE/staged/<draft id>/<number>` from the moment it is created (or first opened for
+//! writing, as a copy of its base blob) until a commit stores it as a blob.
+//!
+//! The catalog row of a staged file holds its number and mode; its size and mtime are the
+//! staged file's own, so writing needs no catalog change. A file written and closed is in
+//! the page cache of the store's filesystem, so it survives the mount process being killed;
+//! `fsync` makes it survive a power cut too.
+//!
+//! `staged/<draft id>/lock` keeps commits and writers apart: everyone with a file of the
+//! draft open for writing holds it shared, a commit holds it exclusively. Neither waits: a
+//! commit while files are open for writing, or an open for writing while a commit runs, is
+//! refused as busy.
+
+use std::collections::HashSet;
+use std::fs::{self, File, OpenOptions};
+use std::io::ErrorKind;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rusqlite::Connection;
+
+use crate::catalog::drafts::{self, DraftRow};
+use crate::catalog::time_of;
+use crate::error::{Error, IoContext, Result};
+use crate::hash::Digest;
+
+const LOCK_FILE: &str = "lock";
+
+#[derive(Debug)]
+pub struct Staging {
+    root: PathBuf,
+}
+
+/// A staged file's size and modification time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StagedMeta {
+    pub size: u64,
+    pub mtime_ns: i64,
+}
+
+/// A hold on a draft's staging lock; released when dropped.
+#[derive(Debug)]
+pub struct DraftLock(#[allow(dead_code)] File);
+
+impl Staging {
+    pub fn open(store_root: &Path) -> Result<Self> {
+        let root = store_root.join("staged");
+        fs::create_dir_all(&root).at(&root)?;
+        Ok(Staging { root })
+    }
+
+    fn dir(&self, draft: i64) -> PathBuf {
+        self.root.join(draft.to_string())
+    }
+
+    pub fn path(&self, draft: i64, id: i64) -> PathBuf {
+        self.dir(draft).join(id.to_string())
+    }
+
+    /// Taken by each writer of the draft's files; refused while the draft is being committed.
+    pub fn lock_for_writing(&self, d: &DraftRow) -> Result<DraftLock> {
+        self.lock(
+            d,
+            libc::LOCK_SH,
+            "it is being committed; try again once the commit is done",
+        )
+    }
+
+    /// Taken by a commit; refused while any file of the draft is open for writing.
+    pub fn lock_for_commit(&self, d: &DraftRow) -> Result<DraftLock> {
+        self.lock(
+            d,
+            libc::LOCK_EX,
+            "files of it are open for writing; close them before committing",
+        )
+    }
+
+    fn lock(&self, d: &DraftRow, how: i32, busy: &str) -> Result<DraftLock> {
+        let dir = self.dir(d.id);
+        fs::create_dir_all(&dir).at(&dir)?;
+        let path = dir.join(LOCK_FILE);
+        let f = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .at(&path)?;
+        // SAFETY: the descriptor is valid for the duration of the call.
+        if unsafe { libc::flock(f.as_raw_fd(), how | libc::LOCK_NB) } != 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == ErrorKind::WouldBlock {
+                return Err(Error::Busy(format!("{}: {busy}", d.label())));
+            }
+            return Err(Error::io(&path, e));
+        }
+        Ok(DraftLock(f))
+    }
+
+    /// Creates a new staged file for draft `d`: empty, or a copy of `from` (shared with it
+    /// where the filesystem can clone) carrying mtime `mtime_ns`. Returns its number and an
+    /// open read-write handle. The caller must hold the draft's writing lock.
+    pub fn create(&self, d: &DraftRow, from: Option<(&Path, i64)>) -> Result<(i64, File)> {
+        let dir = self.dir(d.id);
+        loop {
+            let id = fresh_number();
+            let path = dir.join(id.to_string());
+            let mut file = match OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+            {
+                Ok(f) => f,
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(Error::io(&path, e)),
+            };
+            if let Some((src, mtime_ns)) = from {
+                let filled = copy_into(src, &mut file).and_then(|()| {
+                    file.set_modified(time_of(mtime_ns))
+                        .map_err(|e| Error::io(&path, e))
+                });
+                if let Err(e) = filled {
+                    let _ = fs::remove_file(&path);
+                    return Err(e);
+                }
+            }
+            return Ok((id, file));
+        }
+    }
+
+    /// Opens staged file `id` of draft `d` for reading, or for reading and writing.
+    pub fn open_file(&self, d: &DraftRow, id: i64, write: bool, append: bool) -> Result<File> {
+        let path = self.path(d.id, id);
+        OpenOptions::new()
+            .read(true)
+            .write(write && !append)
+            .append(write && append)
+            .open(&path)
+            .map_err(|e| missing(d, &path, e))
+    }
+
+    pub fn meta(&self, d: &DraftRow, id: i64) -> Result<StagedMeta> {
+        let path = self.path(d.id, id);
+        let m = fs::metadata(&path).map_err(|e| missing(d, &path, e))?;
+        Ok(meta_of(&m))
+    }
+
+    /// The blob digest, size and mtime staged file `id` would be stored with, read now.
+    pub fn content(&self, d: &DraftRow, id: i64) -> Result<(Digest, u64, i64)> {
+        let path = self.path(d.id, id);
+        let file = File::open(&path).map_err(|e| missing(d, &path, e))?;
+        let meta = meta_of(&file.metadata().at(&path)?);
+        let (digest, size) = Digest::of_reader(file).at(&path)?;
+        Ok((digest, size, meta.mtime_ns))
+    }
+
+    /// Makes the names of the draft's staged files durable.
+    pub fn sync_dir(&self, d: &DraftRow) -> Result<()> {
+        crate::blobs::sync_dir(&self.dir(d.id))
+    }
+
+    pub fn set_mtime(&self, d: &DraftRow, id: i64, mtime_ns: i64) -> Result<()> {
+        let path = self.path(d.id, id);
+        let f = File::open(&path).map_err(|e| missing(d, &path, e))?;
+        f.set_modified(time_of(mtime_ns)).at(&path)
+    }
+
+    /// Removes staged files nothing refers to any more; an open handle keeps reading its
+    /// file, as on any filesystem.
+    pub fn remove(&self, d: &DraftRow, ids: &[i64]) {
+        for id in ids {
+            let path = self.path(d.id, *id);
+            if let Err(e) = fs::remove_file(&path)
+                && e.kind() != ErrorKind::NotFound
+            {
+                log::warn!("could not remove {} ({e}); gc will", path.display());
+            }
+        }
+    }
+
+    /// Removes everything staged for a draft that was committed or discarded.
+    pub fn remove_draft(&self, draft: i64) {
+        let dir = self.dir(draft);
+        if let Err(e) = fs::remove_dir_all(&dir)
+            && e.kind() != ErrorKind::NotFound
+        {
+            log::warn!("could not remove {} ({e}); gc will", dir.display());
+        }
+    }
+
+    /// Removes staged files no draft refers to: those of drafts that are gone, and files a
+    /// draft replaced or removed. Drafts being written are left alone. Returns how many
+    /// files were removed.
+    pub fn sweep(&self, conn: &Connection) -> Result<usize> {
+        let live = drafts::all_ids(conn)?;
+        let mut removed = 0;
+        for entry in fs::read_dir(&self.root).at(&self.root)? {
+            let dir = entry.at(&self.root)?.path();
+            let Some(draft) = dir
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.parse::<i64>().ok())
+            else {
+                continue;
+            };
+            if !live.contains(&draft) {
+                removed += count_files(&dir).saturating_sub(1);
+                self.remove_draft(draft);
+                continue;
+            }
+            let Some(d) = drafts::by_id(conn, draft)? else {
+                continue;
+            };
+            let Ok(_lock) = self.lock_for_commit(&d) else {
+                continue;
+            };
+            let wanted: HashSet<i64> = drafts::staged(conn, draft)?
+                .into_iter()
+                .map(|(_, id)| id)
+                .collect();
+            for f in fs::read_dir(&dir).at(&dir)? {
+                let path = f.at(&dir)?.path();
+                let id = path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .and_then(|n| n.parse::<i64>().ok());
+                if let Some(id) = id
+                    && !wanted.contains(&id)
+                {
+                    fs::remove_file(&path).at(&path)?;
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
+    }
+}
+
+pub fn meta_of(m: &fs::Metadata) -> StagedMeta {
+    StagedMeta {
+        size: m.len(),
+        mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
+    }
+}
+
+/// A staged file the catalog names but the disk lacks is damage, reported as such.
+fn missing(d: &DraftRow, path: &Path, e: std::io::Error) -> Error {
+    if e.kind() == ErrorKind::NotFound {
+        Error::Corrupt {
+            what: d.label(),
+            why: format!("staged file {} is missing", path.display()),
+        }
+    } else {
+        Error::io(path, e)
+    }
+}
+
+fn count_files(dir: &Path) -> usize {
+    fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
+}
+
+/// A staged file number no other writer (in any process) picks: random, and created with
+/// O_EXCL by the caller, which retries on a clash.
+fn fresh_number() -> i64 {
+    use std::hash::{BuildHasher, Hasher};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    h.write_u32(std::process::id());
+    (h.finish() >> 1) as i64
+}
+
+/// Copies `src` into the empty `dst`: a clone sharing the blocks where the filesystem can
+/// (btrfs, XFS), else an in-kernel copy.
+fn copy_into(src: &Path, dst: &mut File) -> Result<()> {
+    let mut from = File::open(src).at(src)?;
+    // SAFETY: both descriptors are valid for the duration of the call.
+    if unsafe { libc::ioctl(dst.as_raw_fd(), libc::FICLONE, from.as_raw_fd()) } == 0 {
+        return Ok(());
+    }
+    std::io::copy(&mut from, dst).at(src)?;
+    Ok(())
+}
