@@ -70,6 +70,22 @@ fn base_dir(conn: &Connection, base: Option<NodeId>, name: &[u8]) -> Result<Opti
     })
 }
 
+/// The base directory a recorded directory shows through: the one it was moved from, none
+/// if it hides the base, else the base's directory at the same path.
+fn shown_base(
+    conn: &Connection,
+    opaque: bool,
+    moved: Option<NodeId>,
+    parent_base: Option<NodeId>,
+    name: &[u8],
+) -> Result<Option<NodeId>> {
+    match (moved, opaque) {
+        (Some(node), _) => Ok(Some(node)),
+        (None, true) => Ok(None),
+        (None, false) => base_dir(conn, parent_base, name),
+    }
+}
+
 /// Resolves `path` in the draft; `None` if nothing is there.
 pub fn find(conn: &Connection, draft: &DraftRow, path: &[u8]) -> Result<Option<Found>> {
     let parts = parse_path(path)?;
@@ -94,12 +110,8 @@ pub fn find(conn: &Connection, draft: &DraftRow, path: &[u8]) -> Result<Option<F
                 Change::File { .. } | Change::Symlink { .. } | Change::Staged { .. } => {
                     return Ok(None);
                 }
-                Change::Dir { opaque } => {
-                    base = if opaque {
-                        None
-                    } else {
-                        base_dir(conn, base, part)?
-                    };
+                Change::Dir { opaque, moved } => {
+                    base = shown_base(conn, opaque, moved, base, part)?;
                     (mode, mtime_ns) = (e.mode, e.mtime_ns);
                 }
             },
@@ -143,14 +155,10 @@ fn ensure_parents(conn: &Connection, draft: &DraftRow, parts: &[&[u8]]) -> Resul
         let here = tree::join(&parent, part);
         match drafts::entry(conn, draft.id, &parent, part)? {
             Some(DraftEntry {
-                change: Change::Dir { opaque },
+                change: Change::Dir { opaque, moved },
                 ..
             }) => {
-                base = if opaque {
-                    None
-                } else {
-                    base_dir(conn, base, part)?
-                };
+                base = shown_base(conn, opaque, moved, base, part)?;
             }
             Some(DraftEntry {
                 change: Change::Removed,
@@ -161,7 +169,10 @@ fn ensure_parents(conn: &Connection, draft: &DraftRow, parts: &[&[u8]]) -> Resul
                     draft,
                     &parent,
                     part,
-                    Change::Dir { opaque: true },
+                    Change::Dir {
+                        opaque: true,
+                        moved: None,
+                    },
                     0o755,
                     now_ns(),
                 )?;
@@ -187,7 +198,10 @@ fn ensure_parents(conn: &Connection, draft: &DraftRow, parts: &[&[u8]]) -> Resul
                             draft,
                             &parent,
                             part,
-                            Change::Dir { opaque: false },
+                            Change::Dir {
+                                opaque: false,
+                                moved: None,
+                            },
                             mode,
                             mtime_ns,
                         )?;
@@ -202,7 +216,10 @@ fn ensure_parents(conn: &Connection, draft: &DraftRow, parts: &[&[u8]]) -> Resul
                             draft,
                             &parent,
                             part,
-                            Change::Dir { opaque: false },
+                            Change::Dir {
+                                opaque: false,
+                                moved: None,
+                            },
                             0o755,
                             now_ns(),
                         )?;
@@ -288,7 +305,10 @@ pub fn put_dir(
                 draft,
                 &parent,
                 name,
-                Change::Dir { opaque: true },
+                Change::Dir {
+                    opaque: true,
+                    moved: None,
+                },
                 mode,
                 mtime_ns,
             )
@@ -354,14 +374,14 @@ fn build_dir(
             Change::Symlink { ref target } => Item::Symlink {
                 target: target.clone(),
             },
-            Change::Dir { opaque } => {
-                let child_base = match same {
+            Change::Dir { opaque, moved } => {
+                let child_base = moved.or(match same {
                     Some(TreeEntry {
                         item: Item::Dir { node },
                         ..
                     }) if !opaque => Some(node),
                     _ => None,
-                };
+                });
                 let child_path = tree::join(path, &change.name);
                 let child = build_dir(conn, draft, &child_path, child_base, staged)?;
                 Item::Dir { node: child.id }
@@ -415,14 +435,14 @@ pub fn list(conn: &Connection, draft: &DraftRow, path: &[u8]) -> Result<Vec<(Vec
                 let target = target.clone();
                 Found::Symlink(entry_of(&change, Item::Symlink { target }))
             }
-            Change::Dir { opaque } => Found::Dir {
-                base: match same {
+            Change::Dir { opaque, moved } => Found::Dir {
+                base: moved.or(match same {
                     Some(TreeEntry {
                         item: Item::Dir { node },
                         ..
                     }) if !opaque => Some(node),
                     _ => None,
-                },
+                }),
                 mode: change.mode,
                 mtime_ns: change.mtime_ns,
             },
@@ -453,15 +473,18 @@ pub fn set_meta(
     let change = match leaf_change(&found) {
         Some((change, ..)) => change,
         None => {
+            // Keep which base directory it shows.
             let parent = parts[..parts.len() - 1].join(&b'/');
-            let opaque = matches!(
-                drafts::entry(conn, draft.id, &parent, name)?,
+            match drafts::entry(conn, draft.id, &parent, name)? {
                 Some(DraftEntry {
-                    change: Change::Dir { opaque: true },
+                    change: dir @ Change::Dir { .. },
                     ..
-                })
-            );
-            Change::Dir { opaque }
+                }) => dir,
+                _ => Change::Dir {
+                    opaque: false,
+                    moved: None,
+                },
+            }
         }
     };
     let parent = ensure_parents(conn, draft, &parts)?;
@@ -490,31 +513,62 @@ fn leaf_change(found: &Found) -> Option<(Change, u32, i64)> {
     Some((change, e.mode, e.mtime_ns))
 }
 
-/// Moves the file or symlink at `from` to `to` within the draft, replacing a file or symlink
-/// there unless `no_replace`. Directories are not moved (their subtree would have to be
-/// re-recorded path by path).
-pub fn rename_leaf(
+/// Moves what is at `from` to `to` within the draft, as rename(2) does: a file or symlink
+/// replaces a file or symlink, a directory replaces an empty directory, unless `no_replace`.
+/// A directory moves with everything recorded below it and keeps showing its base directory.
+pub fn rename(
     conn: &Connection,
     draft: &DraftRow,
     from: &[u8],
     to: &[u8],
     no_replace: bool,
 ) -> Result<()> {
-    let (change, mode, mtime_ns) = match find(conn, draft, from)? {
-        None => return Err(Error::not_found(at(draft, from))),
-        Some(Found::Dir { .. }) => {
-            return Err(Error::refused(
-                at(draft, from),
-                "renaming a directory in a draft is not supported yet",
-            ));
-        }
-        Some(leaf) => leaf_change(&leaf).expect("a file or symlink"),
-    };
-    match find(conn, draft, to)? {
-        Some(_) if no_replace => return Err(Error::AlreadyExists(at(draft, to))),
-        Some(Found::Dir { .. }) => return Err(Error::IsADirectory(at(draft, to))),
-        _ => {}
+    let source = find(conn, draft, from)?.ok_or_else(|| Error::not_found(at(draft, from)))?;
+    let target = find(conn, draft, to)?;
+    if no_replace && target.is_some() {
+        return Err(Error::AlreadyExists(at(draft, to)));
     }
-    put_leaf(conn, draft, to, change, mode, mtime_ns)?;
+    let Found::Dir {
+        base,
+        mode,
+        mtime_ns,
+    } = source
+    else {
+        if let Some(Found::Dir { .. }) = target {
+            return Err(Error::IsADirectory(at(draft, to)));
+        }
+        let (change, mode, mtime_ns) = leaf_change(&source).expect("a file or symlink");
+        put_leaf(conn, draft, to, change, mode, mtime_ns)?;
+        return remove(conn, draft, from);
+    };
+    let (from_parts, to_parts) = (parse_path(from)?, parse_path(to)?);
+    if to_parts.len() > from_parts.len() && to_parts.starts_with(&from_parts) {
+        return Err(Error::invalid(
+            at(draft, to),
+            format!("a directory cannot move into itself ({})", lossy(from)),
+        ));
+    }
+    let (Some(name), false) = (to_parts.last(), from_parts.is_empty()) else {
+        return Err(Error::Busy(format!(
+            "the root of {} cannot be renamed",
+            draft.label()
+        )));
+    };
+    match target {
+        Some(Found::Dir { .. }) if !list(conn, draft, to)?.is_empty() => {
+            return Err(Error::NotEmpty(at(draft, to)));
+        }
+        Some(Found::Dir { .. }) | None => {}
+        Some(_) => return Err(Error::NotADirectory(at(draft, to))),
+    }
+    let parent = ensure_parents(conn, draft, &to_parts)?;
+    let (old, new) = (from_parts.join(&b'/'), tree::join(&parent, name));
+    drafts::clear_below(conn, draft.id, &new)?;
+    drafts::move_below(conn, draft.id, &old, &new)?;
+    let moved = Change::Dir {
+        opaque: true,
+        moved: base,
+    };
+    put(conn, draft, &parent, name, moved, mode, mtime_ns)?;
     remove(conn, draft, from)
 }

@@ -152,7 +152,10 @@ pub fn placeholder(s: &Source) -> Stored {
         SourceKind::Symlink { target } => Change::Symlink {
             target: target.clone(),
         },
-        SourceKind::Dir => Change::Dir { opaque: false },
+        SourceKind::Dir => Change::Dir {
+            opaque: false,
+            moved: None,
+        },
     };
     Stored {
         dest: s.dest.clone(),
@@ -185,7 +188,10 @@ pub fn store(batch: &Batch, sources: Vec<Source>) -> Result<Vec<Stored>> {
                 SourceKind::Symlink { ref target } => Change::Symlink {
                     target: target.clone(),
                 },
-                SourceKind::Dir => Change::Dir { opaque: false },
+                SourceKind::Dir => Change::Dir {
+                    opaque: false,
+                    moved: None,
+                },
             };
             Ok(Stored {
                 dest: s.dest,

@@ -62,9 +62,11 @@ pub enum Change {
     Staged {
         id: i64,
     },
-    /// A directory; `opaque` hides the base directory at the same path.
+    /// A directory; `opaque` hides the base directory at the same path, and `moved` is the
+    /// base directory it shows instead (one renamed here within the draft).
     Dir {
         opaque: bool,
+        moved: Option<NodeId>,
     },
     Removed,
 }
@@ -107,7 +109,10 @@ fn entry_from_row(r: &Row) -> rusqlite::Result<DraftEntry> {
                 size: r.get::<_, i64>(3)? as u64,
             }
         }
-        KIND_DIR => Change::Dir { opaque: r.get(7)? },
+        KIND_DIR => Change::Dir {
+            opaque: r.get(7)?,
+            moved: r.get(9)?,
+        },
         KIND_SYMLINK => Change::Symlink { target: r.get(6)? },
         KIND_STAGED => Change::Staged { id: r.get(8)? },
         _ => Change::Removed,
@@ -120,7 +125,7 @@ fn entry_from_row(r: &Row) -> rusqlite::Result<DraftEntry> {
     })
 }
 
-const ENTRY_COLUMNS: &str = "name, kind, blob, size, mode, mtime_ns, target, opaque, staged";
+const ENTRY_COLUMNS: &str = "name, kind, blob, size, mode, mtime_ns, target, opaque, staged, moved";
 
 pub fn get(conn: &Connection, artifact: &str, dist_id: &str) -> Result<Option<DraftRow>> {
     conn.prepare_cached(&format!(
@@ -227,7 +232,8 @@ pub fn entries(conn: &Connection, draft: i64, parent: &[u8]) -> Result<Vec<Draft
 }
 
 pub fn put(conn: &Connection, draft: i64, parent: &[u8], e: &DraftEntry) -> Result<()> {
-    let (mut staged, mut blob, mut size, mut target, mut opaque) = (None, None, 0, None, false);
+    let (mut staged, mut blob, mut size, mut target) = (None, None, 0, None);
+    let (mut opaque, mut moved) = (false, None);
     let kind = match &e.change {
         Change::File { blob: b, size: s } => {
             (blob, size) = (Some(&b.0[..]), *s as i64);
@@ -237,8 +243,11 @@ pub fn put(conn: &Connection, draft: i64, parent: &[u8], e: &DraftEntry) -> Resu
             staged = Some(*id);
             KIND_STAGED
         }
-        Change::Dir { opaque: o } => {
-            opaque = *o;
+        Change::Dir {
+            opaque: o,
+            moved: m,
+        } => {
+            (opaque, moved) = (*o, *m);
             KIND_DIR
         }
         Change::Symlink { target: t } => {
@@ -249,8 +258,8 @@ pub fn put(conn: &Connection, draft: i64, parent: &[u8], e: &DraftEntry) -> Resu
     };
     conn.prepare_cached(
         "INSERT OR REPLACE INTO draft_entries
-            (draft, parent, name, kind, blob, size, mode, mtime_ns, target, opaque, staged)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            (draft, parent, name, kind, blob, size, mode, mtime_ns, target, opaque, staged, moved)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
     )
     .and_then(|mut s| {
         s.execute(params![
@@ -264,7 +273,8 @@ pub fn put(conn: &Connection, draft: i64, parent: &[u8], e: &DraftEntry) -> Resu
             e.mtime_ns,
             target,
             opaque,
-            staged
+            staged,
+            moved
         ])
     })
     .ctx(|| format!("record {} in draft", String::from_utf8_lossy(&e.name)))?;
@@ -282,6 +292,35 @@ pub fn clear_below(conn: &Connection, draft: i64, path: &[u8]) -> Result<usize> 
     )
     .and_then(|mut s| s.execute(params![draft, path, lo, hi]))
     .ctx(|| format!("clear draft changes under {}", String::from_utf8_lossy(path)))
+}
+
+/// Moves every change recorded strictly below directory `from` to below `to`, which has
+/// none.
+pub fn move_below(conn: &Connection, draft: i64, from: &[u8], to: &[u8]) -> Result<()> {
+    let what = || format!("move draft changes under {}", String::from_utf8_lossy(from));
+    let mut lo = from.to_vec();
+    lo.push(b'/');
+    let mut hi = from.to_vec();
+    hi.push(b'/' + 1);
+    let parents: Vec<Vec<u8>> = conn
+        .prepare_cached(
+            "SELECT DISTINCT parent FROM draft_entries
+              WHERE draft = ?1 AND (parent = ?2 OR (parent >= ?3 AND parent < ?4))",
+        )
+        .and_then(|mut s| {
+            s.query_map(params![draft, from, lo, hi], |r| r.get(0))?
+                .collect()
+        })
+        .ctx(what)?;
+    let mut update = conn
+        .prepare_cached("UPDATE draft_entries SET parent = ?3 WHERE draft = ?1 AND parent = ?2")
+        .ctx(what)?;
+    for old in parents {
+        let mut new = to.to_vec();
+        new.extend_from_slice(&old[from.len()..]);
+        update.execute(params![draft, old, new]).ctx(what)?;
+    }
+    Ok(())
 }
 
 pub fn count(conn: &Connection, draft: i64) -> Result<u64> {

@@ -223,6 +223,7 @@ pub fn remove_unreachable(conn: &Connection) -> Result<usize> {
         "WITH RECURSIVE live(id) AS (
              SELECT root FROM versions
              UNION SELECT base_root FROM drafts WHERE base_root IS NOT NULL
+             UNION SELECT moved FROM draft_entries WHERE moved IS NOT NULL
              UNION SELECT e.child FROM node_entries e JOIN live ON e.node = live.id
                    WHERE e.child IS NOT NULL
          )

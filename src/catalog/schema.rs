@@ -108,10 +108,13 @@ CREATE TABLE seals (
 );
 "#;
 
-/// Files written through the mount. Their bytes live in `staged/<draft>/<staged>` until the
-/// commit stores them as blobs: kind 4 rows carry the staged file's number instead of a blob.
-/// Size and mtime are the staged file's own, so a write needs no catalog change.
+/// Drafts changed through the mount.
+/// - `staged`: files being written. Their bytes live in `staged/<draft>/<staged>` until the
+///   commit stores them as blobs: kind 4 rows carry the staged file's number instead of a
+///   blob. Size and mtime are the staged file's own, so a write needs no catalog change.
+/// - `moved`: a directory renamed within the draft shows the base directory it came from;
+///   gc keeps the nodes drafts show this way.
 const V2: &str = r#"
 ALTER TABLE draft_entries ADD COLUMN staged INTEGER;
-ALTER TABLE drafts ADD COLUMN next_staged INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE draft_entries ADD COLUMN moved INTEGER REFERENCES nodes(id);
 "#;

@@ -204,12 +204,46 @@ impl Inodes {
         let Some(ino) = t.by_name.remove(&(parent, name.to_vec())) else {
             return;
         };
-        if let Some(slot) = t.slots.get_mut(&ino) {
+        let old = t.slots.get_mut(&ino).map(|slot| {
             slot.parent = new_parent;
             slot.name = new_name.to_vec();
-            slot.node = node;
-        }
+            std::mem::replace(&mut slot.node, node.clone())
+        });
         t.by_name.insert((new_parent, new_name.to_vec()), ino);
+        // Inodes below a moved draft directory name their new paths too.
+        if let (
+            Some(Node::Draft {
+                path: old_path,
+                kind: Kind::Dir,
+                ..
+            }),
+            Node::Draft {
+                artifact,
+                dist_id,
+                path: new_path,
+                ..
+            },
+        ) = (old, node)
+        {
+            for slot in t.slots.values_mut() {
+                if let Node::Draft {
+                    artifact: a,
+                    dist_id: i,
+                    path,
+                    ..
+                } = &mut slot.node
+                    && *a == artifact
+                    && *i == dist_id
+                    && path.len() > old_path.len()
+                    && path.starts_with(&old_path)
+                    && path[old_path.len()] == b'/'
+                {
+                    let mut moved = new_path.clone();
+                    moved.extend_from_slice(&path[old_path.len()..]);
+                    *path = moved;
+                }
+            }
+        }
     }
 
     /// The inode for `name` in `parent`, if the kernel holds one.

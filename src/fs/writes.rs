@@ -181,7 +181,7 @@ impl Fs {
         let (kind, replaced) = self.in_draft(&artifact, &dist_id, |tx, d| {
             let from = tree::join(&from_dir, name);
             let replaced = staged_of(d, draft::find(tx, d, &to)?);
-            draft::rename_leaf(tx, d, &from, &to, no_replace)?;
+            draft::rename(tx, d, &from, &to, no_replace)?;
             let kind = draft::find(tx, d, &to)?
                 .as_ref()
                 .map_or(Kind::File, kind_of_found);
