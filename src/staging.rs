@@ -80,14 +80,22 @@ impl Staging {
 
     fn lock(&self, d: &DraftRow, how: i32, busy: &str) -> Result<DraftLock> {
         let dir = self.dir(d.id);
-        fs::create_dir_all(&dir).at(&dir)?;
         let path = dir.join(LOCK_FILE);
-        let f = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .at(&path)?;
+        let open = || {
+            OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+        };
+        let f = match open() {
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                fs::create_dir_all(&dir).at(&dir)?;
+                open()
+            }
+            other => other,
+        }
+        .at(&path)?;
         // SAFETY: the descriptor is valid for the duration of the call.
         if unsafe { libc::flock(f.as_raw_fd(), how | libc::LOCK_NB) } != 0 {
             let e = std::io::Error::last_os_error();
@@ -220,7 +228,7 @@ impl Staging {
             };
             let wanted: HashSet<i64> = drafts::staged(conn, draft)?
                 .into_iter()
-                .map(|(_, id)| id)
+                .map(|s| s.id)
                 .collect();
             for f in fs::read_dir(&dir).at(&dir)? {
                 let path = f.at(&dir)?.path();

@@ -335,10 +335,10 @@ pub fn commit_draft(
         let batch = blobs.batch();
         let stored = staged
             .par_iter()
-            .map(|(_, id)| {
-                let meta = staging.meta(&d, *id)?;
-                let (blob, size) = batch.add_by_link(&staging.path(d.id, *id), meta.size)?;
-                Ok((*id, blob, size, meta.mtime_ns))
+            .map(|s| {
+                let meta = staging.meta(&d, s.id)?;
+                let (blob, size) = batch.add_by_link(&staging.path(d.id, s.id), meta.size)?;
+                Ok((s, blob, size, meta.mtime_ns))
             })
             .collect::<Result<Vec<_>>>()?;
         batch.finish()?;
@@ -347,12 +347,12 @@ pub fn commit_draft(
             if now.id != d.id {
                 return Err(Error::not_found(d.label()));
             }
-            for (id, blob, size, mtime_ns) in &stored {
-                drafts::store_staged(tx, d.id, *id, blob, *size, *mtime_ns)?;
+            for (s, blob, size, mtime_ns) in &stored {
+                drafts::store_staged(tx, d.id, s, blob, *size, *mtime_ns)?;
             }
             Ok(())
         })?;
-        let ids: Vec<i64> = stored.iter().map(|s| s.0).collect();
+        let ids: Vec<i64> = stored.iter().map(|s| s.0.id).collect();
         staging.remove(&d, &ids);
     }
     let outcome = catalog.write(|tx| {

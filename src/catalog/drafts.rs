@@ -343,7 +343,7 @@ pub fn next_staged(conn: &Connection, draft: i64) -> Result<i64> {
 }
 
 /// Every staged file the draft records, with its path in the draft.
-pub fn staged(conn: &Connection, draft: i64) -> Result<Vec<(Vec<u8>, i64)>> {
+pub fn staged(conn: &Connection, draft: i64) -> Result<Vec<StagedRow>> {
     let mut stmt = conn
         .prepare_cached(
             "SELECT parent, name, staged FROM draft_entries WHERE draft = ?1 AND kind = ?2",
@@ -351,39 +351,54 @@ pub fn staged(conn: &Connection, draft: i64) -> Result<Vec<(Vec<u8>, i64)>> {
         .ctx(|| "list staged files".into())?;
     let rows = stmt
         .query_map(params![draft, KIND_STAGED], |r| {
-            let (parent, name): (Vec<u8>, Vec<u8>) = (r.get(0)?, r.get(1)?);
-            Ok((crate::tree::join(&parent, &name), r.get(2)?))
+            Ok(StagedRow {
+                parent: r.get(0)?,
+                name: r.get(1)?,
+                id: r.get(2)?,
+            })
         })
         .ctx(|| "list staged files".into())?;
     rows.collect::<rusqlite::Result<_>>()
         .ctx(|| "list staged files".into())
 }
 
-/// Replaces staged file `id` of the draft by the blob its bytes were stored as.
+/// Where a draft records a staged file.
+#[derive(Clone, Debug)]
+pub struct StagedRow {
+    pub parent: Vec<u8>,
+    pub name: Vec<u8>,
+    pub id: i64,
+}
+
+/// Replaces staged file `s.id` of the draft by the blob its bytes were stored as. Looked up
+/// where it was listed, or, if it was renamed since, wherever it is now.
 pub fn store_staged(
     conn: &Connection,
     draft: i64,
-    id: i64,
+    s: &StagedRow,
     blob: &Digest,
     size: u64,
     mtime_ns: i64,
 ) -> Result<()> {
-    conn.prepare_cached(
-        "UPDATE draft_entries SET kind = ?3, blob = ?4, size = ?5, mtime_ns = ?6, staged = NULL
-          WHERE draft = ?1 AND kind = ?7 AND staged = ?2",
-    )
-    .and_then(|mut s| {
-        s.execute(params![
-            draft,
-            id,
-            KIND_FILE,
-            &blob.0[..],
-            size as i64,
-            mtime_ns,
-            KIND_STAGED
-        ])
-    })
-    .ctx(|| format!("record staged file {id} as blob {blob}"))?;
+    let what = || format!("record staged file {} as blob {blob}", s.id);
+    let set =
+        "UPDATE draft_entries SET kind = ?3, blob = ?4, size = ?5, mtime_ns = ?6, staged = NULL";
+    let (kind, blob, size) = (KIND_FILE, &blob.0[..], size as i64);
+    let changed = conn
+        .prepare_cached(&format!(
+            "{set} WHERE draft = ?1 AND parent = ?7 AND name = ?8 AND staged = ?2"
+        ))
+        .and_then(|mut st| {
+            st.execute(params![
+                draft, s.id, kind, blob, size, mtime_ns, s.parent, s.name
+            ])
+        })
+        .ctx(what)?;
+    if changed == 0 {
+        conn.prepare_cached(&format!("{set} WHERE draft = ?1 AND staged = ?2"))
+            .and_then(|mut st| st.execute(params![draft, s.id, kind, blob, size, mtime_ns]))
+            .ctx(what)?;
+    }
     Ok(())
 }
 

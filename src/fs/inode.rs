@@ -103,13 +103,13 @@ pub struct Inodes {
 impl Default for Inodes {
     fn default() -> Self {
         let mut slots = HashMap::new();
-        for (ino, node) in [(ROOT, Node::Root), (DRAFTS, Node::Drafts)] {
+        for (ino, node, name) in [(ROOT, Node::Root, ""), (DRAFTS, Node::Drafts, "drafts")] {
             slots.insert(
                 ino,
                 Slot {
                     node,
                     parent: ROOT,
-                    name: Vec::new(),
+                    name: name.as_bytes().to_vec(),
                     lookups: 1,
                 },
             );

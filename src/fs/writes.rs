@@ -104,25 +104,68 @@ impl Fs {
     fn remove_in_draft(&self, parent: Ino, name: &[u8], dir: bool) -> Result<()> {
         let (artifact, dist_id, parent_path) = self.draft_dir(parent, name)?;
         let what = || self.describe(parent, Some(name));
-        let dropped = self.in_draft(&artifact, &dist_id, |tx, d| {
-            let path = tree::join(&parent_path, name);
-            let found = draft::find(tx, d, &path)?;
-            match (&found, dir) {
-                (None, _) => return Err(Error::not_found(what())),
-                (Some(Found::Dir { .. }), false) => return Err(Error::IsADirectory(what())),
-                (Some(Found::Dir { .. }), true) => {
-                    if !draft::list(tx, d, &path)?.is_empty() {
-                        return Err(Error::NotEmpty(what()));
-                    }
+        let path = tree::join(&parent_path, name);
+        let remove = || {
+            self.in_draft(&artifact, &dist_id, |tx, d| {
+                self.remove_recorded(tx, d, &path, dir, what)
+            })
+        };
+        let dropped = match remove() {
+            // With the disk full, even recording a removal can fail. Removing a file is how a
+            // user makes room, as on any filesystem: empty the staged file first, then retry.
+            Err(e) if e.errno() == libc::ENOSPC && !dir => {
+                if let Some((d, id)) = self.staged_at(&artifact, &dist_id, &path)? {
+                    let _lock = self.staging.lock_for_writing(&d)?;
+                    let file = self.staging.open_file(&d, id, true, false)?;
+                    file.set_len(0).map_err(|e| Error::io(what(), e))?;
                 }
-                (Some(_), true) => return Err(Error::NotADirectory(what())),
-                (Some(_), false) => {}
+                remove()?
             }
-            draft::remove(tx, d, &path)?;
-            Ok(staged_of(d, found))
-        })?;
+            other => other?,
+        };
         self.drop_staged(dropped);
         Ok(())
+    }
+
+    /// The staged file at `path` of a draft, if that is what is there.
+    fn staged_at(
+        &self,
+        artifact: &str,
+        dist_id: &str,
+        path: &[u8],
+    ) -> Result<Option<(DraftRow, i64)>> {
+        let conn = self.pool.get()?;
+        let Some(d) = drafts::get(conn.conn(), artifact, dist_id)? else {
+            return Ok(None);
+        };
+        let found = draft::find(conn.conn(), &d, path)?;
+        Ok(staged_of(&d, found))
+    }
+
+    /// Records the removal of `path` after checking it as rmdir (`dir`) or unlink would;
+    /// returns the staged file it drops, if any.
+    fn remove_recorded(
+        &self,
+        tx: &Connection,
+        d: &DraftRow,
+        path: &[u8],
+        dir: bool,
+        what: impl Fn() -> String,
+    ) -> Result<Option<(DraftRow, i64)>> {
+        let found = draft::find(tx, d, path)?;
+        match (&found, dir) {
+            (None, _) => return Err(Error::not_found(what())),
+            (Some(Found::Dir { .. }), false) => return Err(Error::IsADirectory(what())),
+            (Some(Found::Dir { .. }), true) => {
+                if !draft::list(tx, d, path)?.is_empty() {
+                    return Err(Error::NotEmpty(what()));
+                }
+            }
+            (Some(_), true) => return Err(Error::NotADirectory(what())),
+            (Some(_), false) => {}
+        }
+        draft::remove(tx, d, path)?;
+        Ok(staged_of(d, found))
     }
 
     /// Removes a staged file the draft no longer refers to.
@@ -277,8 +320,11 @@ impl Fs {
         let name = draft_name(artifact, dist_id)?;
         let d = require_draft(self.pool.get()?.conn(), &name)?;
         let lock = self.staging.lock_for_writing(&d)?;
-        let id = self.stage(&name, &d, path, open.truncate, create)?;
-        let file = self.staging.open_file(&d, id, true, open.append)?;
+        let file = match self.stage(&name, &d, path, open.truncate, create)? {
+            // A file just staged is open read-write already.
+            (_, Some(file)) if !open.append => file,
+            (id, _) => self.staging.open_file(&d, id, true, open.append)?,
+        };
         if open.truncate {
             file.set_len(0)
                 .map_err(|e| Error::io(self.draft_path(&d, path), e))?;
@@ -303,14 +349,14 @@ impl Fs {
         path: &[u8],
         truncate: bool,
         create: Option<Create>,
-    ) -> Result<i64> {
+    ) -> Result<(i64, Option<File>)> {
         let what = || self.draft_path(d, path);
         loop {
             let found = draft::find(self.pool.get()?.conn(), d, path)?;
             let exists = || Error::AlreadyExists(what());
-            let (id, mode) = match &found {
+            let ((id, file), mode) = match &found {
                 Some(_) if create.is_some_and(|c| c.exclusive) => return Err(exists()),
-                Some(Found::Staged { id, .. }) => return Ok(*id),
+                Some(Found::Staged { id, .. }) => return Ok((*id, None)),
                 Some(Found::File(TreeEntry {
                     item: Item::File { blob, .. },
                     mode,
@@ -319,12 +365,12 @@ impl Fs {
                 })) => {
                     let from = self.blobs.path(blob);
                     let from = (!truncate).then_some((from.as_path(), *mtime_ns));
-                    (self.staging.create(d, from)?.0, *mode)
+                    (self.staging.create(d, from)?, *mode)
                 }
                 Some(Found::Dir { .. }) => return Err(Error::IsADirectory(what())),
                 Some(_) => return Err(exists()),
                 None => match create {
-                    Some(c) => (self.staging.create(d, None)?.0, c.mode),
+                    Some(c) => (self.staging.create(d, None)?, c.mode),
                     None => return Err(Error::not_found(what())),
                 },
             };
@@ -337,7 +383,7 @@ impl Fs {
                 Ok(true)
             });
             match recorded {
-                Ok(true) => return Ok(id),
+                Ok(true) => return Ok((id, Some(file))),
                 Ok(false) => self.staging.remove(d, &[id]),
                 Err(e) => {
                     self.staging.remove(d, &[id]);
@@ -531,10 +577,14 @@ impl Fs {
                 return Err(self.refuse_change(ino, None));
             };
             h.written.extend_from_slice(data);
-            let Some(request) = parse_request(&h.written, &self.describe(ino, None))? else {
+            let parsed = parse_request(&h.written, &self.describe(ino, None));
+            if !matches!(parsed, Ok(None)) {
+                // A refused request is forgotten: close(2) must not report it again.
+                h.written.clear();
+            }
+            let Some(request) = parsed? else {
                 return Ok(data.len() as u32);
             };
-            h.written.clear();
             (h.draft.clone(), request)
         };
         let mut catalog = self.pool.get()?;
