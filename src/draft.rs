@@ -90,7 +90,7 @@ fn shown_base(
 pub fn find(conn: &Connection, draft: &DraftRow, path: &[u8]) -> Result<Option<Found>> {
     let parts = parse_path(path)?;
     let mut base = draft.base_root;
-    let (mut mode, mut mtime_ns) = (ROOT_MODE, draft.created_ns);
+    let (mut mode, mut mtime_ns) = (draft.root_mode, draft.root_mtime_ns);
     let mut parent: Vec<u8> = Vec::new();
     for (i, part) in parts.iter().enumerate() {
         let last = i + 1 == parts.len();
@@ -130,9 +130,6 @@ pub fn find(conn: &Connection, draft: &DraftRow, path: &[u8]) -> Result<Option<F
         mtime_ns,
     }))
 }
-
-/// Mode of a draft's root directory.
-const ROOT_MODE: u32 = 0o755;
 
 fn found_in_base(e: TreeEntry) -> Found {
     match e.item {
@@ -464,10 +461,7 @@ pub fn set_meta(
 ) -> Result<()> {
     let parts = parse_path(path)?;
     let Some(name) = parts.last() else {
-        return Err(Error::refused(
-            format!("the root of {}", draft.label()),
-            "its attributes are fixed",
-        ));
+        return drafts::set_root_meta(conn, draft.id, mode, mtime_ns);
     };
     let found = find(conn, draft, path)?.ok_or_else(|| Error::not_found(at(draft, path)))?;
     let change = match leaf_change(&found) {

@@ -45,7 +45,9 @@ pub enum Error {
     #[error("{0} has no extended attribute {1}")]
     NoAttribute(String, String),
 
-    #[error("{0}: extended attributes outside the user. namespace are not supported ({1})")]
+    #[error(
+        "{0}: extended attribute {1} is not supported (only user.artifactfs.* are kept, read-only)"
+    )]
     AttributeUnsupported(String, String),
 
     #[error("{what} has type {existing}, not {requested}")]

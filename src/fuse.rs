@@ -7,14 +7,14 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::SystemTime;
 
 use fuser::{
     BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
-    InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
-    ReplyXattr, Request, TimeOrNow, WriteFlags,
+    InitFlags, KernelConfig, LockOwner, Notifier, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
+    ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
+    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
 use crate::error::Error;
@@ -25,6 +25,8 @@ const MAX_READAHEAD: u32 = 1 << 20;
 
 pub struct Adapter {
     fs: Fs,
+    /// Set once the session exists; tells the kernel to drop names that went away.
+    notifier: Arc<OnceLock<Notifier>>,
     /// Kernel passthrough for reads: on when the kernel offers it, off after the first
     /// refusal (it needs CAP_SYS_ADMIN).
     passthrough: AtomicBool,
@@ -40,11 +42,29 @@ struct Backing {
 }
 
 impl Adapter {
-    pub fn new(fs: Fs) -> Self {
+    pub fn new(fs: Fs, notifier: Arc<OnceLock<Notifier>>) -> Self {
         Adapter {
             fs,
+            notifier,
             passthrough: AtomicBool::new(false),
             backing: Mutex::new(Backing::default()),
+        }
+    }
+
+    /// Makes the kernel forget names that are gone, after the reply that removed them.
+    fn invalidate_stale(&self) {
+        let stale = self.fs.take_stale();
+        let Some(n) = self.notifier.get() else { return };
+        for (parent, name) in stale {
+            // ENOENT: the kernel held no such entry.
+            if let Err(e) = n.inval_entry(INodeNo(parent), OsStr::from_bytes(&name))
+                && e.raw_os_error() != Some(libc::ENOENT)
+            {
+                log::warn!(
+                    "could not invalidate {}: {e}",
+                    self.fs.describe(parent, Some(&name))
+                );
+            }
         }
     }
 
@@ -174,6 +194,9 @@ impl Filesystem for Adapter {
             .add_capabilities(InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO);
         let _ = config.add_capabilities(InitFlags::FUSE_PARALLEL_DIROPS);
         let _ = config.add_capabilities(InitFlags::FUSE_ATOMIC_O_TRUNC);
+        // Files never carry set-id bits or capabilities here (versions record neither), so
+        // the kernel need not ask for security.capability before every write.
+        let _ = config.add_capabilities(InitFlags::FUSE_HANDLE_KILLPRIV_V2);
         let _ = config.set_max_readahead(MAX_READAHEAD);
         // SAFETY: geteuid cannot fail.
         let root = unsafe { libc::geteuid() } == 0;
@@ -468,6 +491,7 @@ impl Filesystem for Adapter {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(fail("write", &e)),
         }
+        self.invalidate_stale();
     }
 
     fn flush(
@@ -577,13 +601,16 @@ impl Filesystem for Adapter {
         &self,
         _req: &Request,
         ino: INodeNo,
-        _name: &OsStr,
+        name: &OsStr,
         _value: &[u8],
         _flags: i32,
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        reply.error(fail("setxattr", &self.fs.refuse_change(ino.0, None)));
+        reply.error(fail(
+            "setxattr",
+            &self.fs.refuse_xattr_change(ino.0, name.as_bytes()),
+        ));
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
@@ -600,8 +627,9 @@ impl Filesystem for Adapter {
         }
     }
 
-    fn removexattr(&self, _req: &Request, ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(fail("removexattr", &self.fs.refuse_change(ino.0, None)));
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let e = self.fs.refuse_xattr_change(ino.0, name.as_bytes());
+        reply.error(fail("removexattr", &e));
     }
 
     fn access(&self, req: &Request, ino: INodeNo, mask: fuser::AccessFlags, reply: ReplyEmpty) {

@@ -11,6 +11,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use fuser::{Config, MountOption, SessionACL};
@@ -311,7 +312,9 @@ fn serve_inner(
     };
     config.n_threads = Some(worker_threads());
     config.clone_fd = true;
-    let session = fuser::Session::new(Adapter::new(fs), mountpoint, &config).map_err(|e| {
+    let notifier = Arc::new(OnceLock::new());
+    let adapter = Adapter::new(fs, notifier.clone());
+    let session = fuser::Session::new(adapter, mountpoint, &config).map_err(|e| {
         if !root && e.kind() == std::io::ErrorKind::PermissionDenied {
             // A regular user's mount goes through the setuid fusermount3, which still opens
             // /dev/fuse as that user.
@@ -328,6 +331,7 @@ fn serve_inner(
         store_root.display(),
         mountpoint.display()
     );
+    let _ = notifier.set(session.notifier());
     drop(lock);
     report(pipe, "ready\n");
     session.run().map_err(|e| Error::io(mountpoint, e))?;

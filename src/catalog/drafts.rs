@@ -16,6 +16,9 @@ pub struct DraftRow {
     pub base_number: Option<u64>,
     pub base_root: Option<NodeId>,
     pub created_ns: i64,
+    /// The draft directory's own mode and mtime (its creation time until set).
+    pub root_mode: u32,
+    pub root_mtime_ns: i64,
 }
 
 /// The id of the hidden draft that `log` fills and commits in one transaction. It cannot
@@ -85,7 +88,8 @@ const KIND_SYMLINK: i64 = 2;
 const KIND_REMOVED: i64 = 3;
 const KIND_STAGED: i64 = 4;
 
-const DRAFT_COLUMNS: &str = "id, artifact, dist_id, type, base_number, base_root, created_ns";
+const DRAFT_COLUMNS: &str = "id, artifact, dist_id, type, base_number, base_root, created_ns, \
+     root_mode, coalesce(root_mtime_ns, created_ns)";
 
 fn draft_from_row(r: &Row) -> rusqlite::Result<DraftRow> {
     Ok(DraftRow {
@@ -96,6 +100,8 @@ fn draft_from_row(r: &Row) -> rusqlite::Result<DraftRow> {
         base_number: r.get::<_, Option<i64>>(4)?.map(|n| n as u64),
         base_root: r.get(5)?,
         created_ns: r.get(6)?,
+        root_mode: r.get::<_, i64>(7)? as u32,
+        root_mtime_ns: r.get(8)?,
     })
 }
 
@@ -185,7 +191,18 @@ pub fn create(
         base_number: base.map(|b| b.0),
         base_root: base.map(|b| b.1),
         created_ns,
+        root_mode: 0o755,
+        root_mtime_ns: created_ns,
     })
+}
+
+pub fn set_root_meta(conn: &Connection, draft: i64, mode: u32, mtime_ns: i64) -> Result<()> {
+    conn.execute(
+        "UPDATE drafts SET root_mode = ?2, root_mtime_ns = ?3 WHERE id = ?1",
+        params![draft, mode as i64, mtime_ns],
+    )
+    .ctx(|| "record the draft directory's attributes".into())?;
+    Ok(())
 }
 
 pub fn set_type(conn: &Connection, draft: i64, type_name: &str) -> Result<()> {

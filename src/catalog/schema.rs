@@ -114,7 +114,11 @@ CREATE TABLE seals (
 ///   blob. Size and mtime are the staged file's own, so a write needs no catalog change.
 /// - `moved`: a directory renamed within the draft shows the base directory it came from;
 ///   gc keeps the nodes drafts show this way.
+/// - `root_mode`, `root_mtime_ns`: the draft directory's own attributes, which `cp -a`,
+///   `rsync -a` and `tar x` set (a version's root has fixed ones).
 const V2: &str = r#"
 ALTER TABLE draft_entries ADD COLUMN staged INTEGER;
 ALTER TABLE draft_entries ADD COLUMN moved INTEGER REFERENCES nodes(id);
+ALTER TABLE drafts ADD COLUMN root_mode INTEGER NOT NULL DEFAULT 493;
+ALTER TABLE drafts ADD COLUMN root_mtime_ns INTEGER;
 "#;

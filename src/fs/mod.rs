@@ -134,6 +134,9 @@ pub struct Fs {
     staging: Staging,
     files: Mutex<HashMap<u64, OpenFile>>,
     controls: Mutex<HashMap<u64, writes::ControlHandle>>,
+    /// Names the kernel must forget now rather than when their cache time runs out: a draft
+    /// committed through its control file is gone at once.
+    stale: Mutex<Vec<(Ino, Vec<u8>)>>,
     next_fh: AtomicU64,
 }
 
@@ -196,6 +199,7 @@ impl Fs {
             dirs: Mutex::new(HashMap::new()),
             files: Mutex::new(HashMap::new()),
             controls: Mutex::new(HashMap::new()),
+            stale: Mutex::new(Vec::new()),
             next_fh: AtomicU64::new(1),
         })
     }
@@ -890,6 +894,11 @@ impl Fs {
         }
         buf.truncate(done);
         Ok(buf)
+    }
+
+    /// Names to invalidate in the kernel's cache, once the current reply has been sent.
+    pub fn take_stale(&self) -> Vec<(Ino, Vec<u8>)> {
+        std::mem::take(&mut *lock(&self.stale))
     }
 
     /// The file behind an open handle.

@@ -451,6 +451,18 @@ impl Fs {
         self.pool.get()?.sync()
     }
 
+    /// setxattr/removexattr: versions cannot record extended attributes, so in a draft they
+    /// are unsupported, as on a filesystem without them (`cp -a` then keeps the mode with
+    /// chmod); elsewhere the mount is read-only.
+    pub fn refuse_xattr_change(&self, ino: Ino, name: &[u8]) -> Error {
+        match self.node(ino) {
+            Ok(Node::Draft { .. }) => {
+                Error::AttributeUnsupported(self.describe(ino, None), lossy(name))
+            }
+            _ => self.refuse_change(ino, None),
+        }
+    }
+
     pub fn sync_catalog(&self) -> Result<()> {
         self.pool.get()?.sync()
     }
@@ -596,6 +608,7 @@ impl Fs {
             &draft,
             &request,
         )?;
+        lock(&self.stale).push((DRAFTS, draft.to_string().into_bytes()));
         log::info!(
             "committed draft {draft} as {}{}",
             outcome.version().reference(),
