@@ -183,7 +183,7 @@ pub struct Batch<'a> {
     /// Staged files are closed once written, so a batch of any size holds no descriptors.
     pending: Mutex<Vec<(TempPath, Digest)>>,
     /// Files of the caller's that become blobs by a second name (staged draft files).
-    links: Mutex<Vec<(PathBuf, Digest)>>,
+    links: Mutex<Vec<(PathBuf, Digest, bool)>>,
     /// Fan-out directories (first digest byte) of every blob the batch refers to, including
     /// blobs another writer placed: their names must be durable before we reference them.
     fans: Mutex<std::collections::BTreeSet<u8>>,
@@ -245,7 +245,13 @@ impl Batch<'_> {
         };
         self.note(&digest);
         if !self.store.contains(&digest) {
-            lock(&self.links).push((path.to_path_buf(), digest));
+            // A large file is flushed here, while other threads still hash, rather than all
+            // together at the end.
+            let synced = len > SMALL_FILE;
+            if synced {
+                file.sync_data().at(path)?;
+            }
+            lock(&self.links).push((path.to_path_buf(), digest, synced));
         }
         Ok((digest, size))
     }
@@ -317,13 +323,14 @@ impl Batch<'_> {
     pub fn finish(self) -> Result<Vec<Digest>> {
         let pending = std::mem::take(&mut *lock(&self.pending));
         let links = std::mem::take(&mut *lock(&self.links));
-        if pending.len() + links.len() > SYNCFS_THRESHOLD {
+        let unsynced = links.iter().filter(|l| !l.2).count();
+        if pending.len() + unsynced > SYNCFS_THRESHOLD {
             syncfs(&self.store.staging)?;
         } else {
             let paths = pending
                 .iter()
                 .map(|(t, _)| t.as_ref())
-                .chain(links.iter().map(|(p, _)| p.as_path()));
+                .chain(links.iter().filter(|l| !l.2).map(|(p, ..)| p.as_path()));
             for path in paths {
                 File::open(path).and_then(|f| f.sync_data()).at(path)?;
             }
@@ -334,7 +341,7 @@ impl Batch<'_> {
             .collect::<Result<Vec<_>>>()?;
         let linked = links
             .into_par_iter()
-            .map(|(path, digest)| self.link(&path, &digest).map(|new| new.then_some(digest)))
+            .map(|(path, digest, _)| self.link(&path, &digest).map(|new| new.then_some(digest)))
             .collect::<Result<Vec<_>>>()?;
         let added: Vec<Digest> = placed.into_iter().chain(linked).flatten().collect();
         let mut dirs: Vec<PathBuf> = lock(&self.fans)

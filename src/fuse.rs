@@ -51,7 +51,7 @@ impl Adapter {
         }
     }
 
-    /// Makes the kernel forget names that are gone, after the reply that removed them.
+    /// Makes the kernel forget names that are gone.
     fn invalidate_stale(&self) {
         let stale = self.fs.take_stale();
         let Some(n) = self.notifier.get() else { return };
@@ -154,7 +154,8 @@ fn file_attr(a: &Attr) -> FileAttr {
         uid: a.uid,
         gid: a.gid,
         rdev: 0,
-        blksize: 4096,
+        // Tools size their reads and writes by it (cp, dd with no bs): one request each.
+        blksize: MAX_READAHEAD,
         flags: 0,
     }
 }
@@ -487,11 +488,14 @@ impl Filesystem for Adapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        match self.fs.write(ino.0, fh.0, offset, data) {
+        let result = self.fs.write(ino.0, fh.0, offset, data);
+        // Before the reply, so whoever committed never sees the draft again. (A write is not
+        // among the requests an invalidation may deadlock with.)
+        self.invalidate_stale();
+        match result {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(fail("write", &e)),
         }
-        self.invalidate_stale();
     }
 
     fn flush(
