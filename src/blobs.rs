@@ -110,13 +110,7 @@ impl BlobStore {
             Err(e) => return Err(Error::io(&path, e)),
         };
         let len = file.metadata().at(&path)?.len();
-        let actual = if len <= SMALL_FILE {
-            let mut data = Vec::with_capacity(len as usize);
-            (&file).read_to_end(&mut data).at(&path)?;
-            Digest::of(&data)
-        } else {
-            Digest::of_reader(file).at(&path)?.0
-        };
+        let (actual, _) = hash_file(&file, len, &path)?;
         Ok(if actual == *digest {
             BlobHealth::Intact
         } else {
@@ -236,13 +230,7 @@ impl Batch<'_> {
     /// it is the blob. Safe to call from several threads at once.
     pub fn add_by_link(&self, path: &Path, len: u64) -> Result<(Digest, u64)> {
         let file = File::open(path).at(path)?;
-        let (digest, size) = if len <= SMALL_FILE {
-            let mut data = Vec::with_capacity(len as usize);
-            (&file).read_to_end(&mut data).at(path)?;
-            (Digest::of(&data), data.len() as u64)
-        } else {
-            Digest::of_reader(&file).at(path)?
-        };
+        let (digest, size) = hash_file(&file, len, path)?;
         self.note(&digest);
         if !self.store.contains(&digest) {
             // A large file is flushed here, while other threads still hash, rather than all
@@ -354,6 +342,18 @@ impl Batch<'_> {
         }
         dirs.par_iter().try_for_each(|dir| sync_dir(dir))?;
         Ok(added)
+    }
+}
+
+/// The digest and size of an open file of about `len` bytes: read whole when small (one read,
+/// hashed on the fly), streamed otherwise.
+fn hash_file(file: &File, len: u64, path: &Path) -> Result<(Digest, u64)> {
+    if len <= SMALL_FILE {
+        let mut data = Vec::with_capacity(len as usize);
+        (&*file).read_to_end(&mut data).at(path)?;
+        Ok((Digest::of(&data), data.len() as u64))
+    } else {
+        Digest::of_reader(file).at(path)
     }
 }
 

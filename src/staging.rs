@@ -204,23 +204,11 @@ impl Staging {
     /// draft replaced or removed. Drafts being written are left alone. Returns how many
     /// files were removed.
     pub fn sweep(&self, conn: &Connection) -> Result<usize> {
-        let live = drafts::all_ids(conn)?;
         let mut removed = 0;
-        for entry in fs::read_dir(&self.root).at(&self.root)? {
-            let dir = entry.at(&self.root)?.path();
-            let Some(draft) = dir
-                .file_name()
-                .and_then(|n| n.to_str())
-                .and_then(|n| n.parse::<i64>().ok())
-            else {
-                continue;
-            };
-            if !live.contains(&draft) {
-                removed += count_files(&dir).saturating_sub(1);
-                self.remove_draft(draft);
-                continue;
-            }
+        for (draft, dir) in numbered(&self.root)? {
             let Some(d) = drafts::by_id(conn, draft)? else {
+                removed += numbered(&dir)?.len();
+                self.remove_draft(draft);
                 continue;
             };
             let Ok(_lock) = self.lock_for_commit(&d) else {
@@ -230,15 +218,8 @@ impl Staging {
                 .into_iter()
                 .map(|s| s.id)
                 .collect();
-            for f in fs::read_dir(&dir).at(&dir)? {
-                let path = f.at(&dir)?.path();
-                let id = path
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .and_then(|n| n.parse::<i64>().ok());
-                if let Some(id) = id
-                    && !wanted.contains(&id)
-                {
+            for (id, path) in numbered(&dir)? {
+                if !wanted.contains(&id) {
                     fs::remove_file(&path).at(&path)?;
                     removed += 1;
                 }
@@ -246,6 +227,22 @@ impl Staging {
         }
         Ok(removed)
     }
+}
+
+/// The entries of `dir` named by a number (draft directories, staged files), with their paths.
+fn numbered(dir: &Path) -> Result<Vec<(i64, PathBuf)>> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir).at(dir)? {
+        let path = entry.at(dir)?.path();
+        if let Some(n) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.parse::<i64>().ok())
+        {
+            out.push((n, path));
+        }
+    }
+    Ok(out)
 }
 
 pub fn meta_of(m: &fs::Metadata) -> StagedMeta {
@@ -265,10 +262,6 @@ fn missing(d: &DraftRow, path: &Path, e: std::io::Error) -> Error {
     } else {
         Error::io(path, e)
     }
-}
-
-fn count_files(dir: &Path) -> usize {
-    fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
 }
 
 /// A staged file number no other writer (in any process) picks: random, and created with

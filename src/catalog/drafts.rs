@@ -419,18 +419,6 @@ pub fn store_staged(
     Ok(())
 }
 
-/// Every draft id, including internal ones, for sweeping leftovers of drafts that are gone.
-pub fn all_ids(conn: &Connection) -> Result<std::collections::HashSet<i64>> {
-    let mut stmt = conn
-        .prepare("SELECT id FROM drafts")
-        .ctx(|| "list drafts".into())?;
-    let rows = stmt
-        .query_map([], |r| r.get(0))
-        .ctx(|| "list drafts".into())?;
-    rows.collect::<rusqlite::Result<_>>()
-        .ctx(|| "list drafts".into())
-}
-
 pub fn seal(conn: &Connection, artifact: &str, dist_id: &str, number: u64) -> Result<()> {
     conn.execute(
         "INSERT INTO seals (artifact, dist_id, number) VALUES (?1, ?2, ?3)",

@@ -404,18 +404,10 @@ impl Fs {
 
     /// A write to an open file: a draft's file opened for writing, or a control file.
     pub fn write(&self, ino: Ino, fh: u64, offset: u64, data: &[u8]) -> Result<u32> {
-        let file = {
-            let files = lock(&self.files);
-            match files.get(&fh) {
-                Some(OpenFile {
-                    file,
-                    writer: Some(_),
-                }) => Some(file.clone()),
-                Some(_) => return Err(bad_handle(fh)),
-                None => None,
+        let Some(file) = self.writable(fh) else {
+            if lock(&self.files).contains_key(&fh) {
+                return Err(bad_handle(fh));
             }
-        };
-        let Some(file) = file else {
             return self.write_control(ino, fh, data);
         };
         // An O_APPEND handle appends wherever the kernel thought the end was.
@@ -448,7 +440,18 @@ impl Fs {
         }
         .map_err(|e| Error::io(what(), e))?;
         self.staging.sync_dir(&d)?;
-        self.pool.get()?.sync()
+        self.sync_catalog()
+    }
+
+    /// The file behind `fh` if it was opened for writing.
+    fn writable(&self, fh: u64) -> Option<Arc<File>> {
+        match lock(&self.files).get(&fh) {
+            Some(OpenFile {
+                file,
+                writer: Some(_),
+            }) => Some(file.clone()),
+            _ => None,
+        }
     }
 
     /// setxattr/removexattr: versions cannot record extended attributes, so in a draft they
@@ -484,13 +487,9 @@ impl Fs {
 
     /// fallocate(2) on a draft's file open for writing.
     pub fn fallocate(&self, ino: Ino, fh: u64, offset: u64, length: u64, mode: i32) -> Result<()> {
-        let file = match lock(&self.files).get(&fh) {
-            Some(OpenFile {
-                file,
-                writer: Some(_),
-            }) => file.clone(),
-            _ => return Err(self.refuse_change(ino, None)),
-        };
+        let file = self
+            .writable(fh)
+            .ok_or_else(|| self.refuse_change(ino, None))?;
         // SAFETY: the descriptor is valid while `file` is held.
         let rc = unsafe {
             libc::fallocate(
@@ -640,13 +639,7 @@ impl Fs {
             Node::Draft { .. } => {}
             _ => return Err(self.refuse_change(ino, None)),
         }
-        let open = fh.and_then(|fh| match lock(&self.files).get(&fh) {
-            Some(OpenFile {
-                file,
-                writer: Some(_),
-            }) => Some(file.clone()),
-            _ => None,
-        });
+        let open = fh.and_then(|fh| self.writable(fh));
         let resize = |file: &File| {
             file.set_len(size)
                 .map_err(|e| Error::io(self.describe(ino, None), e))
