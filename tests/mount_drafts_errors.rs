@@ -62,53 +62,6 @@ fn python(script: &str, args: &[&OsStr]) -> String {
     stdout(&out).trim().to_string()
 }
 
-/// Runs `op` (Python statements on one line, using `p`) on `path`; "ok" or the errno name.
-fn errno_of(op: &str, path: &Path) -> String {
-    let script = format!(
-        "import errno, os, sys\np = sys.argv[1]\ntry:\n    {op}\n    print('ok')\nexcept OSError as e:\n    print(errno.errorcode[e.errno])\n"
-    );
-    python(&script, &[path.as_os_str()])
-}
-
-/// Writes `request` to a control file in one write with os.open/os.write/os.close; "ok" or
-/// the errno name of the first call that failed.
-fn write_control(path: &Path, request: &str) -> String {
-    errno_of(
-        &format!(
-            "fd = os.open(p, os.O_WRONLY | os.O_TRUNC)\n    try:\n        os.write(fd, {request:?}.encode())\n    finally:\n        os.close(fd)"
-        ),
-        path,
-    )
-}
-
-/// The versions of `name` (`v0`, `v1`...), as `list NAME` shows them; empty for no artifact.
-fn versions(s: &TestStore, name: &str) -> Vec<String> {
-    let listed = s.json(&["list"]);
-    if !listed.as_array().unwrap().iter().any(|a| a["name"] == name) {
-        return Vec::new();
-    }
-    s.json(&["list", name])
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| {
-            v["version"]
-                .as_str()
-                .unwrap_or_else(|| panic!("a version without a number: {v}"))
-                .to_string()
-        })
-        .collect()
-}
-
-fn drafts_listed(s: &TestStore) -> Vec<String> {
-    s.json(&["draft", "list"])
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["draft"].as_str().unwrap().to_string())
-        .collect()
-}
-
 /// Every regular file under `dir` with its bytes, by relative path.
 fn contents(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     snapshot(dir)
@@ -344,14 +297,14 @@ fn invalid_draft_names_are_einval_and_create_nothing() {
     ];
     for name in bad {
         assert_eq!(
-            errno_of("os.mkdir(p)", &m.path(&format!("drafts/{name}"))),
+            py_errno("os.mkdir(p)", &m.path(&format!("drafts/{name}"))),
             "EINVAL",
             "mkdir drafts/{name}"
         );
     }
     // A name that is not UTF-8 at all.
     assert_eq!(
-        errno_of("os.mkdir(os.fsencode(p) + b'/bad\\xff')", &m.path("drafts")),
+        py_errno("os.mkdir(os.fsencode(p) + b'/bad\\xff')", &m.path("drafts")),
         "EINVAL",
         "mkdir drafts/bad\\xff"
     );
@@ -634,7 +587,7 @@ except OSError as e:
     // The draft is usable: remove the big file (on a full disk, as a local filesystem
     // allows), write small ones, commit.
     assert_eq!(
-        errno_of("os.unlink(p)", &draft.join("big.bin")),
+        py_errno("os.unlink(p)", &draft.join("big.bin")),
         "ok",
         "unlink of the file that filled the store\nmount.log:\n{}",
         log_tail(&s)

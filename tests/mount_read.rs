@@ -151,30 +151,6 @@ fn age_dirs(src: &Path) {
     }
 }
 
-fn set_symlink_mtime(path: &Path, secs: i64, nsec: i64) {
-    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
-    let times = [
-        libc::timespec {
-            tv_sec: 0,
-            tv_nsec: libc::UTIME_OMIT,
-        },
-        libc::timespec {
-            tv_sec: secs,
-            tv_nsec: nsec,
-        },
-    ];
-    // SAFETY: a NUL-terminated path and two timespecs, as utimensat(2) takes.
-    let r = unsafe {
-        libc::utimensat(
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            times.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    };
-    assert_eq!(r, 0, "set the mtime of symlink {}", path.display());
-}
-
 fn mountpoint(s: &TestStore) -> PathBuf {
     let mp = s.path("mnt");
     fs::create_dir_all(&mp).unwrap();

@@ -63,30 +63,6 @@ fn pseudo_random(n: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
-fn set_symlink_mtime(path: &Path, secs: i64, nsec: i64) {
-    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
-    let times = [
-        libc::timespec {
-            tv_sec: 0,
-            tv_nsec: libc::UTIME_OMIT,
-        },
-        libc::timespec {
-            tv_sec: secs,
-            tv_nsec: nsec,
-        },
-    ];
-    // SAFETY: a NUL-terminated path and two timespecs, as utimensat(2) takes.
-    let r = unsafe {
-        libc::utimensat(
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            times.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    };
-    assert_eq!(r, 0, "set the mtime of symlink {}", path.display());
-}
-
 /// Writes `content` at `dir/rel` with `mode` and an mtime in the past (with nanoseconds).
 fn put(dir: &Path, rel: &str, content: &[u8], mode: u32, stamp: u64) {
     let p = dir.join(rel);
@@ -173,20 +149,6 @@ fn mountpoint(s: &TestStore) -> PathBuf {
     let mp = s.path("mnt");
     fs::create_dir_all(&mp).unwrap();
     mp
-}
-
-/// The versions of artifact `name` ("v0", ...), none when it does not exist yet.
-fn versions(s: &TestStore, name: &str) -> Vec<String> {
-    let out = s.run(&["--json", "list", name]);
-    if !out.status.success() {
-        return Vec::new();
-    }
-    let v: Value = serde_json::from_str(&stdout(&out)).expect("list --json prints JSON");
-    v.as_array()
-        .expect("list NAME --json prints an array")
-        .iter()
-        .map(|v| v["version"].as_str().unwrap().to_string())
-        .collect()
 }
 
 /// What the mount shows of a tree once committed: files read-only, keeping only the executable

@@ -17,39 +17,6 @@ fn mountpoint(s: &TestStore) -> std::path::PathBuf {
     mp
 }
 
-/// Runs `op` (a Python expression using `p`) on `path` and returns "ok" or the errno name.
-fn errno_of(op: &str, path: &Path) -> String {
-    let script = format!(
-        "import errno, os, sys\np = sys.argv[1]\ntry:\n    {op}\n    print('ok')\nexcept OSError as e:\n    print(errno.errorcode[e.errno])\n"
-    );
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .arg(path)
-        .output()
-        .expect("python3 runs (scripts/setup.sh installs it)");
-    assert!(out.status.success(), "python3: {}", stderr(&out));
-    stdout(&out).trim().to_string()
-}
-
-fn write_control(path: &Path, request: &str) -> String {
-    errno_of(
-        &format!(
-            "fd = os.open(p, os.O_WRONLY | os.O_TRUNC); os.write(fd, {request:?}.encode()); os.close(fd)"
-        ),
-        path,
-    )
-}
-
-fn drafts_listed(s: &TestStore) -> Vec<String> {
-    let v = s.json(&["draft", "list"]);
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["draft"].as_str().unwrap().to_string())
-        .collect()
-}
-
 #[test]
 fn mkdir_starts_drafts_and_rmdir_discards_empty_ones() {
     let s = TestStore::new();
@@ -73,12 +40,12 @@ fn mkdir_starts_drafts_and_rmdir_discards_empty_ones() {
         ("m@bad:id", "EINVAL"),
     ] {
         assert_eq!(
-            errno_of("os.mkdir(p)", &m.path(&format!("drafts/{name}"))),
+            py_errno("os.mkdir(p)", &m.path(&format!("drafts/{name}"))),
             want,
             "mkdir drafts/{name}"
         );
     }
-    assert_eq!(errno_of("os.mkdir(p)", &m.path("m/v0/new")), "EROFS");
+    assert_eq!(py_errno("os.mkdir(p)", &m.path("m/v0/new")), "EROFS");
     // A finished distributed id cannot be drafted again.
     s.ok(&[
         "upsert",
@@ -97,9 +64,9 @@ fn mkdir_starts_drafts_and_rmdir_discards_empty_ones() {
         "--distributed-id",
         "done",
     ]);
-    assert_eq!(errno_of("os.mkdir(p)", &m.path("drafts/m@done")), "EEXIST");
-    assert_eq!(errno_of("os.rmdir(p)", &m.path("drafts/m")), "ENOTEMPTY");
-    assert_eq!(errno_of("os.rmdir(p)", &m.path("drafts/nope")), "ENOENT");
+    assert_eq!(py_errno("os.mkdir(p)", &m.path("drafts/m@done")), "EEXIST");
+    assert_eq!(py_errno("os.rmdir(p)", &m.path("drafts/m")), "ENOTEMPTY");
+    assert_eq!(py_errno("os.rmdir(p)", &m.path("drafts/nope")), "ENOENT");
     fs::remove_dir(m.path("drafts/m@run1")).unwrap();
     fs::remove_dir(m.path("drafts/fresh")).unwrap();
     assert_eq!(drafts_listed(&s), ["m"]);
@@ -292,19 +259,19 @@ fn draft_changes_fail_as_a_local_filesystem_would() {
     fs::create_dir(m.path("drafts/other")).unwrap();
     let d = m.path("drafts/m");
     let at = |rel: &str| d.join(rel);
-    assert_eq!(errno_of("os.unlink(p)", &at("d")), "EISDIR");
-    assert_eq!(errno_of("os.rmdir(p)", &at("d")), "ENOTEMPTY");
-    assert_eq!(errno_of("os.rmdir(p)", &at("a.txt")), "ENOTDIR");
-    assert_eq!(errno_of("os.unlink(p)", &at("nope")), "ENOENT");
-    assert_eq!(errno_of("os.mkdir(p)", &at("a.txt")), "EEXIST");
-    assert_eq!(errno_of("os.symlink('x', p)", &at("d")), "EEXIST");
+    assert_eq!(py_errno("os.unlink(p)", &at("d")), "EISDIR");
+    assert_eq!(py_errno("os.rmdir(p)", &at("d")), "ENOTEMPTY");
+    assert_eq!(py_errno("os.rmdir(p)", &at("a.txt")), "ENOTDIR");
+    assert_eq!(py_errno("os.unlink(p)", &at("nope")), "ENOENT");
+    assert_eq!(py_errno("os.mkdir(p)", &at("a.txt")), "EEXIST");
+    assert_eq!(py_errno("os.symlink('x', p)", &at("d")), "EEXIST");
     assert_eq!(
-        errno_of("os.link(p + '/../a.txt', p + '/../hard')", &at("d")),
+        py_errno("os.link(p + '/../a.txt', p + '/../hard')", &at("d")),
         "EPERM"
     );
-    assert_eq!(errno_of("os.mkfifo(p)", &at("fifo")), "EPERM");
+    assert_eq!(py_errno("os.mkfifo(p)", &at("fifo")), "EPERM");
     assert_eq!(
-        errno_of(
+        py_errno(
             &format!(
                 "os.rename(p, {:?})",
                 m.path("drafts/other/a2.txt").display().to_string()
@@ -317,7 +284,7 @@ fn draft_changes_fail_as_a_local_filesystem_would() {
     let noreplace = "import ctypes\n    libc = ctypes.CDLL(None, use_errno=True)\n    \
         r = libc.renameat2(-100, p.encode(), -100, (os.path.dirname(p) + '/d/b.txt').encode(), 1)\n    \
         if r != 0: raise OSError(ctypes.get_errno(), 'renameat2')";
-    assert_eq!(errno_of(noreplace, &at("a.txt")), "EEXIST");
+    assert_eq!(py_errno(noreplace, &at("a.txt")), "EEXIST");
     // Nothing of that changed the draft.
     let status = fs::read_to_string(at(".commit")).unwrap();
     assert!(

@@ -607,3 +607,85 @@ pub fn ignore_dir_size_and_mtime(_: &str, n: &Node) -> Ignore {
 pub fn finish(child: Child, limit: Duration) -> Output {
     wait_with_timeout(child, limit)
 }
+
+// ----- helpers for drafts through the mount -----
+
+/// Runs `op` (Python statements using `p`, indented as one block) on `path` and returns "ok" or the errno name.
+pub fn py_errno(op: &str, path: &Path) -> String {
+    let script = format!(
+        "import errno, os, sys\np = sys.argv[1]\ntry:\n    {op}\n    print('ok')\nexcept OSError as e:\n    print(errno.errorcode[e.errno])\n"
+    );
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(path)
+        .output()
+        .expect("python3 runs (scripts/setup.sh installs it)");
+    assert!(out.status.success(), "python3: {}", stderr(&out));
+    stdout(&out).trim().to_string()
+}
+
+/// Writes `request` to a control file in one write with os.open/os.write/os.close; "ok" or
+/// the errno name of the first call that failed.
+pub fn write_control(path: &Path, request: &str) -> String {
+    py_errno(
+        &format!(
+            "fd = os.open(p, os.O_WRONLY | os.O_TRUNC)\n    try:\n        os.write(fd, {request:?}.encode())\n    finally:\n        os.close(fd)"
+        ),
+        path,
+    )
+}
+
+/// The versions of `name` (`v0`, `v1`...), as `list NAME` shows them; empty for no artifact.
+pub fn versions(s: &TestStore, name: &str) -> Vec<String> {
+    let listed = s.json(&["list"]);
+    if !listed.as_array().unwrap().iter().any(|a| a["name"] == name) {
+        return Vec::new();
+    }
+    s.json(&["list", name])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            v["version"]
+                .as_str()
+                .unwrap_or_else(|| panic!("a version without a number: {v}"))
+                .to_string()
+        })
+        .collect()
+}
+
+/// The drafts `draft list` shows, as NAME or NAME@ID.
+pub fn drafts_listed(s: &TestStore) -> Vec<String> {
+    s.json(&["draft", "list"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["draft"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Sets a symlink's own mtime (utimensat with AT_SYMLINK_NOFOLLOW).
+pub fn set_symlink_mtime(path: &Path, secs: i64, nsec: i64) {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    let times = [
+        libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_OMIT,
+        },
+        libc::timespec {
+            tv_sec: secs,
+            tv_nsec: nsec,
+        },
+    ];
+    // SAFETY: a NUL-terminated path and two timespecs, as utimensat(2) takes.
+    let r = unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    assert_eq!(r, 0, "set the mtime of symlink {}", path.display());
+}
