@@ -19,6 +19,7 @@ use sha2::{Digest as _, Sha256};
 use tempfile::{NamedTempFile, TempPath};
 
 use crate::error::{Error, IoContext, Result};
+use crate::faults;
 use crate::hash::Digest;
 
 /// Files up to this size are read whole, so content already in the store is never rewritten.
@@ -213,7 +214,7 @@ impl Batch<'_> {
                 Err(e) => return Err(Error::io(src, e)),
             };
             hasher.update(&buf[..n]);
-            tmp.write_all(&buf[..n]).at(tmp.path())?;
+            write_blob(&mut tmp, &buf[..n])?;
         }
         if Digest(hasher.finalize().into()) != digest {
             return Err(Error::invalid(
@@ -237,7 +238,7 @@ impl Batch<'_> {
             // together at the end.
             let synced = len > SMALL_FILE;
             if synced {
-                file.sync_data().at(path)?;
+                fsync(&file, path)?;
             }
             lock(&self.links).push((path.to_path_buf(), digest, synced));
         }
@@ -251,6 +252,7 @@ impl Batch<'_> {
     /// Renames a staged file to its blob name; false if that blob already existed.
     fn place(&self, tmp: TempPath, digest: &Digest) -> Result<bool> {
         let dest = self.store.path(digest);
+        faults::check(faults::Op::Rename).at(&dest)?;
         let result = match tmp.persist_noclobber(&dest) {
             Err(e) if e.error.kind() == std::io::ErrorKind::NotFound => {
                 let dir = dest.parent().expect("blob paths have a fan-out directory");
@@ -274,6 +276,7 @@ impl Batch<'_> {
     fn link(&self, path: &Path, digest: &Digest) -> Result<bool> {
         let dest = self.store.path(digest);
         fs::set_permissions(path, fs::Permissions::from_mode(0o444)).at(path)?;
+        faults::check(faults::Op::Rename).at(&dest)?;
         match fs::hard_link(path, &dest) {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
@@ -286,7 +289,7 @@ impl Batch<'_> {
         self.note(&digest);
         if !self.store.contains(&digest) {
             let mut tmp = self.temp()?;
-            tmp.write_all(data).at(tmp.path())?;
+            write_blob(&mut tmp, data)?;
             self.stage(tmp, digest);
         }
         Ok((digest, data.len() as u64))
@@ -320,7 +323,7 @@ impl Batch<'_> {
                 .map(|(t, _)| t.as_ref())
                 .chain(links.iter().filter(|l| !l.2).map(|(p, ..)| p.as_path()));
             for path in paths {
-                File::open(path).and_then(|f| f.sync_data()).at(path)?;
+                fsync(&File::open(path).at(path)?, path)?;
             }
         }
         let placed = pending
@@ -367,12 +370,24 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
         .custom_flags(libc::O_DIRECTORY)
         .open(dir)
         .at(dir)?;
+    faults::check(faults::Op::Fsync).at(dir)?;
     f.sync_all().at(dir)
+}
+
+fn fsync(file: &File, path: &Path) -> Result<()> {
+    faults::check(faults::Op::Fsync).at(path)?;
+    file.sync_data().at(path)
+}
+
+fn write_blob(tmp: &mut NamedTempFile, data: &[u8]) -> Result<()> {
+    faults::check(faults::Op::Write).at(tmp.path())?;
+    tmp.write_all(data).at(tmp.path())
 }
 
 /// Flushes the whole filesystem that holds `dir`: one call instead of thousands of fsyncs.
 fn syncfs(dir: &Path) -> Result<()> {
     let f = File::open(dir).at(dir)?;
+    faults::check(faults::Op::Fsync).at(dir)?;
     // SAFETY: the descriptor is valid for the duration of the call.
     if unsafe { libc::syncfs(f.as_raw_fd()) } != 0 {
         return Err(Error::io(dir, std::io::Error::last_os_error()));

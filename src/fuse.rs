@@ -219,21 +219,25 @@ impl Filesystem for Adapter {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        match self.fs.lookup(parent.0, name.as_bytes()) {
-            Ok(e) => reply.entry(&e.ttl, &file_attr(&e.attr), Generation(0)),
-            Err(e) => reply.error(fail("lookup", &e)),
-        }
+        guarded("lookup", || {
+            match self.fs.lookup(parent.0, name.as_bytes()) {
+                Ok(e) => reply.entry(&e.ttl, &file_attr(&e.attr), Generation(0)),
+                Err(e) => reply.error(fail("lookup", &e)),
+            }
+        });
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
-        self.fs.forget(ino.0, nlookup);
+        guarded("forget", || {
+            self.fs.forget(ino.0, nlookup);
+        });
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        match self.fs.getattr(ino.0) {
+        guarded("getattr", || match self.fs.getattr(ino.0) {
             Ok(e) => reply.attr(&e.ttl, &file_attr(&e.attr)),
             Err(e) => reply.error(fail("getattr", &e)),
-        }
+        });
     }
 
     fn setattr(
@@ -254,36 +258,38 @@ impl Filesystem for Adapter {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        let mtime = mtime.map(|t| match t {
-            TimeOrNow::SpecificTime(t) => t,
-            TimeOrNow::Now => SystemTime::now(),
-        });
-        // Access times are not kept (the mount is noatime); size, mode and mtime are.
-        let result = self
-            .fs
-            .check_owner(ino.0, uid, gid)
-            .and_then(|()| match size {
-                Some(size) => self.fs.truncate(ino.0, size, fh.map(|f| f.0)),
-                None => self.fs.getattr(ino.0),
-            })
-            .and_then(|e| {
-                if mode.is_some() || mtime.is_some() {
-                    self.fs.set_attributes(ino.0, mode, mtime)
-                } else {
-                    Ok(e)
-                }
+        guarded("setattr", || {
+            let mtime = mtime.map(|t| match t {
+                TimeOrNow::SpecificTime(t) => t,
+                TimeOrNow::Now => SystemTime::now(),
             });
-        match result {
-            Ok(e) => reply.attr(&e.ttl, &file_attr(&e.attr)),
-            Err(e) => reply.error(fail("setattr", &e)),
-        }
+            // Access times are not kept (the mount is noatime); size, mode and mtime are.
+            let result = self
+                .fs
+                .check_owner(ino.0, uid, gid)
+                .and_then(|()| match size {
+                    Some(size) => self.fs.truncate(ino.0, size, fh.map(|f| f.0)),
+                    None => self.fs.getattr(ino.0),
+                })
+                .and_then(|e| {
+                    if mode.is_some() || mtime.is_some() {
+                        self.fs.set_attributes(ino.0, mode, mtime)
+                    } else {
+                        Ok(e)
+                    }
+                });
+            match result {
+                Ok(e) => reply.attr(&e.ttl, &file_attr(&e.attr)),
+                Err(e) => reply.error(fail("setattr", &e)),
+            }
+        });
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        match self.fs.readlink(ino.0) {
+        guarded("readlink", || match self.fs.readlink(ino.0) {
             Ok(t) => reply.data(&t),
             Err(e) => reply.error(fail("readlink", &e)),
-        }
+        });
     }
 
     fn mknod(
@@ -296,10 +302,14 @@ impl Filesystem for Adapter {
         _rdev: u32,
         reply: ReplyEntry,
     ) {
-        let e =
-            self.fs
-                .refuse_special(parent.0, name.as_bytes(), "device nodes, FIFOs and sockets");
-        reply.error(fail("mknod", &e));
+        guarded("mknod", || {
+            let e = self.fs.refuse_special(
+                parent.0,
+                name.as_bytes(),
+                "device nodes, FIFOs and sockets",
+            );
+            reply.error(fail("mknod", &e));
+        });
     }
 
     fn mkdir(
@@ -311,24 +321,28 @@ impl Filesystem for Adapter {
         umask: u32,
         reply: ReplyEntry,
     ) {
-        match self.fs.mkdir(parent.0, name.as_bytes(), mode & !umask) {
-            Ok(e) => reply.entry(&e.ttl, &file_attr(&e.attr), Generation(0)),
-            Err(e) => reply.error(fail("mkdir", &e)),
-        }
+        guarded("mkdir", || {
+            match self.fs.mkdir(parent.0, name.as_bytes(), mode & !umask) {
+                Ok(e) => reply.entry(&e.ttl, &file_attr(&e.attr), Generation(0)),
+                Err(e) => reply.error(fail("mkdir", &e)),
+            }
+        });
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.fs.unlink(parent.0, name.as_bytes()) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(fail("unlink", &e)),
-        }
+        guarded("unlink", || {
+            match self.fs.unlink(parent.0, name.as_bytes()) {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(fail("unlink", &e)),
+            }
+        });
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.fs.rmdir(parent.0, name.as_bytes()) {
+        guarded("rmdir", || match self.fs.rmdir(parent.0, name.as_bytes()) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(fail("rmdir", &e)),
-        }
+        });
     }
 
     fn symlink(
@@ -339,13 +353,15 @@ impl Filesystem for Adapter {
         target: &Path,
         reply: ReplyEntry,
     ) {
-        match self
-            .fs
-            .symlink(parent.0, name.as_bytes(), target.as_os_str().as_bytes())
-        {
-            Ok(e) => reply.entry(&e.ttl, &file_attr(&e.attr), Generation(0)),
-            Err(e) => reply.error(fail("symlink", &e)),
-        }
+        guarded("symlink", || {
+            match self
+                .fs
+                .symlink(parent.0, name.as_bytes(), target.as_os_str().as_bytes())
+            {
+                Ok(e) => reply.entry(&e.ttl, &file_attr(&e.attr), Generation(0)),
+                Err(e) => reply.error(fail("symlink", &e)),
+            }
+        });
     }
 
     fn rename(
@@ -358,25 +374,27 @@ impl Filesystem for Adapter {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        let result = if flags.bits() & libc::RENAME_EXCHANGE != 0 {
-            Err(Error::invalid(
-                self.fs.describe(parent.0, Some(name.as_bytes())),
-                "RENAME_EXCHANGE is not supported",
-            ))
-        } else {
-            let no_replace = flags.bits() & libc::RENAME_NOREPLACE != 0;
-            self.fs.rename(
-                parent.0,
-                name.as_bytes(),
-                newparent.0,
-                newname.as_bytes(),
-                no_replace,
-            )
-        };
-        match result {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(fail("rename", &e)),
-        }
+        guarded("rename", || {
+            let result = if flags.bits() & libc::RENAME_EXCHANGE != 0 {
+                Err(Error::invalid(
+                    self.fs.describe(parent.0, Some(name.as_bytes())),
+                    "RENAME_EXCHANGE is not supported",
+                ))
+            } else {
+                let no_replace = flags.bits() & libc::RENAME_NOREPLACE != 0;
+                self.fs.rename(
+                    parent.0,
+                    name.as_bytes(),
+                    newparent.0,
+                    newname.as_bytes(),
+                    no_replace,
+                )
+            };
+            match result {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(fail("rename", &e)),
+            }
+        });
     }
 
     fn link(
@@ -387,10 +405,12 @@ impl Filesystem for Adapter {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        let e = self
-            .fs
-            .refuse_special(newparent.0, newname.as_bytes(), "hard links");
-        reply.error(fail("link", &e));
+        guarded("link", || {
+            let e = self
+                .fs
+                .refuse_special(newparent.0, newname.as_bytes(), "hard links");
+            reply.error(fail("link", &e));
+        });
     }
 
     fn create(
@@ -403,60 +423,64 @@ impl Filesystem for Adapter {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        let exclusive = flags & libc::O_EXCL != 0;
-        let opened = self.fs.create(
-            parent.0,
-            name.as_bytes(),
-            mode & !umask,
-            open_mode(flags),
-            exclusive,
-        );
-        match opened {
-            Ok((e, Opened::Content { fh, .. } | Opened::Control { fh })) => reply.created(
-                &e.ttl,
-                &file_attr(&e.attr),
-                Generation(0),
-                FileHandle(fh),
-                FopenFlags::empty(),
-            ),
-            Err(e) => reply.error(fail("create", &e)),
-        }
+        guarded("create", || {
+            let exclusive = flags & libc::O_EXCL != 0;
+            let opened = self.fs.create(
+                parent.0,
+                name.as_bytes(),
+                mode & !umask,
+                open_mode(flags),
+                exclusive,
+            );
+            match opened {
+                Ok((e, Opened::Content { fh, .. } | Opened::Control { fh })) => reply.created(
+                    &e.ttl,
+                    &file_attr(&e.attr),
+                    Generation(0),
+                    FileHandle(fh),
+                    FopenFlags::empty(),
+                ),
+                Err(e) => reply.error(fail("create", &e)),
+            }
+        });
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let (fh, file, immutable) = match self.fs.open(ino.0, open_mode(flags.0)) {
-            Ok(Opened::Content {
-                fh,
-                file,
-                immutable,
-            }) => (fh, file, immutable),
-            // Generated content: read through the server every time.
-            Ok(Opened::Control { fh }) => {
-                return reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO);
-            }
-            Err(e) => return reply.error(fail("open", &e)),
-        };
-        // A draft's file may get other content under the same inode: it is read through the
-        // server with its pages dropped at each open, never through a backing file.
-        if !immutable {
-            return reply.opened(FileHandle(fh), FopenFlags::empty());
-        }
-        if self.passthrough.load(Ordering::Relaxed) {
-            match self.backing_for(&reply, ino.0, fh, &file) {
-                // The kernel takes passthrough opens only without caching flags: it reads the
-                // backing file itself, through that file's own page cache.
-                Ok(Some(id)) => {
-                    return reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &id);
+        guarded("open", || {
+            let (fh, file, immutable) = match self.fs.open(ino.0, open_mode(flags.0)) {
+                Ok(Opened::Content {
+                    fh,
+                    file,
+                    immutable,
+                }) => (fh, file, immutable),
+                // Generated content: read through the server every time.
+                Ok(Opened::Control { fh }) => {
+                    return reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO);
                 }
-                Ok(None) => {}
-                Err(e) => {
-                    self.fs.release(fh);
-                    let e = Error::io(self.fs.describe(ino.0, None), e);
-                    return reply.error(fail("open", &e));
+                Err(e) => return reply.error(fail("open", &e)),
+            };
+            // A draft's file may get other content under the same inode: it is read through the
+            // server with its pages dropped at each open, never through a backing file.
+            if !immutable {
+                return reply.opened(FileHandle(fh), FopenFlags::empty());
+            }
+            if self.passthrough.load(Ordering::Relaxed) {
+                match self.backing_for(&reply, ino.0, fh, &file) {
+                    // The kernel takes passthrough opens only without caching flags: it reads the
+                    // backing file itself, through that file's own page cache.
+                    Ok(Some(id)) => {
+                        return reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &id);
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        self.fs.release(fh);
+                        let e = Error::io(self.fs.describe(ino.0, None), e);
+                        return reply.error(fail("open", &e));
+                    }
                 }
             }
-        }
-        reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE);
+            reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE);
+        });
     }
 
     fn read(
@@ -470,10 +494,10 @@ impl Filesystem for Adapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        match self.fs.read(fh.0, offset, size) {
+        guarded("read", || match self.fs.read(fh.0, offset, size) {
             Ok(data) => reply.data(&data),
             Err(e) => reply.error(fail("read", &e)),
-        }
+        });
     }
 
     fn write(
@@ -488,14 +512,16 @@ impl Filesystem for Adapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        let result = self.fs.write(ino.0, fh.0, offset, data);
-        // Before the reply, so whoever committed never sees the draft again. (A write is not
-        // among the requests an invalidation may deadlock with.)
-        self.invalidate_stale();
-        match result {
-            Ok(n) => reply.written(n),
-            Err(e) => reply.error(fail("write", &e)),
-        }
+        guarded("write", || {
+            let result = self.fs.write(ino.0, fh.0, offset, data);
+            // Before the reply, so whoever committed never sees the draft again. (A write is not
+            // among the requests an invalidation may deadlock with.)
+            self.invalidate_stale();
+            match result {
+                Ok(n) => reply.written(n),
+                Err(e) => reply.error(fail("write", &e)),
+            }
+        });
     }
 
     fn flush(
@@ -506,10 +532,10 @@ impl Filesystem for Adapter {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        match self.fs.flush(ino.0, fh.0) {
+        guarded("flush", || match self.fs.flush(ino.0, fh.0) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(fail("flush", &e)),
-        }
+        });
     }
 
     fn release(
@@ -522,28 +548,30 @@ impl Filesystem for Adapter {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        {
-            let mut b = self.backing();
-            // Dropping the last handle's reference releases the backing file in the kernel;
-            // then the inode's entry goes too, so the map only holds files that are open.
-            b.by_fh.remove(&fh.0);
-            if b.by_ino.get(&ino.0).is_some_and(|w| w.strong_count() == 0) {
-                b.by_ino.remove(&ino.0);
+        guarded("release", || {
+            {
+                let mut b = self.backing();
+                // Dropping the last handle's reference releases the backing file in the kernel;
+                // then the inode's entry goes too, so the map only holds files that are open.
+                b.by_fh.remove(&fh.0);
+                if b.by_ino.get(&ino.0).is_some_and(|w| w.strong_count() == 0) {
+                    b.by_ino.remove(&ino.0);
+                }
             }
-        }
-        self.fs.release(fh.0);
-        reply.ok();
+            self.fs.release(fh.0);
+            reply.ok();
+        });
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.fs.opendir(ino.0) {
+        guarded("opendir", || match self.fs.opendir(ino.0) {
             Ok((fh, true)) => reply.opened(
                 FileHandle(fh),
                 FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE,
             ),
             Ok((fh, false)) => reply.opened(FileHandle(fh), FopenFlags::empty()),
             Err(e) => reply.error(fail("opendir", &e)),
-        }
+        });
     }
 
     fn readdir(
@@ -554,13 +582,15 @@ impl Filesystem for Adapter {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        match self
-            .fs
-            .readdir(ino.0, fh.0, offset, false, &mut PlainSink(&mut reply))
-        {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(fail("readdir", &e)),
-        }
+        guarded("readdir", || {
+            match self
+                .fs
+                .readdir(ino.0, fh.0, offset, false, &mut PlainSink(&mut reply))
+            {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(fail("readdir", &e)),
+            }
+        });
     }
 
     fn readdirplus(
@@ -571,13 +601,15 @@ impl Filesystem for Adapter {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        match self
-            .fs
-            .readdir(ino.0, fh.0, offset, true, &mut PlusSink(&mut reply))
-        {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(fail("readdirplus", &e)),
-        }
+        guarded("readdirplus", || {
+            match self
+                .fs
+                .readdir(ino.0, fh.0, offset, true, &mut PlusSink(&mut reply))
+            {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(fail("readdirplus", &e)),
+            }
+        });
     }
 
     fn releasedir(
@@ -588,17 +620,19 @@ impl Filesystem for Adapter {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        self.fs.releasedir(fh.0);
-        reply.ok();
+        guarded("releasedir", || {
+            self.fs.releasedir(fh.0);
+            reply.ok();
+        });
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        match self.fs.statfs() {
+        guarded("statfs", || match self.fs.statfs() {
             Ok(s) => reply.statfs(
                 s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize,
             ),
             Err(e) => reply.error(fail("statfs", &e)),
-        }
+        });
     }
 
     fn setxattr(
@@ -611,36 +645,44 @@ impl Filesystem for Adapter {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        reply.error(fail(
-            "setxattr",
-            &self.fs.refuse_xattr_change(ino.0, name.as_bytes()),
-        ));
+        guarded("setxattr", || {
+            reply.error(fail(
+                "setxattr",
+                &self.fs.refuse_xattr_change(ino.0, name.as_bytes()),
+            ));
+        });
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        match self.fs.getxattr(ino.0, name.as_bytes()) {
-            Ok(v) => reply_xattr(reply, size, &v),
-            Err(e) => reply.error(fail("getxattr", &e)),
-        }
+        guarded("getxattr", || {
+            match self.fs.getxattr(ino.0, name.as_bytes()) {
+                Ok(v) => reply_xattr(reply, size, &v),
+                Err(e) => reply.error(fail("getxattr", &e)),
+            }
+        });
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        match self.fs.listxattr(ino.0) {
+        guarded("listxattr", || match self.fs.listxattr(ino.0) {
             Ok(v) => reply_xattr(reply, size, &v),
             Err(e) => reply.error(fail("listxattr", &e)),
-        }
+        });
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let e = self.fs.refuse_xattr_change(ino.0, name.as_bytes());
-        reply.error(fail("removexattr", &e));
+        guarded("removexattr", || {
+            let e = self.fs.refuse_xattr_change(ino.0, name.as_bytes());
+            reply.error(fail("removexattr", &e));
+        });
     }
 
     fn access(&self, req: &Request, ino: INodeNo, mask: fuser::AccessFlags, reply: ReplyEmpty) {
-        match self.fs.access(ino.0, req.uid(), req.gid(), mask.bits()) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(fail("access", &e)),
-        }
+        guarded("access", || {
+            match self.fs.access(ino.0, req.uid(), req.gid(), mask.bits()) {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(fail("access", &e)),
+            }
+        });
     }
 
     fn fallocate(
@@ -653,10 +695,12 @@ impl Filesystem for Adapter {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        match self.fs.fallocate(ino.0, fh.0, offset, length, mode) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(fail("fallocate", &e)),
-        }
+        guarded("fallocate", || {
+            match self.fs.fallocate(ino.0, fh.0, offset, length, mode) {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(fail("fallocate", &e)),
+            }
+        });
     }
 
     fn fsync(
@@ -667,10 +711,10 @@ impl Filesystem for Adapter {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        match self.fs.fsync(ino.0, fh.0, datasync) {
+        guarded("fsync", || match self.fs.fsync(ino.0, fh.0, datasync) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(fail("fsync", &e)),
-        }
+        });
     }
 
     /// Directory entries of drafts are catalog rows; syncing them syncs the catalog.
@@ -682,10 +726,10 @@ impl Filesystem for Adapter {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        match self.fs.sync_catalog() {
+        guarded("fsyncdir", || match self.fs.sync_catalog() {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(fail("fsyncdir", &e)),
-        }
+        });
     }
 }
 
@@ -707,5 +751,24 @@ fn reply_xattr(reply: ReplyXattr, size: u32, value: &[u8]) {
         reply.error(Errno::from_i32(libc::ERANGE));
     } else {
         reply.data(value);
+    }
+}
+
+/// Serves one request. A panic (a bug) must not take the mount down with it: it is logged,
+/// and the reply it left unsent answers EIO when dropped.
+fn guarded(op: &str, serve: impl FnOnce()) {
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        if crate::faults::check(crate::faults::Op::Request).is_err() {
+            panic!("injected fault in {op}");
+        }
+        serve()
+    }));
+    if let Err(panic) = result {
+        let why = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("unknown cause");
+        log::error!("{op}: internal error, answered EIO: {why}");
     }
 }

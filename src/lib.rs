@@ -10,6 +10,7 @@ pub mod cli;
 pub mod commit;
 pub mod draft;
 pub mod error;
+pub mod faults;
 pub mod fs;
 pub mod fuse;
 pub mod hash;

@@ -28,6 +28,8 @@ use crate::error::{Error, IoContext, Result};
 use crate::hash::Digest;
 
 const LOCK_FILE: &str = "lock";
+/// Copies being made by [`Staging::unshare`]; a crash can leave one behind for the sweep.
+const UNSHARE_PREFIX: &str = ".unshare";
 
 #[derive(Debug)]
 pub struct Staging {
@@ -143,12 +145,35 @@ impl Staging {
     /// Opens staged file `id` of draft `d` for reading, or for reading and writing.
     pub fn open_file(&self, d: &DraftRow, id: i64, write: bool, append: bool) -> Result<File> {
         let path = self.path(d.id, id);
+        if write {
+            self.unshare(d, &path)?;
+        }
         OpenOptions::new()
             .read(true)
             .write(write && !append)
             .append(write && append)
             .open(&path)
             .map_err(|e| missing(d, &path, e))
+    }
+
+    /// A commit that failed after linking a staged file into `blobs/` leaves the draft
+    /// naming a file that is also a blob. Writing it in place would change the blob, so it
+    /// is first replaced by a copy of its own.
+    fn unshare(&self, d: &DraftRow, path: &Path) -> Result<()> {
+        let m = fs::metadata(path).map_err(|e| missing(d, path, e))?;
+        if m.nlink() <= 1 {
+            return Ok(());
+        }
+        let mut tmp = tempfile::Builder::new()
+            .prefix(UNSHARE_PREFIX)
+            .tempfile_in(self.dir(d.id))
+            .at(path)?;
+        copy_into(path, tmp.as_file_mut())?;
+        tmp.as_file()
+            .set_modified(m.modified().at(path)?)
+            .at(tmp.path())?;
+        tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
+        Ok(())
     }
 
     pub fn meta(&self, d: &DraftRow, id: i64) -> Result<StagedMeta> {
@@ -220,6 +245,14 @@ impl Staging {
                 .collect();
             for (id, path) in numbered(&dir)? {
                 if !wanted.contains(&id) {
+                    fs::remove_file(&path).at(&path)?;
+                    removed += 1;
+                }
+            }
+            for entry in fs::read_dir(&dir).at(&dir)? {
+                let path = entry.at(&dir)?.path();
+                let name = path.file_name().unwrap_or_default().as_encoded_bytes();
+                if name.starts_with(UNSHARE_PREFIX.as_bytes()) {
                     fs::remove_file(&path).at(&path)?;
                     removed += 1;
                 }

@@ -116,26 +116,10 @@ impl Store {
             then(tx, &d, n)
         });
         drop(lock);
-        if result.is_err()
-            && !added.is_empty()
-            && let Err(e) = self.remove_unreferenced(&added)
-        {
-            log::warn!("could not remove the blobs of a refused operation ({e}); gc will");
+        if result.is_err() {
+            remove_unreferenced(&self.catalog, &self.blobs, &self.root, &added);
         }
         result
-    }
-
-    /// Removes those of `blobs` that nothing references, holding the lock exclusively so no
-    /// other writer is about to reference them.
-    fn remove_unreferenced(&mut self, blobs: &[Digest]) -> Result<()> {
-        let _lock = self.gc_lock()?;
-        nodes::collect_live_blobs(self.conn())?;
-        for b in blobs {
-            if !nodes::blob_in_use(self.conn(), b)? {
-                self.blobs.remove(b)?;
-            }
-        }
-        Ok(())
     }
 
     /// `log`: the given paths form the whole new version.
@@ -331,7 +315,7 @@ pub fn commit_draft(
     let _writers = staging.lock_for_commit(&d)?;
     let staged = drafts::staged(catalog.conn(), d.id)?;
     if !staged.is_empty() {
-        let _lock = lock_store(store_root, false)?;
+        let lock = lock_store(store_root, false)?;
         let batch = blobs.batch();
         let stored = staged
             .par_iter()
@@ -341,8 +325,8 @@ pub fn commit_draft(
                 Ok((s, blob, size, meta.mtime_ns))
             })
             .collect::<Result<Vec<_>>>()?;
-        batch.finish()?;
-        catalog.write(|tx| {
+        let added = batch.finish()?;
+        let recorded = catalog.write(|tx| {
             let now = require_draft(tx, name)?;
             if now.id != d.id {
                 return Err(Error::not_found(d.label()));
@@ -351,7 +335,12 @@ pub fn commit_draft(
                 drafts::store_staged(tx, d.id, s, blob, *size, *mtime_ns)?;
             }
             Ok(())
-        })?;
+        });
+        drop(lock);
+        if let Err(e) = recorded {
+            remove_unreferenced(catalog, blobs, store_root, &added);
+            return Err(e);
+        }
         let ids: Vec<i64> = stored.iter().map(|s| s.0.id).collect();
         staging.remove(&d, &ids);
     }
@@ -361,6 +350,27 @@ pub fn commit_draft(
     })?;
     staging.remove_draft(d.id);
     Ok(outcome)
+}
+
+/// Removes those of `added` (blobs a failed operation stored) that nothing references, so a
+/// refused command leaves the store as it was. Holds the store lock exclusively, so no other
+/// writer is about to reference them; whatever cannot be removed now is left to `gc`.
+fn remove_unreferenced(catalog: &Catalog, blobs: &BlobStore, root: &Path, added: &[Digest]) {
+    if added.is_empty() {
+        return;
+    }
+    let removed = lock_store(root, true).and_then(|_lock| {
+        nodes::collect_live_blobs(catalog.conn())?;
+        for b in added {
+            if !nodes::blob_in_use(catalog.conn(), b)? {
+                blobs.remove(b)?;
+            }
+        }
+        Ok(())
+    });
+    if let Err(e) = removed {
+        log::warn!("could not remove the blobs of a failed operation ({e}); gc will");
+    }
 }
 
 fn check_writable(dir: &Path) -> Result<()> {

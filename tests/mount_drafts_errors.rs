@@ -615,6 +615,101 @@ except OSError as e:
     drop(m);
 }
 
+/// Fills the filesystem at `dir` with a file `name`: returns its path once writing it hit
+/// ENOSPC.
+fn fill_disk(dir: &Path, name: &str) -> PathBuf {
+    let path = dir.join(name);
+    let mut f = fs::File::create(&path).unwrap();
+    let chunk = vec![0x5a_u8; 64 << 10];
+    loop {
+        match f.write(&chunk) {
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break,
+            Err(e) => panic!("filling {}: {e}", path.display()),
+        }
+    }
+    // Whatever page was half free is taken too.
+    while f.write(&[1]).is_ok() {}
+    path
+}
+
+/// A commit on a full disk, through `.commit` and through the CLI, fails with ENOSPC and
+/// leaves no version and the draft whole; `log` on a full disk stores nothing. Once space is
+/// freed, the same draft commits to exactly what was staged.
+#[test]
+fn enospc_during_a_commit_keeps_the_draft_whole() {
+    let s = TestStore::new();
+    let _tmpfs = Tmpfs::mount(&s.root, "64m");
+    let src = s.tree("src", &[("a.txt", "alpha\n"), ("d/b.txt", "bee\n")]);
+    log(&s, "m", &src);
+    let m = Mounted::new(&s, &mountpoint(&s));
+    fs::create_dir(m.path("drafts/m")).unwrap();
+    let draft = m.path("drafts/m");
+    // Enough entries that sealing the version needs pages the catalog does not have yet.
+    let mut expected = expect_files(&[("a.txt", b"alpha\n"), ("d/b.txt", b"BEE\n")]);
+    fs::write(draft.join("d/b.txt"), "BEE\n").unwrap();
+    fs::create_dir(draft.join("many")).unwrap();
+    for i in 0..3000 {
+        let rel = format!("many/file-{i:05}.txt");
+        let body = format!("file {i} {}\n", "x".repeat(i % 97));
+        fs::write(draft.join(&rel), &body).unwrap();
+        expected.insert(rel, body.into_bytes());
+    }
+    let tree_before = snapshot(&draft);
+    // The write-ahead log keeps its size after a checkpoint; empty it, so that sealing the
+    // version needs new space.
+    let busy: i64 = rusqlite::Connection::open(s.root.join("catalog.db"))
+        .and_then(|c| c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0)))
+        .unwrap();
+    assert_eq!(busy, 0, "the catalog's log could not be emptied");
+    let filler = fill_disk(&s.root, "filler");
+    let before = fingerprint(&s);
+
+    assert_eq!(
+        write_control(&draft.join(".commit"), "commit"),
+        "ENOSPC",
+        "commit through .commit on a full disk\nmount.log:\n{}",
+        log_tail(&s)
+    );
+    let err = s.fail(&["draft", "commit", "m"]);
+    assert!(
+        err.contains("disk is full") && err.contains("catalog.db"),
+        "draft commit on a full disk: {err}"
+    );
+    let more = s.tree("more", &[("new.txt", &"n".repeat(1 << 20))]);
+    let err = s.fail(&[
+        os("log"),
+        os("other"),
+        more.as_os_str(),
+        os("--type"),
+        os("t"),
+    ]);
+    assert!(
+        err.contains("No space left on device"),
+        "log on a full disk: {err}"
+    );
+
+    assert_eq!(versions(&s, "m"), ["v0"], "a full disk made a version");
+    assert_eq!(drafts_listed(&s), ["m"]);
+    assert_eq!(snapshot(&draft), tree_before, "the draft changed");
+    s.ok(&["verify"]);
+    fs::remove_file(&filler).unwrap();
+    assert_unchanged(&before, &fingerprint(&s), "store after the refused commits");
+
+    assert_eq!(
+        write_control(&draft.join(".commit"), "commit"),
+        "ok",
+        "commit after the disk was freed\nmount.log:\n{}",
+        log_tail(&s)
+    );
+    assert_eq!(versions(&s, "m"), ["v0", "v1"]);
+    assert_contents("m:v1", &expected, &contents(&m.path("m/v1")));
+    s.ok(&["verify"]);
+    let gc = s.ok(&["gc"]);
+    assert!(!gc.is_empty());
+    drop(m);
+}
+
 /// Requests that are neither `commit` nor a valid JSON object are EINVAL (at the write, or
 /// at close for an unfinished one) and leave the store and the draft as they were.
 #[test]

@@ -104,6 +104,7 @@ impl Catalog {
         let path = self.path.clone();
         let tx = self.begin()?;
         let value = f(&tx)?;
+        crate::faults::check(crate::faults::Op::Commit).map_err(|e| Error::io(&path, e))?;
         tx.commit().map_err(|e| classify(&path, "commit", e))?;
         Ok(value)
     }
@@ -130,7 +131,9 @@ impl Catalog {
         let mut wal = self.path.clone().into_os_string();
         wal.push("-wal");
         match std::fs::File::open(&wal) {
-            Ok(f) => f.sync_data().map_err(|e| Error::io(&wal, e)),
+            Ok(f) => crate::faults::check(crate::faults::Op::Fsync)
+                .and_then(|()| f.sync_data())
+                .map_err(|e| Error::io(&wal, e)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(Error::io(&wal, e)),
         }
