@@ -71,16 +71,17 @@ impl BlobStore {
         self.path(digest).exists()
     }
 
-    pub fn open_blob(&self, digest: &Digest) -> Result<File> {
+    /// Opens the content of `what` (a file of a version or draft), `size` bytes long. A
+    /// missing blob, or one of another size, is damage to the store, reported as such with
+    /// the file it belongs to rather than served as its content.
+    pub fn open_content(
+        &self,
+        digest: &Digest,
+        size: u64,
+        what: impl Fn() -> String,
+    ) -> Result<File> {
         let path = self.path(digest);
-        File::open(&path).at(&path)
-    }
-
-    /// Opens the content of `what` (a file of a version or draft). A missing blob is damage
-    /// to the store, reported as such with the file it belongs to.
-    pub fn open_content(&self, digest: &Digest, what: impl FnOnce() -> String) -> Result<File> {
-        let path = self.path(digest);
-        File::open(&path).map_err(|e| match e.kind() {
+        let file = File::open(&path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => Error::Corrupt {
                 what: what(),
                 why: format!(
@@ -88,7 +89,43 @@ impl BlobStore {
                 ),
             },
             _ => Error::io(&path, e),
-        })
+        })?;
+        let actual = file.metadata().at(&path)?.len();
+        if actual != size {
+            return Err(Error::Corrupt {
+                what: what(),
+                why: format!(
+                    "its content (blob {digest}) is {actual} bytes, not the {size} recorded; \
+                     see artifactfs verify"
+                ),
+            });
+        }
+        Ok(file)
+    }
+
+    /// Copies the content of `what` to `out`, checking it against its digest as it goes: an
+    /// error names the damage once the copy is complete.
+    pub fn copy_content(
+        &self,
+        digest: &Digest,
+        size: u64,
+        what: impl Fn() -> String,
+        out: &mut dyn Write,
+    ) -> Result<u64> {
+        let mut file = self.open_content(digest, size, &what)?;
+        let mut hashing = crate::hash::HashingWriter::new(out);
+        let n = std::io::copy(&mut file, &mut hashing).at(&self.path(digest))?;
+        let actual = hashing.digest();
+        if actual != *digest {
+            return Err(Error::Corrupt {
+                what: what(),
+                why: format!(
+                    "its content (blob {digest}) was altered: it now hashes to {actual}; see \
+                     artifactfs verify"
+                ),
+            });
+        }
+        Ok(n)
     }
 
     /// Starts a group of writes that become durable together.

@@ -36,6 +36,10 @@ pub enum Error {
     #[error("{0}")]
     Busy(String),
 
+    /// Larger than a limit of ours (EFBIG).
+    #[error("{what} is larger than the limit of {limit} bytes")]
+    TooLarge { what: String, limit: usize },
+
     #[error("{0} is not empty")]
     NotEmpty(String),
 
@@ -128,6 +132,7 @@ impl Error {
             Error::PermissionDenied(_) => libc::EACCES,
             Error::NotEmpty(_) => libc::ENOTEMPTY,
             Error::Busy(_) => libc::EBUSY,
+            Error::TooLarge { .. } => libc::EFBIG,
             Error::NoAttribute(..) => libc::ENODATA,
             Error::AttributeUnsupported(..) => libc::EOPNOTSUPP,
             Error::Refused { .. } => libc::EPERM,

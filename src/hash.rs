@@ -1,7 +1,7 @@
 //! SHA-256 digests: the identity of blobs, tree nodes and versions.
 
 use std::fmt;
-use std::io::Read;
+use std::io::{Read, Write};
 
 use sha2::{Digest as _, Sha256};
 
@@ -89,6 +89,38 @@ impl Hasher {
 
     pub fn finish(self) -> Digest {
         Digest(self.0.finalize().into())
+    }
+}
+
+/// Copies content to `inner` while hashing it, so that a copy can be checked against the
+/// digest it should have once it is complete.
+pub struct HashingWriter<W> {
+    inner: W,
+    hasher: Sha256,
+}
+
+impl<W: Write> HashingWriter<W> {
+    pub fn new(inner: W) -> Self {
+        HashingWriter {
+            inner,
+            hasher: Sha256::new(),
+        }
+    }
+
+    pub fn digest(self) -> Digest {
+        Digest(self.hasher.finalize().into())
+    }
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
     }
 }
 

@@ -2,7 +2,6 @@
 
 use crate::catalog::time_of;
 use std::fs::{self, File, FileTimes, OpenOptions};
-use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -56,7 +55,8 @@ pub fn get(store: &Store, r: &VersionRef, dest: &Path) -> Result<GetReport> {
             }
             Item::File { blob, size } => {
                 remove_existing(&target)?;
-                if place_file(&store.blobs, blob, &target)? {
+                let what = || format!("{} {}", version.reference(), String::from_utf8_lossy(path));
+                if place_file(&store.blobs, blob, *size, what, &target)? {
                     report.reflinked += 1;
                 }
                 let f = File::options().write(true).open(&target).at(&target)?;
@@ -145,10 +145,17 @@ fn remove_existing(path: &Path) -> Result<()> {
     }
 }
 
-/// Clones the blob into `target` where the filesystem can share extents, else copies it.
-/// Returns whether it was a reflink.
-fn place_file(blobs: &BlobStore, blob: &crate::hash::Digest, target: &Path) -> Result<bool> {
-    let mut src = blobs.open_blob(blob)?;
+/// Clones the blob into `target` where the filesystem can share extents, else copies it,
+/// checking the copy against the digest (a damaged blob leaves no file behind). Returns
+/// whether it was a reflink.
+fn place_file(
+    blobs: &BlobStore,
+    blob: &crate::hash::Digest,
+    size: u64,
+    what: impl Fn() -> String,
+    target: &Path,
+) -> Result<bool> {
+    let src = blobs.open_content(blob, size, &what)?;
     let mut out = OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -158,6 +165,9 @@ fn place_file(blobs: &BlobStore, blob: &crate::hash::Digest, target: &Path) -> R
     if unsafe { libc::ioctl(out.as_raw_fd(), libc::FICLONE, src.as_raw_fd()) } == 0 {
         return Ok(true);
     }
-    io::copy(&mut src, &mut out).at(target)?;
+    if let Err(e) = blobs.copy_content(blob, size, what, &mut out) {
+        let _ = fs::remove_file(target);
+        return Err(e);
+    }
     Ok(false)
 }

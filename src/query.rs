@@ -10,7 +10,7 @@ use crate::catalog::drafts::{self, DraftRow};
 use crate::catalog::nodes;
 use crate::catalog::versions::{self, VersionRow};
 use crate::draft;
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use crate::names::{ArtifactName, DraftName, VersionRef};
 use crate::staging::Staging;
 use crate::store::require_draft;
@@ -117,14 +117,11 @@ pub fn cat(
     let entry =
         tree::lookup(conn, v.root, rel.as_bytes())?.ok_or_else(|| Error::not_found(what()))?;
     match entry.item {
-        Item::File { blob, .. } => {
-            let mut file = blobs.open_content(&blob, what)?;
-            match io::copy(&mut file, out) {
-                Ok(_) => Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
-                Err(e) => Err(e).at(&blobs.path(&blob)),
-            }
-        }
+        Item::File { blob, size } => match blobs.copy_content(&blob, size, what, out) {
+            Ok(_) => Ok(()),
+            Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+            Err(e) => Err(e),
+        },
         Item::Dir { .. } => Err(Error::IsADirectory(what())),
         Item::Symlink { target } => Err(Error::invalid(
             what(),

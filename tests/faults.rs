@@ -4,6 +4,8 @@
 //! afterwards to exactly what was staged. Runs the core directly (no mount), with the fault
 //! switch of `artifactfs::faults`, which is per process: the trials hold one lock.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -359,4 +361,63 @@ fn writing_a_draft_file_after_a_failed_commit_leaves_blobs_intact() {
     expected.get_mut("part/0.txt").unwrap()[..7].copy_from_slice(b"CHANGED");
     commit(&mut store, dir, Filled::Mount).unwrap();
     assert_eq!(version_files(&store, "data:v1"), expected);
+}
+
+/// A panic inside one request (injected into the 40th the server serves) answers that
+/// request with EIO and leaves a log line; the server keeps serving every later request.
+#[test]
+fn a_panicking_request_is_eio_and_the_mount_lives_on() {
+    use common::mount::{Mounted, process_gone};
+    let s = common::TestStore::new();
+    let files: Vec<(String, String)> = (0..60)
+        .map(|i| (format!("f{i:02}.txt"), format!("file {i}\n")))
+        .collect();
+    let pairs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(p, c)| (p.as_str(), c.as_str()))
+        .collect();
+    let src = s.tree("src", &pairs);
+    common::log(&s, "m", &src);
+    let mp = s.path("mnt");
+    fs::create_dir_all(&mp).unwrap();
+    let mut cmd = s.command(&[std::ffi::OsStr::new("mount"), mp.as_os_str()]);
+    cmd.env(faults::ENV, "request:40");
+    let out = common::run_command(cmd);
+    common::assert_success(&out, &["mount"]);
+    let m = Mounted::adopt(&s, &mp);
+    let pid = m.server_pid();
+
+    let mut failures = Vec::new();
+    for _ in 0..3 {
+        for (rel, content) in &files {
+            match fs::read_to_string(m.path("m/v0").join(rel)) {
+                Ok(got) => assert_eq!(&got, content, "{rel} read wrong bytes"),
+                Err(e) => failures.push((rel.clone(), e.raw_os_error())),
+            }
+        }
+    }
+    let log = m.log();
+    assert!(
+        log.contains("internal error, answered EIO: injected fault"),
+        "no log line for the panicking request:\n{log}"
+    );
+    assert!(
+        failures.len() <= 1,
+        "more than one request failed: {failures:?}"
+    );
+    assert!(
+        failures.iter().all(|(_, e)| *e == Some(libc::EIO)),
+        "the panicking request did not answer EIO: {failures:?}"
+    );
+    assert!(
+        !process_gone(pid),
+        "the server died of one panicking request"
+    );
+    // Every file reads right after the panic.
+    for (rel, content) in &files {
+        assert_eq!(
+            &fs::read_to_string(m.path("m/v0").join(rel)).unwrap(),
+            content
+        );
+    }
 }

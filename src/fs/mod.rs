@@ -831,21 +831,21 @@ impl Fs {
             let conn = self.pool.get()?;
             match node {
                 Node::Entry(TreeEntry {
-                    item: Item::File { blob, .. },
+                    item: Item::File { blob, size },
                     ..
                 }) => self
                     .blobs
-                    .open_content(&blob, || self.describe(ino, None))?,
+                    .open_content(&blob, size, || self.describe(ino, None))?,
                 Node::Draft { .. } => match self.find_with_draft(conn.conn(), ino)? {
                     Some((
                         _,
                         Found::File(TreeEntry {
-                            item: Item::File { blob, .. },
+                            item: Item::File { blob, size },
                             ..
                         }),
                     )) => self
                         .blobs
-                        .open_content(&blob, || self.describe(ino, None))?,
+                        .open_content(&blob, size, || self.describe(ino, None))?,
                     Some((d, Found::Staged { id, .. })) => {
                         self.staging.open_file(&d, id, false, false)?
                     }

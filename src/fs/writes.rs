@@ -587,6 +587,13 @@ impl Fs {
             let Some(h) = controls.get_mut(&fh) else {
                 return Err(self.refuse_change(ino, None));
             };
+            if h.written.len() + data.len() > MAX_REQUEST {
+                h.written.clear();
+                return Err(Error::TooLarge {
+                    what: format!("the commit request in {}", self.describe(ino, None)),
+                    limit: MAX_REQUEST,
+                });
+            }
             h.written.extend_from_slice(data);
             let parsed = parse_request(&h.written, &self.describe(ino, None));
             if !matches!(parsed, Ok(None)) {
@@ -673,6 +680,9 @@ fn staged_of(d: &DraftRow, found: Option<Found>) -> Option<(DraftRow, i64)> {
 
 /// A commit request: `commit`, or a JSON object with `type`, `aliases`, `description` and
 /// `metadata`. `None` while it may still be incomplete.
+/// The largest commit request: metadata at its limit, with room for the other fields.
+const MAX_REQUEST: usize = crate::commit::MAX_METADATA_BYTES + (64 << 10);
+
 fn parse_request(written: &[u8], what: &str) -> Result<Option<CommitOptions>> {
     let bad = |why: String| Error::invalid(what.to_string(), why);
     let text = String::from_utf8_lossy(written);
