@@ -88,6 +88,9 @@ pub enum Error {
         supported: i64,
     },
 
+    #[error("store {} is read-only ({why}); only commands that read work", path.display())]
+    StoreReadOnly { path: PathBuf, why: String },
+
     #[error("{what} is damaged: {why}")]
     Corrupt { what: String, why: String },
 }
@@ -128,7 +131,7 @@ impl Error {
             }
             Error::NotADirectory(_) => libc::ENOTDIR,
             Error::IsADirectory(_) => libc::EISDIR,
-            Error::ReadOnly(_) => libc::EROFS,
+            Error::ReadOnly(_) | Error::StoreReadOnly { .. } => libc::EROFS,
             Error::PermissionDenied(_) => libc::EACCES,
             Error::NotEmpty(_) => libc::ENOTEMPTY,
             Error::Busy(_) => libc::EBUSY,

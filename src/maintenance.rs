@@ -88,6 +88,7 @@ pub struct GcReport {
 /// Holds the store's lock exclusively, so no writer is between storing a blob and
 /// referencing it.
 pub fn gc(store: &mut Store) -> Result<GcReport> {
+    store.catalog.check_writable()?;
     let _lock = store.gc_lock()?;
     let mut report = GcReport {
         staging_removed: store.blobs.clear_staging()? + store.staging.sweep(store.conn())?,

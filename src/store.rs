@@ -40,18 +40,22 @@ pub enum DraftBase {
 impl Store {
     /// Opens the store at `root`, creating it on first use.
     pub fn open(root: &Path) -> Result<Self> {
-        fs::create_dir_all(root).at(root)?;
+        if !root.is_dir() {
+            fs::create_dir_all(root).at(root)?;
+        }
         let root = &std::path::absolute(root).at(root)?;
         let blobs = BlobStore::open(root)?;
         let staging = Staging::open(root)?;
-        // Fail up front, naming the directory, rather than halfway through an operation.
-        for dir in [
-            root.to_path_buf(),
-            root.join("blobs"),
-            root.join("staging"),
-            root.join("staged"),
-        ] {
-            check_writable(&dir)?;
+        // A store we may not write is opened for reading; otherwise fail up front, naming
+        // the directory, rather than halfway through an operation.
+        if crate::catalog::read_only_cause(root).is_none() {
+            for dir in [
+                root.join("blobs"),
+                root.join("staging"),
+                root.join("staged"),
+            ] {
+                check_writable(&dir)?;
+            }
         }
         let catalog = Catalog::open(&root.join("catalog.db"))?;
         Ok(Store {
@@ -73,15 +77,15 @@ impl Store {
     /// Held while blobs are written and until the catalog references them, so that `gc`
     /// (which takes the lock exclusively) never collects a blob about to be referenced; and
     /// by commands that read a version through, so it cannot be collected under them.
-    pub fn shared_lock(&self) -> Result<File> {
+    pub fn shared_lock(&self) -> Result<Option<File>> {
         self.lock(false)
     }
 
-    pub fn gc_lock(&self) -> Result<File> {
+    pub fn gc_lock(&self) -> Result<Option<File>> {
         self.lock(true)
     }
 
-    fn lock(&self, exclusive: bool) -> Result<File> {
+    fn lock(&self, exclusive: bool) -> Result<Option<File>> {
         lock_store(&self.root, exclusive)
     }
 
@@ -98,6 +102,7 @@ impl Store {
         open: impl Fn(&Connection) -> Result<DraftRow>,
         then: impl FnOnce(&Connection, &DraftRow, usize) -> Result<T>,
     ) -> Result<T> {
+        self.catalog.check_writable()?;
         let dest = dest.map(ingest::parse_dest).transpose()?;
         let sources = ingest::scan(paths, dest.as_deref())?;
         if rehearse {
@@ -286,16 +291,33 @@ impl Store {
 }
 
 /// Locks the store: shared by writers of blobs and readers of versions, exclusive by gc.
-pub fn lock_store(root: &Path, exclusive: bool) -> Result<File> {
+/// A reader of a store it may not write locks through a read-only descriptor, or not at all
+/// if no writer ever made the lock file.
+pub fn lock_store(root: &Path, exclusive: bool) -> Result<Option<File>> {
     let path = root.join("lock");
-    let f = OpenOptions::new()
+    let opened = OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
-        .open(&path)
-        .at(&path)?;
+        .open(&path);
+    let f = match opened {
+        Err(e)
+            if !exclusive
+                && matches!(
+                    e.raw_os_error(),
+                    Some(libc::EROFS | libc::EACCES | libc::EPERM)
+                ) =>
+        {
+            match File::open(&path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(Error::io(&path, e)),
+            }
+        }
+        other => other.at(&path)?,
+    };
     if exclusive { f.lock() } else { f.lock_shared() }.at(&path)?;
-    Ok(f)
+    Ok(Some(f))
 }
 
 /// Commits draft `name`, by the command line or through the mount. Files written through
@@ -310,6 +332,7 @@ pub fn commit_draft(
     name: &DraftName,
     opts: &CommitOptions,
 ) -> Result<Outcome> {
+    catalog.check_writable()?;
     let d = require_draft(catalog.conn(), name)?;
     commit::effective_type(catalog.conn(), &d, opts.type_name.as_ref())?;
     let _writers = staging.lock_for_commit(&d)?;

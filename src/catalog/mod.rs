@@ -23,10 +23,16 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(120);
 pub struct Catalog {
     conn: Connection,
     path: PathBuf,
+    /// Why this process cannot write the store, when it cannot.
+    read_only: Option<String>,
 }
 
 impl Catalog {
     pub fn open(path: &Path) -> Result<Self> {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        if let Some(why) = read_only_cause(dir) {
+            return Self::open_read_only(path, why);
+        }
         let conn = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE
@@ -43,9 +49,74 @@ impl Catalog {
         let mut catalog = Catalog {
             conn,
             path: path.to_path_buf(),
+            read_only: None,
         };
         catalog.migrate()?;
         Ok(catalog)
+    }
+
+    /// Opens the catalog of a store this process may only read. SQLite needs to create the
+    /// shared-memory file of a WAL database even to read it, which a read-only filesystem
+    /// forbids; there nothing can change the file either, so it is opened as immutable,
+    /// provided no write-ahead log holds transactions the file lacks.
+    fn open_read_only(path: &Path, why: String) -> Result<Self> {
+        let mut wal = path.as_os_str().to_owned();
+        wal.push("-wal");
+        let wal_len = std::fs::metadata(&wal).map_or(0, |m| m.len());
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let read_only_fs = why == READ_ONLY_FS;
+        let conn = if read_only_fs && wal_len == 0 {
+            Connection::open_with_flags(immutable_uri(path)?, flags | OpenFlags::SQLITE_OPEN_URI)
+        } else {
+            Connection::open_with_flags(path, flags)
+        };
+        let conn = conn.map_err(|e| match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::CannotOpen) if !path.exists() => {
+                Error::not_found(format!("catalog {}", path.display()))
+            }
+            _ if read_only_fs && wal_len > 0 => Error::invalid(
+                format!("catalog {}", path.display()),
+                "is on a read-only filesystem with changes still in its write-ahead log; \
+                 run any artifactfs command on the store once while it is writable",
+            ),
+            _ => classify(path, "open read-only", e),
+        })?;
+        let catalog = Catalog {
+            conn,
+            path: path.to_path_buf(),
+            read_only: Some(why),
+        };
+        let (found, supported) = (catalog.schema_version()?, MIGRATIONS.len() as i64);
+        if found > supported {
+            return Err(Error::NewerSchema {
+                path: path.to_path_buf(),
+                found,
+                supported,
+            });
+        }
+        if found < supported {
+            return Err(catalog.refuse_write());
+        }
+        Ok(catalog)
+    }
+
+    /// Fails when this process may only read the store.
+    pub fn check_writable(&self) -> Result<()> {
+        match self.read_only {
+            Some(_) => Err(self.refuse_write()),
+            None => Ok(()),
+        }
+    }
+
+    pub fn is_read_only(&self) -> bool {
+        self.read_only.is_some()
+    }
+
+    fn refuse_write(&self) -> Error {
+        Error::StoreReadOnly {
+            path: self.path.parent().unwrap_or(&self.path).to_path_buf(),
+            why: self.read_only.clone().unwrap_or_default(),
+        }
     }
 
     fn migrate(&mut self) -> Result<()> {
@@ -142,6 +213,7 @@ impl Catalog {
     /// Starts a write transaction, waiting up to `BUSY_TIMEOUT` for other writers; the error
     /// after that names the catalog and how long it waited.
     fn begin(&mut self) -> Result<Transaction<'_>> {
+        self.check_writable()?;
         let path = self.path.clone();
         self.conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -221,6 +293,39 @@ impl Drop for Pooled<'_> {
                 .push(c);
         }
     }
+}
+
+const READ_ONLY_FS: &str = "its filesystem is mounted read-only";
+
+/// Why this process cannot change files in `dir`, if it cannot.
+pub fn read_only_cause(dir: &Path) -> Option<String> {
+    let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).ok()?;
+    // SAFETY: `c` is a valid NUL-terminated path for the duration of the call.
+    let rc = unsafe { libc::faccessat(libc::AT_FDCWD, c.as_ptr(), libc::W_OK, libc::AT_EACCESS) };
+    if rc == 0 {
+        return None;
+    }
+    match std::io::Error::last_os_error().raw_os_error() {
+        Some(libc::EROFS) => Some(READ_ONLY_FS.to_string()),
+        Some(libc::EACCES | libc::EPERM) => Some("you may not write to it".to_string()),
+        _ => None,
+    }
+}
+
+/// `file:` URI opening `path` as immutable; `?`, `#` and `%` in the path are escaped.
+fn immutable_uri(path: &Path) -> Result<String> {
+    let abs = std::path::absolute(path).map_err(|e| Error::io(path, e))?;
+    let s = abs.to_str().ok_or_else(|| {
+        Error::invalid(
+            format!("catalog {}", path.display()),
+            "a read-only store needs a UTF-8 path",
+        )
+    })?;
+    let escaped = s
+        .replace('%', "%25")
+        .replace('?', "%3f")
+        .replace('#', "%23");
+    Ok(format!("file:{escaped}?immutable=1"))
 }
 
 /// Switches a catalog to WAL mode. The switch takes an exclusive lock without consulting the

@@ -180,7 +180,10 @@ impl Fs {
         let store = crate::store::Store::open(store_root)?;
         let root = store.root().to_path_buf();
         // Staged files left by drafts that were committed or discarded while no mount ran.
-        let swept = store.staging.sweep(store.conn())?;
+        let swept = match store.catalog.is_read_only() {
+            true => 0,
+            false => store.staging.sweep(store.conn())?,
+        };
         if swept > 0 {
             log::info!("removed {swept} staged files no draft refers to");
         }
