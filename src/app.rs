@@ -179,9 +179,10 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Ls { reference, prefix } => {
             let mut stdout = io::stdout().lock();
             let mut paths = Vec::new();
-            query::ls(store.conn(), &reference, prefix.as_deref(), &mut |p| {
+            let prefix = prefix.as_ref().map(|p| p.as_encoded_bytes());
+            query::ls(store.conn(), &reference, prefix, &mut |p| {
                 if out.json {
-                    paths.push(Value::String(String::from_utf8_lossy(p).into_owned()));
+                    paths.push(Value::String(json_path(p)));
                     Ok(())
                 } else {
                     write_line(&mut stdout, p)
@@ -193,7 +194,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Cat { reference, path } => {
             let mut stdout = io::stdout().lock();
-            query::cat(store.conn(), &store.blobs, &reference, &path, &mut stdout)?;
+            let path = path.as_encoded_bytes();
+            query::cat(store.conn(), &store.blobs, &reference, path, &mut stdout)?;
             let _ = stdout.flush();
         }
         Command::Diff { from, to } => {
@@ -278,10 +280,12 @@ fn draft(store: &mut Store, out: &Output, cmd: DraftCommand) -> Result<()> {
             })
         }
         DraftCommand::Rm { draft, paths } => {
+            let paths: Vec<&[u8]> = paths.iter().map(|p| p.as_encoded_bytes()).collect();
             store.draft_rm(&draft, &paths)?;
+            let shown: Vec<String> = paths.iter().map(|p| json_path(p)).collect();
             out.print(
-                json!({"draft": draft.to_string(), "removed": paths}),
-                || format!("removed {} from draft {draft}", paths.join(", ")),
+                json!({"draft": draft.to_string(), "removed": shown}),
+                || format!("removed {} from draft {draft}", shown.join(", ")),
             )
         }
         DraftCommand::Status { draft } => {
@@ -418,7 +422,7 @@ fn verify_output(out: &Output, report: &maintenance::VerifyReport) -> Result<Exi
             .iter()
             .map(|d| {
                 json!({"blob": d.blob.to_hex(), "problem": describe(&d.health),
-                    "versions": d.used_by.iter().map(|(r, p)| json!({"ref": r, "path": String::from_utf8_lossy(p)})).collect::<Vec<_>>(),
+                    "versions": d.used_by.iter().map(|(r, p)| json!({"ref": r, "path": json_path(p)})).collect::<Vec<_>>(),
                     "drafts": d.drafts})
             })
             .collect();
@@ -454,10 +458,23 @@ fn verify_output(out: &Output, report: &maintenance::VerifyReport) -> Result<Exi
     })
 }
 
+/// A path for JSON, which holds only Unicode: bytes that are not UTF-8 are written as
+/// `\xNN`, so that distinct names stay distinct.
+fn json_path(p: &[u8]) -> String {
+    let mut s = String::with_capacity(p.len());
+    for chunk in p.utf8_chunks() {
+        s.push_str(chunk.valid());
+        for b in chunk.invalid() {
+            s.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    s
+}
+
 fn split_changes(changes: &[(Change, Vec<u8>)]) -> (Vec<String>, Vec<String>, Vec<String>) {
     let (mut a, mut m, mut d) = (Vec::new(), Vec::new(), Vec::new());
     for (c, p) in changes {
-        let p = String::from_utf8_lossy(p).into_owned();
+        let p = json_path(p);
         match c {
             Change::Added => a.push(p),
             Change::Modified => m.push(p),

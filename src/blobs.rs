@@ -177,6 +177,17 @@ impl BlobStore {
         Ok(())
     }
 
+    /// Whether no blob is stored at all.
+    pub fn is_empty(&self) -> Result<bool> {
+        for fan in fs::read_dir(&self.blobs).at(&self.blobs)? {
+            let fan = fan.at(&self.blobs)?.path();
+            if fan.is_dir() && fs::read_dir(&fan).at(&fan)?.next().is_some() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     /// Removes a blob that nothing references any more.
     pub fn remove(&self, digest: &Digest) -> Result<u64> {
         let path = self.path(digest);

@@ -81,10 +81,13 @@ pub enum Command {
     /// List every file path of a version under PREFIX
     Ls {
         reference: VersionRef,
-        prefix: Option<String>,
+        prefix: Option<std::ffi::OsString>,
     },
     /// Write one file of a version to standard output
-    Cat { reference: VersionRef, path: String },
+    Cat {
+        reference: VersionRef,
+        path: std::ffi::OsString,
+    },
     /// Files added (A), removed (D) and modified (M) from the first version to the second
     Diff { from: VersionRef, to: VersionRef },
     /// Write a version out into directory DEST
@@ -139,7 +142,7 @@ pub enum DraftCommand {
     Rm {
         draft: DraftName,
         #[arg(required = true)]
-        paths: Vec<String>,
+        paths: Vec<std::ffi::OsString>,
     },
     /// What the draft adds, modifies and removes against its base
     Status { draft: DraftName },

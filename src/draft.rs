@@ -41,12 +41,16 @@ fn lossy(path: &[u8]) -> String {
 
 /// Splits a draft path into components, refusing `.`/`..` and absolute forms.
 pub fn parse_path(path: &[u8]) -> Result<Vec<&[u8]>> {
-    tree::components(path).ok_or_else(|| {
+    let parts = tree::components(path).ok_or_else(|| {
         Error::invalid(
             format!("path {}", lossy(path)),
             "'.' and '..' components are not allowed in a draft path",
         )
-    })
+    })?;
+    if parts.iter().any(|p| p.len() > crate::error::NAME_MAX) {
+        return Err(Error::NameTooLong(format!("path {}", lossy(path))));
+    }
+    Ok(parts)
 }
 
 fn entry_of(e: &DraftEntry, item: Item) -> TreeEntry {

@@ -5,6 +5,9 @@ use std::path::{Path, PathBuf};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// The longest name of one path component, as on Linux filesystems.
+pub const NAME_MAX: usize = 255;
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("invalid {kind} {value:?}: {reason}")]
@@ -39,6 +42,9 @@ pub enum Error {
     /// Larger than a limit of ours (EFBIG).
     #[error("{what} is larger than the limit of {limit} bytes")]
     TooLarge { what: String, limit: usize },
+
+    #[error("{0}: a name is longer than {NAME_MAX} bytes")]
+    NameTooLong(String),
 
     #[error("{0} is not empty")]
     NotEmpty(String),
@@ -135,6 +141,7 @@ impl Error {
             Error::PermissionDenied(_) => libc::EACCES,
             Error::NotEmpty(_) => libc::ENOTEMPTY,
             Error::Busy(_) => libc::EBUSY,
+            Error::NameTooLong(_) => libc::ENAMETOOLONG,
             Error::TooLarge { .. } => libc::EFBIG,
             Error::NoAttribute(..) => libc::ENODATA,
             Error::AttributeUnsupported(..) => libc::EOPNOTSUPP,

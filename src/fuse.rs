@@ -12,9 +12,9 @@ use std::time::SystemTime;
 
 use fuser::{
     BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
-    InitFlags, KernelConfig, LockOwner, Notifier, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
-    ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
-    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    InitFlags, IoctlFlags, KernelConfig, LockOwner, Notifier, OpenFlags, RenameFlags, ReplyAttr,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyIoctl,
+    ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
 use crate::error::Error;
@@ -222,7 +222,7 @@ impl Filesystem for Adapter {
         guarded("lookup", || {
             match self.fs.lookup(parent.0, name.as_bytes()) {
                 Ok(e) => reply.entry(&e.ttl, &file_attr(&e.attr), Generation(0)),
-                Err(e) => reply.error(fail("lookup", &e)),
+                Err(e) => reply.error(fail("lookup", &self.fs.explain(parent.0, e))),
             }
         });
     }
@@ -236,7 +236,7 @@ impl Filesystem for Adapter {
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         guarded("getattr", || match self.fs.getattr(ino.0) {
             Ok(e) => reply.attr(&e.ttl, &file_attr(&e.attr)),
-            Err(e) => reply.error(fail("getattr", &e)),
+            Err(e) => reply.error(fail("getattr", &self.fs.explain(ino.0, e))),
         });
     }
 
@@ -248,7 +248,7 @@ impl Filesystem for Adapter {
         uid: Option<u32>,
         gid: Option<u32>,
         size: Option<u64>,
-        _atime: Option<TimeOrNow>,
+        atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
         fh: Option<FileHandle>,
@@ -263,10 +263,15 @@ impl Filesystem for Adapter {
                 TimeOrNow::SpecificTime(t) => t,
                 TimeOrNow::Now => SystemTime::now(),
             });
-            // Access times are not kept (the mount is noatime); size, mode and mtime are.
+            // Access times are not kept (the mount is noatime); size, mode and mtime are. Setting
+            // one alone is still a change, refused outside drafts like any other.
             let result = self
                 .fs
                 .check_owner(ino.0, uid, gid)
+                .and_then(|()| match atime {
+                    Some(_) => self.fs.check_changeable(ino.0),
+                    None => Ok(()),
+                })
                 .and_then(|()| match size {
                     Some(size) => self.fs.truncate(ino.0, size, fh.map(|f| f.0)),
                     None => self.fs.getattr(ino.0),
@@ -288,7 +293,7 @@ impl Filesystem for Adapter {
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
         guarded("readlink", || match self.fs.readlink(ino.0) {
             Ok(t) => reply.data(&t),
-            Err(e) => reply.error(fail("readlink", &e)),
+            Err(e) => reply.error(fail("readlink", &self.fs.explain(ino.0, e))),
         });
     }
 
@@ -297,12 +302,30 @@ impl Filesystem for Adapter {
         _req: &Request,
         parent: INodeNo,
         name: &OsStr,
-        _mode: u32,
-        _umask: u32,
+        mode: u32,
+        umask: u32,
         _rdev: u32,
         reply: ReplyEntry,
     ) {
         guarded("mknod", || {
+            // A regular file is what create(2) makes, without keeping it open.
+            if mode & libc::S_IFMT == libc::S_IFREG {
+                let write = OpenMode {
+                    write: true,
+                    truncate: false,
+                    append: false,
+                };
+                return match self
+                    .fs
+                    .create(parent.0, name.as_bytes(), mode & !umask, write, true)
+                {
+                    Ok((e, Opened::Content { fh, .. } | Opened::Control { fh })) => {
+                        self.fs.release(fh);
+                        reply.entry(&e.ttl, &file_attr(&e.attr), Generation(0))
+                    }
+                    Err(e) => reply.error(fail("mknod", &e)),
+                };
+            }
             let e = self.fs.refuse_special(
                 parent.0,
                 name.as_bytes(),
@@ -457,7 +480,7 @@ impl Filesystem for Adapter {
                 Ok(Opened::Control { fh }) => {
                     return reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO);
                 }
-                Err(e) => return reply.error(fail("open", &e)),
+                Err(e) => return reply.error(fail("open", &self.fs.explain(ino.0, e))),
             };
             // A draft's file may get other content under the same inode: it is read through the
             // server with its pages dropped at each open, never through a backing file.
@@ -570,7 +593,7 @@ impl Filesystem for Adapter {
                 FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE,
             ),
             Ok((fh, false)) => reply.opened(FileHandle(fh), FopenFlags::empty()),
-            Err(e) => reply.error(fail("opendir", &e)),
+            Err(e) => reply.error(fail("opendir", &self.fs.explain(ino.0, e))),
         });
     }
 
@@ -588,7 +611,7 @@ impl Filesystem for Adapter {
                 .readdir(ino.0, fh.0, offset, false, &mut PlainSink(&mut reply))
             {
                 Ok(()) => reply.ok(),
-                Err(e) => reply.error(fail("readdir", &e)),
+                Err(e) => reply.error(fail("readdir", &self.fs.explain(ino.0, e))),
             }
         });
     }
@@ -607,7 +630,7 @@ impl Filesystem for Adapter {
                 .readdir(ino.0, fh.0, offset, true, &mut PlusSink(&mut reply))
             {
                 Ok(()) => reply.ok(),
-                Err(e) => reply.error(fail("readdirplus", &e)),
+                Err(e) => reply.error(fail("readdirplus", &self.fs.explain(ino.0, e))),
             }
         });
     }
@@ -657,7 +680,7 @@ impl Filesystem for Adapter {
         guarded("getxattr", || {
             match self.fs.getxattr(ino.0, name.as_bytes()) {
                 Ok(v) => reply_xattr(reply, size, &v),
-                Err(e) => reply.error(fail("getxattr", &e)),
+                Err(e) => reply.error(fail("getxattr", &self.fs.explain(ino.0, e))),
             }
         });
     }
@@ -665,7 +688,7 @@ impl Filesystem for Adapter {
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
         guarded("listxattr", || match self.fs.listxattr(ino.0) {
             Ok(v) => reply_xattr(reply, size, &v),
-            Err(e) => reply.error(fail("listxattr", &e)),
+            Err(e) => reply.error(fail("listxattr", &self.fs.explain(ino.0, e))),
         });
     }
 
@@ -683,6 +706,21 @@ impl Filesystem for Adapter {
                 Err(e) => reply.error(fail("access", &e)),
             }
         });
+    }
+
+    /// No ioctls: ENOTTY, as for a file that is no terminal (Python asks on every open).
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: IoctlFlags,
+        _cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: ReplyIoctl,
+    ) {
+        reply.error(Errno::from_i32(libc::ENOTTY));
     }
 
     fn fallocate(

@@ -59,6 +59,15 @@ pub fn parse_dest(dest: &str) -> Result<Vec<u8>> {
             "'.' and '..' components are not allowed",
         )
     })?;
+    if parts.is_empty() {
+        return Err(Error::invalid(
+            format!("--as {dest:?}"),
+            "names no path; leave --as out to add at the top of the draft",
+        ));
+    }
+    if parts.iter().any(|p| p.len() > crate::error::NAME_MAX) {
+        return Err(Error::NameTooLong(format!("--as {dest}")));
+    }
     Ok(parts.join(&b'/'))
 }
 

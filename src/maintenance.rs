@@ -28,6 +28,7 @@ pub struct VerifyReport {
 
 /// Re-hashes every blob of version `r`, or of every version and draft, on all cores.
 pub fn verify(store: &Store, r: Option<&VersionRef>) -> Result<VerifyReport> {
+    store.catalog.check_integrity(r.is_none())?;
     let conn = store.conn();
     let blobs = match r {
         Some(r) => {

@@ -28,14 +28,29 @@ pub struct GetReport {
 pub fn get(store: &Store, r: &VersionRef, dest: &Path) -> Result<GetReport> {
     let conn = store.conn();
     let version = versions::resolve(conn, r)?;
-    tree::walk(conn, version.root, b"", &mut |path, e| match &e.item {
-        Item::File { blob, .. } if !store.blobs.contains(blob) => Err(Error::Corrupt {
-            what: format!("{} {}", version.reference(), String::from_utf8_lossy(path)),
-            why: format!(
-                "its content (blob {blob}) is missing from the store; see artifactfs verify"
-            ),
-        }),
-        _ => Ok(()),
+    // Everything that would stop the copy halfway is found before anything is written.
+    let base_len = std::path::absolute(dest).at(dest)?.as_os_str().len();
+    tree::walk(conn, version.root, b"", &mut |path, e| {
+        let what = || format!("{} {}", version.reference(), String::from_utf8_lossy(path));
+        if base_len + 1 + path.len() >= libc::PATH_MAX as usize {
+            return Err(Error::invalid(
+                what(),
+                format!(
+                    "under {} its path would be too long: over the system's limit of {} bytes",
+                    dest.display(),
+                    libc::PATH_MAX - 1
+                ),
+            ));
+        }
+        match &e.item {
+            Item::File { blob, .. } if !store.blobs.contains(blob) => Err(Error::Corrupt {
+                what: what(),
+                why: format!(
+                    "its content (blob {blob}) is missing from the store; see artifactfs verify"
+                ),
+            }),
+            _ => Ok(()),
+        }
     })?;
     fs::create_dir_all(dest).at(dest)?;
     let info = crate::catalog::nodes::info(conn, version.root)?;

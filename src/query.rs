@@ -77,15 +77,15 @@ pub fn show(conn: &Connection, r: &VersionRef) -> Result<(String, VersionSummary
 pub fn ls(
     conn: &Connection,
     r: &VersionRef,
-    prefix: Option<&str>,
+    prefix: Option<&[u8]>,
     f: &mut dyn FnMut(&[u8]) -> Result<()>,
 ) -> Result<()> {
     let v = versions::resolve(conn, r)?;
-    let prefix = prefix.map(|p| p.trim_matches('/')).unwrap_or("");
+    let prefix = trim_slashes(prefix.unwrap_or(b""));
     if prefix.is_empty() {
         return tree::walk(conn, v.root, b"", &mut |p, _| f(p));
     }
-    let parts = draft::parse_path(prefix.as_bytes())?;
+    let parts = draft::parse_path(prefix)?;
     let prefix = parts.join(&b'/');
     match tree::lookup(conn, v.root, &prefix)? {
         Some(e) => match e.item {
@@ -100,22 +100,30 @@ pub fn ls(
     }
 }
 
+fn trim_slashes(path: &[u8]) -> &[u8] {
+    let start = path.iter().position(|b| *b != b'/').unwrap_or(path.len());
+    let end = path
+        .iter()
+        .rposition(|b| *b != b'/')
+        .map_or(start, |i| i + 1);
+    &path[start..end]
+}
+
 /// Writes the contents of one file of a version to `out`.
 pub fn cat(
     conn: &Connection,
     blobs: &BlobStore,
     r: &VersionRef,
-    path: &str,
+    path: &[u8],
     out: &mut dyn Write,
 ) -> Result<()> {
     let v = versions::resolve(conn, r)?;
-    let what = || format!("{path} in {}", v.reference());
-    let rel = path.trim_matches('/');
+    let what = || format!("{} in {}", String::from_utf8_lossy(path), v.reference());
+    let rel = trim_slashes(path);
     if rel.is_empty() {
         return Err(Error::IsADirectory(what()));
     }
-    let entry =
-        tree::lookup(conn, v.root, rel.as_bytes())?.ok_or_else(|| Error::not_found(what()))?;
+    let entry = tree::lookup(conn, v.root, rel)?.ok_or_else(|| Error::not_found(what()))?;
     match entry.item {
         Item::File { blob, size } => match blobs.copy_content(&blob, size, what, out) {
             Ok(_) => Ok(()),

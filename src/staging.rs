@@ -28,6 +28,8 @@ use crate::error::{Error, IoContext, Result};
 use crate::hash::Digest;
 
 const LOCK_FILE: &str = "lock";
+/// How long taking a draft's lock waits before the draft counts as busy.
+const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_millis(500);
 /// Copies being made by [`Staging::unshare`]; a crash can leave one behind for the sweep.
 const UNSHARE_PREFIX: &str = ".unshare";
 
@@ -80,6 +82,23 @@ impl Staging {
         )
     }
 
+    /// Taken by a sweep, which passes over a draft in use rather than wait.
+    fn try_lock_for_sweep(&self, d: &DraftRow) -> Result<Option<DraftLock>> {
+        let path = self.dir(d.id).join(LOCK_FILE);
+        let f = match OpenOptions::new().write(true).open(&path) {
+            Ok(f) => f,
+            // No lock file: no writer ever staged a file here, or the draft's directory is
+            // being removed by its commit.
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io(&path, e)),
+        };
+        // SAFETY: the descriptor is valid for the duration of the call.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            return Ok(None);
+        }
+        Ok(Some(DraftLock(f)))
+    }
+
     fn lock(&self, d: &DraftRow, how: i32, busy: &str) -> Result<DraftLock> {
         let dir = self.dir(d.id);
         let path = dir.join(LOCK_FILE);
@@ -98,15 +117,25 @@ impl Staging {
             other => other,
         }
         .at(&path)?;
-        // SAFETY: the descriptor is valid for the duration of the call.
-        if unsafe { libc::flock(f.as_raw_fd(), how | libc::LOCK_NB) } != 0 {
+        // A sweep holds the lock exclusively for a moment: wait that out, but not a commit
+        // or a writer, which may hold it for long.
+        let deadline = std::time::Instant::now() + LOCK_PATIENCE;
+        let mut pause = std::time::Duration::from_millis(1);
+        loop {
+            // SAFETY: the descriptor is valid for the duration of the call.
+            if unsafe { libc::flock(f.as_raw_fd(), how | libc::LOCK_NB) } == 0 {
+                return Ok(DraftLock(f));
+            }
             let e = std::io::Error::last_os_error();
-            if e.kind() == ErrorKind::WouldBlock {
+            if e.kind() != ErrorKind::WouldBlock {
+                return Err(Error::io(&path, e));
+            }
+            if std::time::Instant::now() >= deadline {
                 return Err(Error::Busy(format!("{}: {busy}", d.label())));
             }
-            return Err(Error::io(&path, e));
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(std::time::Duration::from_millis(50));
         }
-        Ok(DraftLock(f))
     }
 
     /// Creates a new staged file for draft `d`: empty, or a copy of `from` (shared with it
@@ -232,29 +261,31 @@ impl Staging {
         let mut removed = 0;
         for (draft, dir) in numbered(&self.root)? {
             let Some(d) = drafts::by_id(conn, draft)? else {
-                removed += numbered(&dir)?.len();
+                removed += numbered(&dir).map_or(0, |files| files.len());
                 self.remove_draft(draft);
                 continue;
             };
-            let Ok(_lock) = self.lock_for_commit(&d) else {
+            let Ok(Some(_lock)) = self.try_lock_for_sweep(&d) else {
                 continue;
             };
             let wanted: HashSet<i64> = drafts::staged(conn, draft)?
                 .into_iter()
                 .map(|s| s.id)
                 .collect();
-            for (id, path) in numbered(&dir)? {
-                if !wanted.contains(&id) {
-                    fs::remove_file(&path).at(&path)?;
-                    removed += 1;
-                }
-            }
-            for entry in fs::read_dir(&dir).at(&dir)? {
+            // A commit may remove the whole directory meanwhile: what is gone is fine.
+            for entry in fs::read_dir(&dir).into_iter().flatten() {
                 let path = entry.at(&dir)?.path();
                 let name = path.file_name().unwrap_or_default().as_encoded_bytes();
-                if name.starts_with(UNSHARE_PREFIX.as_bytes()) {
-                    fs::remove_file(&path).at(&path)?;
-                    removed += 1;
+                let unwanted = match std::str::from_utf8(name).ok().and_then(|n| n.parse().ok()) {
+                    Some(id) => !wanted.contains(&id),
+                    None => name.starts_with(UNSHARE_PREFIX.as_bytes()),
+                };
+                if unwanted {
+                    match fs::remove_file(&path) {
+                        Ok(()) => removed += 1,
+                        Err(e) if e.kind() == ErrorKind::NotFound => {}
+                        Err(e) => return Err(Error::io(&path, e)),
+                    }
                 }
             }
         }

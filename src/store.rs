@@ -57,7 +57,19 @@ impl Store {
                 check_writable(&dir)?;
             }
         }
-        let catalog = Catalog::open(&root.join("catalog.db"))?;
+        let db = root.join("catalog.db");
+        // SQLite takes an empty file for a new database; next to stored content it is a
+        // catalog that was truncated, and using it would hide every version (and let gc
+        // collect their blobs).
+        if fs::metadata(&db).is_ok_and(|m| m.len() == 0) && !blobs.is_empty()? {
+            return Err(Error::Corrupt {
+                what: format!("catalog {}", db.display()),
+                why: "it is empty (0 bytes) while blobs/ holds content, so it was truncated; \
+                      restore it from a backup (nothing was changed)"
+                    .into(),
+            });
+        }
+        let catalog = Catalog::open(&db)?;
         Ok(Store {
             root: root.to_path_buf(),
             catalog,
@@ -171,12 +183,12 @@ impl Store {
         )
     }
 
-    pub fn draft_rm(&mut self, name: &DraftName, paths: &[String]) -> Result<()> {
+    pub fn draft_rm(&mut self, name: &DraftName, paths: &[&[u8]]) -> Result<()> {
         self.catalog.write(|tx| {
             let d = require_draft(tx, name)?;
             for p in paths {
-                let p = p.trim_end_matches('/');
-                draft::remove(tx, &d, p.as_bytes())?;
+                let end = p.iter().rposition(|b| *b != b'/').map_or(0, |i| i + 1);
+                draft::remove(tx, &d, &p[..end])?;
             }
             Ok(())
         })

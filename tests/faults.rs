@@ -77,7 +77,7 @@ fn version_files(store: &Store, r: &str) -> Files {
         .into_iter()
         .map(|p| {
             let mut out = Vec::new();
-            query::cat(store.conn(), &store.blobs, &r, &p, &mut out).unwrap();
+            query::cat(store.conn(), &store.blobs, &r, p.as_bytes(), &mut out).unwrap();
             (p, out)
         })
         .collect()
@@ -161,7 +161,7 @@ fn fill(store: &mut Store, dir: &Path, how: Filled, files: &Files) {
             write_dir(&src, files);
             store.draft_new(&name, None, DraftBase::Default).unwrap();
             store.draft_add(&name, &[src], None).unwrap();
-            store.draft_rm(&name, &["old.txt".into()]).unwrap();
+            store.draft_rm(&name, &[b"old.txt"]).unwrap();
         }
         Filled::Mount => {
             let fs = Fs::new(store.root()).unwrap();

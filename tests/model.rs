@@ -325,7 +325,8 @@ impl Harness {
                 Ok(Res::Files(n))
             }
             Step::Remove { art, paths } => {
-                self.store.draft_rm(&draft_name(*art), paths)?;
+                let paths: Vec<&[u8]> = paths.iter().map(|p| p.as_bytes()).collect();
+                self.store.draft_rm(&draft_name(*art), &paths)?;
                 Ok(Res::Unit)
             }
             Step::Commit { art, alias, ty } => self
@@ -512,7 +513,7 @@ impl Harness {
             assert_eq!(listed, want, "{ctx}: ls {r}");
             for (p, n) in &leaves {
                 let mut out = Vec::new();
-                let res = query::cat(conn, &self.store.blobs, &r, p, &mut out);
+                let res = query::cat(conn, &self.store.blobs, &r, p.as_bytes(), &mut out);
                 match n {
                     Node::File(c, _) => {
                         res.unwrap();
@@ -524,7 +525,7 @@ impl Harness {
             }
             // `ls` under a prefix: a directory lists its files, a file itself, else ENOENT.
             let mut under = Vec::new();
-            let res = query::ls(conn, &r, Some("d/"), &mut |p| {
+            let res = query::ls(conn, &r, Some(b"d/"), &mut |p| {
                 under.push(utf8(p));
                 Ok(())
             });

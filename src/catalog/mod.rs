@@ -100,6 +100,38 @@ impl Catalog {
         Ok(catalog)
     }
 
+    /// SQLite's own check of the file: every page and, when `thorough`, every index
+    /// against its table. Damage is reported with SQLite's first findings.
+    pub fn check_integrity(&self, thorough: bool) -> Result<()> {
+        let pragma = if thorough {
+            "PRAGMA integrity_check(20)"
+        } else {
+            "PRAGMA quick_check(20)"
+        };
+        let damaged = |why: String| Error::Corrupt {
+            what: format!("catalog {}", self.path.display()),
+            why,
+        };
+        let mut stmt = self
+            .conn
+            .prepare(pragma)
+            .map_err(|e| classify(&self.path, "check integrity", e))?;
+        let findings = stmt
+            .query_map([], |r| r.get::<_, String>(0))
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<String>>>())
+            .map_err(|e| match classify(&self.path, "check integrity", e) {
+                Error::Catalog { source, .. } => damaged(source.to_string()),
+                other => other,
+            })?;
+        if findings.len() == 1 && findings[0] == "ok" {
+            return Ok(());
+        }
+        Err(damaged(format!(
+            "SQLite's integrity check found: {}; restore it from a backup",
+            findings.join("; ")
+        )))
+    }
+
     /// Fails when this process may only read the store.
     pub fn check_writable(&self) -> Result<()> {
         match self.read_only {

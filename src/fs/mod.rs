@@ -236,6 +236,40 @@ impl Fs {
         format!("/{}", parts.join("/"))
     }
 
+    /// Damage found under a version that has since been deleted is no damage: the version is
+    /// gone (and `gc` may have collected its tree and blobs), like a removed directory that a
+    /// process still stands in. Any other error is returned as it is.
+    pub fn explain(&self, ino: Ino, e: Error) -> Error {
+        if !matches!(e, Error::Corrupt { .. }) {
+            return e;
+        }
+        let mut cur = ino;
+        for _ in 0..4096 {
+            match self.inodes.get(cur) {
+                Some(Node::Entry(_)) => cur = self.inodes.parent(cur),
+                Some(Node::Version {
+                    artifact, number, ..
+                }) => {
+                    let exists = self.pool.get().and_then(|c| {
+                        Ok(match versions::artifact(c.conn(), &artifact)? {
+                            Some(a) => versions::by_number(c.conn(), a.id, number)?.is_some(),
+                            None => false,
+                        })
+                    });
+                    return match exists {
+                        Ok(false) => Error::not_found(format!(
+                            "{} ({artifact}:v{number} was deleted)",
+                            self.describe(ino, None)
+                        )),
+                        _ => e,
+                    };
+                }
+                _ => return e,
+            }
+        }
+        e
+    }
+
     /// The error for any attempt to change something outside `drafts/`.
     pub fn refuse_change(&self, ino: Ino, child: Option<&[u8]>) -> Error {
         Error::ReadOnly(self.describe(ino, child))
@@ -244,6 +278,9 @@ impl Fs {
     // ----- lookups and attributes -----
 
     pub fn lookup(&self, parent: Ino, name: &[u8]) -> Result<Entry> {
+        if name.len() > crate::error::NAME_MAX {
+            return Err(Error::NameTooLong(self.describe(parent, Some(name))));
+        }
         let conn = self.pool.get()?;
         let node = self
             .child(conn.conn(), parent, name)?

@@ -243,6 +243,14 @@ impl Fs {
     }
 
     /// chmod and utimens of something in a draft; other attribute changes are refused.
+    /// Fails with EROFS unless `ino` is in a draft.
+    pub fn check_changeable(&self, ino: Ino) -> Result<()> {
+        match self.node(ino)? {
+            Node::Draft { .. } => Ok(()),
+            _ => Err(self.refuse_change(ino, None)),
+        }
+    }
+
     pub fn set_attributes(
         &self,
         ino: Ino,
@@ -527,6 +535,9 @@ impl Fs {
     /// The draft and path of directory `parent`, for a change to `name` in it; a change
     /// anywhere else is refused as read-only.
     fn draft_dir(&self, parent: Ino, name: &[u8]) -> Result<(String, String, Vec<u8>)> {
+        if name.len() > crate::error::NAME_MAX {
+            return Err(Error::NameTooLong(self.describe(parent, Some(name))));
+        }
         match self.node(parent)? {
             Node::Draft {
                 artifact,
