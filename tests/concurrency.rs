@@ -854,19 +854,6 @@ fn content(key: &str) -> Vec<u8> {
         .into_bytes()
 }
 
-/// Deterministic bytes that do not compress or repeat.
-fn pseudo_random(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
-
 type Files = BTreeMap<String, Vec<u8>>;
 /// Relative path → SHA-256 of the content.
 type Manifest = BTreeMap<String, String>;

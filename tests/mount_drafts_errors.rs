@@ -110,19 +110,6 @@ fn assert_contents(
     assert!(diffs.is_empty(), "{what}:\n{}", diffs.join("\n"));
 }
 
-/// Deterministic bytes that do not compress or repeat.
-fn pseudo_random(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
-
 /// A mount's log, for failure messages about the server.
 fn log_tail(s: &TestStore) -> String {
     tail(

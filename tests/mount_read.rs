@@ -27,19 +27,6 @@ fn os<S: AsRef<OsStr> + ?Sized>(s: &S) -> &OsStr {
     s.as_ref()
 }
 
-/// Deterministic bytes that do not compress or repeat.
-fn pseudo_random(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
-
 fn uid_gid() -> (u32, u32) {
     // SAFETY: getuid/getgid have no preconditions.
     unsafe { (libc::getuid(), libc::getgid()) }

@@ -50,19 +50,6 @@ fn require_tools(tools: &[(&str, &str)]) {
     }
 }
 
-/// Deterministic bytes that do not compress or repeat.
-fn pseudo_random(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
-
 /// Writes `content` at `dir/rel` with `mode` and an mtime in the past (with nanoseconds).
 fn put(dir: &Path, rel: &str, content: &[u8], mode: u32, stamp: u64) {
     let p = dir.join(rel);
