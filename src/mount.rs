@@ -8,6 +8,7 @@
 use std::fs;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -17,7 +18,7 @@ use std::time::{Duration, Instant};
 use fuser::{Config, MountOption, SessionACL};
 
 use crate::error::{Error, IoContext, Result};
-use crate::fs::{Fs, XATTR_PID};
+use crate::fs::{Fs, Inodes, XATTR_PID};
 use crate::fuse::Adapter;
 
 /// The environment variable naming the descriptor a background mount reports readiness on.
@@ -26,6 +27,10 @@ const READY_FD: i32 = 3;
 /// Where the mount process logs, inside the store.
 pub const LOG_FILE: &str = "mount.log";
 const FS_TYPE: &str = "fuse.artifactfs";
+/// Inodes of version entries the server keeps before asking the kernel to drop some: about
+/// 40 MB of its memory.
+const MAX_CACHED_ENTRIES: usize = 100_000;
+const MAX_CACHED_ENV: &str = "ARTIFACTFS_MAX_CACHED_ENTRIES";
 
 /// Request-loop threads: enough to overlap catalog lookups with reads on a small machine.
 fn worker_threads() -> usize {
@@ -293,6 +298,11 @@ fn serve_inner(
     pipe: &mut Option<fs::File>,
     lock: Option<fs::File>,
 ) -> Result<()> {
+    // Request threads allocate and free inode data in turns; with an arena per thread, glibc
+    // keeps memory freed in one from serving another, and the server grows for nothing.
+    // SAFETY: mallopt only tunes the allocator; it is called before any thread is started.
+    unsafe { libc::mallopt(libc::M_ARENA_MAX, 2) };
+    let limit = max_cached_entries()?;
     let fs = Fs::new(store_root)?;
     // SAFETY: geteuid cannot fail.
     let root = unsafe { libc::geteuid() } == 0;
@@ -313,6 +323,7 @@ fn serve_inner(
     config.n_threads = Some(worker_threads());
     config.clone_fd = true;
     let notifier = Arc::new(OnceLock::new());
+    let inodes = fs.inodes();
     let adapter = Adapter::new(fs, notifier.clone());
     let session = fuser::Session::new(adapter, mountpoint, &config).map_err(|e| {
         if !root && e.kind() == std::io::ErrorKind::PermissionDenied {
@@ -332,11 +343,54 @@ fn serve_inner(
         mountpoint.display()
     );
     let _ = notifier.set(session.notifier());
+    let evictor = session.notifier();
+    std::thread::Builder::new()
+        .name("evict".into())
+        .spawn(move || evict_entries(&inodes, &evictor, limit))
+        .at(Path::new("evict thread"))?;
     drop(lock);
     report(pipe, "ready\n");
     session.run().map_err(|e| Error::io(mountpoint, e))?;
     log::info!("unmounted {}", mountpoint.display());
     Ok(())
+}
+
+/// `MAX_CACHED_ENTRIES`, or `ARTIFACTFS_MAX_CACHED_ENTRIES` when set: a machine with memory
+/// to spare may keep more, so that walking a huge version again finds it all cached.
+fn max_cached_entries() -> Result<usize> {
+    match std::env::var(MAX_CACHED_ENV) {
+        Err(_) => Ok(MAX_CACHED_ENTRIES),
+        Ok(v) => v.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| {
+            Error::invalid(
+                format!("{MAX_CACHED_ENV}={v}"),
+                "expected a number of inodes, at least 1",
+            )
+        }),
+    }
+}
+
+/// Keeps the server's memory bounded however many files are looked up: past `limit`
+/// inodes of version entries, asks the kernel to drop the oldest names.
+/// The kernel forgets those no process is using, and looks them up again when they are next
+/// used. Runs in its own thread: the kernel locks the parent directory to drop a name, which
+/// a request thread may be serving.
+fn evict_entries(inodes: &Inodes, notifier: &fuser::Notifier, limit: usize) {
+    loop {
+        std::thread::sleep(Duration::from_millis(200));
+        let victims = inodes.eviction_candidates(limit);
+        if !victims.is_empty() {
+            log::debug!("asking the kernel to drop {} names", victims.len());
+        }
+        for (parent, name) in victims {
+            match notifier.inval_entry(fuser::INodeNo(parent), std::ffi::OsStr::from_bytes(&name)) {
+                Ok(()) => {}
+                // The kernel no longer held it.
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+                // Unmounted: the server is finishing.
+                Err(_) => return,
+            }
+        }
+    }
 }
 
 /// `artifactfs umount`: unmounts and waits for the serving process to finish.

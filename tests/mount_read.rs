@@ -1921,3 +1921,58 @@ fn concurrent_mounts_of_one_mount_point_do_not_stack() {
     );
     drop(guard);
 }
+
+/// Past its limit of cached inodes (here 1,000), the server asks the kernel to drop the
+/// oldest names of version entries, so its memory stays bounded however many files are
+/// walked; listings and contents stay exactly right while names come and go.
+#[test]
+fn walking_more_files_than_the_inode_cache_holds_evicts_and_stays_correct() {
+    let s = TestStore::new();
+    let src = s.path("src");
+    let mut expected = BTreeMap::new();
+    for d in 0..10 {
+        for f in 0..500 {
+            let rel = format!("d{d}/f{f:03}.txt");
+            let body = format!("{d}:{f}\n");
+            write_file(&src.join(&rel), body.as_bytes());
+            expected.insert(rel, body);
+        }
+    }
+    log(&s, "many", &src);
+    let mp = mountpoint(&s);
+    let mut cmd = s.command(&[os("mount"), mp.as_os_str()]);
+    cmd.env("ARTIFACTFS_MAX_CACHED_ENTRIES", "1000")
+        .env("RUST_LOG", "info,artifactfs::mount=debug");
+    assert_success(&run_command(cmd), &["mount"]);
+    let m = Mounted::adopt(&s, &mp);
+    let root = m.path("many/v0");
+
+    let listing = |dir: &Path| tool_ok("ls", &[os("-lRn"), dir.as_os_str()], None);
+    let first = listing(&root);
+    let mut seen = 0;
+    for (rel, body) in &expected {
+        assert_eq!(&fs::read_to_string(root.join(rel)).unwrap(), body, "{rel}");
+        seen += 1;
+    }
+    assert_eq!(seen, 5000);
+    // Give the server's eviction thread a round, then walk everything again.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        listing(&root),
+        first,
+        "a second ls -lR differs from the first"
+    );
+    for (rel, body) in &expected {
+        assert_eq!(&fs::read_to_string(root.join(rel)).unwrap(), body, "{rel}");
+    }
+    let asked: usize = m
+        .log()
+        .lines()
+        .filter_map(|l| l.split("asking the kernel to drop ").nth(1))
+        .filter_map(|rest| rest.split(' ').next()?.parse::<usize>().ok())
+        .sum();
+    assert!(
+        asked >= 4000,
+        "walking 5,000 files with room for 1,000 asked the kernel to drop {asked} names"
+    );
+}

@@ -3,7 +3,7 @@
 //! where versions share a subtree (tools like `find` and `du` rely on that). Numbers are
 //! never reused within a mount; slots go away when the kernel forgets them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
 use crate::catalog::nodes::NodeId;
@@ -94,6 +94,11 @@ struct Table {
     slots: HashMap<Ino, Slot>,
     by_name: HashMap<(Ino, Vec<u8>), Ino>,
     next: Ino,
+    /// Inodes of version entries in the order they were made (some already forgotten): the
+    /// oldest are the first the kernel is asked to drop when there are too many.
+    entries: VecDeque<Ino>,
+    /// How many inodes of version entries the table holds.
+    live_entries: usize,
 }
 
 pub struct Inodes {
@@ -121,6 +126,8 @@ impl Default for Inodes {
                 slots,
                 by_name,
                 next: DRAFTS + 1,
+                entries: VecDeque::new(),
+                live_entries: 0,
             }),
         }
     }
@@ -152,7 +159,11 @@ impl Inodes {
     /// stands for the same kind of object (its data refreshed); a different kind of object gets
     /// a new number, since the kernel takes an inode's type to be fixed. `count` records one
     /// kernel reference (a lookup reply), to be released by `forget`.
-    pub fn intern(&self, parent: Ino, name: &[u8], node: Node, count: bool) -> Ino {
+    pub fn intern(&self, parent: Ino, name: &[u8], mut node: Node, count: bool) -> Ino {
+        // The slot has the name; a copy in every entry would cost memory per inode.
+        if let Node::Entry(e) = &mut node {
+            e.name = Vec::new();
+        }
         let mut t = self.lock();
         let key = (parent, name.to_vec());
         if let Some(&ino) = t.by_name.get(&key)
@@ -165,6 +176,10 @@ impl Inodes {
         }
         let ino = t.next;
         t.next += 1;
+        if node.is_immutable() {
+            t.entries.push_back(ino);
+            t.live_entries += 1;
+        }
         t.slots.insert(
             ino,
             Slot {
@@ -190,6 +205,9 @@ impl Inodes {
         slot.lookups = slot.lookups.saturating_sub(n);
         if slot.lookups == 0 {
             let slot = t.slots.remove(&ino).expect("slot was just found");
+            if slot.node.is_immutable() {
+                t.live_entries -= 1;
+            }
             let key = (slot.parent, slot.name);
             if t.by_name.get(&key) == Some(&ino) {
                 t.by_name.remove(&key);
@@ -244,6 +262,32 @@ impl Inodes {
                 }
             }
         }
+    }
+
+    /// When the table holds more than `limit` inodes of version entries: the names of the
+    /// oldest, enough to come back to nine tenths of the limit once the kernel has dropped
+    /// them (it does for those no process is using, and says so with `forget`).
+    pub fn eviction_candidates(&self, limit: usize) -> Vec<(Ino, Vec<u8>)> {
+        let mut t = self.lock();
+        let mut want = t.live_entries.saturating_sub(limit * 9 / 10);
+        if t.live_entries <= limit {
+            want = 0;
+        }
+        let mut out = Vec::with_capacity(want);
+        while out.len() < want {
+            let Some(ino) = t.entries.pop_front() else {
+                break;
+            };
+            if let Some(slot) = t.slots.get(&ino) {
+                out.push((slot.parent, slot.name.clone()));
+            }
+        }
+        // Forgotten inodes pile up in the queue when nothing needs evicting.
+        if t.entries.len() > 2 * t.live_entries + 4096 {
+            let Table { entries, slots, .. } = &mut *t;
+            entries.retain(|ino| slots.contains_key(ino));
+        }
+        out
     }
 
     /// The inode for `name` in `parent`, if the kernel holds one.

@@ -36,7 +36,7 @@ use crate::names::{ArtifactName, DraftName};
 use crate::staging::Staging;
 use crate::tree::{self, Item, TreeEntry};
 
-pub use inode::{DRAFTS, Ino, Kind, Node, ROOT};
+pub use inode::{DRAFTS, Ino, Inodes, Kind, Node, ROOT};
 
 /// How long the kernel may cache what never changes.
 pub const IMMUTABLE_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
@@ -123,7 +123,7 @@ struct Cursor {
 }
 
 pub struct Fs {
-    inodes: inode::Inodes,
+    inodes: Arc<inode::Inodes>,
     pool: Pool,
     blobs: BlobStore,
     store_root: PathBuf,
@@ -191,7 +191,7 @@ impl Fs {
         // SAFETY: getuid/getgid cannot fail.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
         Ok(Fs {
-            inodes: inode::Inodes::default(),
+            inodes: Arc::new(inode::Inodes::default()),
             pool: Pool::new(&root.join("catalog.db"))?,
             blobs: BlobStore::open(&root)?,
             staging: Staging::open(&root)?,
@@ -934,6 +934,11 @@ impl Fs {
         }
         buf.truncate(done);
         Ok(buf)
+    }
+
+    /// The inode table, for the thread that keeps it small.
+    pub fn inodes(&self) -> Arc<inode::Inodes> {
+        self.inodes.clone()
     }
 
     /// Names to invalidate in the kernel's cache, once the current reply has been sent.
