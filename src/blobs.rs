@@ -177,6 +177,11 @@ impl BlobStore {
         Ok(())
     }
 
+    /// Where blobs are written before they get their names: on the same filesystem.
+    pub fn staging_dir(&self) -> &Path {
+        &self.staging
+    }
+
     /// Whether no blob is stored at all.
     pub fn is_empty(&self) -> Result<bool> {
         for fan in fs::read_dir(&self.blobs).at(&self.blobs)? {

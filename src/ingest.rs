@@ -2,6 +2,7 @@
 //! contents as blobs on all cores.
 
 use std::fs;
+use std::io::{Read, Seek, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -74,15 +75,27 @@ pub fn parse_dest(dest: &str) -> Result<Vec<u8>> {
 /// Lists what `paths` contribute. A directory contributes its contents (under `dest` if
 /// given); a single file lands at `dest` if given, else at its file name. Symlinks inside
 /// directories are kept as links; a symlink named on the command line is followed.
-pub fn scan(paths: &[PathBuf], dest: Option<&[u8]>) -> Result<Vec<Source>> {
-    let mut out = Vec::new();
+///
+/// Sources are handed to `each` in chunks of about `chunk`, in the order they are found (a
+/// directory before what is in it), so that memory does not grow with the number of files.
+pub fn scan(
+    paths: &[PathBuf],
+    dest: Option<&[u8]>,
+    chunk: usize,
+    each: &mut dyn FnMut(Vec<Source>) -> Result<()>,
+) -> Result<()> {
+    let mut out = Chunks {
+        buf: Vec::new(),
+        chunk,
+        each,
+    };
     let single = paths.len() == 1;
     for path in paths {
         let meta = fs::metadata(path).at(path)?;
         if meta.is_dir() {
             let prefix = dest.unwrap_or(b"").to_vec();
             if !prefix.is_empty() {
-                out.push(source_of(prefix.clone(), path, &meta)?);
+                out.push(source_of(prefix.clone(), path, &meta)?)?;
             }
             scan_dir(path, &prefix, &mut out)?;
         } else {
@@ -95,13 +108,34 @@ pub fn scan(paths: &[PathBuf], dest: Option<&[u8]>) -> Result<Vec<Source>> {
                 Some(d) => tree::join(d, name),
                 None => name.to_vec(),
             };
-            out.push(source_of(dest, path, &meta)?);
+            out.push(source_of(dest, path, &meta)?)?;
         }
     }
-    Ok(out)
+    let rest = std::mem::take(&mut out.buf);
+    if rest.is_empty() {
+        return Ok(());
+    }
+    (out.each)(rest)
 }
 
-fn scan_dir(dir: &Path, prefix: &[u8], out: &mut Vec<Source>) -> Result<()> {
+/// Sources gathered until a chunk is full.
+struct Chunks<'a> {
+    buf: Vec<Source>,
+    chunk: usize,
+    each: &'a mut dyn FnMut(Vec<Source>) -> Result<()>,
+}
+
+impl Chunks<'_> {
+    fn push(&mut self, s: Source) -> Result<()> {
+        self.buf.push(s);
+        if self.buf.len() >= self.chunk {
+            (self.each)(std::mem::take(&mut self.buf))?;
+        }
+        Ok(())
+    }
+}
+
+fn scan_dir(dir: &Path, prefix: &[u8], out: &mut Chunks) -> Result<()> {
     let mut entries: Vec<_> = fs::read_dir(dir)
         .at(dir)?
         .collect::<std::io::Result<Vec<_>>>()
@@ -111,7 +145,7 @@ fn scan_dir(dir: &Path, prefix: &[u8], out: &mut Vec<Source>) -> Result<()> {
         let path = entry.path();
         let meta = fs::symlink_metadata(&path).at(&path)?;
         let dest = tree::join(prefix, entry.file_name().as_bytes());
-        out.push(source_of(dest.clone(), &path, &meta)?);
+        out.push(source_of(dest.clone(), &path, &meta)?)?;
         if meta.is_dir() {
             scan_dir(&path, &dest, out)?;
         }
@@ -174,18 +208,20 @@ pub fn placeholder(s: &Source) -> Stored {
     }
 }
 
-/// Stores every file's content in `batch`, hashing on all cores, with a progress bar on a
-/// terminal.
-pub fn store(batch: &Batch, sources: Vec<Source>) -> Result<Vec<Stored>> {
-    let total: u64 = sources
+/// The bytes of file content among `sources`.
+pub fn bytes_of(sources: &[Source]) -> u64 {
+    sources
         .iter()
         .map(|s| match s.kind {
             SourceKind::File { size, .. } => size,
             _ => 0,
         })
-        .sum();
-    let bar = progress(total);
-    let stored = sources
+        .sum()
+}
+
+/// Stores every file's content in `batch`, hashing on all cores, counting bytes on `bar`.
+pub fn store(batch: &Batch, sources: Vec<Source>, bar: &ProgressBar) -> Result<Vec<Stored>> {
+    sources
         .into_par_iter()
         .map(|s| {
             let change = match s.kind {
@@ -209,9 +245,121 @@ pub fn store(batch: &Batch, sources: Vec<Source>) -> Result<Vec<Stored>> {
                 mtime_ns: s.mtime_ns,
             })
         })
-        .collect::<Result<Vec<_>>>();
-    bar.finish_and_clear();
-    stored
+        .collect::<Result<Vec<_>>>()
+}
+
+/// Stored sources kept in an unnamed file rather than in memory until they are recorded, so
+/// that logging a million files takes the memory of one chunk.
+pub struct Spool {
+    out: std::io::BufWriter<fs::File>,
+    dir: PathBuf,
+}
+
+impl Spool {
+    pub fn new(dir: &Path) -> Result<Self> {
+        let file = tempfile::tempfile_in(dir).at(dir)?;
+        Ok(Spool {
+            out: std::io::BufWriter::new(file),
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    pub fn push(&mut self, s: &Stored) -> Result<()> {
+        let mut rec = Vec::with_capacity(64 + s.dest.len());
+        put_bytes(&mut rec, &s.dest);
+        rec.extend_from_slice(&s.mode.to_le_bytes());
+        rec.extend_from_slice(&s.mtime_ns.to_le_bytes());
+        match &s.change {
+            Change::File { blob, size } => {
+                rec.push(0);
+                rec.extend_from_slice(&blob.0);
+                rec.extend_from_slice(&size.to_le_bytes());
+            }
+            Change::Symlink { target } => {
+                rec.push(1);
+                put_bytes(&mut rec, target);
+            }
+            Change::Dir { .. } => rec.push(2),
+            other => unreachable!("ingest stores files, symlinks and directories, not {other:?}"),
+        }
+        self.out.write_all(&rec).at(&self.dir)
+    }
+
+    /// Hands the stored sources back, in the order they were pushed, in chunks of `chunk`.
+    pub fn replay(
+        self,
+        chunk: usize,
+        each: &mut dyn FnMut(Vec<Stored>) -> Result<()>,
+    ) -> Result<()> {
+        let dir = self.dir;
+        let mut file = self
+            .out
+            .into_inner()
+            .map_err(|e| Error::io(&dir, e.into_error()))?;
+        file.seek(std::io::SeekFrom::Start(0)).at(&dir)?;
+        let mut input = std::io::BufReader::new(file);
+        let mut buf = Vec::with_capacity(chunk);
+        while let Some(s) = read_stored(&mut input).at(&dir)? {
+            buf.push(s);
+            if buf.len() >= chunk {
+                each(std::mem::take(&mut buf))?;
+            }
+        }
+        if !buf.is_empty() {
+            each(buf)?;
+        }
+        Ok(())
+    }
+}
+
+fn put_bytes(rec: &mut Vec<u8>, bytes: &[u8]) {
+    rec.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+    rec.extend_from_slice(bytes);
+}
+
+fn read_stored(input: &mut impl Read) -> std::io::Result<Option<Stored>> {
+    let mut len = [0u8; 4];
+    match input.read_exact(&mut len) {
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        other => other?,
+    }
+    let mut dest = vec![0u8; u32::from_le_bytes(len) as usize];
+    input.read_exact(&mut dest)?;
+    let mut word = [0u8; 4];
+    input.read_exact(&mut word)?;
+    let mode = u32::from_le_bytes(word);
+    let mut long = [0u8; 8];
+    input.read_exact(&mut long)?;
+    let mtime_ns = i64::from_le_bytes(long);
+    let mut tag = [0u8; 1];
+    input.read_exact(&mut tag)?;
+    let change = match tag[0] {
+        0 => {
+            let mut blob = [0u8; 32];
+            input.read_exact(&mut blob)?;
+            input.read_exact(&mut long)?;
+            Change::File {
+                blob: Digest(blob),
+                size: u64::from_le_bytes(long),
+            }
+        }
+        1 => {
+            input.read_exact(&mut word)?;
+            let mut target = vec![0u8; u32::from_le_bytes(word) as usize];
+            input.read_exact(&mut target)?;
+            Change::Symlink { target }
+        }
+        _ => Change::Dir {
+            opaque: false,
+            moved: None,
+        },
+    };
+    Ok(Some(Stored {
+        dest,
+        change,
+        mode,
+        mtime_ns,
+    }))
 }
 
 /// A byte-count progress bar that only draws on a terminal.

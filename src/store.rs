@@ -21,6 +21,9 @@ use crate::names::{AliasName, ArtifactName, DraftName, LATEST, TypeName, Version
 use crate::staging::Staging;
 use rayon::prelude::*;
 
+/// Files walked, stored and made durable together when adding paths to a draft.
+const INGEST_CHUNK: usize = 10_000;
+
 pub struct Store {
     root: PathBuf,
     pub catalog: Catalog,
@@ -102,10 +105,15 @@ impl Store {
     }
 
     /// Stores the contents of `paths` as blobs, then, in one transaction, records them in the
-    /// draft that `open` finds or creates and runs `then`. With `rehearse`, the recording is
-    /// first tried with placeholder contents in a rolled-back transaction, so conflicts are
-    /// refused before any content is copied. If the transaction fails anyway, the blobs this
-    /// call added are removed again: a refused command leaves the store as it was.
+    /// draft that `open` finds or creates and runs `then`. A first walk checks every path (and,
+    /// with `rehearse`, tries the recording with placeholder contents in a rolled-back
+    /// transaction), so that what can be refused is refused before any content is copied. If
+    /// the transaction fails anyway, the blobs this call added are removed again: a refused
+    /// command leaves the store as it was.
+    ///
+    /// Memory does not grow with the number of files: paths are walked in chunks, each chunk
+    /// stored and made durable before the next, and what is to be recorded waits in a spool
+    /// file.
     fn ingest_into<T>(
         &mut self,
         paths: &[PathBuf],
@@ -116,21 +124,46 @@ impl Store {
     ) -> Result<T> {
         self.catalog.check_writable()?;
         let dest = dest.map(ingest::parse_dest).transpose()?;
-        let sources = ingest::scan(paths, dest.as_deref())?;
+        let dest = dest.as_deref();
+        let mut total = 0;
+        let mut check = |tx: Option<(&Connection, &DraftRow)>| {
+            ingest::scan(paths, dest, INGEST_CHUNK, &mut |chunk| {
+                total += ingest::bytes_of(&chunk);
+                match tx {
+                    Some((tx, d)) => {
+                        record(tx, d, chunk.iter().map(ingest::placeholder).collect()).map(|_| ())
+                    }
+                    None => Ok(()),
+                }
+            })
+        };
         if rehearse {
-            self.catalog.dry_run(|tx| {
-                let d = open(tx)?;
-                record(tx, &d, sources.iter().map(ingest::placeholder).collect())
-            })?;
+            self.catalog.dry_run(|tx| check(Some((tx, &open(tx)?))))?;
+        } else {
+            check(None)?;
         }
         let lock = self.shared_lock()?;
-        let batch = self.blobs.batch();
-        let stored = ingest::store(&batch, sources)?;
-        let added = batch.finish()?;
-        let result = self.catalog.write(|tx| {
-            let d = open(tx)?;
-            let n = record(tx, &d, stored)?;
-            then(tx, &d, n)
+        let bar = ingest::progress(total);
+        let mut spool = ingest::Spool::new(self.blobs.staging_dir())?;
+        let mut added = Vec::new();
+        let stored = ingest::scan(paths, dest, INGEST_CHUNK, &mut |chunk| {
+            let batch = self.blobs.batch();
+            let stored = ingest::store(&batch, chunk, &bar);
+            // Blobs placed before a failure are still to be removed below.
+            added.extend(batch.finish()?);
+            stored?.iter().try_for_each(|s| spool.push(s))
+        });
+        bar.finish_and_clear();
+        let result = stored.and_then(|()| {
+            self.catalog.write(|tx| {
+                let d = open(tx)?;
+                let mut n = 0;
+                spool.replay(INGEST_CHUNK, &mut |chunk| {
+                    n += record(tx, &d, chunk)?;
+                    Ok(())
+                })?;
+                then(tx, &d, n)
+            })
         });
         drop(lock);
         if result.is_err() {
