@@ -20,6 +20,11 @@ use fuser::{
 use crate::error::Error;
 use crate::fs::{Attr, DirSink, Entry, Fs, Kind, OpenMode, Opened};
 
+/// How draft files are opened: a close needs no round trip to the server (there is nothing to
+/// flush; what was written is in the staged file already). Control files keep their flush,
+/// which is where an unfinished request is refused.
+const DRAFT_FILE: FopenFlags = FopenFlags::FOPEN_NOFLUSH;
+
 /// Largest read the kernel sends us (and the readahead it may do).
 const MAX_READAHEAD: u32 = 1 << 20;
 
@@ -456,7 +461,14 @@ impl Filesystem for Adapter {
                 exclusive,
             );
             match opened {
-                Ok((e, Opened::Content { fh, .. } | Opened::Control { fh })) => reply.created(
+                Ok((e, Opened::Content { fh, .. })) => reply.created(
+                    &e.ttl,
+                    &file_attr(&e.attr),
+                    Generation(0),
+                    FileHandle(fh),
+                    DRAFT_FILE,
+                ),
+                Ok((e, Opened::Control { fh })) => reply.created(
                     &e.ttl,
                     &file_attr(&e.attr),
                     Generation(0),
@@ -485,7 +497,7 @@ impl Filesystem for Adapter {
             // A draft's file may get other content under the same inode: it is read through the
             // server with its pages dropped at each open, never through a backing file.
             if !immutable {
-                return reply.opened(FileHandle(fh), FopenFlags::empty());
+                return reply.opened(FileHandle(fh), DRAFT_FILE);
             }
             if self.passthrough.load(Ordering::Relaxed) {
                 match self.backing_for(&reply, ino.0, fh, &file) {
