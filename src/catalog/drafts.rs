@@ -304,11 +304,25 @@ pub fn clear_below(conn: &Connection, draft: i64, path: &[u8]) -> Result<usize> 
     lo.push(b'/');
     let mut hi = path.to_vec();
     hi.push(b'/' + 1);
-    conn.prepare_cached(
-        "DELETE FROM draft_entries WHERE draft = ?1 AND (parent = ?2 OR (parent >= ?3 AND parent < ?4))",
-    )
-    .and_then(|mut s| s.execute(params![draft, path, lo, hi]))
-    .ctx(|| format!("clear draft changes under {}", String::from_utf8_lossy(path)))
+    // Two statements: with the two conditions joined by OR, SQLite scans every change of the
+    // draft instead of two ranges of the primary key.
+    let what = || {
+        format!(
+            "clear draft changes under {}",
+            String::from_utf8_lossy(path)
+        )
+    };
+    let direct = conn
+        .prepare_cached("DELETE FROM draft_entries WHERE draft = ?1 AND parent = ?2")
+        .and_then(|mut s| s.execute(params![draft, path]))
+        .ctx(what)?;
+    let deeper = conn
+        .prepare_cached(
+            "DELETE FROM draft_entries WHERE draft = ?1 AND parent >= ?2 AND parent < ?3",
+        )
+        .and_then(|mut s| s.execute(params![draft, lo, hi]))
+        .ctx(what)?;
+    Ok(direct + deeper)
 }
 
 /// Moves every change recorded strictly below directory `from` to below `to`, which has
@@ -321,8 +335,9 @@ pub fn move_below(conn: &Connection, draft: i64, from: &[u8], to: &[u8]) -> Resu
     hi.push(b'/' + 1);
     let parents: Vec<Vec<u8>> = conn
         .prepare_cached(
-            "SELECT DISTINCT parent FROM draft_entries
-              WHERE draft = ?1 AND (parent = ?2 OR (parent >= ?3 AND parent < ?4))",
+            "SELECT parent FROM draft_entries WHERE draft = ?1 AND parent = ?2
+             UNION
+             SELECT parent FROM draft_entries WHERE draft = ?1 AND parent >= ?3 AND parent < ?4",
         )
         .and_then(|mut s| {
             s.query_map(params![draft, from, lo, hi], |r| r.get(0))?
