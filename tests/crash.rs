@@ -500,18 +500,22 @@ fn assert_files(what: &str, expected: &Files, actual: &Files) {
             diffs.push(format!("unexpected {p}"));
         }
     }
-    assert!(
-        diffs.is_empty(),
-        "{what}: {} differences (of {} files expected, {} there):\n{}",
+    let heading = format!(
+        "{what}: {} differences (of {} files expected, {} there)",
         diffs.len(),
         expected.len(),
-        actual.len(),
-        diffs
-            .iter()
-            .take(25)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("\n")
+        actual.len()
+    );
+    assert_no_problems(&heading, &diffs, 25);
+}
+
+/// Fails with `heading` and the first `show` of `problems` if there are any: the checks
+/// that collect problems report them all at once, not just the first.
+fn assert_no_problems(heading: &str, problems: &[String], show: usize) {
+    assert!(
+        problems.is_empty(),
+        "{heading}:\n{}",
+        problems[..problems.len().min(show)].join("\n")
     );
 }
 
@@ -637,38 +641,11 @@ impl Drop for Proc {
     }
 }
 
-/// Runs a CLI command and SIGKILLs it `delay` after its start (None: lets it finish).
-/// Returns the process and whether the kill interrupted it.
-fn cli_killed_at(
-    s: &TestStore,
-    args: &[&OsStr],
-    tag: &str,
-    delay: Option<Duration>,
-) -> (Proc, bool) {
-    let mut p = Proc::spawn(s.command(args), s, tag);
-    let interrupted = match delay {
-        None => {
-            p.wait(OP_LIMIT);
-            false
-        }
-        Some(d) => {
-            if p.run_until(d) {
-                false
-            } else {
-                p.sigkill()
-            }
-        }
-    };
-    if !interrupted {
-        p.assert_clean_exit();
-    }
-    (p, interrupted)
-}
-
 /// Lets `op` run until `delay`, then SIGKILLs the mount server `pid`
 /// and waits until the mount is dead and `op` has exited (it must not go on into the next
-/// mount). Returns whether the kill interrupted `op`.
-fn kill_server_during(m: &Mounted, pid: i32, op: &mut Proc, delay: Duration) -> bool {
+/// mount). Returns how long `op` ran (to its end, or to the kill) and whether the kill
+/// interrupted it.
+fn kill_server_during(m: &Mounted, pid: i32, op: &mut Proc, delay: Duration) -> (Duration, bool) {
     let finished = op.run_until(delay);
     // SAFETY: kill has no memory-safety preconditions.
     assert_eq!(
@@ -696,7 +673,11 @@ fn kill_server_during(m: &Mounted, pid: i32, op: &mut Proc, delay: Duration) -> 
         },
     );
     op.wait(Duration::from_secs(60));
-    !finished
+    if finished {
+        (op.ended.unwrap(), false)
+    } else {
+        (delay, true)
+    }
 }
 
 /// With CRASH_TRACE set, prints how long each step of a trial took.
@@ -716,12 +697,16 @@ fn trace(what: &str) {
 fn mount_fresh(s: &TestStore) -> Mounted<'_> {
     let mp = s.path("mnt");
     fs::create_dir_all(&mp).unwrap();
-    Mounted::new(s, &mp)
+    let m = Mounted::new(s, &mp);
+    trace("mount");
+    m
 }
 
 /// `artifactfs mount` over the dead mount of a killed server: must succeed and say it
-/// replaced a stale mount.
+/// replaced a stale mount. (This and `remount_clean` are the step after the kill, so they
+/// close the trace step of the operation and the kill.)
 fn remount_after_kill<'a>(s: &'a TestStore, old: Mounted<'a>) -> Mounted<'a> {
+    trace("op and kill");
     let out = s.run(&[os("mount"), old.mp.as_os_str()]);
     assert!(
         out.status.success(),
@@ -737,11 +722,13 @@ fn remount_after_kill<'a>(s: &'a TestStore, old: Mounted<'a>) -> Mounted<'a> {
     let m = Mounted::adopt(s, &old.mp);
     // The old guard would unmount the new mount when dropped.
     std::mem::forget(old);
+    trace("remount");
     m
 }
 
 /// Unmounts cleanly and mounts again, so the server starts afresh after the crash.
 fn remount_clean<'a>(s: &'a TestStore, old: Mounted<'a>) -> Mounted<'a> {
+    trace("op and kill");
     let out = old.umount();
     assert!(
         out.status.success(),
@@ -751,7 +738,9 @@ fn remount_clean<'a>(s: &'a TestStore, old: Mounted<'a>) -> Mounted<'a> {
     );
     let mp = old.mp.clone();
     drop(old);
-    Mounted::new(s, &mp)
+    let m = Mounted::new(s, &mp);
+    trace("remount");
+    m
 }
 
 /// Writes `request` to a draft's `.commit` in a separate process; it prints "ok" or the
@@ -802,6 +791,15 @@ struct Expect {
     /// Versions whose every byte was already compared; later checks compare their paths
     /// (`ls`), and `verify` their blobs.
     read: std::cell::RefCell<BTreeSet<String>>,
+}
+
+impl Expect {
+    /// base:v0, which every trial commits before its operation, must be there as it was.
+    fn base_v0(files: Files) -> Expect {
+        let mut exp = Expect::default();
+        exp.certain.insert("base:v0".into(), files);
+        exp
+    }
 }
 
 /// Checks every listed version against `exp` and `latest` against the newest; returns the
@@ -908,17 +906,11 @@ fn check_staged(s: &TestStore, when: &str) {
             }
         }
     }
-    assert!(
-        extra.is_empty(),
-        "{when}: leftovers of the crash were not reclaimed: {} entries:\n{}",
-        extra.len(),
-        extra
-            .iter()
-            .take(20)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("\n")
+    let heading = format!(
+        "{when}: leftovers of the crash were not reclaimed: {} entries",
+        extra.len()
     );
+    assert_no_problems(&heading, &extra, 20);
 }
 
 /// Runs `gc` to its end, then: `staging/` is empty, `blobs/` holds exactly the blobs the
@@ -1039,11 +1031,36 @@ fn draft_files(m: &Mounted, draft: &str) -> Files {
 /// Logs `base:v0`: 300 small files and two multi-MiB ones.
 fn setup_base(s: &TestStore, rng: &mut Rng) -> Contents {
     let big = [mib(rng, 1, 3), mib(rng, 2, 4)];
-    let base = gen_tree(rng, 300, &big);
-    let dir = s.path("base-src");
-    write_contents(&dir, &base);
+    let (base, dir) = written_tree(s, rng, "base-src", 300, &big);
     assert_eq!(log(s, "base", &dir), "base:v0");
+    trace("setup base");
     base
+}
+
+/// A tree from `gen_tree`, written to `dir` of the test's directory for the CLI to read.
+fn written_tree(
+    s: &TestStore,
+    rng: &mut Rng,
+    dir: &str,
+    n_small: usize,
+    big: &[usize],
+) -> (Contents, PathBuf) {
+    let c = gen_tree(rng, n_small, big);
+    let path = s.path(dir);
+    write_contents(&path, &c);
+    (c, path)
+}
+
+/// The arguments of `draft add base SRC --as AS`.
+fn draft_add_args<'a>(src: &'a Path, as_: &'a str) -> [&'a OsStr; 6] {
+    [
+        os("draft"),
+        os("add"),
+        os("base"),
+        src.as_os_str(),
+        os("--as"),
+        os(as_),
+    ]
 }
 
 fn small_paths(c: &Contents) -> Vec<String> {
@@ -1105,6 +1122,28 @@ fn fill_through_mount(m: &Mounted, rng: &mut Rng, base: &Contents) -> Contents {
     exp
 }
 
+/// Fills a new draft `base` with the CLI: `draft add` of 300 new files and two big ones under
+/// new/ and of five rewritten base files, `draft rm` of one directory. Returns what the draft
+/// holds.
+fn fill_with_cli(s: &TestStore, rng: &mut Rng, base: &Contents) -> Contents {
+    s.ok(&["draft", "new", "base"]);
+    let big = [mib(rng, 2, 5), mib(rng, 1, 2)];
+    let (added, src) = written_tree(s, rng, "add-src", 300, &big);
+    s.ok(&draft_add_args(&src, "new"));
+    let mut want = base.clone();
+    want.extend(prefixed(&added, "new/"));
+    for (i, rel) in rng.pick(&small_paths(base), 5).iter().enumerate() {
+        let data = bytes(rng.next(), rng.range(1, 8000) as usize);
+        let f = s.path(&format!("mod-{i}"));
+        write_file(&f, &data);
+        s.ok(&draft_add_args(&f, rel));
+        want.insert(rel.clone(), data);
+    }
+    s.ok(&["draft", "rm", "base", "d03"]);
+    want.retain(|k, _| !k.starts_with("d03/"));
+    want
+}
+
 /// After a commit that did not happen: go on using the draft through the mount (before any
 /// gc) — append to files it staged and add copies of their former content — so that a blob
 /// the killed commit placed but did not record cannot be confused with the files' new
@@ -1155,19 +1194,165 @@ fn check_best(s: &TestStore, version: Option<&str>) {
     }
 }
 
+/// Makes versions v1..=n of base, each the base plus its own new files (x<k>/); returns
+/// their contents.
+fn more_versions(s: &TestStore, rng: &mut Rng, base: &Contents, n: usize) -> Vec<Contents> {
+    let mut out = Vec::new();
+    for k in 1..=n {
+        s.ok(&["draft", "new", "base"]);
+        if k > 1 {
+            s.ok(&["draft", "rm", "base", &format!("x{}", k - 1)]);
+        }
+        let big = [mib(rng, 1, 2)];
+        let (extra, src) = written_tree(s, rng, &format!("extra-{k}"), 150, &big);
+        let prefix = format!("x{k}");
+        s.ok(&draft_add_args(&src, &prefix));
+        let out_line = s.ok(&["draft", "commit", "base"]);
+        assert!(out_line.contains(&format!("base:v{k}")), "{out_line}");
+        let mut c = base.clone();
+        c.extend(prefixed(&extra, &format!("{prefix}/")));
+        out.push(c);
+    }
+    out
+}
+
+// ----- after the kill -----
+
+/// A trial after its kill, on the store mounted again: what every scenario checks from
+/// there on and how it ends, so that each scenario states only what is its own.
+struct Crash<'a> {
+    /// The mount made after the kill.
+    m: Mounted<'a>,
+    /// How long the operation ran: to its end, or to the kill.
+    op: Duration,
+    /// Whether the kill interrupted the operation (false: it had finished first).
+    interrupted: bool,
+    /// Whether the operation reported success before the kill.
+    succeeded: bool,
+    /// "after … was killed", for the messages of the checks.
+    when: &'static str,
+}
+
+impl Crash<'_> {
+    /// The checks of every trial once the store is mounted again: the new mount reclaimed
+    /// what the crash left in `staged/`, and `verify` passes.
+    fn first_checks(self, s: &TestStore) -> Self {
+        check_staged(s, "after the mount started again");
+        verify_ok(s, self.when);
+        self
+    }
+
+    /// For an operation that makes base:v1 (with the files of `new`): base:v0 is as
+    /// committed, base:v1 wholly there or absent, and there if the operation succeeded
+    /// (`success` says how it told so). Returns what is expected and whether base:v1 is there.
+    fn check_new_version(
+        &self,
+        s: &TestStore,
+        base: &Contents,
+        new: &Contents,
+        success: &str,
+    ) -> (Expect, bool) {
+        let mut exp = Expect::base_v0(hashes(base));
+        exp.optional.insert("base:v1".into(), hashes(new));
+        let present = !check_versions(s, &exp, self.when).is_empty();
+        if self.succeeded {
+            assert!(present, "{success}, yet base:v1 is not there");
+        }
+        (exp, present)
+    }
+
+    /// Ends the trial (`finish_trial`) and reports it, with `outcome` for the summary.
+    fn finish(self, s: &TestStore, exp: &Expect, outcome: &str) -> Report {
+        finish_trial(s, self.m, exp);
+        Report {
+            op: self.op,
+            interrupted: self.interrupted,
+            outcome: outcome.into(),
+            checked: 0,
+        }
+    }
+}
+
+/// Runs a CLI command while the store is mounted and SIGKILLs it `delay` after its start;
+/// then mounts afresh and makes the first checks. Err: the report of a calibration (no
+/// delay), which lets the command run to its end and checks nothing further.
+fn kill_cli<'a>(
+    s: &'a TestStore,
+    m: Mounted<'a>,
+    args: &[&OsStr],
+    tag: &str,
+    delay: Option<Duration>,
+    when: &'static str,
+) -> Result<Crash<'a>, Report> {
+    let mut p = Proc::spawn(s.command(args), s, tag);
+    let Some(delay) = delay else {
+        p.wait(OP_LIMIT);
+        return Err(Report::calibrated(&p));
+    };
+    let interrupted = !p.run_until(delay) && p.sigkill();
+    if !interrupted {
+        p.assert_clean_exit();
+    }
+    let op = if interrupted { delay } else { p.ended.unwrap() };
+    let m = remount_clean(s, m);
+    let c = Crash {
+        m,
+        op,
+        interrupted,
+        succeeded: p.succeeded(),
+        when,
+    };
+    Ok(c.first_checks(s))
+}
+
+/// The rest of a trial whose commit of the draft base was killed: base:v1 is there and the
+/// draft gone, or base:v1 is absent and the draft intact; then the draft, edited further
+/// (before any gc), commits again with `commit_again`. The alias `best` comes with base:v1.
+fn end_commit_trial(
+    s: &TestStore,
+    c: Crash,
+    base: &Contents,
+    mut want: Contents,
+    success: &str,
+    with_alias: bool,
+    commit_again: impl FnOnce(&Mounted),
+) -> Report {
+    let (mut exp, present) = c.check_new_version(s, base, &want, success);
+    let drafts = drafts_listed(s);
+    let outcome = if present {
+        assert!(
+            !drafts.contains(&"base".to_string()),
+            "base:v1 was committed, yet its draft is still there: {drafts:?}"
+        );
+        gc_and_check(s, c.when);
+        "version present"
+    } else {
+        assert_files(
+            &format!("the draft whose commit was interrupted ({})", c.when),
+            &hashes(&want),
+            &draft_files(&c.m, "base"),
+        );
+        // No gc before going on: a user goes on with the draft as the crash left it.
+        check_best(s, None);
+        edit_after_crash(&c.m, &mut want);
+        commit_again(&c.m);
+        "version absent"
+    };
+    check_best(s, with_alias.then_some("v1"));
+    exp.certain.insert("base:v1".into(), hashes(&want));
+    exp.optional.clear();
+    c.finish(s, &exp, outcome)
+}
+
 // ----- scenarios -----
 
 /// Kills the server while `cp -r` copies a big tree into a draft and a writer creates and
 /// rewrites files, each recorded only once its fsync (or close) returned.
 fn daemon_copy(s: &TestStore, rng: &mut Rng, delay: Option<Duration>) -> Report {
     let base = setup_base(s, rng);
-    trace("setup base");
     let big = [mib(rng, 2, 5), mib(rng, 1, 3)];
-    let copy = gen_tree(rng, 400, &big);
-    let copy_src = s.path("copy-src");
-    write_contents(&copy_src, &copy);
+    let (copy, copy_src) = written_tree(s, rng, "copy-src", 400, &big);
     let m = mount_fresh(s);
-    trace("mount");
     let pid = m.server_pid();
     let draft = m.path("drafts/base");
     fs::create_dir(&draft).unwrap();
@@ -1199,27 +1384,27 @@ fn daemon_copy(s: &TestStore, rng: &mut Rng, delay: Option<Duration>) -> Report 
     let mut cp_cmd = Command::new("cp");
     cp_cmd.arg("-r").arg(&copy_src).arg(draft.join("copied"));
     let mut cp = Proc::spawn(cp_cmd, s, "cp");
-    if delay.is_none() {
+    let Some(delay) = delay else {
         cp.wait(OP_LIMIT);
         fs::write(&stop, "").unwrap();
         writer.wait(OP_LIMIT);
         return Report::calibrated(&cp);
-    }
-    let interrupted = kill_server_during(&m, pid, &mut cp, delay.unwrap());
-    writer.wait(Duration::from_secs(60));
-    let op = if interrupted {
-        delay.unwrap()
-    } else {
-        cp.ended.unwrap()
     };
+    let (op, interrupted) = kill_server_during(&m, pid, &mut cp, delay);
+    // The writer fails on the dead mount; it must be gone before the next mount.
+    writer.wait(Duration::from_secs(60));
     if !interrupted {
         cp.assert_clean_exit();
     }
-    trace("op and kill");
     let m = remount_after_kill(s, m);
-    trace("remount");
-    check_staged(s, "after the mount started again");
-    verify_ok(s, "after the server was killed");
+    let c = Crash {
+        m,
+        op,
+        interrupted,
+        succeeded: cp.succeeded(),
+        when: "after the server was killed",
+    }
+    .first_checks(s);
 
     // Every file the writer finished is intact; the one it was writing may be anything.
     let log = fs::read_to_string(&log_path).unwrap_or_default();
@@ -1238,7 +1423,7 @@ fn daemon_copy(s: &TestStore, rng: &mut Rng, delay: Option<Duration>) -> Report 
         }
     }
     let written = state.values().filter(|v| v.is_some()).count();
-    let d = draft_files(&m, "base");
+    let d = draft_files(&c.m, "base");
     let base_h = hashes(&base);
     let copy_h = hashes(&copy);
     let mut problems = Vec::new();
@@ -1296,37 +1481,28 @@ fn daemon_copy(s: &TestStore, rng: &mut Rng, delay: Option<Duration>) -> Report 
     if !interrupted && copy.keys().any(|k| !d.contains_key(&format!("copied/{k}"))) {
         problems.push("cp finished before the kill, yet copied files are missing".into());
     }
-    assert!(
-        problems.is_empty(),
+    let heading = format!(
         "the draft after the server was killed ({written} files written by the writer, {} \
-         entries in the draft):\n{}",
-        d.len(),
-        problems
-            .iter()
-            .take(25)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("\n")
+         entries in the draft)",
+        d.len()
     );
+    assert_no_problems(&heading, &problems, 25);
 
-    let mut exp = Expect::default();
-    exp.certain.insert("base:v0".into(), base_h);
-    check_versions(s, &exp, "after the server was killed");
-    gc_and_check(s, "after the server was killed");
-    assert_files("the draft after gc", &d, &draft_files(&m, "base"));
-    let r = write_control(&m.path("drafts/base/.commit"), "commit");
+    let mut exp = Expect::base_v0(base_h);
+    check_versions(s, &exp, c.when);
+    gc_and_check(s, c.when);
+    assert_files("the draft after gc", &d, &draft_files(&c.m, "base"));
+    let r = write_control(&c.m.path("drafts/base/.commit"), "commit");
     assert_eq!(r, "ok", "committing the draft after the crash");
     exp.certain.insert("base:v1".into(), d);
-    finish_trial(s, m, &exp);
+    let outcome = if partial.is_empty() {
+        "copied files all whole"
+    } else {
+        "one copied file cut short"
+    };
     Report {
-        op,
-        interrupted,
-        outcome: if partial.is_empty() {
-            "copied files all whole".into()
-        } else {
-            "one copied file cut short".into()
-        },
         checked: written,
+        ..c.finish(s, &exp, outcome)
     }
 }
 
@@ -1388,78 +1564,44 @@ except OSError as e:
 /// Kills the server while it commits a draft through `.commit`.
 fn daemon_commit(s: &TestStore, rng: &mut Rng, delay: Option<Duration>) -> Report {
     let base = setup_base(s, rng);
-    trace("setup base");
     let m = mount_fresh(s);
-    trace("mount");
     let pid = m.server_pid();
-    let mut want = fill_through_mount(&m, rng, &base);
+    let want = fill_through_mount(&m, rng, &base);
     trace("fill through the mount");
     let with_alias = rng.next().is_multiple_of(2);
     let request = if with_alias { ALIAS_REQUEST } else { "commit" };
     let mut commit = spawn_control_commit(s, &m.path("drafts/base/.commit"), request);
-    if delay.is_none() {
+    let Some(delay) = delay else {
         commit.wait(OP_LIMIT);
         assert_eq!(commit.stdout().trim(), "ok", "commit through .commit");
         return Report::calibrated(&commit);
-    }
-    let interrupted = kill_server_during(&m, pid, &mut commit, delay.unwrap());
-    let op = if interrupted {
-        delay.unwrap()
-    } else {
-        commit.ended.unwrap()
     };
+    let (op, interrupted) = kill_server_during(&m, pid, &mut commit, delay);
     let said = commit.stdout().trim().to_string();
     if !interrupted {
         assert_eq!(said, "ok", "the .commit write finished before the kill");
     }
-    trace("op and kill");
     let m = remount_after_kill(s, m);
-    trace("remount");
-    check_staged(s, "after the mount started again");
-    verify_ok(s, "after the server was killed during a commit");
-
-    let mut exp = Expect::default();
-    exp.certain.insert("base:v0".into(), hashes(&base));
-    exp.optional.insert("base:v1".into(), hashes(&want));
-    let present =
-        !check_versions(s, &exp, "after the server was killed during a commit").is_empty();
-    let drafts = drafts_listed(s);
-    if said == "ok" {
-        assert!(
-            present,
-            "the .commit write returned ok, yet base:v1 is not there"
-        );
-    }
-    let outcome = if present {
-        assert!(
-            !drafts.contains(&"base".to_string()),
-            "base:v1 was committed, yet its draft is still there: {drafts:?}"
-        );
-        gc_and_check(s, "after the server was killed during a commit");
-        "version present"
-    } else {
-        assert_files(
-            "the draft whose commit was interrupted",
-            &hashes(&want),
-            &draft_files(&m, "base"),
-        );
-        // No gc before going on: a user goes on with the draft as the crash left it.
-        check_best(s, None);
-        edit_after_crash(&m, &mut want);
-        let r = write_control(&m.path("drafts/base/.commit"), request);
-        assert_eq!(r, "ok", "committing again after the crash");
-        "version absent"
-    };
-    check_best(s, with_alias.then_some("v1"));
-    exp.certain.insert("base:v1".into(), hashes(&want));
-    exp.optional.clear();
-    finish_trial(s, m, &exp);
-    Report {
+    let c = Crash {
+        m,
         op,
         interrupted,
-        outcome: outcome.into(),
-        checked: 0,
+        succeeded: said == "ok",
+        when: "after the server was killed during a commit",
     }
+    .first_checks(s);
+    end_commit_trial(
+        s,
+        c,
+        &base,
+        want,
+        "the .commit write returned ok",
+        with_alias,
+        |m| {
+            let r = write_control(&m.path("drafts/base/.commit"), request);
+            assert_eq!(r, "ok", "committing again after the crash");
+        },
+    )
 }
 
 /// Kills `artifactfs draft commit` of a draft filled by `draft add`/`draft rm` (or, with
@@ -1471,155 +1613,51 @@ fn cli_commit(
     through_mount: bool,
 ) -> Report {
     let base = setup_base(s, rng);
-    trace("setup base");
     let m = mount_fresh(s);
-    trace("mount");
-    let mut want = if through_mount {
+    let want = if through_mount {
         fill_through_mount(&m, rng, &base)
     } else {
-        s.ok(&["draft", "new", "base"]);
-        let big = [mib(rng, 2, 5), mib(rng, 1, 2)];
-        let added = gen_tree(rng, 300, &big);
-        let src = s.path("add-src");
-        write_contents(&src, &added);
-        s.ok(&[
-            os("draft"),
-            os("add"),
-            os("base"),
-            src.as_os_str(),
-            os("--as"),
-            os("new"),
-        ]);
-        let mut want = base.clone();
-        want.extend(prefixed(&added, "new/"));
-        for (i, rel) in rng.pick(&small_paths(&base), 5).iter().enumerate() {
-            let data = bytes(rng.next(), rng.range(1, 8000) as usize);
-            let f = s.path(&format!("mod-{i}"));
-            write_file(&f, &data);
-            s.ok(&[
-                os("draft"),
-                os("add"),
-                os("base"),
-                f.as_os_str(),
-                os("--as"),
-                os(rel),
-            ]);
-            want.insert(rel.clone(), data);
-        }
-        s.ok(&["draft", "rm", "base", "d03"]);
-        want.retain(|k, _| !k.starts_with("d03/"));
-        want
+        fill_with_cli(s, rng, &base)
     };
     let with_alias = rng.next().is_multiple_of(2);
     let mut commit_args = vec![os("draft"), os("commit"), os("base")];
     if with_alias {
         commit_args.extend([os("--alias"), os("best")]);
     }
-    let (p, interrupted) = cli_killed_at(s, &commit_args, "commit", delay);
-    let op = if interrupted {
-        delay.unwrap()
-    } else {
-        p.ended.unwrap()
+    let when = "after draft commit was killed";
+    let c = match kill_cli(s, m, &commit_args, "commit", delay, when) {
+        Ok(c) => c,
+        Err(calibration) => return calibration,
     };
-    if delay.is_none() {
-        return Report::calibrated(&p);
-    }
-    trace("op and kill");
-    let m = remount_clean(s, m);
-    trace("remount");
-    check_staged(s, "after the mount started again");
-    verify_ok(s, "after draft commit was killed");
-
-    let mut exp = Expect::default();
-    exp.certain.insert("base:v0".into(), hashes(&base));
-    exp.optional.insert("base:v1".into(), hashes(&want));
-    let present = !check_versions(s, &exp, "after draft commit was killed").is_empty();
-    if p.succeeded() {
-        assert!(present, "draft commit succeeded, yet base:v1 is not there");
-    }
-    let drafts = drafts_listed(s);
-    let outcome = if present {
-        assert!(
-            !drafts.contains(&"base".to_string()),
-            "base:v1 was committed, yet its draft is still there: {drafts:?}"
-        );
-        gc_and_check(s, "after draft commit was killed");
-        "version present"
-    } else {
-        assert_files(
-            "the draft whose commit was killed",
-            &hashes(&want),
-            &draft_files(&m, "base"),
-        );
-        // No gc before going on: a user goes on with the draft as the crash left it.
-        check_best(s, None);
-        edit_after_crash(&m, &mut want);
-        let out = s.ok(&commit_args);
-        assert!(
-            out.contains("base:v1"),
-            "committing again gives base:v1: {out}"
-        );
-        "version absent"
-    };
-    check_best(s, with_alias.then_some("v1"));
-    exp.certain.insert("base:v1".into(), hashes(&want));
-    exp.optional.clear();
-    finish_trial(s, m, &exp);
-    Report {
-        op,
-        interrupted,
-        outcome: outcome.into(),
-        checked: 0,
-    }
-}
-
-/// Makes versions v1..=n of base, each the base plus its own new files (x<k>/); returns
-/// their contents.
-fn more_versions(s: &TestStore, rng: &mut Rng, base: &Contents, n: usize) -> Vec<Contents> {
-    let mut out = Vec::new();
-    for k in 1..=n {
-        s.ok(&["draft", "new", "base"]);
-        if k > 1 {
-            s.ok(&["draft", "rm", "base", &format!("x{}", k - 1)]);
-        }
-        let big = [mib(rng, 1, 2)];
-        let extra = gen_tree(rng, 150, &big);
-        let src = s.path(&format!("extra-{k}"));
-        write_contents(&src, &extra);
-        let prefix = format!("x{k}");
-        s.ok(&[
-            os("draft"),
-            os("add"),
-            os("base"),
-            src.as_os_str(),
-            os("--as"),
-            os(&prefix),
-        ]);
-        let out_line = s.ok(&["draft", "commit", "base"]);
-        assert!(out_line.contains(&format!("base:v{k}")), "{out_line}");
-        let mut c = base.clone();
-        c.extend(prefixed(&extra, &format!("{prefix}/")));
-        out.push(c);
-    }
-    out
+    end_commit_trial(
+        s,
+        c,
+        &base,
+        want,
+        "draft commit succeeded",
+        with_alias,
+        |_| {
+            let out = s.ok(&commit_args);
+            assert!(
+                out.contains("base:v1"),
+                "committing again gives base:v1: {out}"
+            );
+        },
+    )
 }
 
 /// Kills `artifactfs gc` after two versions were deleted, while a CLI draft and a draft
 /// written through the mount hold blobs and staged files.
 fn cli_gc(s: &TestStore, rng: &mut Rng, delay: Option<Duration>) -> Report {
     let base = setup_base(s, rng);
-    trace("setup base");
     let vs = more_versions(s, rng, &base, 3);
     s.ok(&["delete", "base:v1"]);
     s.ok(&["delete", "base:v2"]);
     s.ok(&["draft", "new", "other", "--type", "dataset"]);
     let big = [mib(rng, 1, 2)];
-    let other = gen_tree(rng, 100, &big);
-    let other_src = s.path("other-src");
-    write_contents(&other_src, &other);
+    let (other, other_src) = written_tree(s, rng, "other-src", 100, &big);
     s.ok(&[os("draft"), os("add"), os("other"), other_src.as_os_str()]);
     let m = mount_fresh(s);
-    trace("mount");
     // A draft of base (from v3) with files written through the mount.
     let draft = m.path("drafts/base");
     fs::create_dir(&draft).unwrap();
@@ -1635,94 +1673,66 @@ fn cli_gc(s: &TestStore, rng: &mut Rng, delay: Option<Duration>) -> Report {
         in_mount.insert(rel, data);
     }
 
-    let (p, interrupted) = cli_killed_at(s, &[os("gc")], "gc", delay);
-    let op = if interrupted {
-        delay.unwrap()
-    } else {
-        p.ended.unwrap()
+    let c = match kill_cli(s, m, &[os("gc")], "gc", delay, "after gc was killed") {
+        Ok(c) => c,
+        Err(calibration) => return calibration,
     };
-    if delay.is_none() {
-        return Report::calibrated(&p);
-    }
-    trace("op and kill");
-    let m = remount_clean(s, m);
-    trace("remount");
-    check_staged(s, "after the mount started again");
-    verify_ok(s, "after gc was killed");
-    let mut exp = Expect::default();
-    exp.certain.insert("base:v0".into(), hashes(&base));
+    let mut exp = Expect::base_v0(hashes(&base));
     exp.certain.insert("base:v3".into(), hashes(&vs[2]));
-    check_versions(s, &exp, "after gc was killed");
+    check_versions(s, &exp, c.when);
     assert_files(
         "draft other after gc was killed",
         &hashes(&other),
-        &draft_files(&m, "other"),
+        &draft_files(&c.m, "other"),
     );
     assert_files(
         "draft base (written in the mount) after gc was killed",
         &hashes(&in_mount),
-        &draft_files(&m, "base"),
+        &draft_files(&c.m, "base"),
     );
-    gc_and_check(s, "after gc was killed");
+    gc_and_check(s, c.when);
     // The drafts' blobs and staged files survived both gc runs: they commit exactly.
     s.ok(&["draft", "commit", "other"]);
     assert_eq!(
-        write_control(&m.path("drafts/base/.commit"), "commit"),
+        write_control(&c.m.path("drafts/base/.commit"), "commit"),
         "ok"
     );
     exp.certain.insert("other:v0".into(), hashes(&other));
     exp.certain.insert("base:v4".into(), hashes(&in_mount));
-    finish_trial(s, m, &exp);
-    Report {
-        op,
-        interrupted,
-        outcome: if p.succeeded() {
-            "gc done"
-        } else {
-            "gc cut short"
-        }
-        .into(),
-        checked: 0,
-    }
+    let outcome = if c.succeeded {
+        "gc done"
+    } else {
+        "gc cut short"
+    };
+    c.finish(s, &exp, outcome)
 }
 
 /// Kills `artifactfs delete` of one of three versions (another carries an alias).
 fn cli_delete(s: &TestStore, rng: &mut Rng, delay: Option<Duration>) -> Report {
     let base = setup_base(s, rng);
-    trace("setup base");
     let vs = more_versions(s, rng, &base, 2);
     let target = rng.range(0, 2) as usize;
     let aliased = (target + 1 + rng.range(0, 1) as usize) % 3;
     s.ok(&["alias", "set", &format!("base:v{aliased}"), "best"]);
     let m = mount_fresh(s);
-    trace("mount");
     let contents = [&base, &vs[0], &vs[1]];
     let target_ref = format!("base:v{target}");
-    let (p, interrupted) = cli_killed_at(s, &[os("delete"), os(&target_ref)], "delete", delay);
-    let op = if interrupted {
-        delay.unwrap()
-    } else {
-        p.ended.unwrap()
+    let args = [os("delete"), os(&target_ref)];
+    let c = match kill_cli(s, m, &args, "delete", delay, "after delete was killed") {
+        Ok(c) => c,
+        Err(calibration) => return calibration,
     };
-    if delay.is_none() {
-        return Report::calibrated(&p);
-    }
-    trace("op and kill");
-    let m = remount_clean(s, m);
-    trace("remount");
-    check_staged(s, "after the mount started again");
-    verify_ok(s, "after delete was killed");
     let mut exp = Expect::default();
-    for (k, c) in contents.iter().enumerate() {
+    for (k, files) in contents.iter().enumerate() {
         let r = format!("base:v{k}");
         if k == target {
-            exp.optional.insert(r, hashes(c));
+            exp.optional.insert(r, hashes(files));
         } else {
-            exp.certain.insert(r, hashes(c));
+            exp.certain.insert(r, hashes(files));
         }
     }
-    let still = !check_versions(s, &exp, "after delete was killed").is_empty();
-    if p.succeeded() {
+    let still = !check_versions(s, &exp, c.when).is_empty();
+    if c.succeeded {
         assert!(!still, "delete succeeded, yet {target_ref} is still there");
     }
     assert_eq!(
@@ -1731,7 +1741,7 @@ fn cli_delete(s: &TestStore, rng: &mut Rng, delay: Option<Duration>) -> Report {
         "the alias best still names v{aliased}"
     );
     // The mount shows the same.
-    let listed: BTreeSet<String> = fs::read_dir(m.path("base"))
+    let listed: BTreeSet<String> = fs::read_dir(c.m.path("base"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
@@ -1740,73 +1750,43 @@ fn cli_delete(s: &TestStore, rng: &mut Rng, delay: Option<Duration>) -> Report {
         still,
         "the mount lists {listed:?}"
     );
-    gc_and_check(s, "after delete was killed");
+    gc_and_check(s, c.when);
     if still {
         s.ok(&["delete", &target_ref]);
     }
     exp.optional.clear();
-    finish_trial(s, m, &exp);
-    Report {
-        op,
-        interrupted,
-        outcome: if still {
-            "version kept"
-        } else {
-            "version deleted"
-        }
-        .into(),
-        checked: 0,
-    }
+    let outcome = if still {
+        "version kept"
+    } else {
+        "version deleted"
+    };
+    c.finish(s, &exp, outcome)
 }
 
 /// Kills `artifactfs log` of a big directory as the next version of base.
 fn cli_log(s: &TestStore, rng: &mut Rng, delay: Option<Duration>) -> Report {
     let base = setup_base(s, rng);
-    trace("setup base");
     let big = [mib(rng, 1, 4), mib(rng, 1, 4), mib(rng, 2, 4)];
-    let new = gen_tree(rng, 800, &big);
-    let src = s.path("log-src");
-    write_contents(&src, &new);
+    let (new, src) = written_tree(s, rng, "log-src", 800, &big);
     let m = mount_fresh(s);
-    trace("mount");
-    let (p, interrupted) = cli_killed_at(
-        s,
-        &[
-            os("log"),
-            os("base"),
-            src.as_os_str(),
-            os("--type"),
-            os("dataset"),
-        ],
-        "log",
-        delay,
-    );
-    let op = if interrupted {
-        delay.unwrap()
-    } else {
-        p.ended.unwrap()
+    let args = [
+        os("log"),
+        os("base"),
+        src.as_os_str(),
+        os("--type"),
+        os("dataset"),
+    ];
+    let c = match kill_cli(s, m, &args, "log", delay, "after log was killed") {
+        Ok(c) => c,
+        Err(calibration) => return calibration,
     };
-    if delay.is_none() {
-        return Report::calibrated(&p);
-    }
-    trace("op and kill");
-    let m = remount_clean(s, m);
-    trace("remount");
-    check_staged(s, "after the mount started again");
-    verify_ok(s, "after log was killed");
-    let mut exp = Expect::default();
-    exp.certain.insert("base:v0".into(), hashes(&base));
-    exp.optional.insert("base:v1".into(), hashes(&new));
-    let present = !check_versions(s, &exp, "after log was killed").is_empty();
-    if p.succeeded() {
-        assert!(present, "log succeeded, yet base:v1 is not there");
-    }
+    let (mut exp, present) = c.check_new_version(s, &base, &new, "log succeeded");
     let drafts = drafts_listed(s);
     assert!(
         drafts.is_empty(),
         "a killed log left drafts behind: {drafts:?}"
     );
-    gc_and_check(s, "after log was killed");
+    gc_and_check(s, c.when);
     if !present {
         assert_eq!(
             log(s, "base", &src),
@@ -1816,59 +1796,32 @@ fn cli_log(s: &TestStore, rng: &mut Rng, delay: Option<Duration>) -> Report {
     }
     exp.certain.insert("base:v1".into(), hashes(&new));
     exp.optional.clear();
-    finish_trial(s, m, &exp);
-    Report {
-        op,
-        interrupted,
-        outcome: if present {
-            "version present"
-        } else {
-            "version absent"
-        }
-        .into(),
-        checked: 0,
-    }
+    let outcome = if present {
+        "version present"
+    } else {
+        "version absent"
+    };
+    c.finish(s, &exp, outcome)
 }
 
 /// Kills `artifactfs draft add` of a big directory: the draft has all of it or none.
 fn cli_draft_add(s: &TestStore, rng: &mut Rng, delay: Option<Duration>) -> Report {
     let base = setup_base(s, rng);
-    trace("setup base");
     s.ok(&["draft", "new", "base"]);
     let big = [mib(rng, 1, 4), mib(rng, 2, 4)];
-    let added = gen_tree(rng, 500, &big);
-    let src = s.path("add-src");
-    write_contents(&src, &added);
+    let (added, src) = written_tree(s, rng, "add-src", 500, &big);
     let m = mount_fresh(s);
-    trace("mount");
-    let args = [
-        os("draft"),
-        os("add"),
-        os("base"),
-        src.as_os_str(),
-        os("--as"),
-        os("added"),
-    ];
-    let (p, interrupted) = cli_killed_at(s, &args, "add", delay);
-    let op = if interrupted {
-        delay.unwrap()
-    } else {
-        p.ended.unwrap()
+    let args = draft_add_args(&src, "added");
+    let c = match kill_cli(s, m, &args, "add", delay, "after draft add was killed") {
+        Ok(c) => c,
+        Err(calibration) => return calibration,
     };
-    if delay.is_none() {
-        return Report::calibrated(&p);
-    }
-    trace("op and kill");
-    let m = remount_clean(s, m);
-    trace("remount");
-    check_staged(s, "after the mount started again");
-    verify_ok(s, "after draft add was killed");
     let mut full = base.clone();
     full.extend(prefixed(&added, "added/"));
     let (none_h, full_h) = (hashes(&base), hashes(&full));
-    let d = draft_files(&m, "base");
+    let d = draft_files(&c.m, "base");
     let all = d == full_h;
-    if p.succeeded() {
+    if c.succeeded {
         assert_files("the draft after draft add succeeded", &full_h, &d);
     } else if !all {
         assert_files(
@@ -1877,22 +1830,16 @@ fn cli_draft_add(s: &TestStore, rng: &mut Rng, delay: Option<Duration>) -> Repor
             &d,
         );
     }
-    let mut exp = Expect::default();
-    exp.certain.insert("base:v0".into(), none_h);
-    check_versions(s, &exp, "after draft add was killed");
-    gc_and_check(s, "after draft add was killed");
+    let mut exp = Expect::base_v0(none_h);
+    check_versions(s, &exp, c.when);
+    gc_and_check(s, c.when);
     if !all {
         s.ok(&args);
     }
-    assert_files("the draft, complete", &full_h, &draft_files(&m, "base"));
+    assert_files("the draft, complete", &full_h, &draft_files(&c.m, "base"));
     let out = s.ok(&["draft", "commit", "base"]);
     assert!(out.contains("base:v1"), "{out}");
     exp.certain.insert("base:v1".into(), full_h);
-    finish_trial(s, m, &exp);
-    Report {
-        op,
-        interrupted,
-        outcome: if all { "all added" } else { "nothing added" }.into(),
-        checked: 0,
-    }
+    let outcome = if all { "all added" } else { "nothing added" };
+    c.finish(s, &exp, outcome)
 }
