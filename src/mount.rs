@@ -376,11 +376,12 @@ fn max_cached_entries() -> Result<usize> {
 /// a request thread may be serving.
 fn evict_entries(inodes: &Inodes, notifier: &fuser::Notifier, limit: usize) {
     loop {
-        std::thread::sleep(Duration::from_millis(200));
+        std::thread::sleep(Duration::from_millis(100));
         let victims = inodes.eviction_candidates(limit);
         if !victims.is_empty() {
             log::debug!("asking the kernel to drop {} names", victims.len());
         }
+        let evicted = !victims.is_empty();
         for (parent, name) in victims {
             match notifier.inval_entry(fuser::INodeNo(parent), std::ffi::OsStr::from_bytes(&name)) {
                 Ok(()) => {}
@@ -389,6 +390,10 @@ fn evict_entries(inodes: &Inodes, notifier: &fuser::Notifier, limit: usize) {
                 // Unmounted: the server is finishing.
                 Err(_) => return,
             }
+        }
+        if evicted {
+            // SAFETY: malloc_trim only returns free heap memory to the system.
+            unsafe { libc::malloc_trim(0) };
         }
     }
 }
