@@ -312,6 +312,61 @@ impl Spool {
     }
 }
 
+/// The blobs a command added to the store, kept in an unnamed file rather than in memory, so
+/// that a command failing at its last step can remove them.
+pub struct Added {
+    out: std::io::BufWriter<fs::File>,
+    dir: PathBuf,
+    count: usize,
+}
+
+impl Added {
+    pub fn new(dir: &Path) -> Result<Self> {
+        let file = tempfile::tempfile_in(dir).at(dir)?;
+        Ok(Added {
+            out: std::io::BufWriter::new(file),
+            dir: dir.to_path_buf(),
+            count: 0,
+        })
+    }
+
+    pub fn push(&mut self, digests: &[Digest]) -> Result<()> {
+        self.count += digests.len();
+        digests
+            .iter()
+            .try_for_each(|d| self.out.write_all(&d.0))
+            .at(&self.dir)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Hands the digests back in chunks of up to `chunk`.
+    pub fn replay(
+        &mut self,
+        chunk: usize,
+        each: &mut dyn FnMut(&[Digest]) -> Result<()>,
+    ) -> Result<()> {
+        let dir = &self.dir;
+        self.out.flush().at(dir)?;
+        let file = self.out.get_mut();
+        file.seek(std::io::SeekFrom::Start(0)).at(dir)?;
+        let mut input = std::io::BufReader::new(file);
+        let mut buf = Vec::with_capacity(chunk);
+        let mut digest = [0u8; 32];
+        for _ in 0..self.count {
+            input.read_exact(&mut digest).at(dir)?;
+            buf.push(Digest(digest));
+            if buf.len() == chunk {
+                each(&buf)?;
+                buf.clear();
+            }
+        }
+        each(&buf)
+    }
+}
+
 fn put_bytes(rec: &mut Vec<u8>, bytes: &[u8]) {
     rec.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
     rec.extend_from_slice(bytes);

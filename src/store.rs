@@ -145,12 +145,12 @@ impl Store {
         let lock = self.shared_lock()?;
         let bar = ingest::progress(total);
         let mut spool = ingest::Spool::new(self.blobs.staging_dir())?;
-        let mut added = Vec::new();
+        let mut added = ingest::Added::new(self.blobs.staging_dir())?;
         let stored = ingest::scan(paths, dest, INGEST_CHUNK, &mut |chunk| {
             let batch = self.blobs.batch();
             let stored = ingest::store(&batch, chunk, &bar);
             // Blobs placed before a failure are still to be removed below.
-            added.extend(batch.finish()?);
+            added.push(&batch.finish()?)?;
             stored?.iter().try_for_each(|s| spool.push(s))
         });
         bar.finish_and_clear();
@@ -166,8 +166,10 @@ impl Store {
             })
         });
         drop(lock);
-        if result.is_err() {
-            remove_unreferenced(&self.catalog, &self.blobs, &self.root, &added);
+        if result.is_err() && !added.is_empty() {
+            remove_unreferenced_each(&self.catalog, &self.blobs, &self.root, &mut |remove| {
+                added.replay(INGEST_CHUNK, remove)
+            });
         }
         result
     }
@@ -421,20 +423,33 @@ pub fn commit_draft(
 }
 
 /// Removes those of `added` (blobs a failed operation stored) that nothing references, so a
-/// refused command leaves the store as it was. Holds the store lock exclusively, so no other
-/// writer is about to reference them; whatever cannot be removed now is left to `gc`.
+/// refused command leaves the store as it was.
 fn remove_unreferenced(catalog: &Catalog, blobs: &BlobStore, root: &Path, added: &[Digest]) {
     if added.is_empty() {
         return;
     }
+    remove_unreferenced_each(catalog, blobs, root, &mut |remove| remove(added));
+}
+
+/// The same for blobs handed over in chunks: `chunks` calls `remove` with each. Holds the
+/// store lock exclusively, so no other writer is about to reference them; whatever cannot
+/// be removed now is left to `gc`.
+fn remove_unreferenced_each(
+    catalog: &Catalog,
+    blobs: &BlobStore,
+    root: &Path,
+    chunks: &mut dyn FnMut(&mut dyn FnMut(&[Digest]) -> Result<()>) -> Result<()>,
+) {
     let removed = lock_store(root, true).and_then(|_lock| {
         nodes::collect_live_blobs(catalog.conn())?;
-        for b in added {
-            if !nodes::blob_in_use(catalog.conn(), b)? {
-                blobs.remove(b)?;
+        chunks(&mut |added| {
+            for b in added {
+                if !nodes::blob_in_use(catalog.conn(), b)? {
+                    blobs.remove(b)?;
+                }
             }
-        }
-        Ok(())
+            Ok(())
+        })
     });
     if let Err(e) = removed {
         log::warn!("could not remove the blobs of a failed operation ({e}); gc will");

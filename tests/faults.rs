@@ -252,6 +252,16 @@ fn trial(how: Filled, op: Op, nth: u64) -> bool {
         Vec::<PathBuf>::new(),
         "{what}"
     );
+    if let (Filled::Log, Op::Commit) = (how, op) {
+        // Every blob was in place when the transaction failed: the log removes them all.
+        let left = leftovers(&store.root().join("blobs")).len();
+        let base: std::collections::BTreeSet<&Vec<u8>> = before.values().collect();
+        assert_eq!(
+            left,
+            base.len(),
+            "{what}: blobs of the failed log were left"
+        );
+    }
     // The same draft (or the same log) commits afterwards to exactly what was staged.
     let outcome =
         commit(&mut store, dir, how).unwrap_or_else(|e| panic!("{what}: the retry failed: {e}"));
