@@ -422,6 +422,9 @@ pub fn commit_draft(
     Ok(outcome)
 }
 
+/// Removes one chunk of the blobs a failed operation stored.
+type RemoveChunk<'a> = &'a mut dyn FnMut(&[Digest]) -> Result<()>;
+
 /// Removes those of `added` (blobs a failed operation stored) that nothing references, so a
 /// refused command leaves the store as it was.
 fn remove_unreferenced(catalog: &Catalog, blobs: &BlobStore, root: &Path, added: &[Digest]) {
@@ -438,7 +441,7 @@ fn remove_unreferenced_each(
     catalog: &Catalog,
     blobs: &BlobStore,
     root: &Path,
-    chunks: &mut dyn FnMut(&mut dyn FnMut(&[Digest]) -> Result<()>) -> Result<()>,
+    chunks: &mut dyn FnMut(RemoveChunk) -> Result<()>,
 ) {
     let removed = lock_store(root, true).and_then(|_lock| {
         nodes::collect_live_blobs(catalog.conn())?;

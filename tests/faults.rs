@@ -406,10 +406,17 @@ fn a_panicking_request_is_eio_and_the_mount_lives_on() {
             }
         }
     }
-    let log = m.log();
-    assert!(
-        log.contains("internal error, answered EIO: injected fault"),
-        "no log line for the panicking request:\n{log}"
+    // The EIO reply goes out as the panic unwinds, just before the line is logged.
+    common::mount::wait_until(
+        "the panicking request is logged",
+        std::time::Duration::from_secs(5),
+        || {
+            let log = m.log();
+            match log.contains("internal error, answered EIO: injected fault") {
+                true => Ok(()),
+                false => Err(format!("no log line for the panicking request:\n{log}")),
+            }
+        },
     );
     assert!(
         failures.len() <= 1,
