@@ -459,7 +459,8 @@ fn verify_output(out: &Output, report: &maintenance::VerifyReport) -> Result<Exi
 }
 
 /// A path for JSON, which holds only Unicode: bytes that are not UTF-8 are written as
-/// `\xNN`, so that distinct names stay distinct.
+/// `\xNN`, so that names differing only there stay apart (a UTF-8 name that spells out
+/// `\xNN` itself looks the same; it is left as it is).
 fn json_path(p: &[u8]) -> String {
     let mut s = String::with_capacity(p.len());
     for chunk in p.utf8_chunks() {

@@ -385,10 +385,11 @@ fn evict_entries(inodes: &Inodes, notifier: &fuser::Notifier, limit: usize) {
         for (parent, name) in victims {
             match notifier.inval_entry(fuser::INodeNo(parent), std::ffi::OsStr::from_bytes(&name)) {
                 Ok(()) => {}
-                // The kernel no longer held it.
-                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
                 // Unmounted: the server is finishing.
-                Err(_) => return,
+                Err(e) => {
+                    log::debug!("inode eviction stops: {e}");
+                    return;
+                }
             }
         }
         if evicted {

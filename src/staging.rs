@@ -8,15 +8,15 @@
 //! `fsync` makes it survive a power cut too.
 //!
 //! `staged/<draft id>/lock` keeps commits and writers apart: everyone with a file of the
-//! draft open for writing holds it shared, a commit holds it exclusively. Neither waits: a
-//! commit while files are open for writing, or an open for writing while a commit runs, is
-//! refused as busy.
+//! draft open for writing holds it shared, a commit holds it exclusively. Neither waits long:
+//! a commit while files are open for writing, or an open for writing while a commit runs, is
+//! refused as busy after half a second (long enough to outwait a sweep's brief hold).
 
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::ErrorKind;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -36,6 +36,9 @@ const UNSHARE_PREFIX: &str = ".unshare";
 #[derive(Debug)]
 pub struct Staging {
     root: PathBuf,
+    /// One unshare at a time: two writers copying the same file would each rename their copy
+    /// over the other's, losing what the first wrote.
+    unsharing: std::sync::Mutex<()>,
 }
 
 /// A staged file's size and modification time.
@@ -53,7 +56,10 @@ impl Staging {
     pub fn open(store_root: &Path) -> Result<Self> {
         let root = store_root.join("staged");
         fs::create_dir_all(&root).at(&root)?;
-        Ok(Staging { root })
+        Ok(Staging {
+            root,
+            unsharing: std::sync::Mutex::new(()),
+        })
     }
 
     fn dir(&self, draft: i64) -> PathBuf {
@@ -189,8 +195,13 @@ impl Staging {
     /// naming a file that is also a blob. Writing it in place would change the blob, so it
     /// is first replaced by a copy of its own.
     fn unshare(&self, d: &DraftRow, path: &Path) -> Result<()> {
+        let _one = self.unsharing.lock().unwrap_or_else(|e| e.into_inner());
         let m = fs::metadata(path).map_err(|e| missing(d, path, e))?;
         if m.nlink() <= 1 {
+            // Linking made it read-only; a blob no longer, it is the draft's to write again.
+            if m.mode() & 0o200 == 0 {
+                fs::set_permissions(path, fs::Permissions::from_mode(0o600)).at(path)?;
+            }
             return Ok(());
         }
         let mut tmp = tempfile::Builder::new()

@@ -61,15 +61,21 @@ impl Store {
             }
         }
         let db = root.join("catalog.db");
-        // SQLite takes an empty file for a new database; next to stored content it is a
-        // catalog that was truncated, and using it would hide every version (and let gc
+        // SQLite takes a missing or empty file for a new database; next to stored content it
+        // is a catalog that was lost, and using it would hide every version (and let gc
         // collect their blobs).
-        if fs::metadata(&db).is_ok_and(|m| m.len() == 0) && !blobs.is_empty()? {
+        let size = fs::metadata(&db).map(|m| m.len()).ok();
+        if size.is_none_or(|n| n == 0) && !blobs.is_empty()? {
+            let state = match size {
+                None => "missing",
+                Some(_) => "empty (0 bytes)",
+            };
             return Err(Error::Corrupt {
                 what: format!("catalog {}", db.display()),
-                why: "it is empty (0 bytes) while blobs/ holds content, so it was truncated; \
-                      restore it from a backup (nothing was changed)"
-                    .into(),
+                why: format!(
+                    "it is {state} while blobs/ holds content, so it was lost or truncated; \
+                     restore it from a backup (nothing was changed)"
+                ),
             });
         }
         let catalog = Catalog::open(&db)?;
@@ -434,16 +440,28 @@ fn remove_unreferenced(catalog: &Catalog, blobs: &BlobStore, root: &Path, added:
     remove_unreferenced_each(catalog, blobs, root, &mut |remove| remove(added));
 }
 
-/// The same for blobs handed over in chunks: `chunks` calls `remove` with each. Holds the
-/// store lock exclusively, so no other writer is about to reference them; whatever cannot
-/// be removed now is left to `gc`.
+/// The same for blobs handed over in chunks: `chunks` calls `remove` with each. Needs the
+/// store lock exclusively, so no other writer is about to reference them, but does not wait
+/// for it (a `get` may hold it shared for hours): whatever cannot be removed now is left to
+/// `gc`.
 fn remove_unreferenced_each(
     catalog: &Catalog,
     blobs: &BlobStore,
     root: &Path,
     chunks: &mut dyn FnMut(RemoveChunk) -> Result<()>,
 ) {
-    let removed = lock_store(root, true).and_then(|_lock| {
+    let path = root.join("lock");
+    let lock = File::open(&path)
+        .at(&path)
+        .and_then(|f| match f.try_lock() {
+            Ok(()) => Ok(Some(f)),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => Err(Error::io(&path, e)),
+        });
+    let removed = lock.and_then(|lock| {
+        if lock.is_none() {
+            return Err(Error::Busy(format!("store {}", root.display())));
+        }
         nodes::collect_live_blobs(catalog.conn())?;
         chunks(&mut |added| {
             for b in added {

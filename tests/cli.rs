@@ -1516,6 +1516,16 @@ mod bad_input {
         check_all("store owned by root, directories 0555");
         chmod_dirs(&s.root, 0o755);
         check_all("store owned by root, directories 0755, files 0644");
+        // Reading someone else's store works (no writer left a shared-memory file behind).
+        for args in [
+            vec!["list", "mnist"],
+            vec!["show", "mnist:v1"],
+            vec!["ls", "mnist:v1"],
+            vec!["verify"],
+        ] {
+            let out = s.run_as(NOBODY, &args);
+            assert_success(&out, &[format!("{args:?} as nobody on root's store")]);
+        }
 
         // A store that does not exist yet, in a directory the user cannot write.
         let parent = s.path("readonly-parent");

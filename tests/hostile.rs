@@ -2604,3 +2604,41 @@ fn hostile_names_at_the_top_of_the_mount_are_refused_without_harm() {
     drop(h);
     assert_no_panic_logged(&s, "hostile names at the top of the mount");
 }
+
+#[test]
+fn a_deleted_catalog_next_to_blobs_is_refused_not_recreated() {
+    // Without its catalog the store's blobs are unreachable, not garbage: taking the store for
+    // a new one would let gc delete every one of them.
+    let (s, src) = store_with_a_big_catalog();
+    for ext in ["", "-wal", "-shm"] {
+        let _ = fs::remove_file(s.root.join(format!("catalog.db{ext}")));
+    }
+    let blobs_before = s.blob_files();
+    let g = p(&src);
+    for args in [
+        vec!["list"],
+        vec!["gc"],
+        vec!["verify"],
+        vec!["log", "m", g, "--type", "dataset"],
+    ] {
+        let out = s.run(&args);
+        assert_no_crash(&out, &args.join(" "));
+        let err = assert_failure(&out, &args);
+        assert!(
+            err.contains("catalog.db") && err.contains("missing"),
+            "{}: the error should name the missing catalog: {err}",
+            args.join(" ")
+        );
+        assert!(
+            !s.root.join("catalog.db").exists(),
+            "{}: recreated an empty catalog",
+            args.join(" ")
+        );
+        assert_eq!(
+            s.blob_files(),
+            blobs_before,
+            "{}: blobs changed",
+            args.join(" ")
+        );
+    }
+}

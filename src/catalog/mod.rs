@@ -65,10 +65,25 @@ impl Catalog {
         let wal_len = std::fs::metadata(&wal).map_or(0, |m| m.len());
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let read_only_fs = why == READ_ONLY_FS;
+        let immutable_uri = immutable_uri(path)?;
+        let open = |immutable: bool| {
+            let conn = if immutable {
+                Connection::open_with_flags(&immutable_uri, flags | OpenFlags::SQLITE_OPEN_URI)?
+            } else {
+                Connection::open_with_flags(path, flags)?
+            };
+            // SQLite opens lazily: the first read is where a missing shared-memory file,
+            // which only a writer can create, shows.
+            conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))?;
+            Ok::<_, rusqlite::Error>(conn)
+        };
+        // A store we may not write (someone else's) has no shared-memory file once its last
+        // writer closed, and then reads only as immutable; a write-ahead log would show a
+        // writer is about.
         let conn = if read_only_fs && wal_len == 0 {
-            Connection::open_with_flags(immutable_uri(path)?, flags | OpenFlags::SQLITE_OPEN_URI)
+            open(true)
         } else {
-            Connection::open_with_flags(path, flags)
+            open(false).or_else(|e| if wal_len == 0 { open(true) } else { Err(e) })
         };
         let conn = conn.map_err(|e| match e.sqlite_error_code() {
             Some(rusqlite::ErrorCode::CannotOpen) if !path.exists() => {
@@ -317,6 +332,11 @@ impl std::ops::DerefMut for Pooled<'_> {
 
 impl Drop for Pooled<'_> {
     fn drop(&mut self) {
+        // A request that panicked may have left the connection mid-change (relaxed
+        // durability, say): it is closed rather than handed to the next request.
+        if std::thread::panicking() {
+            return;
+        }
         if let Some(c) = self.catalog.take() {
             self.pool
                 .idle

@@ -88,6 +88,8 @@ struct Slot {
     parent: Ino,
     name: Vec<u8>,
     lookups: u64,
+    /// In the eviction queue (files and symlinks of versions only).
+    queued: bool,
 }
 
 struct Table {
@@ -97,7 +99,7 @@ struct Table {
     /// Inodes of version entries in the order they were made (some already forgotten): the
     /// oldest are the first the kernel is asked to drop when there are too many.
     entries: VecDeque<Ino>,
-    /// How many inodes of version entries the table holds.
+    /// How many inodes of version files and symlinks the table holds.
     live_entries: usize,
 }
 
@@ -116,6 +118,7 @@ impl Default for Inodes {
                     parent: ROOT,
                     name: name.as_bytes().to_vec(),
                     lookups: 1,
+                    queued: false,
                 },
             );
         }
@@ -172,11 +175,17 @@ impl Inodes {
         {
             slot.node = node;
             slot.lookups += count as u64;
+            // Asked to be dropped while in use, and now looked up again: it may go next time.
+            if evictable(&slot.node) && !slot.queued {
+                slot.queued = true;
+                t.entries.push_back(ino);
+            }
             return ino;
         }
         let ino = t.next;
         t.next += 1;
-        if node.is_immutable() {
+        let queued = evictable(&node);
+        if queued {
             t.entries.push_back(ino);
             t.live_entries += 1;
         }
@@ -187,6 +196,7 @@ impl Inodes {
                 parent,
                 name: name.to_vec(),
                 lookups: count as u64,
+                queued,
             },
         );
         t.by_name.insert(key, ino);
@@ -205,7 +215,7 @@ impl Inodes {
         slot.lookups = slot.lookups.saturating_sub(n);
         if slot.lookups == 0 {
             let slot = t.slots.remove(&ino).expect("slot was just found");
-            if slot.node.is_immutable() {
+            if evictable(&slot.node) {
                 t.live_entries -= 1;
             }
             let key = (slot.parent, slot.name);
@@ -278,7 +288,8 @@ impl Inodes {
             let Some(ino) = t.entries.pop_front() else {
                 break;
             };
-            if let Some(slot) = t.slots.get(&ino) {
+            if let Some(slot) = t.slots.get_mut(&ino) {
+                slot.queued = false;
                 out.push((slot.parent, slot.name.clone()));
             }
         }
@@ -294,6 +305,13 @@ impl Inodes {
     pub fn existing(&self, parent: Ino, name: &[u8]) -> Option<Ino> {
         self.lock().by_name.get(&(parent, name.to_vec())).copied()
     }
+}
+
+/// Whether the kernel may be asked to drop `node`'s name to bound memory: files and symlinks
+/// of versions. Never directories: dropping the name of one a process stands in would break
+/// its getcwd, and detach whatever is mounted below it.
+fn evictable(node: &Node) -> bool {
+    matches!(node, Node::Entry(e) if !e.is_dir())
 }
 
 /// Whether two nodes are the same kind of object (same file type), so an inode may be reused.

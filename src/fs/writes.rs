@@ -242,7 +242,6 @@ impl Fs {
         Ok(())
     }
 
-    /// chmod and utimens of something in a draft; other attribute changes are refused.
     /// Fails with EROFS unless `ino` is in a draft.
     pub fn check_changeable(&self, ino: Ino) -> Result<()> {
         match self.node(ino)? {
@@ -251,6 +250,7 @@ impl Fs {
         }
     }
 
+    /// chmod and utimens of something in a draft; other attribute changes are refused.
     pub fn set_attributes(
         &self,
         ino: Ino,
@@ -689,11 +689,11 @@ fn staged_of(d: &DraftRow, found: Option<Found>) -> Option<(DraftRow, i64)> {
     }
 }
 
-/// A commit request: `commit`, or a JSON object with `type`, `aliases`, `description` and
-/// `metadata`. `None` while it may still be incomplete.
 /// The largest commit request: metadata at its limit, with room for the other fields.
 const MAX_REQUEST: usize = crate::commit::MAX_METADATA_BYTES + (64 << 10);
 
+/// A commit request: `commit`, or a JSON object with `type`, `aliases`, `description` and
+/// `metadata`. `None` while it may still be incomplete.
 fn parse_request(written: &[u8], what: &str) -> Result<Option<CommitOptions>> {
     let bad = |why: String| Error::invalid(what.to_string(), why);
     let text = String::from_utf8_lossy(written);
