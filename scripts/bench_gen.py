@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Data generator for scripts/bench_core.sh.
+"""Data generator for the benchmarks (scripts/bench.sh, bench_core.sh, bench_mount.sh, bench_drafts.sh).
 
     bench_gen.py random-tree DIR DIRS FILES SIZE   # DIRS x FILES files of SIZE random bytes
     bench_gen.py small-tree  DIR DIRS FILES        # DIRS x FILES tiny files, distinct content
