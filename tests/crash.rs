@@ -647,31 +647,7 @@ impl Drop for Proc {
 /// interrupted it.
 fn kill_server_during(m: &Mounted, pid: i32, op: &mut Proc, delay: Duration) -> (Duration, bool) {
     let finished = op.run_until(delay);
-    // SAFETY: kill has no memory-safety preconditions.
-    assert_eq!(
-        unsafe { libc::kill(pid, libc::SIGKILL) },
-        0,
-        "kill -9 {pid}"
-    );
-    wait_until(
-        &format!("the mount server (pid {pid}) is gone after SIGKILL"),
-        Duration::from_secs(20),
-        || {
-            if process_gone(pid) {
-                Ok(())
-            } else {
-                Err("still running".into())
-            }
-        },
-    );
-    wait_until(
-        "the mount whose server was killed is dead (ENOTCONN)",
-        Duration::from_secs(20),
-        || match fs::metadata(&m.mp) {
-            Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => Ok(()),
-            other => Err(format!("stat gives {other:?}")),
-        },
-    );
+    m.kill_server(pid, Duration::from_secs(20));
     op.wait(Duration::from_secs(60));
     if finished {
         (op.ended.unwrap(), false)

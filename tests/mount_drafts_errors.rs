@@ -909,33 +909,7 @@ fn drafts_survive_a_killed_server() {
     assert_contents("the draft before the kill", &expected, &contents(&draft));
 
     let pid = m.server_pid();
-    // SAFETY: kill has no memory-safety preconditions.
-    assert_eq!(
-        unsafe { libc::kill(pid, libc::SIGKILL) },
-        0,
-        "kill -9 {pid}"
-    );
-    wait_until(
-        &format!("the mount server (pid {pid}) is gone after SIGKILL"),
-        Duration::from_secs(10),
-        || {
-            if process_gone(pid) {
-                Ok(())
-            } else {
-                Err("still running".into())
-            }
-        },
-    );
-    // Once the last thread of the server has exited the connection is aborted and every new
-    // request fails with ENOTCONN (one already in flight may get ECONNABORTED).
-    wait_until(
-        "the mount whose server was killed is dead (ENOTCONN)",
-        Duration::from_secs(10),
-        || match fs::metadata(&m.mp) {
-            Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => Ok(()),
-            other => Err(format!("stat gives {other:?}")),
-        },
-    );
+    m.kill_server(pid, Duration::from_secs(10));
 
     // `artifactfs mount` replaces the dead mount.
     let out = s.run(&[os("mount"), m.mp.as_os_str()]);

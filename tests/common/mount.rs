@@ -689,3 +689,33 @@ pub fn set_symlink_mtime(path: &Path, secs: i64, nsec: i64) {
     };
     assert_eq!(r, 0, "set the mtime of symlink {}", path.display());
 }
+
+impl Mounted<'_> {
+    /// SIGKILLs the server (`pid`) and waits, up to `limit` each, until it is gone and the
+    /// mount is dead: once the server's last thread has exited the connection is aborted and
+    /// every new request fails with ENOTCONN (one already in flight may get ECONNABORTED).
+    pub fn kill_server(&self, pid: i32, limit: Duration) {
+        // SAFETY: kill has no memory-safety preconditions.
+        assert_eq!(
+            unsafe { libc::kill(pid, libc::SIGKILL) },
+            0,
+            "kill -9 {pid}"
+        );
+        wait_until(
+            &format!("the mount server (pid {pid}) is gone after SIGKILL"),
+            limit,
+            || match process_gone(pid) {
+                true => Ok(()),
+                false => Err("still running".into()),
+            },
+        );
+        wait_until(
+            "the mount whose server was killed is dead (ENOTCONN)",
+            limit,
+            || match fs::metadata(&self.mp) {
+                Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => Ok(()),
+                other => Err(format!("stat gives {other:?}")),
+            },
+        );
+    }
+}
