@@ -1922,21 +1922,26 @@ fn concurrent_mounts_of_one_mount_point_do_not_stack() {
     drop(guard);
 }
 
-/// Past its limit of cached inodes (here 1,000), the server asks the kernel to drop the
-/// oldest names of version entries, so its memory stays bounded however many files are
-/// walked; listings and contents stay exactly right while names come and go.
+/// Files of a directory too big to hold in memory (over 16,384 entries) get inode slots.
+/// Past its limit of those (here 1,000), the server asks the kernel to drop the oldest names,
+/// so its memory stays bounded however many files are walked; listings and contents stay
+/// exactly right while names come and go.
 #[test]
 fn walking_more_files_than_the_inode_cache_holds_evicts_and_stays_correct() {
     let s = TestStore::new();
     let src = s.path("src");
     let mut expected = BTreeMap::new();
-    for d in 0..10 {
-        for f in 0..500 {
-            let rel = format!("d{d}/f{f:03}.txt");
-            let body = format!("{d}:{f}\n");
-            write_file(&src.join(&rel), body.as_bytes());
-            expected.insert(rel, body);
-        }
+    for f in 0..17_000 {
+        let rel = format!("big/f{f:05}.txt");
+        let body = format!("{f}\n");
+        write_file(&src.join(&rel), body.as_bytes());
+        expected.insert(rel, body);
+    }
+    for f in 0..500 {
+        let rel = format!("small/f{f:03}.txt");
+        let body = format!("small {f}\n");
+        write_file(&src.join(&rel), body.as_bytes());
+        expected.insert(rel, body);
     }
     log(&s, "many", &src);
     let mp = mountpoint(&s);
@@ -1954,7 +1959,7 @@ fn walking_more_files_than_the_inode_cache_holds_evicts_and_stays_correct() {
         assert_eq!(&fs::read_to_string(root.join(rel)).unwrap(), body, "{rel}");
         seen += 1;
     }
-    assert_eq!(seen, 5000);
+    assert_eq!(seen, 17_500);
     // Give the server's eviction thread a round, then walk everything again.
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(
@@ -1972,7 +1977,61 @@ fn walking_more_files_than_the_inode_cache_holds_evicts_and_stays_correct() {
         .filter_map(|rest| rest.split(' ').next()?.parse::<usize>().ok())
         .sum();
     assert!(
-        asked >= 4000,
-        "walking 5,000 files with room for 1,000 asked the kernel to drop {asked} names"
+        asked >= 15_000,
+        "walking 17,000 files with room for 1,000 asked the kernel to drop {asked} names"
     );
+}
+
+/// Inode numbers as `find`, `du`, `tar` and rsync's hard-link detection rely on them: every
+/// path of a version has its own (also where two versions share a subtree), a listing reports
+/// the number `stat` does, and a number stays the same while the kernel keeps the name; after
+/// the kernel has dropped its names, the numbers are still unique and agree.
+#[test]
+fn inode_numbers_are_unique_per_path_and_stable() {
+    let s = TestStore::new();
+    let src = s.path("src");
+    for d in 0..3 {
+        for f in 0..50 {
+            write_file(
+                &src.join(format!("d{d}/f{f:02}")),
+                format!("{d}{f}").as_bytes(),
+            );
+        }
+    }
+    symlink("d0/f00", src.join("link")).unwrap();
+    log(&s, "ino", &src);
+    write_file(&src.join("d2/f00"), b"changed");
+    log(&s, "ino", &src);
+    let m = Mounted::new(&s, &mountpoint(&s));
+    let script = r#"
+import os, sys, json
+out = {}
+for version in sys.argv[1:]:
+    for top, dirs, files in os.walk(version):
+        for e in os.scandir(top):
+            out[e.path] = [e.inode(), os.lstat(e.path).st_ino]
+print(json.dumps(out))
+"#;
+    let (v0, v1) = (m.path("ino/v0"), m.path("ino/v1"));
+    let walk = || -> BTreeMap<String, (u64, u64)> {
+        let out = python_ok(script, &[v0.as_os_str(), v1.as_os_str()]);
+        serde_json::from_str::<BTreeMap<String, (u64, u64)>>(&out).unwrap()
+    };
+    let check = |walked: &BTreeMap<String, (u64, u64)>| {
+        assert_eq!(walked.len(), 2 * (3 + 3 * 50 + 1), "{walked:?}");
+        for (path, (listed, stat)) in walked {
+            assert_eq!(listed, stat, "{path}: readdir and stat disagree");
+        }
+        let distinct: BTreeSet<u64> = walked.values().map(|(_, st)| *st).collect();
+        assert_eq!(
+            distinct.len(),
+            walked.len(),
+            "two paths share an inode number"
+        );
+    };
+    let first = walk();
+    check(&first);
+    assert_eq!(walk(), first, "inode numbers changed between two walks");
+    fs::write("/proc/sys/vm/drop_caches", "2").unwrap();
+    check(&walk());
 }

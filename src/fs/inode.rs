@@ -2,6 +2,9 @@
 //! for. An inode is identified by its parent and name, so every path has its own inode even
 //! where versions share a subtree (tools like `find` and `du` rely on that). Numbers are
 //! never reused within a mount; slots go away when the kernel forgets them.
+//!
+//! Files and symlinks of versions mostly have no slot: their number is derived from their
+//! directory's and their place in its listing (see [`derived`]), which never changes.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -12,6 +15,25 @@ use crate::tree::TreeEntry;
 pub type Ino = u64;
 pub const ROOT: Ino = 1;
 pub const DRAFTS: Ino = 2;
+
+/// Derived numbers have this bit set; slots are numbered below it, and the numbers a plain
+/// listing makes up (`unlisted_ino` in the parent module) have the bit above it.
+const DERIVED: Ino = 1 << 62;
+/// Directories whose slot number fits in these bits can give their entries derived numbers.
+const DIR_BITS: u32 = 30;
+
+/// The number of the entry at `index` in the listing of directory `dir` (a slot), if it
+/// fits: the same for as long as the mount runs, without a slot to hold it.
+pub fn derived(dir: Ino, index: usize) -> Option<Ino> {
+    let index = u32::try_from(index).ok()? as Ino;
+    (dir < 1 << DIR_BITS).then_some(DERIVED | dir << 32 | index)
+}
+
+/// The directory and place a derived number stands for.
+pub fn split_derived(ino: Ino) -> Option<(Ino, usize)> {
+    (ino & (3 << 62) == DERIVED)
+        .then_some(((ino >> 32) & ((1 << DIR_BITS) - 1), ino as u32 as usize))
+}
 
 /// What an inode stands for.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -184,6 +206,7 @@ impl Inodes {
         }
         let ino = t.next;
         t.next += 1;
+        assert!(ino < DERIVED, "inode numbers exhausted");
         let queued = evictable(&node);
         if queued {
             t.entries.push_back(ino);
@@ -352,6 +375,20 @@ mod tests {
             a,
             "numbers are not reused"
         );
+    }
+
+    #[test]
+    fn derived_numbers_round_trip_and_stay_apart() {
+        let ino = derived(7, 1234).unwrap();
+        assert_eq!(split_derived(ino), Some((7, 1234)));
+        assert_eq!(split_derived(7), None);
+        assert_eq!(split_derived(1 << 63 | 5), None);
+        assert_eq!(
+            derived(1 << DIR_BITS, 0),
+            None,
+            "directory number too large"
+        );
+        assert_eq!(derived(7, 1 << 32), None, "place too large");
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //! lookup and cached briefly, so changes made by the CLI show within a second.
 
 pub mod inode;
+mod listings;
 mod writes;
 
 use std::collections::HashMap;
@@ -97,7 +98,8 @@ pub struct Statfs {
     pub frsize: u32,
 }
 
-/// An open directory: a snapshot of a small mutable listing, or a cursor into a version's.
+/// An open directory: a snapshot of a small mutable listing, a version's held listing, or a
+/// cursor into a version's listing too big to hold.
 enum DirHandle {
     /// A small mutable listing taken when first read; `read` marks that it was, so that a
     /// rewind takes it again.
@@ -105,6 +107,7 @@ enum DirHandle {
         list: Vec<(Vec<u8>, Node)>,
         read: bool,
     },
+    Held(Arc<listings::Listing>),
     Paged {
         node: NodeId,
         cursor: Cursor,
@@ -124,6 +127,7 @@ struct Cursor {
 
 pub struct Fs {
     inodes: Arc<inode::Inodes>,
+    listings: listings::Listings,
     pool: Pool,
     blobs: BlobStore,
     store_root: PathBuf,
@@ -192,6 +196,7 @@ impl Fs {
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
         Ok(Fs {
             inodes: Arc::new(inode::Inodes::default()),
+            listings: listings::Listings::default(),
             pool: Pool::new(&root.join("catalog.db"))?,
             blobs: BlobStore::open(&root)?,
             staging: Staging::open(&root)?,
@@ -208,9 +213,42 @@ impl Fs {
     }
 
     fn node(&self, ino: Ino) -> Result<Node> {
-        self.inodes
-            .get(ino)
-            .ok_or_else(|| Error::not_found(format!("inode {ino}")))
+        let gone = || Error::not_found(format!("inode {ino}"));
+        let Some((dir, index)) = inode::split_derived(ino) else {
+            return self.inodes.get(ino).ok_or_else(gone);
+        };
+        let node = self.dir_node(dir)?.ok_or_else(gone)?;
+        let listing = match self.listings.cached(node) {
+            Some(held) => held,
+            None => self.listings.get(self.pool.get()?.conn(), node)?,
+        };
+        listing
+            .and_then(|l| l.at(index).cloned())
+            .map(Node::Entry)
+            .ok_or_else(gone)
+    }
+
+    /// The tree node listed by directory `ino`, if it is a version's directory.
+    fn dir_node(&self, ino: Ino) -> Result<Option<NodeId>> {
+        Ok(match self.node(ino)? {
+            Node::Version { root, .. } => Some(root),
+            Node::Entry(TreeEntry {
+                item: Item::Dir { node },
+                ..
+            }) => Some(node),
+            _ => None,
+        })
+    }
+
+    /// The parent and name of `ino`, for messages and the walk up to its version.
+    fn name_of(&self, ino: Ino) -> Option<(Ino, Vec<u8>)> {
+        match inode::split_derived(ino) {
+            Some((dir, _)) => match self.node(ino) {
+                Ok(Node::Entry(e)) => Some((dir, e.name)),
+                _ => None,
+            },
+            None => self.inodes.name(ino),
+        }
     }
 
     /// A readable name for an inode, for errors and logs: its path from the mount root.
@@ -224,7 +262,7 @@ impl Fs {
             if cur == ROOT {
                 break;
             }
-            match self.inodes.name(cur) {
+            match self.name_of(cur) {
                 Some((parent, name)) => {
                     parts.push(lossy(&name));
                     cur = parent;
@@ -245,8 +283,11 @@ impl Fs {
         }
         let mut cur = ino;
         for _ in 0..4096 {
-            match self.inodes.get(cur) {
-                Some(Node::Entry(_)) => cur = self.inodes.parent(cur),
+            match self.node(cur).ok() {
+                Some(Node::Entry(_)) => match self.name_of(cur) {
+                    Some((parent, _)) => cur = parent,
+                    None => return e,
+                },
                 Some(Node::Version {
                     artifact, number, ..
                 }) => {
@@ -282,17 +323,24 @@ impl Fs {
             return Err(Error::NameTooLong(self.describe(parent, Some(name))));
         }
         let conn = self.pool.get()?;
-        let node = self
+        let (node, derived) = self
             .child(conn.conn(), parent, name)?
             .ok_or_else(|| Error::not_found(self.describe(parent, Some(name))))?;
-        let ino = self.inodes.intern(parent, name, node.clone(), true);
-        // The kernel only counts a lookup that succeeds.
+        let Some(ino) = derived else {
+            let ino = self.inodes.intern(parent, name, node.clone(), true);
+            // The kernel only counts a lookup that succeeds.
+            return self
+                .entry_of(conn.conn(), ino, &node)
+                .inspect_err(|_| self.inodes.forget(ino, 1));
+        };
         self.entry_of(conn.conn(), ino, &node)
-            .inspect_err(|_| self.inodes.forget(ino, 1))
     }
 
     pub fn forget(&self, ino: Ino, n: u64) {
-        self.inodes.forget(ino, n);
+        // A derived number has nothing to release.
+        if inode::split_derived(ino).is_none() {
+            self.inodes.forget(ino, n);
+        }
     }
 
     pub fn getattr(&self, ino: Ino) -> Result<Entry> {
@@ -324,10 +372,20 @@ impl Fs {
         }
     }
 
-    /// What `name` in directory `parent` stands for, from the catalog.
-    fn child(&self, conn: &Connection, parent: Ino, name: &[u8]) -> Result<Option<Node>> {
+    /// What `name` in directory `parent` stands for, from the catalog, with its derived inode
+    /// number if it has one.
+    fn child(
+        &self,
+        conn: &Connection,
+        parent: Ino,
+        name: &[u8],
+    ) -> Result<Option<(Node, Option<Ino>)>> {
         let text = std::str::from_utf8(name).ok();
-        Ok(match self.node(parent)? {
+        let dir = self.node(parent)?;
+        if let Some(node) = self.dir_node(parent)? {
+            return self.version_child(conn, parent, node, name);
+        }
+        let child = match dir {
             Node::Root => match text {
                 Some("drafts") => Some(Node::Drafts),
                 Some(t) if ArtifactName::new(t).is_ok() => {
@@ -366,11 +424,6 @@ impl Fs {
                     })
                 }
             }
-            Node::Version { root, .. } => nodes::lookup(conn, root, name)?.map(Node::Entry),
-            Node::Entry(TreeEntry {
-                item: Item::Dir { node },
-                ..
-            }) => nodes::lookup(conn, node, name)?.map(Node::Entry),
             Node::Draft {
                 artifact,
                 dist_id,
@@ -381,7 +434,7 @@ impl Fs {
                     return Ok(None);
                 };
                 if path.is_empty() && name == CONTROL_FILE.as_bytes() {
-                    return Ok(Some(Node::Control { artifact, dist_id }));
+                    return Ok(Some((Node::Control { artifact, dist_id }, None)));
                 }
                 let path = tree::join(&path, name);
                 draft::find(conn, &d, &path)?.map(|f| Node::Draft {
@@ -391,10 +444,33 @@ impl Fs {
                     path,
                 })
             }
-            Node::Alias { .. } | Node::Entry(_) | Node::Draft { .. } | Node::Control { .. } => {
+            Node::Version { .. }
+            | Node::Alias { .. }
+            | Node::Entry(_)
+            | Node::Draft { .. }
+            | Node::Control { .. } => {
                 return Err(Error::NotADirectory(self.describe(parent, None)));
             }
-        })
+        };
+        Ok(child.map(|node| (node, None)))
+    }
+
+    /// `name` in the version directory `dir`, which lists tree node `node`. Files and symlinks
+    /// in a listing small enough to hold get derived numbers; directories get slots.
+    fn version_child(
+        &self,
+        conn: &Connection,
+        dir: Ino,
+        node: NodeId,
+        name: &[u8],
+    ) -> Result<Option<(Node, Option<Ino>)>> {
+        let Some(listing) = self.listings.get(conn, node)? else {
+            return Ok(nodes::lookup(conn, node, name)?.map(|e| (Node::Entry(e), None)));
+        };
+        Ok(listing.find(name).map(|(index, e)| {
+            let ino = derivable(e).then(|| inode::derived(dir, index)).flatten();
+            (Node::Entry(e.clone()), ino)
+        }))
     }
 
     fn find_in_draft(&self, conn: &Connection, ino: Ino) -> Result<Option<Found>> {
@@ -605,25 +681,23 @@ impl Fs {
         let conn = self.pool.get()?;
         let handle = self.dir_handle(conn.conn(), ino)?;
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        let immutable = matches!(handle, DirHandle::Paged { .. });
+        let immutable = matches!(handle, DirHandle::Held(_) | DirHandle::Paged { .. });
         lock(&self.dirs).insert(fh, handle);
         Ok((fh, immutable))
     }
 
     /// A fresh listing state for directory `ino`.
     fn dir_handle(&self, conn: &Connection, ino: Ino) -> Result<DirHandle> {
+        if let Some(node) = self.dir_node(ino)? {
+            return Ok(match self.listings.get(conn, node)? {
+                Some(listing) => DirHandle::Held(listing),
+                None => DirHandle::Paged {
+                    node,
+                    cursor: Cursor::default(),
+                },
+            });
+        }
         Ok(match self.node(ino)? {
-            Node::Version { root, .. } => DirHandle::Paged {
-                node: root,
-                cursor: Cursor::default(),
-            },
-            Node::Entry(TreeEntry {
-                item: Item::Dir { node },
-                ..
-            }) => DirHandle::Paged {
-                node,
-                cursor: Cursor::default(),
-            },
             Node::Root => {
                 let mut list = vec![(b"drafts".to_vec(), Node::Drafts)];
                 for a in versions::artifacts(conn)? {
@@ -683,7 +757,11 @@ impl Fs {
                     .ok_or_else(|| Error::not_found(self.describe(ino, None)))?;
                 snapshot(draft_listing(conn, &d, &path)?)
             }
-            Node::Alias { .. } | Node::Entry(_) | Node::Draft { .. } | Node::Control { .. } => {
+            Node::Version { .. }
+            | Node::Alias { .. }
+            | Node::Entry(_)
+            | Node::Draft { .. }
+            | Node::Control { .. } => {
                 return Err(Error::NotADirectory(self.describe(ino, None)));
             }
         })
@@ -733,7 +811,26 @@ impl Fs {
                 *read = true;
                 let mut r = Ok(());
                 for (i, (name, node)) in list.iter().enumerate().skip(skip as usize) {
-                    match self.emit(conn, ino, name, node.clone(), 3 + i as u64, plus, sink) {
+                    let (node, offset) = (node.clone(), 3 + i as u64);
+                    match self.emit(conn, ino, name, node, None, offset, plus, sink) {
+                        Ok(true) => break,
+                        Ok(false) => {}
+                        Err(e) => {
+                            r = Err(e);
+                            break;
+                        }
+                    }
+                }
+                r
+            }
+            DirHandle::Held(listing) => {
+                let mut r = Ok(());
+                for index in skip as usize..listing.len() {
+                    let e = listing.at(index).expect("within the listing");
+                    let derived = derivable(e).then(|| inode::derived(ino, index)).flatten();
+                    let node = Node::Entry(e.clone());
+                    let offset = 3 + index as u64;
+                    match self.emit(conn, ino, &e.name, node, derived, offset, plus, sink) {
                         Ok(true) => break,
                         Ok(false) => {}
                         Err(e) => {
@@ -793,6 +890,7 @@ impl Fs {
                 ino,
                 &name,
                 Node::Entry(e),
+                None,
                 3 + cursor.start,
                 plus,
                 sink,
@@ -805,7 +903,8 @@ impl Fs {
         }
     }
 
-    /// Hands one entry to the sink; true if the sink was full and the entry not taken.
+    /// Hands one entry, with its derived inode number if it has one, to the sink; true if the
+    /// sink was full and the entry not taken.
     #[allow(clippy::too_many_arguments)]
     fn emit(
         &self,
@@ -813,16 +912,20 @@ impl Fs {
         parent: Ino,
         name: &[u8],
         node: Node,
+        derived: Option<Ino>,
         offset: u64,
         plus: bool,
         sink: &mut dyn DirSink,
     ) -> Result<bool> {
+        if let (Some(ino), true) = (derived, plus) {
+            let entry = self.entry_of(conn, ino, &node)?;
+            return Ok(sink.add(offset, name, &entry));
+        }
         if !plus {
             // A plain listing carries only names, types and inode numbers: no catalog work,
             // and no inode is created for an entry nobody looked up.
-            let ino = self
-                .inodes
-                .existing(parent, name)
+            let ino = derived
+                .or_else(|| self.inodes.existing(parent, name))
                 .unwrap_or_else(|| unlisted_ino(parent, name));
             let entry = Entry {
                 attr: self.attr(ino, node.kind(), 0, 0, 1, SystemTime::UNIX_EPOCH),
@@ -1045,6 +1148,12 @@ impl Fs {
             frsize: st.f_frsize as u32,
         })
     }
+}
+
+/// Whether a version entry may have a derived inode number: not a directory, whose number
+/// its own entries' numbers are derived from.
+fn derivable(e: &TreeEntry) -> bool {
+    !e.is_dir()
 }
 
 /// The inode number a plain listing reports for an entry the kernel holds no inode for: a
