@@ -101,6 +101,9 @@ pub struct Statfs {
 /// An open directory: a snapshot of a small mutable listing, a version's held listing, or a
 /// cursor into a version's listing too big to hold.
 enum DirHandle {
+    /// A version's directory not read yet: often never, since the kernel keeps what it read
+    /// through an earlier handle.
+    Unread(NodeId),
     /// A small mutable listing taken when first read; `read` marks that it was, so that a
     /// rewind takes it again.
     Snapshot {
@@ -681,7 +684,7 @@ impl Fs {
         let conn = self.pool.get()?;
         let handle = self.dir_handle(conn.conn(), ino)?;
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        let immutable = matches!(handle, DirHandle::Held(_) | DirHandle::Paged { .. });
+        let immutable = !matches!(handle, DirHandle::Snapshot { .. });
         lock(&self.dirs).insert(fh, handle);
         Ok((fh, immutable))
     }
@@ -689,13 +692,7 @@ impl Fs {
     /// A fresh listing state for directory `ino`.
     fn dir_handle(&self, conn: &Connection, ino: Ino) -> Result<DirHandle> {
         if let Some(node) = self.dir_node(ino)? {
-            return Ok(match self.listings.get(conn, node)? {
-                Some(listing) => DirHandle::Held(listing),
-                None => DirHandle::Paged {
-                    node,
-                    cursor: Cursor::default(),
-                },
-            });
+            return Ok(DirHandle::Unread(node));
         }
         Ok(match self.node(ino)? {
             Node::Root => {
@@ -796,6 +793,19 @@ impl Fs {
         let mut handle = lock(&self.dirs).remove(&fh).ok_or_else(|| {
             Error::invalid(self.describe(ino, None), "directory handle is not open")
         })?;
+        if let DirHandle::Unread(node) = handle {
+            handle = match self.listings.get(conn, node) {
+                Ok(Some(listing)) => DirHandle::Held(listing),
+                Ok(None) => DirHandle::Paged {
+                    node,
+                    cursor: Cursor::default(),
+                },
+                Err(e) => {
+                    lock(&self.dirs).insert(fh, handle);
+                    return Err(e);
+                }
+            };
+        }
         if offset == 0 && matches!(handle, DirHandle::Snapshot { read: true, .. }) {
             // A rewind shows the directory as it is now, as rewinddir(3) requires.
             match self.dir_handle(conn, ino) {
@@ -844,6 +854,7 @@ impl Fs {
             DirHandle::Paged { node, cursor } => {
                 self.emit_paged(conn, ino, *node, cursor, skip, plus, sink)
             }
+            DirHandle::Unread(_) => unreachable!("read above"),
         };
         lock(&self.dirs).insert(fh, handle);
         result
