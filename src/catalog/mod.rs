@@ -290,20 +290,34 @@ pub struct Pool {
     idle: std::sync::Mutex<Vec<Catalog>>,
 }
 
+/// Page cache of each pooled connection. The kernel caches the catalog file already; SQLite's
+/// own cache, 2 MiB per connection by default, would make the server's memory grow with the
+/// catalog's size and with the number of request threads.
+const POOLED_CACHE_KIB: i64 = 128;
+
 impl Pool {
     pub fn new(path: &Path) -> Result<Self> {
-        let first = Catalog::open(path)?;
+        let first = Self::open(path)?;
         Ok(Pool {
             path: path.to_path_buf(),
             idle: std::sync::Mutex::new(vec![first]),
         })
     }
 
+    fn open(path: &Path) -> Result<Catalog> {
+        let catalog = Catalog::open(path)?;
+        catalog
+            .conn
+            .pragma_update(None, "cache_size", -POOLED_CACHE_KIB)
+            .map_err(|e| classify(path, "set cache_size", e))?;
+        Ok(catalog)
+    }
+
     pub fn get(&self) -> Result<Pooled<'_>> {
         let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
         let catalog = match idle {
             Some(c) => c,
-            None => Catalog::open(&self.path)?,
+            None => Self::open(&self.path)?,
         };
         Ok(Pooled {
             pool: self,

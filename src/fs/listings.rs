@@ -16,8 +16,9 @@ use crate::tree::TreeEntry;
 /// Directories with more entries than this are not held: their files get inode slots (which
 /// the eviction thread keeps bounded) and are looked up in the catalog one by one.
 pub const MAX_HELD: usize = 16_384;
-/// How many entries all held listings may have together.
-const BUDGET: usize = 65_536;
+/// How many entries all held listings may have together: about 2 MB. A walk needs only the
+/// directories it is in; more would make the server grow with the version it walks.
+const BUDGET: usize = 16_384;
 
 /// One directory's entries, in the catalog's name order.
 pub struct Listing {
