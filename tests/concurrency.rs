@@ -961,57 +961,6 @@ fn forbidden_in(text: &str) -> Vec<String> {
         .collect()
 }
 
-/// Warnings, errors and failed FUSE requests in the mount log, each kind once with a count,
-/// leaving out lookups and extended-attribute reads of missing names (every tool makes them)
-/// and the unimplemented `ioctl`s (Python's `isatty` on open), which are only counted.
-fn mount_log_problems(log: &str) -> (String, usize) {
-    let mut seen: Vec<(String, String, usize)> = Vec::new();
-    let mut ioctls = 0;
-    for line in log.lines() {
-        let Some((level_and_target, text)) = line.split_once("] ") else {
-            continue;
-        };
-        if text.starts_with("[Not Implemented] ioctl") {
-            ioctls += 1;
-            continue;
-        }
-        let failed_request = level_and_target.contains("DEBUG artifactfs::fuse")
-            && !["lookup:", "getxattr:", "listxattr:"]
-                .iter()
-                .any(|op| text.starts_with(op));
-        if !(level_and_target.contains(" WARN ")
-            || level_and_target.contains(" ERROR ")
-            || failed_request)
-        {
-            continue;
-        }
-        let shape: String = text
-            .split(' ')
-            .map(|w| {
-                if w.starts_with('/') || w.chars().any(|c| c.is_ascii_digit()) {
-                    "<>"
-                } else {
-                    w
-                }
-            })
-            .collect::<Vec<_>>()
-            .join(" ");
-        match seen.iter_mut().find(|(s, _, _)| *s == shape) {
-            Some((_, _, n)) => *n += 1,
-            None => seen.push((shape, line.to_string(), 1)),
-        }
-    }
-    if seen.is_empty() {
-        return ("  (none)".into(), ioctls);
-    }
-    let shown: Vec<String> = seen
-        .iter()
-        .take(25)
-        .map(|(_, example, n)| format!("  {n}x like: {example}"))
-        .collect();
-    (shown.join("\n"), ioctls)
-}
-
 fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")

@@ -227,51 +227,6 @@ fn differences(expected: &Tree, actual: &Tree, mtimes: Mtimes, volatile: &[&str]
     out
 }
 
-/// The requests the mount failed, from its log (see [`mount`]): warnings and errors, and the
-/// FUSE adapter's failed requests except lookups and extended-attribute reads of missing names,
-/// which tools make all the time. Lines that differ only in the path are counted once, with
-/// the first as an example.
-fn mount_log_problems(s: &TestStore) -> String {
-    let log = fs::read_to_string(s.root.join("mount.log")).unwrap_or_default();
-    let mut seen: Vec<(String, String, usize)> = Vec::new();
-    for line in log.lines() {
-        let Some((level_and_target, text)) = line.split_once("] ") else {
-            continue;
-        };
-        let failed_request = level_and_target.contains("DEBUG artifactfs::fuse")
-            && !["lookup:", "getxattr:", "listxattr:"]
-                .iter()
-                .any(|op| text.starts_with(op));
-        if !(level_and_target.contains(" WARN ")
-            || level_and_target.contains(" ERROR ")
-            || failed_request)
-        {
-            continue;
-        }
-        let shape: String = text
-            .split(' ')
-            .map(|w| if w.starts_with('/') { "<path>" } else { w })
-            .collect::<Vec<_>>()
-            .join(" ");
-        match seen.iter_mut().find(|(s, _, _)| *s == shape) {
-            Some((_, _, n)) => *n += 1,
-            None => seen.push((shape, text.to_string(), 1)),
-        }
-    }
-    if seen.is_empty() {
-        return "  (none)".into();
-    }
-    let mut shown: Vec<String> = seen
-        .iter()
-        .take(20)
-        .map(|(_, example, n)| format!("  {n}x like: {example}"))
-        .collect();
-    if seen.len() > 20 {
-        shown.push(format!("  ... and {} more kinds", seen.len() - 20));
-    }
-    shown.join("\n")
-}
-
 /// Mounts the store as `Mounted::new` does, with the FUSE adapter's failed requests in
 /// STORE/mount.log (which logs only unexpected failures by default), so that a test's failure
 /// can name the request that got an error.
@@ -347,7 +302,10 @@ impl<'a> Findings<'a> {
             self.test,
             self.problems.len(),
             list.join("\n"),
-            mount_log_problems(self.store)
+            mount_log_problems(
+                &fs::read_to_string(self.store.root.join("mount.log")).unwrap_or_default()
+            )
+            .0
         )
     }
 

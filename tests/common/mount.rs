@@ -719,3 +719,60 @@ impl Mounted<'_> {
         );
     }
 }
+
+/// Warnings, errors and failed FUSE requests in a mount log, each kind once with a count and
+/// its first line as an example. Lookups and extended-attribute reads of missing names (every
+/// tool makes them) are left out, and the unimplemented `ioctl`s (Python's `isatty` on open)
+/// only counted: the count is returned beside the text.
+pub fn mount_log_problems(log: &str) -> (String, usize) {
+    const SHOWN: usize = 25;
+    let mut seen: Vec<(String, String, usize)> = Vec::new();
+    let mut ioctls = 0;
+    for line in log.lines() {
+        let Some((level_and_target, text)) = line.split_once("] ") else {
+            continue;
+        };
+        if text.starts_with("[Not Implemented] ioctl") {
+            ioctls += 1;
+            continue;
+        }
+        let failed_request = level_and_target.contains("DEBUG artifactfs::fuse")
+            && !["lookup:", "getxattr:", "listxattr:"]
+                .iter()
+                .any(|op| text.starts_with(op));
+        if !(level_and_target.contains(" WARN ")
+            || level_and_target.contains(" ERROR ")
+            || failed_request)
+        {
+            continue;
+        }
+        // Lines that differ only in paths and numbers are one kind.
+        let shape: String = text
+            .split(' ')
+            .map(|w| {
+                if w.starts_with('/') || w.chars().any(|c| c.is_ascii_digit()) {
+                    "<>"
+                } else {
+                    w
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" ");
+        match seen.iter_mut().find(|(s, _, _)| *s == shape) {
+            Some((_, _, n)) => *n += 1,
+            None => seen.push((shape, line.to_string(), 1)),
+        }
+    }
+    if seen.is_empty() {
+        return ("  (none)".into(), ioctls);
+    }
+    let mut shown: Vec<String> = seen
+        .iter()
+        .take(SHOWN)
+        .map(|(_, example, n)| format!("  {n}x like: {example}"))
+        .collect();
+    if seen.len() > SHOWN {
+        shown.push(format!("  ... and {} more kinds", seen.len() - SHOWN));
+    }
+    (shown.join("\n"), ioctls)
+}
