@@ -4,12 +4,13 @@ use std::io::{self, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use clap::CommandFactory;
 use serde_json::{Value, json};
 
 use crate::catalog::rfc3339 as time;
 use crate::cli::{AliasCommand, Cli, Command, CommitArgs, DraftCommand};
 use crate::commit::{CommitOptions, Outcome, parse_metadata};
-use crate::error::{Error, Result};
+use crate::error::{Error, IoContext, Result};
 use crate::maintenance;
 use crate::materialize;
 use crate::names::{DraftName, TypeName};
@@ -62,6 +63,19 @@ fn init_logging(command: &Command, store: &std::path::Path) {
 }
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
+    match &cli.command {
+        Command::Completions { shell } => {
+            let mut cmd = Cli::command();
+            clap_complete::generate(*shell, &mut cmd, "artifactfs", &mut std::io::stdout());
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Man { dir } => {
+            std::fs::create_dir_all(dir).at(dir)?;
+            clap_mangen::generate_to(Cli::command(), dir).at(dir)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        _ => {}
+    }
     let dir = store_dir(cli.store)?;
     init_logging(&cli.command, &dir);
     match &cli.command {
@@ -232,7 +246,10 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             let report = maintenance::verify(&store, reference.as_ref())?;
             return verify_output(&out, &report);
         }
-        Command::Mount { .. } | Command::Umount { .. } => unreachable!("handled above"),
+        Command::Mount { .. }
+        | Command::Umount { .. }
+        | Command::Completions { .. }
+        | Command::Man { .. } => unreachable!("handled above"),
         Command::Gc => {
             let r = maintenance::gc(&mut store)?;
             out.print(

@@ -113,6 +113,11 @@ pub enum Command {
     },
     /// Unmount MOUNTPOINT and wait for its server to finish
     Umount { mountpoint: PathBuf },
+    /// Print a completion script for SHELL (bash: save it as
+    /// /usr/share/bash-completion/completions/artifactfs)
+    Completions { shell: clap_complete::Shell },
+    /// Write man pages, artifactfs.1 and one per command (artifactfs-log.1, …), into DIR
+    Man { dir: PathBuf },
 }
 
 #[derive(Subcommand, Debug)]

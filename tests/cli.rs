@@ -1572,3 +1572,91 @@ mod bad_input {
         }
     }
 }
+
+/// Runs `script` with bash and returns its standard output, failing the test on an error.
+fn bash(script: &str) -> String {
+    let out = run_command({
+        let mut c = std::process::Command::new("bash");
+        c.arg("-c").arg(script);
+        c.stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        c
+    });
+    assert_success(&out, &["bash", "-c", script]);
+    stdout(&out)
+}
+
+#[test]
+fn bash_completion_completes_commands_and_their_options() {
+    let s = TestStore::new();
+    let script = s.tmp.path().join("artifactfs.bash");
+    fs::write(&script, s.ok(&["completions", "bash"])).unwrap();
+    let complete = |words: &[&str]| -> Vec<String> {
+        let line = format!(
+            "source '{}'; COMP_WORDS=({}); COMP_CWORD={}; _artifactfs artifactfs '{}' '{}'; \
+             printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+            script.display(),
+            words.join(" "),
+            words.len() - 1,
+            words[words.len() - 1],
+            words[words.len() - 2],
+        );
+        bash(&line).lines().map(str::to_string).collect()
+    };
+    assert_eq!(complete(&["artifactfs", "dr"]), ["draft"]);
+    assert_eq!(complete(&["artifactfs", "log", "--ty"]), ["--type"]);
+    let drafts = complete(&["artifactfs", "draft", "c"]);
+    assert_eq!(drafts, ["commit"], "sub-commands of draft starting with c");
+    for shell in ["zsh", "fish"] {
+        let text = s.ok(&["completions", shell]);
+        assert!(
+            text.contains("artifactfs") && text.contains("upsert"),
+            "{shell} completion names the program and its commands:\n{text}"
+        );
+    }
+    let bad = assert_failure(&s.run(&["completions", "tcsh"]), &["completions", "tcsh"]);
+    assert!(bad.contains("tcsh"), "the refusal names the shell: {bad}");
+}
+
+#[test]
+fn man_pages_cover_every_command_and_render() {
+    let s = TestStore::new();
+    let dir = s.tmp.path().join("man");
+    s.ok(&["man", p(&dir)]);
+    let mut pages: Vec<String> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    pages.sort();
+    for want in [
+        "artifactfs.1",
+        "artifactfs-log.1",
+        "artifactfs-draft-commit.1",
+        "artifactfs-mount.1",
+        "artifactfs-verify.1",
+    ] {
+        assert!(pages.iter().any(|p| p == want), "{want} among {pages:?}");
+    }
+    if std::process::Command::new("man")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        panic!("`man` is not installed: run scripts/setup.sh (it installs man-db)");
+    }
+    let log_page = dir.join("artifactfs-log.1");
+    let text = bash(&format!(
+        "MANWIDTH=200 man -l '{}' | col -b",
+        log_page.display()
+    ));
+    assert!(
+        text.contains("Log PATHs as the whole new version of NAME") && text.contains("--type"),
+        "man artifactfs-log shows the command's help:\n{text}"
+    );
+    // Not a store command: nothing is created where the store would be.
+    assert!(
+        !s.root.exists(),
+        "`man` created the store {}",
+        s.root.display()
+    );
+}
