@@ -63,6 +63,7 @@ fn init_logging(command: &Command, store: &std::path::Path) {
 }
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
+    crate::progress::set_quiet(cli.quiet);
     match &cli.command {
         Command::Completions { shell } => {
             let mut cmd = Cli::command();
@@ -102,7 +103,10 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         | Command::Verify { .. } => Some(store.shared_lock()?),
         _ => None,
     };
-    let out = Output { json: cli.json };
+    let out = Output {
+        json: cli.json,
+        quiet: cli.quiet,
+    };
     match cli.command {
         Command::Log {
             name,
@@ -313,7 +317,7 @@ fn draft(store: &mut Store, out: &Output, cmd: DraftCommand) -> Result<()> {
                 .map(|n| format!("{}:v{n}", st.draft.artifact));
             let latest = st.latest.map(|n| format!("{}:v{n}", st.draft.artifact));
             let (a, m, d) = split_changes(&st.changes);
-            if st.stale() && !out.json {
+            if st.stale() && !out.json && !out.quiet {
                 eprintln!(
                     "warning: draft {draft} is based on {}, which is no longer latest ({}); committing still makes a new version from the draft's contents",
                     base.as_deref().unwrap_or("-"),
@@ -378,6 +382,8 @@ fn commit_options(type_name: Option<TypeName>, c: &CommitArgs) -> Result<CommitO
 
 struct Output {
     json: bool,
+    /// No warnings (`--quiet`).
+    quiet: bool,
 }
 
 impl Output {

@@ -7,7 +7,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use rayon::prelude::*;
 
 use crate::blobs::Batch;
@@ -415,16 +415,4 @@ fn read_stored(input: &mut impl Read) -> std::io::Result<Option<Stored>> {
         mode,
         mtime_ns,
     }))
-}
-
-/// A byte-count progress bar that only draws on a terminal.
-pub fn progress(total: u64) -> ProgressBar {
-    let bar = ProgressBar::new(total);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{bar:40} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
-        )
-        .expect("progress template is valid"),
-    );
-    bar
 }

@@ -19,6 +19,7 @@ pub mod maintenance;
 pub mod materialize;
 pub mod mount;
 pub mod names;
+pub mod progress;
 pub mod query;
 pub mod staging;
 pub mod store;

@@ -7,8 +7,8 @@ use crate::catalog::nodes;
 use crate::catalog::versions;
 use crate::error::Result;
 use crate::hash::Digest;
-use crate::ingest::progress;
 use crate::names::VersionRef;
+use crate::progress;
 use crate::store::Store;
 
 /// A blob that is missing or whose content no longer matches its name.
@@ -37,7 +37,7 @@ pub fn verify(store: &Store, r: Option<&VersionRef>) -> Result<VerifyReport> {
         }
         None => nodes::referenced_blobs(conn, None)?,
     };
-    let bar = progress(blobs.len() as u64);
+    let bar = progress::items(blobs.len() as u64, "blobs checked");
     let blob_store = &store.blobs;
     let bad: Vec<(Digest, BlobHealth)> = blobs
         .par_iter()
@@ -98,15 +98,21 @@ pub fn gc(store: &mut Store) -> Result<GcReport> {
     report.nodes_removed = store.catalog.write(|tx| nodes::remove_unreachable(tx))?;
     nodes::collect_live_blobs(store.conn())?;
     let mut unused = Vec::new();
+    let scanned = progress::counter("blobs scanned");
     store.blobs.for_each_stored(|d| {
+        scanned.inc(1);
         if !nodes::blob_in_use(store.catalog.conn(), &d)? {
             unused.push(d);
         }
         Ok(())
     })?;
+    scanned.finish_and_clear();
+    let removing = progress::items(unused.len() as u64, "unused blobs removed");
     for d in unused {
         report.bytes_freed += store.blobs.remove(&d)?;
         report.blobs_removed += 1;
+        removing.inc(1);
     }
+    removing.finish_and_clear();
     Ok(report)
 }

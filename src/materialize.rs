@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use crate::blobs::BlobStore;
 use crate::catalog::versions::{self, VersionRow};
 use crate::error::{Error, IoContext, Result};
-use crate::ingest::progress;
 use crate::names::VersionRef;
+use crate::progress;
 use crate::store::Store;
 use crate::tree::{self, Item};
 
@@ -54,7 +54,7 @@ pub fn get(store: &Store, r: &VersionRef, dest: &Path) -> Result<GetReport> {
     })?;
     fs::create_dir_all(dest).at(dest)?;
     let info = crate::catalog::nodes::info(conn, version.root)?;
-    let bar = progress(info.bytes);
+    let bar = progress::bytes(info.bytes);
     let mut report = GetReport {
         version: version.clone(),
         files: 0,

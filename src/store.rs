@@ -149,7 +149,7 @@ impl Store {
             check(None)?;
         }
         let lock = self.shared_lock()?;
-        let bar = ingest::progress(total);
+        let bar = crate::progress::bytes(total);
         let mut spool = ingest::Spool::new(self.blobs.staging_dir())?;
         let mut added = ingest::Added::new(self.blobs.staging_dir())?;
         let stored = ingest::scan(paths, dest, INGEST_CHUNK, &mut |chunk| {
