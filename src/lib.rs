@@ -18,6 +18,7 @@ pub mod ingest;
 pub mod maintenance;
 pub mod materialize;
 pub mod mount;
+pub mod mount_helper;
 pub mod names;
 pub mod progress;
 pub mod query;

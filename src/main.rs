@@ -3,7 +3,14 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    let cli = artifactfs::cli::Cli::parse();
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args
+        .first()
+        .is_some_and(|a| artifactfs::mount_helper::invoked_as_helper(a))
+    {
+        return artifactfs::mount_helper::run(&args[1..]);
+    }
+    let cli = artifactfs::cli::Cli::parse_from(args);
     if let Err(e) = artifactfs::faults::arm_from_env() {
         eprintln!("error: {e}");
         return ExitCode::FAILURE;

@@ -44,6 +44,12 @@ impl Store {
     /// Opens the store at `root`, creating it on first use.
     pub fn open(root: &Path) -> Result<Self> {
         if !root.is_dir() {
+            if root.exists() {
+                return Err(Error::invalid(
+                    format!("store {}", root.display()),
+                    "it is not a directory",
+                ));
+            }
             fs::create_dir_all(root).at(root)?;
         }
         let root = &std::path::absolute(root).at(root)?;

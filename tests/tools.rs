@@ -8,6 +8,7 @@ use std::io::Read;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::process::Stdio;
 
+use common::mount::*;
 use common::*;
 
 /// What a command writes to standard error when that is a terminal: its exit status and the
@@ -240,4 +241,204 @@ fn man_pages_cover_every_command_and_render() {
         "`man` created the store {}",
         s.root.display()
     );
+}
+
+/// A mount helper for this test build, under a type name of its own so that an installed
+/// `mount.fuse.artifactfs` is neither used nor disturbed; removed when dropped.
+struct Helper {
+    link: std::path::PathBuf,
+    fstype: String,
+}
+
+impl Helper {
+    fn install() -> Self {
+        let fstype = format!("fuse.artifactfs-test{}", std::process::id());
+        let link = std::path::PathBuf::from(format!("/sbin/mount.{fstype}"));
+        let _ = fs::remove_file(&link);
+        std::os::unix::fs::symlink(BIN, &link)
+            .unwrap_or_else(|e| panic!("link {} to the test binary: {e}", link.display()));
+        Helper { link, fstype }
+    }
+}
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.link);
+    }
+}
+
+fn system_tool(program: &str, args: &[&str]) -> std::process::Output {
+    let mut c = std::process::Command::new(program);
+    c.args(args)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    run_command(c)
+}
+
+#[test]
+fn mount_t_and_fstab_lines_mount_through_the_helper() {
+    require_fuse();
+    let s = TestStore::new();
+    let src = s.tree("src", &[("train/x.csv", "1,2\n"), ("README", "hello\n")]);
+    log(&s, "mnist", &src);
+    let helper = Helper::install();
+    let mp = s.path("mnt");
+    fs::create_dir_all(&mp).unwrap();
+    let (store, mnt) = (p(&s.root).to_string(), p(&mp).to_string());
+
+    // mount -t fuse.artifactfs STORE DIR, with options mount(8) and systemd pass along.
+    let out = system_tool(
+        "mount",
+        &[
+            "-t",
+            &helper.fstype,
+            "-o",
+            "noatime,x-systemd.automount",
+            &store,
+            &mnt,
+        ],
+    );
+    assert_success(&out, &["mount", "-t", &helper.fstype]);
+    let m = Mounted::adopt(&s, &mp);
+    assert_eq!(
+        fs::read_to_string(m.path("mnist/latest/README")).unwrap(),
+        "hello\n"
+    );
+    assert!(m.path("drafts").is_dir(), "the mount has its drafts/");
+    let out = system_tool("umount", &[&mnt]);
+    assert_success(&out, &["umount", &mnt]);
+    assert!(!is_mounted(&m.mp), "umount left the mount in place");
+    drop(m);
+
+    // The /etc/fstab line docs/MOUNTING.md gives (here in a file of its own, given to
+    // mount -T).
+    let documented = documented_fstab_line();
+    let fstab = s.path("fstab");
+    let line = documented
+        .replace("/srv/artifacts", &store)
+        .replace("/mnt/artifacts", &mnt)
+        .replace("fuse.artifactfs", &helper.fstype);
+    fs::write(&fstab, format!("# artifacts\n{line}\n")).unwrap();
+    let out = system_tool("mount", &["-T", p(&fstab), &mnt]);
+    assert_success(&out, &["mount", "-T", p(&fstab), &mnt]);
+    let m = Mounted::adopt(&s, &mp);
+    assert_eq!(
+        fs::read_to_string(m.path("mnist/v0/train/x.csv")).unwrap(),
+        "1,2\n"
+    );
+    drop(m);
+
+    // Options it cannot honour fail the mount, naming the option; nothing is mounted.
+    for (option, needle) in [("allow_root", "allow_root"), ("ro", "ro is not supported")] {
+        let out = system_tool("mount", &["-t", &helper.fstype, "-o", option, &store, &mnt]);
+        let err = assert_failure(&out, &["mount", "-o", option]);
+        assert!(err.contains(needle), "mount -o {option}: {err}");
+        assert!(!is_mounted(&mp), "mount -o {option} mounted anyway");
+    }
+    // A store that is not one: mount(8) reports the helper's error.
+    let not_store = s.file("plain-file", "x");
+    let out = system_tool("mount", &["-t", &helper.fstype, p(&not_store), &mnt]);
+    assert_eq!(
+        out.status.code(),
+        Some(32),
+        "mount(8)'s status for a failed mount"
+    );
+    let err = stderr(&out);
+    assert!(
+        err.contains("plain-file") && err.contains("not a directory"),
+        "the error names the store and the cause: {err}"
+    );
+    assert!(!is_mounted(&mp));
+}
+
+fn mounting_doc() -> String {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/MOUNTING.md");
+    fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// The fstab line of docs/MOUNTING.md.
+fn documented_fstab_line() -> String {
+    let doc = mounting_doc();
+    let lines: Vec<&str> = doc
+        .lines()
+        .filter(|l| l.starts_with('/') && l.contains(" fuse.artifactfs "))
+        .collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "docs/MOUNTING.md has one fstab line: {lines:?}"
+    );
+    lines[0].to_string()
+}
+
+/// The value of `key=` in the systemd unit of docs/MOUNTING.md, split into words.
+fn documented_unit(key: &str) -> Vec<String> {
+    let doc = mounting_doc();
+    let unit = doc
+        .split("```ini")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("docs/MOUNTING.md has an ```ini unit");
+    let line = unit
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("the unit has no {key}="));
+    line.split_whitespace().map(str::to_string).collect()
+}
+
+#[test]
+fn the_documented_systemd_service_starts_serves_and_stops() {
+    require_fuse();
+    let s = TestStore::new();
+    let src = s.tree("src", &[("weights.bin", "w1")]);
+    log(&s, "model", &src);
+    let mp = s.path("mnt");
+    let (store, mnt) = (p(&s.root).to_string(), p(&mp).to_string());
+    // What systemd would run, with this build, store and mount point in the unit's places.
+    let command = |key: &str| -> std::process::Command {
+        let words: Vec<String> = documented_unit(key)
+            .into_iter()
+            .map(|w| {
+                w.replace("/usr/local/bin/artifactfs", BIN)
+                    .replace("/srv/artifacts", &store)
+                    .replace("/mnt/artifacts", &mnt)
+            })
+            .collect();
+        let mut c = std::process::Command::new(&words[0]);
+        c.args(&words[1..])
+            .env_remove("RUST_LOG")
+            .env_remove("ARTIFACTFS_STORE")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        c
+    };
+    let out = run_command(command("ExecStartPre"));
+    assert_success(&out, &["ExecStartPre"]);
+    let service = command("ExecStart").spawn().expect("start ExecStart");
+    wait_until(
+        "the service's mount to answer",
+        std::time::Duration::from_secs(20),
+        || {
+            fs::read_to_string(mp.join("model/latest/weights.bin"))
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        },
+    );
+    let m = Mounted::adopt(&s, &mp);
+    assert_eq!(
+        fs::read_to_string(m.path("model/v0/weights.bin")).unwrap(),
+        "w1"
+    );
+    let out = run_command(command("ExecStop"));
+    assert_success(&out, &["ExecStop"]);
+    let done = finish(service, std::time::Duration::from_secs(20));
+    assert!(
+        done.status.success(),
+        "the service's main process ended with {}: {}",
+        done.status,
+        String::from_utf8_lossy(&done.stderr)
+    );
+    assert!(!is_mounted(&m.mp), "ExecStop left the mount in place");
 }
