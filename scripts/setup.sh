@@ -22,6 +22,16 @@ if [ -c /dev/fuse ] && [ "$(stat -c %a /dev/fuse)" != 666 ]; then
     $sudo chmod 0666 /dev/fuse
 fi
 
+# NumPy, from PyPI, for examples/train.py and its test. Debian's own Python refuses pip
+# installs outside a virtual environment unless told otherwise.
+if ! python3 -c 'import numpy' 2>/dev/null; then
+    python3 -m pip --version >/dev/null 2>&1 || {
+        DEBIAN_FRONTEND=noninteractive ${sudo:-} apt-get install -y -qq python3-pip >/dev/null
+    }
+    python3 -m pip install --quiet numpy 2>/dev/null ||
+        python3 -m pip install --quiet --break-system-packages numpy
+fi
+
 if ! command -v cargo >/dev/null 2>&1; then
     [ -x "$HOME/.cargo/bin/cargo" ] || {
         DEBIAN_FRONTEND=noninteractive ${sudo:-} apt-get install -y -qq curl >/dev/null

@@ -442,3 +442,55 @@ fn the_documented_systemd_service_starts_serves_and_stops() {
     );
     assert!(!is_mounted(&m.mp), "ExecStop left the mount in place");
 }
+
+#[test]
+fn the_training_example_reads_from_the_mount_and_commits_a_model() {
+    require_fuse();
+    let numpy = std::process::Command::new("python3")
+        .args(["-c", "import numpy"])
+        .output();
+    assert!(
+        numpy.is_ok_and(|o| o.status.success()),
+        "examples/train.py needs NumPy: run scripts/setup.sh (it installs numpy from PyPI)"
+    );
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/train.py");
+    let s = TestStore::new();
+    let data = s.path("data");
+    tool_ok(
+        "python3",
+        &[script.as_ref(), "--make-data".as_ref(), data.as_os_str()],
+        None,
+    );
+    log(&s, "regression", &data);
+    let mp = s.path("mnt");
+    fs::create_dir_all(&mp).unwrap();
+    let m = Mounted::new(&s, &mp);
+    let mnt = m.mp.as_os_str();
+
+    let first = tool_ok("python3", &[script.as_ref(), mnt], None);
+    assert!(
+        first.starts_with("linear:v0: ") && first.contains("on regression:v0"),
+        "first run: {first}"
+    );
+    let second = tool_ok(
+        "python3",
+        &[script.as_ref(), mnt, "--alias".as_ref(), "best".as_ref()],
+        None,
+    );
+    assert!(second.starts_with("linear:v1: "), "second run: {second}");
+
+    let show: serde_json::Value =
+        serde_json::from_str(&s.ok(&["--json", "show", "linear:best"])).unwrap();
+    assert_eq!(show["type"], "model");
+    assert_eq!(show["metadata"]["trained_on"], "regression:v0");
+    assert!(show["metadata"]["loss"].as_f64().unwrap() < 0.01, "{show}");
+    assert_eq!(ls(&s, "linear:v1"), ["metrics.json", "weights.npy"]);
+    // The committed weights are what a reader of the mount loads, and what `cat` gives.
+    let through_mount = fs::read(m.path("linear/best/weights.npy")).unwrap();
+    let out = s.run(&["cat", "linear:v1", "weights.npy"]);
+    assert_eq!(out.stdout, through_mount);
+    assert!(
+        s.ok(&["draft", "list"]).trim().is_empty(),
+        "the drafts were committed"
+    );
+}
