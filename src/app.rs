@@ -18,7 +18,8 @@ use crate::query::{self, VersionSummary, change_code};
 use crate::store::{DraftBase, Store};
 use crate::tree::Change;
 
-/// Exit status of a successful run whose `verify` found damage.
+/// Exit status of a check that ran and found something wrong: `verify` damaged blobs,
+/// `doctor` a problem.
 pub const EXIT_DAMAGED: u8 = 3;
 
 /// The store directory: `--store`, else `$ARTIFACTFS_STORE`, else the XDG data directory.
@@ -79,6 +80,15 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     }
     let dir = store_dir(cli.store)?;
     init_logging(&cli.command, &dir);
+    if let Command::Doctor = cli.command {
+        let report = crate::doctor::examine(&dir);
+        print_doctor(&report, cli.json)?;
+        return Ok(if report.has_problems() {
+            ExitCode::from(EXIT_DAMAGED)
+        } else {
+            ExitCode::SUCCESS
+        });
+    }
     match &cli.command {
         Command::Mount {
             mountpoint,
@@ -253,7 +263,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Mount { .. }
         | Command::Umount { .. }
         | Command::Completions { .. }
-        | Command::Man { .. } => unreachable!("handled above"),
+        | Command::Man { .. }
+        | Command::Doctor => unreachable!("handled above"),
         Command::Gc => {
             let r = maintenance::gc(&mut store)?;
             out.print(
@@ -555,4 +566,85 @@ fn write_line(out: &mut impl Write, bytes: &[u8]) -> Result<()> {
         Err(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(Error::io("standard output", e)),
         _ => Ok(()),
     }
+}
+
+fn print_doctor(r: &crate::doctor::Report, json: bool) -> Result<()> {
+    use crate::doctor::Severity;
+    use indicatif::HumanBytes;
+    if json {
+        let findings: Vec<Value> = r
+            .findings
+            .iter()
+            .map(|f| {
+                json!({"severity": match f.severity { Severity::Problem => "problem", Severity::Warning => "warning" },
+                       "what": f.what, "why": f.why, "fix": f.fix})
+            })
+            .collect();
+        let mounts: Vec<Value> = r
+            .mounts
+            .iter()
+            .map(|m| {
+                json!({"mountpoint": m.mountpoint, "answering": m.answering,
+                       "server_pid": m.server_pid, "passthrough": m.passthrough})
+            })
+            .collect();
+        let v = json!({
+            "store": r.store.display().to_string(), "exists": r.exists,
+            "schema": r.schema, "supported_schema": r.supported_schema,
+            "catalog_bytes": r.catalog_bytes, "blobs": r.blobs, "blob_bytes": r.blob_bytes,
+            "free_bytes": r.free_bytes, "artifacts": r.artifacts, "drafts": r.drafts,
+            "mounts": mounts, "findings": findings,
+        });
+        println!("{v}");
+        return Ok(());
+    }
+    let mut out = vec![format!("store: {}", r.store.display())];
+    if r.exists {
+        let schema = r.schema.map_or("unknown".into(), |s| s.to_string());
+        out.push(format!(
+            "  catalog: {}, schema {schema} (this build reads up to {})",
+            HumanBytes(r.catalog_bytes),
+            r.supported_schema
+        ));
+        out.push(format!(
+            "  blobs: {} ({})",
+            r.blobs,
+            HumanBytes(r.blob_bytes)
+        ));
+        if let (Some(a), Some(d)) = (r.artifacts, r.drafts) {
+            out.push(format!("  artifacts: {a}, drafts: {d}"));
+        }
+        if let Some(free) = r.free_bytes {
+            out.push(format!("  free on its filesystem: {}", HumanBytes(free)));
+        }
+    }
+    if r.mounts.is_empty() {
+        out.push("mounts: none".into());
+    } else {
+        out.push("mounts:".into());
+        for m in &r.mounts {
+            out.push(if m.answering {
+                format!(
+                    "  {} (server pid {}, kernel passthrough {})",
+                    m.mountpoint,
+                    m.server_pid.map_or("unknown".into(), |p| p.to_string()),
+                    m.passthrough.as_deref().unwrap_or("unknown")
+                )
+            } else {
+                format!("  {} (not answering)", m.mountpoint)
+            });
+        }
+    }
+    if r.findings.is_empty() {
+        out.push("nothing wrong found".into());
+    }
+    for f in &r.findings {
+        let level = match f.severity {
+            Severity::Problem => "problem",
+            Severity::Warning => "warning",
+        };
+        out.push(format!("{level}: {}: {}\n  fix: {}", f.what, f.why, f.fix));
+    }
+    println!("{}", out.join("\n"));
+    Ok(())
 }

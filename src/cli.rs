@@ -117,6 +117,9 @@ pub enum Command {
     },
     /// Unmount MOUNTPOINT and wait for its server to finish
     Umount { mountpoint: PathBuf },
+    /// Check the store and this machine: sizes, schema, mounts, kernel passthrough, and
+    /// anything wrong with a fix for it (exit status 3 if something is)
+    Doctor,
     /// Print a completion script for SHELL (bash: save it as
     /// /usr/share/bash-completion/completions/artifactfs)
     Completions { shell: clap_complete::Shell },

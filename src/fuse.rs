@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::SystemTime;
 
@@ -32,9 +32,6 @@ pub struct Adapter {
     fs: Fs,
     /// Set once the session exists; tells the kernel to drop names that went away.
     notifier: Arc<OnceLock<Notifier>>,
-    /// Kernel passthrough for reads: on when the kernel offers it, off after the first
-    /// refusal (it needs CAP_SYS_ADMIN).
-    passthrough: AtomicBool,
     backing: Mutex<Backing>,
 }
 
@@ -51,7 +48,6 @@ impl Adapter {
         Adapter {
             fs,
             notifier,
-            passthrough: AtomicBool::new(false),
             backing: Mutex::new(Backing::default()),
         }
     }
@@ -104,7 +100,7 @@ impl Adapter {
                         ) =>
                 {
                     log::info!("passthrough unavailable ({e}); serving reads from the page cache");
-                    self.passthrough.store(false, Ordering::Relaxed);
+                    self.fs.passthrough.store(false, Ordering::Relaxed);
                     return Ok(None);
                 }
                 // Anything else fails this open only: a cached open of an inode that others
@@ -209,12 +205,12 @@ impl Filesystem for Adapter {
         if root && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok() {
             // Our backing files are plain files on a local filesystem: one level of stacking.
             if config.set_max_stack_depth(1).is_ok() {
-                self.passthrough.store(true, Ordering::Relaxed);
+                self.fs.passthrough.store(true, Ordering::Relaxed);
             }
         }
         log::info!(
             "mounted; kernel passthrough {}",
-            if self.passthrough.load(Ordering::Relaxed) {
+            if self.fs.passthrough.load(Ordering::Relaxed) {
                 "on"
             } else {
                 "off"
@@ -499,7 +495,7 @@ impl Filesystem for Adapter {
             if !immutable {
                 return reply.opened(FileHandle(fh), DRAFT_FILE);
             }
-            if self.passthrough.load(Ordering::Relaxed) {
+            if self.fs.passthrough.load(Ordering::Relaxed) {
                 match self.backing_for(&reply, ino.0, fh, &file) {
                     // The kernel takes passthrough opens only without caching flags: it reads the
                     // backing file itself, through that file's own page cache.

@@ -8,6 +8,7 @@ pub mod blobs;
 pub mod catalog;
 pub mod cli;
 pub mod commit;
+pub mod doctor;
 pub mod draft;
 pub mod error;
 pub mod faults;

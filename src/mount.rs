@@ -103,22 +103,40 @@ fn detach(mountpoint: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The filesystem type mounted exactly at `path`, from /proc/self/mountinfo.
-fn mount_type(path: &Path) -> Result<Option<String>> {
+/// One line of /proc/self/mountinfo.
+pub struct MountEntry {
+    pub mountpoint: String,
+    pub fstype: String,
+    pub source: String,
+}
+
+/// This process's mounts, in mount order.
+pub fn mounts() -> Result<Vec<MountEntry>> {
     let info = fs::read_to_string("/proc/self/mountinfo").at(Path::new("/proc/self/mountinfo"))?;
+    Ok(info
+        .lines()
+        .filter_map(|line| {
+            // id parent major:minor root mountpoint options [optional...] - fstype source super
+            let fields: Vec<&str> = line.split(' ').collect();
+            let sep = fields.iter().position(|f| *f == "-")?;
+            Some(MountEntry {
+                mountpoint: unescape(fields.get(4)?),
+                fstype: fields.get(sep + 1)?.to_string(),
+                source: unescape(fields.get(sep + 2)?),
+            })
+        })
+        .collect())
+}
+
+/// The filesystem type mounted exactly at `path`.
+fn mount_type(path: &Path) -> Result<Option<String>> {
     let want = path.to_string_lossy();
-    let mut found = None;
-    for line in info.lines() {
-        // id parent major:minor root mountpoint options [optional...] - fstype source super
-        let fields: Vec<&str> = line.split(' ').collect();
-        let Some(sep) = fields.iter().position(|f| *f == "-") else {
-            continue;
-        };
-        if fields.len() > 4 && unescape(fields[4]) == want && sep + 1 < fields.len() {
-            found = Some(fields[sep + 1].to_string()); // the last mount there is what shows
-        }
-    }
-    Ok(found)
+    // The last mount there is what shows.
+    Ok(mounts()?
+        .into_iter()
+        .rev()
+        .find(|m| m.mountpoint == want)
+        .map(|m| m.fstype))
 }
 
 /// mountinfo escapes space, tab, newline and backslash as octal.
@@ -459,10 +477,15 @@ fn umount_error(path: &Path, e: std::io::Error) -> Error {
 }
 
 /// The pid of the process serving `mountpoint`, which it publishes as an xattr of the root.
-fn server_pid(mountpoint: &Path) -> Option<i32> {
+pub fn server_pid(mountpoint: &Path) -> Option<i32> {
+    root_xattr(mountpoint, XATTR_PID)?.parse().ok()
+}
+
+/// An attribute the server publishes on the root of its mount, as text.
+pub fn root_xattr(mountpoint: &Path, name: &str) -> Option<String> {
     let c = std::ffi::CString::new(mountpoint.as_os_str().as_encoded_bytes()).ok()?;
-    let name = std::ffi::CString::new(XATTR_PID).ok()?;
-    let mut buf = [0u8; 32];
+    let name = std::ffi::CString::new(name).ok()?;
+    let mut buf = [0u8; 64];
     // SAFETY: buffers are valid for the given length.
     let n = unsafe {
         libc::getxattr(
@@ -475,11 +498,11 @@ fn server_pid(mountpoint: &Path) -> Option<i32> {
     if n <= 0 {
         return None;
     }
-    std::str::from_utf8(&buf[..n as usize])
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
+    Some(
+        String::from_utf8_lossy(&buf[..n as usize])
+            .trim()
+            .to_string(),
+    )
 }
 
 fn wait_for_exit(pid: i32, limit: Duration) {

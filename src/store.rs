@@ -349,6 +349,18 @@ impl Store {
     }
 }
 
+/// statvfs(3) of the filesystem that holds `path`.
+pub fn filesystem_of(path: &Path) -> Result<libc::statvfs> {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| Error::invalid(path.display().to_string(), "contains a NUL byte"))?;
+    // SAFETY: statvfs fills the zeroed struct; the path is NUL-terminated.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(Error::io(path, std::io::Error::last_os_error()));
+    }
+    Ok(st)
+}
+
 /// Locks the store: shared by writers of blobs and readers of versions, exclusive by gc.
 /// A reader of a store it may not write locks through a read-only descriptor, or not at all
 /// if no writer ever made the lock file.

@@ -494,3 +494,129 @@ fn the_training_example_reads_from_the_mount_and_commits_a_model() {
         "the drafts were committed"
     );
 }
+
+fn doctor(s: &TestStore) -> (Option<i32>, serde_json::Value, String) {
+    let out = s.run(&["doctor", "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("doctor --json: {e}: {}", stdout(&out)));
+    let text = stdout(&s.run(&["doctor"]));
+    (out.status.code(), report, text)
+}
+
+/// The findings of a report at `severity`, as "what: why (fix)" lines.
+fn findings(report: &serde_json::Value, severity: &str) -> Vec<String> {
+    report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["severity"] == severity)
+        .map(|f| format!("{}: {} (fix: {})", f["what"], f["why"], f["fix"]))
+        .collect()
+}
+
+#[test]
+fn doctor_describes_the_store_and_its_mounts_and_names_what_is_wrong_with_a_fix() {
+    require_fuse();
+    let s = TestStore::new();
+    let (code, report, _) = doctor(&s);
+    assert_eq!(code, Some(0), "no store yet is not a problem: {report}");
+    assert_eq!(report["exists"], false);
+    assert!(
+        findings(&report, "warning")
+            .iter()
+            .any(|f| f.contains("no store here yet")),
+        "{report}"
+    );
+    assert!(!s.root.exists(), "doctor created the store");
+
+    let src = s.tree("src", &[("a.bin", "alpha"), ("b.bin", "bravo")]);
+    log(&s, "data", &src);
+    let mp = s.path("mnt");
+    fs::create_dir_all(&mp).unwrap();
+    let m = Mounted::new(&s, &mp);
+    let (code, report, text) = doctor(&s);
+    assert_eq!(code, Some(0), "{report}");
+    assert!(findings(&report, "problem").is_empty(), "{report}");
+    assert_eq!(report["schema"], report["supported_schema"]);
+    assert_eq!(
+        (report["blobs"].as_u64(), report["blob_bytes"].as_u64()),
+        (Some(2), Some(10))
+    );
+    assert_eq!(
+        (report["artifacts"].as_u64(), report["drafts"].as_u64()),
+        (Some(1), Some(0))
+    );
+    let mounts = report["mounts"].as_array().unwrap();
+    assert_eq!(mounts.len(), 1, "{report}");
+    assert_eq!(mounts[0]["mountpoint"], p(&m.mp));
+    assert_eq!(mounts[0]["server_pid"], m.server_pid());
+    assert!(
+        ["on", "off"].contains(&mounts[0]["passthrough"].as_str().unwrap_or("")),
+        "{report}"
+    );
+    assert!(
+        text.contains(&format!("{} (server pid {}", p(&m.mp), m.server_pid())),
+        "{text}"
+    );
+
+    // Leftovers of an interrupted writer: a warning, fixed by gc.
+    fs::write(s.root.join("staging/ingest-leftover"), b"x").unwrap();
+    let (code, report, _) = doctor(&s);
+    assert_eq!(code, Some(0));
+    assert!(
+        findings(&report, "warning")
+            .iter()
+            .any(|f| f.contains("interrupted") && f.contains("gc")),
+        "{report}"
+    );
+
+    // A mount whose server died: a problem naming the mount point, status 3; its fix works.
+    m.kill_server(m.server_pid(), std::time::Duration::from_secs(20));
+    let (code, report, text) = doctor(&s);
+    assert_eq!(code, Some(3), "{report}");
+    let problems = findings(&report, "problem");
+    assert!(
+        problems.len() == 1 && problems[0].contains(p(&m.mp)) && problems[0].contains("umount -l"),
+        "{problems:?}"
+    );
+    assert!(
+        text.contains("problem: mount ") && text.contains("fix: umount -l"),
+        "{text}"
+    );
+    let out = system_tool("umount", &["-l", p(&m.mp)]);
+    assert_success(&out, &["umount", "-l"]);
+    s.ok(&["gc"]);
+    let (code, report, _) = doctor(&s);
+    assert_eq!(code, Some(0), "after the fixes: {report}");
+    assert!(report["mounts"].as_array().unwrap().is_empty());
+    assert!(
+        findings(&report, "warning")
+            .iter()
+            .all(|f| !f.contains("interrupted"))
+    );
+    drop(m);
+
+    // A catalog from a newer build: a problem, and nothing is changed.
+    {
+        let conn = rusqlite::Connection::open(s.root.join("catalog.db")).unwrap();
+        conn.pragma_update(None, "user_version", 99).unwrap();
+    }
+    let (code, report, _) = doctor(&s);
+    assert_eq!(code, Some(3), "{report}");
+    let problems = findings(&report, "problem");
+    assert!(
+        problems
+            .iter()
+            .any(|f| f.contains("newer") && f.contains("99")),
+        "{problems:?}"
+    );
+    // A store path that is a file.
+    let file = s.file("not-a-store", "x");
+    let out = run_command({
+        let mut c = s.command(&["doctor"]);
+        c.arg("--store").arg(&file);
+        c
+    });
+    assert_eq!(out.status.code(), Some(3));
+    assert!(stdout(&out).contains("not a directory"), "{}", stdout(&out));
+}

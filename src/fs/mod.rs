@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -56,6 +56,7 @@ const XATTR_CREATED: &str = "user.artifactfs.created";
 const XATTR_TYPE: &str = "user.artifactfs.type";
 /// On the root: the serving process, so `umount` can wait for it to finish.
 pub const XATTR_PID: &str = "user.artifactfs.pid";
+pub const XATTR_PASSTHROUGH: &str = "user.artifactfs.passthrough";
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Attr {
@@ -145,6 +146,9 @@ pub struct Fs {
     /// committed through its control file is gone at once.
     stale: Mutex<Vec<(Ino, Vec<u8>)>>,
     next_fh: AtomicU64,
+    /// Whether version files are read through kernel passthrough: set by the FUSE layer,
+    /// which negotiates it, and shown on the root for `artifactfs doctor`.
+    pub passthrough: AtomicBool,
 }
 
 /// An open file's content: a blob, or a staged file, which `writer` may change.
@@ -212,6 +216,7 @@ impl Fs {
             controls: Mutex::new(HashMap::new()),
             stale: Mutex::new(Vec::new()),
             next_fh: AtomicU64::new(1),
+            passthrough: AtomicBool::new(false),
         })
     }
 
@@ -1106,7 +1111,18 @@ impl Fs {
         let conn = self.pool.get()?;
         let conn = conn.conn();
         Ok(match self.node(ino)? {
-            Node::Root => vec![(XATTR_PID, std::process::id().to_string())],
+            Node::Root => vec![
+                (XATTR_PID, std::process::id().to_string()),
+                (
+                    XATTR_PASSTHROUGH,
+                    if self.passthrough.load(Ordering::Relaxed) {
+                        "on"
+                    } else {
+                        "off"
+                    }
+                    .into(),
+                ),
+            ],
             Node::Artifact { name } => match versions::artifact(conn, &name)? {
                 Some(a) => vec![(XATTR_TYPE, a.type_name)],
                 None => Vec::new(),
@@ -1140,14 +1156,7 @@ impl Fs {
     }
 
     pub fn statfs(&self) -> Result<Statfs> {
-        let path = std::ffi::CString::new(self.store_root.as_os_str().as_encoded_bytes()).map_err(
-            |_| Error::invalid(self.store_root.display().to_string(), "contains a NUL byte"),
-        )?;
-        // SAFETY: statvfs fills the zeroed struct; the path is NUL-terminated.
-        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-        if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 {
-            return Err(Error::io(&self.store_root, std::io::Error::last_os_error()));
-        }
+        let st = crate::store::filesystem_of(&self.store_root)?;
         Ok(Statfs {
             blocks: st.f_blocks,
             bfree: st.f_bfree,
