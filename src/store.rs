@@ -43,14 +43,15 @@ pub enum DraftBase {
 impl Store {
     /// Opens the store at `root`, creating it on first use.
     pub fn open(root: &Path) -> Result<Self> {
-        if !root.is_dir() {
-            if root.exists() {
+        // Several processes may create a new store at once: creating what exists is fine.
+        if let Err(e) = fs::create_dir_all(root) {
+            if root.exists() && !root.is_dir() {
                 return Err(Error::invalid(
                     format!("store {}", root.display()),
                     "it is not a directory",
                 ));
             }
-            fs::create_dir_all(root).at(root)?;
+            return Err(Error::io(root, e));
         }
         let root = &std::path::absolute(root).at(root)?;
         let blobs = BlobStore::open(root)?;
@@ -69,9 +70,12 @@ impl Store {
         let db = root.join("catalog.db");
         // SQLite takes a missing or empty file for a new database; next to stored content it
         // is a catalog that was lost, and using it would hide every version (and let gc
-        // collect their blobs).
+        // collect their blobs). A new catalog's first transactions live in its write-ahead
+        // log until a checkpoint, so while another process fills a new store the file is
+        // empty and the log is not.
         let size = fs::metadata(&db).map(|m| m.len()).ok();
-        if size.is_none_or(|n| n == 0) && !blobs.is_empty()? {
+        let logged = fs::metadata(root.join("catalog.db-wal")).is_ok_and(|m| m.len() > 0);
+        if size.is_none_or(|n| n == 0) && !logged && !blobs.is_empty()? {
             let state = match size {
                 None => "missing",
                 Some(_) => "empty (0 bytes)",
