@@ -694,6 +694,14 @@ mod tests {
                 .filter(|p| p.starts_with("SEARCH") && p.contains("USING PRIMARY KEY"))
                 .count();
             assert!(searches >= 2, "{read:?}: {plan:#?}");
+            // A page after a name starts at that name's chunk, however far into the listing.
+            if matches!(read, Read::After | Read::Lookup) {
+                assert!(
+                    plan.iter()
+                        .any(|p| p.starts_with("SEARCH c") && p.contains("(node=? AND first_name")),
+                    "{read:?}: {plan:#?}"
+                );
+            }
         }
     }
 
