@@ -709,7 +709,7 @@ catalog_bytes() { # STORE -> bytes of catalog.db + catalog.db-wal after a TRUNCA
         awk -F'|' '{print $1 * $2}')
     echo "$(($(stat -c %s "$db") + $(stat -c %s "$db-wal" 2>/dev/null || echo 0))) $used"
 }
-node_rows() { sqlite3 "$1/catalog.db" 'SELECT (SELECT count(*) FROM nodes), (SELECT count(*) FROM node_entries);' 2>/dev/null | tr '|' ' ' || echo "0 0"; }
+node_rows() { sqlite3 "$1/catalog.db" 'SELECT (SELECT count(*) FROM nodes), (SELECT count(*) FROM chunk_entries);' 2>/dev/null | tr '|' ' ' || echo "0 0"; }
 
 section_commit() {
     local mid i b0 b1 u0 u1 n0 e0 n1 e1 t0 want v f
@@ -797,7 +797,7 @@ report_5() {
             "—" "—" "—" "—" "< 64 KiB" "$(met "$g" "<" 65536)"
     fi
     if has cli_commit && has mnt_commit; then
-        note "Figure 5: median of $COMMIT_RUNS commits after one warm-up (CLI unmounted, then through a mount); each changes d$(printf '%04d' $((TREE_DIRS / 2)))/f000500.bin (a directory of 1,000 entries, in a root of $TREE_DIRS directories). CLI: \`draft new\` $(fmt_ms "$(med cli_new)"), \`draft add\` $(fmt_ms "$(med cli_add)") (untimed in the row), warm-up commit $(fmt_ms "$(samples cli_commit_warm)"). Mount: \`mkdir drafts/tree\` $(fmt_ms "$(med mnt_mkdir)"), writing the file $(fmt_ms "$(med mnt_write)"), warm-up commit $(fmt_ms "$(samples mnt_commit_warm)"). Growth is the mean over the $COMMIT_RUNS commits; the file grows only once SQLite's free pages are used up, so the bytes in use are shown too (samples in use: CLI $(samples cli_used) B, mount $(samples mnt_used) B; file: CLI $(samples cli_grow) B, mount $(samples mnt_grow) B; warm-ups $(samples cli_grow_warm) / $(samples mnt_grow_warm) B); each commit added $(samples cli_nodes | awk '{print $1}') tree nodes and $(samples cli_entries | awk '{print $1}') node entries (CLI)."
+        note "Figure 5: median of $COMMIT_RUNS commits after one warm-up (CLI unmounted, then through a mount); each changes d$(printf '%04d' $((TREE_DIRS / 2)))/f000500.bin (a directory of 1,000 entries, in a root of $TREE_DIRS directories). CLI: \`draft new\` $(fmt_ms "$(med cli_new)"), \`draft add\` $(fmt_ms "$(med cli_add)") (untimed in the row), warm-up commit $(fmt_ms "$(samples cli_commit_warm)"). Mount: \`mkdir drafts/tree\` $(fmt_ms "$(med mnt_mkdir)"), writing the file $(fmt_ms "$(med mnt_write)"), warm-up commit $(fmt_ms "$(samples mnt_commit_warm)"). Growth is the mean over the $COMMIT_RUNS commits; the file grows only once SQLite's free pages are used up, so the bytes in use are shown too (samples in use: CLI $(samples cli_used) B, mount $(samples mnt_used) B; file: CLI $(samples cli_grow) B, mount $(samples mnt_grow) B; warm-ups $(samples cli_grow_warm) / $(samples mnt_grow_warm) B); each commit added $(samples cli_nodes | awk '{print $1}') tree nodes and $(samples cli_entries | awk '{print $1}') chunk entries (CLI)."
     fi
 }
 

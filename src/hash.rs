@@ -83,12 +83,39 @@ impl Hasher {
 
     /// A length-prefixed field, so that concatenations cannot collide.
     pub fn field(&mut self, data: &[u8]) {
-        self.0.update((data.len() as u64).to_le_bytes());
+        self.0.update(length_prefix(data));
         self.0.update(data);
     }
 
     pub fn finish(self) -> Digest {
         Digest(self.0.finalize().into())
+    }
+}
+
+fn length_prefix(data: &[u8]) -> [u8; 8] {
+    (data.len() as u64).to_le_bytes()
+}
+
+/// Bytes laid out as [`Hasher`] lays them out, for feeding one encoding to several hashes.
+#[derive(Default)]
+pub struct Encoding(Vec<u8>);
+
+impl Encoding {
+    pub fn update(&mut self, data: &[u8]) {
+        self.0.extend_from_slice(data);
+    }
+
+    pub fn field(&mut self, data: &[u8]) {
+        self.0.extend_from_slice(&length_prefix(data));
+        self.0.extend_from_slice(data);
+    }
+
+    pub fn clear(&mut self) {
+        self.0.clear();
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.0
     }
 }
 

@@ -4,7 +4,7 @@
 
 use crate::catalog::nodes::{self, NodeId, NodeInfo};
 use crate::error::Result;
-use crate::hash::{Digest, Hasher};
+use crate::hash::{Digest, Encoding, Hasher};
 use rusqlite::Connection;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -32,25 +32,52 @@ pub fn is_executable(mode: u32) -> bool {
     mode & 0o111 != 0
 }
 
-/// Computes a node's identity hash and content digest from its sorted listing. `child` gives
-/// the stored info of each subdirectory.
+/// What a listing encodes to.
+#[derive(Debug)]
+pub struct Encoded {
+    /// The node's identity: the canonical listing, modes and mtimes included.
+    pub hash: Digest,
+    /// What version digests are made of: no mtimes, no permission bits but the executable one.
+    pub digest: Digest,
+    pub files: u64,
+    pub bytes: u64,
+    /// The identity of each chunk (the run of entries from each of `chunk_starts` to the
+    /// next), so that equal runs in different nodes are stored once.
+    pub chunks: Vec<Digest>,
+}
+
+/// Encodes a sorted listing, cut into chunks at `chunk_starts` (ascending indices, the first
+/// 0). `child` gives the stored info of each subdirectory.
 pub fn encode(
     entries: &[TreeEntry],
+    chunk_starts: &[usize],
     mut child: impl FnMut(NodeId) -> Result<NodeInfo>,
-) -> Result<(Digest, Digest, u64, u64)> {
+) -> Result<Encoded> {
     let mut hash = Hasher::default();
     let mut digest = Hasher::default();
     hash.field(b"artifactfs node v1");
     digest.field(b"artifactfs tree v1");
     let (mut files, mut bytes) = (0u64, 0u64);
-    for e in entries {
-        hash.field(&e.name);
+    let mut chunks = Vec::with_capacity(chunk_starts.len());
+    let mut chunk: Option<Hasher> = None;
+    let mut starts = chunk_starts.iter().peekable();
+    // One entry's identity encoding, fed to both the node's and its chunk's hash.
+    let mut id = Encoding::default();
+    for (i, e) in entries.iter().enumerate() {
+        if starts.next_if_eq(&&i).is_some() {
+            chunks.extend(chunk.take().map(Hasher::finish));
+            let mut h = Hasher::default();
+            h.field(b"artifactfs chunk v1");
+            chunk = Some(h);
+        }
+        id.clear();
+        id.field(&e.name);
         digest.field(&e.name);
         match &e.item {
             Item::File { blob, size } => {
-                hash.update(b"f");
-                hash.update(&blob.0);
-                hash.update(&size.to_le_bytes());
+                id.update(b"f");
+                id.update(&blob.0);
+                id.update(&size.to_le_bytes());
                 digest.update(b"f");
                 digest.update(&blob.0);
                 digest.update(&[is_executable(e.mode) as u8]);
@@ -59,25 +86,37 @@ pub fn encode(
             }
             Item::Dir { node } => {
                 let info = child(*node)?;
-                hash.update(b"d");
-                hash.update(&info.hash.0);
+                id.update(b"d");
+                id.update(&info.hash.0);
                 digest.update(b"d");
                 digest.update(&info.digest.0);
                 files += info.files;
                 bytes += info.bytes;
             }
             Item::Symlink { target } => {
-                hash.update(b"l");
-                hash.field(target);
+                id.update(b"l");
+                id.field(target);
                 digest.update(b"l");
                 digest.field(target);
                 files += 1;
             }
         }
-        hash.update(&e.mode.to_le_bytes());
-        hash.update(&e.mtime_ns.to_le_bytes());
+        id.update(&e.mode.to_le_bytes());
+        id.update(&e.mtime_ns.to_le_bytes());
+        hash.update(id.bytes());
+        chunk
+            .as_mut()
+            .expect("the first entry starts a chunk")
+            .update(id.bytes());
     }
-    Ok((hash.finish(), digest.finish(), files, bytes))
+    chunks.extend(chunk.map(Hasher::finish));
+    Ok(Encoded {
+        hash: hash.finish(),
+        digest: digest.finish(),
+        files,
+        bytes,
+        chunks,
+    })
 }
 
 /// Splits a relative path into components, rejecting empty, `.` and `..` ones.
@@ -270,5 +309,85 @@ fn side(
             Ok(())
         }
         _ => f(change, &path),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listing() -> Vec<TreeEntry> {
+        vec![
+            TreeEntry {
+                name: b"a.bin".to_vec(),
+                item: Item::File {
+                    blob: Digest::of(b"a"),
+                    size: 1,
+                },
+                mode: 0o755,
+                mtime_ns: 1_700_000_000_000_000_000,
+            },
+            TreeEntry {
+                name: b"link".to_vec(),
+                item: Item::Symlink {
+                    target: b"a.bin".to_vec(),
+                },
+                mode: 0o777,
+                mtime_ns: -5,
+            },
+            TreeEntry {
+                name: b"sub".to_vec(),
+                item: Item::Dir { node: 7 },
+                mode: 0o700,
+                mtime_ns: 3,
+            },
+        ]
+    }
+
+    fn child(id: NodeId) -> Result<NodeInfo> {
+        Ok(NodeInfo {
+            id,
+            hash: Digest::of(b"child hash"),
+            digest: Digest::of(b"child digest"),
+            files: 2,
+            bytes: 10,
+            subdirs: 0,
+        })
+    }
+
+    #[test]
+    fn node_hashes_are_stable() {
+        // Version digests and node identities must never change: pinned as first released.
+        let e = encode(&listing(), &[0], child).unwrap();
+        assert_eq!(
+            e.hash.to_hex(),
+            "d12303ec99fba18ff297d83e0cf14963352e5f3147998817cf21cf83c818f9c2"
+        );
+        assert_eq!(
+            e.digest.to_hex(),
+            "0e8f1288c30f36a844049eae77408e15dea013c9f6c2e782a04f9e642851bd44"
+        );
+        assert_eq!((e.files, e.bytes), (4, 11));
+        // Chunking changes neither.
+        let split = encode(&listing(), &[0, 1, 2], child).unwrap();
+        assert_eq!((split.hash, split.digest), (e.hash, e.digest));
+    }
+
+    #[test]
+    fn chunk_hashes_depend_on_their_entries_only() {
+        let all = listing();
+        let whole = encode(&all, &[0, 2], child).unwrap();
+        assert_eq!(whole.chunks.len(), 2);
+        // The same run of entries hashes the same in another listing...
+        let tail = encode(&all[2..], &[0], child).unwrap();
+        assert_eq!(tail.chunks, [whole.chunks[1]]);
+        // ...and a chunk never hashes like a node.
+        assert_ne!(tail.chunks[0], tail.hash);
+        let mut changed = all.clone();
+        changed[0].mtime_ns += 1;
+        let c = encode(&changed, &[0, 2], child).unwrap();
+        assert_ne!(c.chunks[0], whole.chunks[0]);
+        assert_eq!(c.chunks[1], whole.chunks[1]);
+        assert!(encode(&[], &[], child).unwrap().chunks.is_empty());
     }
 }

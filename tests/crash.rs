@@ -913,7 +913,7 @@ fn gc_and_check(s: &TestStore, when: &str) {
     );
     let referenced: BTreeSet<String> = sql_strings(
         s,
-        "SELECT lower(hex(blob)) FROM node_entries WHERE blob IS NOT NULL \
+        "SELECT lower(hex(blob)) FROM chunk_entries WHERE blob IS NOT NULL \
          UNION SELECT lower(hex(blob)) FROM draft_entries WHERE blob IS NOT NULL",
     )
     .into_iter()

@@ -519,3 +519,186 @@ fn empty_directories_are_part_of_the_digest() {
     assert_eq!(log(&s, "m", &a), "m:v1");
     assert_ne!(digest(&s, "m:v0"), digest(&s, "m:v1"));
 }
+
+fn count(s: &TestStore, query: &str) -> i64 {
+    s.sql(query)[0][0].parse().unwrap()
+}
+
+/// A directory's listing is stored in chunks of at most this many entries (nodes.rs).
+const CHUNK_MAX: i64 = 256;
+
+#[test]
+fn a_one_file_commit_in_a_large_directory_stores_one_chunk_of_it() {
+    let s = TestStore::new();
+    let d = s.path("d");
+    for i in 0..3000 {
+        write_file(
+            &d.join(format!("data/f{i:04}.txt")),
+            format!("file {i}\n").as_bytes(),
+        );
+    }
+    write_file(&d.join("README"), b"readme\n");
+    assert_eq!(log(&s, "m", &d), "m:v0");
+    let entries = "SELECT count(*) FROM chunk_entries";
+    let before = count(&s, entries);
+    assert_eq!(before, 3002);
+
+    let changed = s.file("changed.txt", "changed\n");
+    s.ok(&["draft", "new", "m"]);
+    s.ok(&["draft", "add", "m", p(&changed), "--as", "data/f1500.txt"]);
+    assert_eq!(s.ok(&["draft", "commit", "m"]).trim(), "m:v1");
+    // The changed chunk of data/ and the root's (two entries) are new; nothing else is.
+    let added = count(&s, entries) - before;
+    assert!(
+        (1..=CHUNK_MAX + 2).contains(&added),
+        "a one-file commit stored {added} entries"
+    );
+    // The two versions' data/ directories share all their chunks but one.
+    let shared = count(
+        &s,
+        "SELECT count(*) FROM node_chunks a JOIN node_chunks b ON a.chunk = b.chunk
+          WHERE a.node = (SELECT child FROM chunk_entries WHERE name = CAST('data' AS BLOB)
+                           ORDER BY child LIMIT 1)
+            AND b.node = (SELECT child FROM chunk_entries WHERE name = CAST('data' AS BLOB)
+                           ORDER BY child DESC LIMIT 1)",
+    );
+    let chunks_of_v0 = count(
+        &s,
+        "SELECT count(*) FROM node_chunks WHERE node = (SELECT min(child) FROM chunk_entries
+          WHERE name = CAST('data' AS BLOB))",
+    );
+    assert!(chunks_of_v0 >= 3000 / CHUNK_MAX, "{chunks_of_v0} chunks");
+    assert_eq!(shared, chunks_of_v0 - 1);
+
+    assert_eq!(s.ok(&["diff", "m:v0", "m:v1"]), "M data/f1500.txt\n");
+    assert_eq!(ls(&s, "m:v1"), ls(&s, "m:v0"));
+    assert_eq!(ls(&s, "m:v1").len(), 3001);
+    assert_eq!(cat(&s, "m:v1", "data/f1500.txt"), "changed\n");
+    assert_eq!(cat(&s, "m:v0", "data/f1500.txt"), "file 1500\n");
+    assert_eq!(cat(&s, "m:v1", "data/f2999.txt"), "file 2999\n");
+    assert_eq!(
+        s.json(&["verify"]),
+        json!({"checked": 3002, "damaged": []}),
+        "3,000 files, README and the changed file"
+    );
+
+    // A damaged blob is traced up through the shared chunks to both versions.
+    let blob = s.blob_path_of(b"file 2999\n");
+    set_mode(&blob, 0o644);
+    fs::write(&blob, "damaged\n").unwrap();
+    let out = s.run(&["--json", "verify"]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        v["damaged"][0]["versions"],
+        json!([
+            {"ref": "m:v0", "path": "data/f2999.txt"},
+            {"ref": "m:v1", "path": "data/f2999.txt"}
+        ]),
+        "{v}"
+    );
+}
+
+/// Rewrites the store's catalog as schema 2 kept it (every listing whole in `node_entries`),
+/// with the real migrations of that schema, so the upgrade can be tested on it.
+fn downgrade_to_schema_2(s: &TestStore) {
+    use artifactfs::catalog::MIGRATIONS;
+    let db = s.root.join("catalog.db");
+    let old = s.root.join("catalog-v2.db");
+    let conn = rusqlite::Connection::open(&old).unwrap();
+    for sql in &MIGRATIONS[..2] {
+        conn.execute_batch(sql).unwrap();
+    }
+    conn.execute("ATTACH ?1 AS v3", [db.to_str().unwrap()])
+        .unwrap();
+    for table in [
+        "artifacts",
+        "nodes",
+        "versions",
+        "aliases",
+        "drafts",
+        "draft_entries",
+        "seals",
+    ] {
+        conn.execute(
+            &format!("INSERT INTO main.{table} SELECT * FROM v3.{table}"),
+            [],
+        )
+        .unwrap();
+    }
+    conn.execute_batch(
+        "INSERT INTO main.node_entries
+             SELECT c.node, e.name, e.kind, e.blob, e.size, e.mode, e.mtime_ns, e.child, e.target
+               FROM v3.node_chunks c JOIN v3.chunk_entries e ON e.chunk = c.chunk;
+         DETACH v3;
+         PRAGMA user_version = 2;",
+    )
+    .unwrap();
+    drop(conn);
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = fs::remove_file(s.root.join(format!("catalog.db{suffix}")));
+    }
+    fs::rename(&old, &db).unwrap();
+}
+
+#[test]
+fn versions_stored_by_schema_2_read_the_same_after_the_upgrade() {
+    let s = TestStore::new();
+    let mut files: Vec<(String, String)> = (0..700)
+        .map(|i| (format!("many/f{i:03}"), format!("{i}")))
+        .collect();
+    files.push(("a.txt".into(), "a".into()));
+    files.push(("sub/deeper/b.txt".into(), "b".into()));
+    let files: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    let d = s.tree("d", &files);
+    set_mode(&d.join("sub/deeper/b.txt"), 0o755);
+    fs::create_dir(d.join("empty")).unwrap();
+    std::os::unix::fs::symlink("a.txt", d.join("link")).unwrap();
+    assert_eq!(log(&s, "m", &d), "m:v0");
+    fs::write(d.join("many/f350"), "changed").unwrap();
+    fs::remove_file(d.join("a.txt")).unwrap();
+    s.ok(&["log", "m", p(&d), "--type", "dataset", "--alias", "best"]);
+    let seen = |s: &TestStore| {
+        (
+            ["m:v0", "m:v1"].map(|r| s.json(&["show", r])),
+            ["m:v0", "m:v1"].map(|r| ls(s, r)),
+            s.ok(&["diff", "m:v0", "m:v1"]),
+            s.json(&["verify"]),
+            cat(s, "m:best", "many/f350"),
+        )
+    };
+    let before = seen(&s);
+
+    downgrade_to_schema_2(&s);
+    assert_eq!(s.sql("PRAGMA user_version")[0][0], "2");
+    let chunked = "SELECT count(*) FROM sqlite_master WHERE name = 'node_chunks'";
+    assert_eq!(count(&s, chunked), 0);
+    let after = seen(&s);
+    assert_eq!(after, before);
+    assert_eq!(s.sql("PRAGMA user_version")[0][0], "3");
+    // Each listing became one chunk, under a hash no chunk written later can have.
+    assert_eq!(
+        count(&s, "SELECT count(*) FROM node_chunks"),
+        count(&s, "SELECT count(DISTINCT node) FROM node_chunks")
+    );
+    assert_eq!(
+        count(&s, "SELECT count(*) FROM chunks WHERE length(hash) != 33"),
+        0
+    );
+
+    // New versions build on the migrated ones; gc keeps what they still share.
+    let e = s.file("e.txt", "e");
+    s.ok(&["draft", "new", "m"]);
+    s.ok(&["draft", "add", "m", p(&e), "--as", "many/f999"]);
+    s.ok(&["draft", "commit", "m"]);
+    s.ok(&["delete", "m:v0"]);
+    s.ok(&["gc"]);
+    assert_eq!(s.ok(&["diff", "m:v1", "m:v2"]), "A many/f999\n");
+    assert_eq!(ls(&s, "m:v2").len(), ls(&s, "m:v1").len() + 1);
+    assert_eq!(cat(&s, "m:v2", "sub/deeper/b.txt"), "b");
+    let v = s.json(&["verify"]);
+    assert_eq!(v["damaged"], json!([]), "{v}");
+}

@@ -221,7 +221,7 @@ impl Catalog {
     pub fn write<T>(&mut self, f: impl FnOnce(&Transaction) -> Result<T>) -> Result<T> {
         let path = self.path.clone();
         let tx = self.begin()?;
-        let value = f(&tx)?;
+        let value = f(&tx).map_err(|e| name_damage(&path, e))?;
         crate::faults::check(crate::faults::Op::Commit).map_err(|e| Error::io(&path, e))?;
         tx.commit().map_err(|e| classify(&path, "commit", e))?;
         Ok(value)
@@ -420,6 +420,23 @@ fn enable_wal(conn: &Connection) -> rusqlite::Result<()> {
             }
             Err(e) => return Err(e),
         }
+    }
+}
+
+/// A query that met a damaged page says so naming the file, as opening one does: the
+/// queries themselves only know what they were doing.
+fn name_damage(path: &Path, e: Error) -> Error {
+    match e {
+        Error::Catalog { context, source } => match source.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt) => {
+                Error::Corrupt {
+                    what: format!("catalog {}", path.display()),
+                    why: format!("{context}: {source}"),
+                }
+            }
+            _ => Error::Catalog { context, source },
+        },
+        other => other,
     }
 }
 

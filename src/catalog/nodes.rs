@@ -1,7 +1,15 @@
-//! Storage of tree nodes: one `nodes` row per distinct directory listing, its entries in
-//! `node_entries` keyed by (node, name) so a listing is a range scan and a lookup one probe.
+//! Storage of tree nodes: one `nodes` row per distinct directory listing. A listing is cut
+//! into chunks, runs of consecutive entries, each stored once in `chunk_entries` however many
+//! nodes share it; `node_chunks` lists a node's chunks by their first name. Listing a node is
+//! one range scan of `node_chunks` joined to range scans of `chunk_entries`, in name order;
+//! a lookup is a probe of each.
+//!
+//! Where a listing is cut depends on the names alone (see [`chunk_starts`]), so a commit that
+//! changes one entry of a large directory changes one chunk and shares all the others with the
+//! node it replaces. The cuts only decide how much is shared: any cut reads back the same.
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
+use sha2::{Digest as _, Sha256};
 
 use crate::error::{CatalogContext, Error, Result};
 use crate::hash::Digest;
@@ -24,7 +32,68 @@ pub struct NodeInfo {
     pub subdirs: u64,
 }
 
-const ENTRY_COLUMNS: &str = "name, kind, blob, size, mode, mtime_ns, child, target";
+/// One name in this many starts a chunk, on average...
+const CHUNK_AVERAGE: u64 = 64;
+/// ...and no chunk is longer than this, whatever the names.
+const CHUNK_MAX: usize = 256;
+
+/// The statements that read listings, in one place so that a test can check their plans.
+#[derive(Clone, Copy, Debug)]
+enum Read {
+    /// Node ?1's whole listing.
+    All,
+    /// Up to ?3 entries of node ?1 after the name ?2: from the chunk that holds ?2 (or would),
+    /// never from the start of the listing.
+    After,
+    /// Up to ?2 entries of node ?1 after skipping ?3.
+    Skip,
+    /// Name ?2 in node ?1.
+    Lookup,
+}
+
+impl Read {
+    fn sql(self) -> String {
+        const COLUMNS: &str =
+            "e.name, e.kind, e.blob, e.size, e.mode, e.mtime_ns, e.child, e.target";
+        const JOIN: &str = "node_chunks c JOIN chunk_entries e ON e.chunk = c.chunk";
+        const ORDER: &str = "ORDER BY c.first_name, e.name";
+        const CHUNK_OF_NAME: &str = "SELECT first_name FROM node_chunks
+             WHERE node = ?1 AND first_name <= ?2 ORDER BY first_name DESC LIMIT 1";
+        match self {
+            Read::All => format!("SELECT {COLUMNS} FROM {JOIN} WHERE c.node = ?1 {ORDER}"),
+            Read::After => format!(
+                "SELECT {COLUMNS} FROM {JOIN}
+                  WHERE c.node = ?1 AND c.first_name >= coalesce(({CHUNK_OF_NAME}), X'')
+                    AND e.name > ?2
+                  {ORDER} LIMIT ?3"
+            ),
+            Read::Skip => {
+                format!("SELECT {COLUMNS} FROM {JOIN} WHERE c.node = ?1 {ORDER} LIMIT ?2 OFFSET ?3")
+            }
+            Read::Lookup => format!(
+                "SELECT {COLUMNS} FROM {JOIN}
+                  WHERE c.node = ?1 AND c.first_name = ({CHUNK_OF_NAME}) AND e.name = ?2"
+            ),
+        }
+    }
+}
+
+/// Where a sorted listing is cut into chunks: before each name whose hash is a multiple of
+/// [`CHUNK_AVERAGE`], so that a cut stays with its name when entries are added or removed
+/// before it, and after [`CHUNK_MAX`] entries without such a name. The hash must be the
+/// same on every build and platform, or chunks would stop being shared across releases.
+fn chunk_starts(entries: &[TreeEntry]) -> Vec<usize> {
+    let mut starts = Vec::with_capacity(entries.len() / CHUNK_AVERAGE as usize + 1);
+    for (i, e) in entries.iter().enumerate() {
+        let h = Sha256::digest(&e.name);
+        let h = u64::from_le_bytes(h[..8].try_into().expect("8 bytes"));
+        let run = i - starts.last().copied().unwrap_or(0);
+        if starts.is_empty() || h % CHUNK_AVERAGE == 0 || run >= CHUNK_MAX {
+            starts.push(i);
+        }
+    }
+    starts
+}
 
 fn digest_col(row: &Row, idx: usize) -> rusqlite::Result<Digest> {
     let bytes: Vec<u8> = row.get(idx)?;
@@ -84,9 +153,7 @@ pub fn info(conn: &Connection, id: NodeId) -> Result<NodeInfo> {
 pub fn list(conn: &Connection, node: NodeId) -> Result<Vec<TreeEntry>> {
     info(conn, node)?;
     let mut stmt = conn
-        .prepare_cached(&format!(
-            "SELECT {ENTRY_COLUMNS} FROM node_entries WHERE node = ?1 ORDER BY name"
-        ))
+        .prepare_cached(&Read::All.sql())
         .ctx(|| "prepare listing".into())?;
     let rows = stmt
         .query_map([node], entry_from_row)
@@ -105,24 +172,14 @@ pub fn list_page(
 ) -> Result<Vec<TreeEntry>> {
     let ctx = || format!("list tree node {node}");
     let rows = match from {
-        Page::After(name) => conn
-            .prepare_cached(&format!(
-                "SELECT {ENTRY_COLUMNS} FROM node_entries WHERE node = ?1 AND name > ?2
-                 ORDER BY name LIMIT ?3"
-            ))
-            .and_then(|mut s| {
-                s.query_map(params![node, name, limit as i64], entry_from_row)?
-                    .collect::<rusqlite::Result<Vec<_>>>()
-            }),
-        Page::Skip(skip) => conn
-            .prepare_cached(&format!(
-                "SELECT {ENTRY_COLUMNS} FROM node_entries WHERE node = ?1
-                 ORDER BY name LIMIT ?2 OFFSET ?3"
-            ))
-            .and_then(|mut s| {
-                s.query_map(params![node, limit as i64, skip as i64], entry_from_row)?
-                    .collect::<rusqlite::Result<Vec<_>>>()
-            }),
+        Page::After(name) => conn.prepare_cached(&Read::After.sql()).and_then(|mut s| {
+            s.query_map(params![node, name, limit as i64], entry_from_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+        }),
+        Page::Skip(skip) => conn.prepare_cached(&Read::Skip.sql()).and_then(|mut s| {
+            s.query_map(params![node, limit as i64, skip as i64], entry_from_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+        }),
     };
     rows.ctx(ctx)
 }
@@ -135,56 +192,82 @@ pub enum Page<'a> {
 }
 
 pub fn lookup(conn: &Connection, node: NodeId, name: &[u8]) -> Result<Option<TreeEntry>> {
-    conn.prepare_cached(&format!(
-        "SELECT {ENTRY_COLUMNS} FROM node_entries WHERE node = ?1 AND name = ?2"
-    ))
-    .and_then(|mut s| s.query_row(params![node, name], entry_from_row))
-    .optional()
-    .ctx(|| {
-        format!(
-            "look up {} in tree node {node}",
-            String::from_utf8_lossy(name)
-        )
-    })
+    conn.prepare_cached(&Read::Lookup.sql())
+        .and_then(|mut s| s.query_row(params![node, name], entry_from_row))
+        .optional()
+        .ctx(|| {
+            format!(
+                "look up {} in tree node {node}",
+                String::from_utf8_lossy(name)
+            )
+        })
 }
 
 /// Stores a directory listing (sorted by name, names unique) and returns its node, reusing an
-/// identical node if one exists.
+/// identical node if one exists, and each chunk of it that some other node already has.
 pub fn insert(conn: &Connection, entries: &[TreeEntry]) -> Result<NodeInfo> {
-    let (hash, digest, files, bytes) = tree::encode(entries, |child| info(conn, child))?;
+    let starts = chunk_starts(entries);
+    let enc = tree::encode(entries, &starts, |child| info(conn, child))?;
     let subdirs = entries.iter().filter(|e| e.is_dir()).count() as u64;
+    let node = |id| NodeInfo {
+        id,
+        hash: enc.hash,
+        digest: enc.digest,
+        files: enc.files,
+        bytes: enc.bytes,
+        subdirs,
+    };
     let existing: Option<NodeId> = conn
         .prepare_cached("SELECT id FROM nodes WHERE hash = ?1")
-        .and_then(|mut s| s.query_row([&hash.0[..]], |r| r.get(0)))
+        .and_then(|mut s| s.query_row([&enc.hash.0[..]], |r| r.get(0)))
         .optional()
         .ctx(|| "find tree node".into())?;
     if let Some(id) = existing {
-        return Ok(NodeInfo {
-            id,
-            hash,
-            digest,
-            files,
-            bytes,
-            subdirs,
-        });
+        return Ok(node(id));
     }
     conn.prepare_cached(
         "INSERT INTO nodes (hash, digest, files, bytes, subdirs) VALUES (?1, ?2, ?3, ?4, ?5)",
     )
     .and_then(|mut s| {
         s.execute(params![
-            &hash.0[..],
-            &digest.0[..],
-            files as i64,
-            bytes as i64,
+            &enc.hash.0[..],
+            &enc.digest.0[..],
+            enc.files as i64,
+            enc.bytes as i64,
             subdirs as i64
         ])
     })
     .ctx(|| "insert tree node".into())?;
     let id = conn.last_insert_rowid();
+    let mut add = conn
+        .prepare_cached("INSERT INTO node_chunks (node, first_name, chunk) VALUES (?1, ?2, ?3)")
+        .ctx(|| "prepare tree chunk insert".into())?;
+    for (i, (&start, hash)) in starts.iter().zip(&enc.chunks).enumerate() {
+        let end = starts.get(i + 1).copied().unwrap_or(entries.len());
+        let chunk = insert_chunk(conn, hash, &entries[start..end])?;
+        add.execute(params![id, &entries[start].name, chunk])
+            .ctx(|| format!("insert chunk {i} of tree node {id}"))?;
+    }
+    Ok(node(id))
+}
+
+/// Stores a chunk unless one with the same hash exists; returns its id.
+fn insert_chunk(conn: &Connection, hash: &Digest, entries: &[TreeEntry]) -> Result<i64> {
+    let existing: Option<i64> = conn
+        .prepare_cached("SELECT id FROM chunks WHERE hash = ?1")
+        .and_then(|mut s| s.query_row([&hash.0[..]], |r| r.get(0)))
+        .optional()
+        .ctx(|| "find tree chunk".into())?;
+    if let Some(id) = existing {
+        return Ok(id);
+    }
+    conn.prepare_cached("INSERT INTO chunks (hash) VALUES (?1)")
+        .and_then(|mut s| s.execute([&hash.0[..]]))
+        .ctx(|| "insert tree chunk".into())?;
+    let id = conn.last_insert_rowid();
     let mut stmt = conn
         .prepare_cached(
-            "INSERT INTO node_entries (node, name, kind, blob, size, mode, mtime_ns, child, target)
+            "INSERT INTO chunk_entries (chunk, name, kind, blob, size, mode, mtime_ns, child, target)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         )
         .ctx(|| "prepare tree entry insert".into())?;
@@ -207,30 +290,33 @@ pub fn insert(conn: &Connection, entries: &[TreeEntry]) -> Result<NodeInfo> {
         ])
         .ctx(|| format!("insert tree entry {}", String::from_utf8_lossy(&e.name)))?;
     }
-    Ok(NodeInfo {
-        id,
-        hash,
-        digest,
-        files,
-        bytes,
-        subdirs,
-    })
+    Ok(id)
 }
 
-/// Deletes nodes that no version and no draft can reach. Returns how many were removed.
+/// Deletes nodes that no version and no draft can reach, then the chunks no remaining node
+/// uses. Returns how many nodes were removed.
 pub fn remove_unreachable(conn: &Connection) -> Result<usize> {
+    let nodes = conn
+        .execute(
+            "WITH RECURSIVE live(id) AS (
+                 SELECT root FROM versions
+                 UNION SELECT base_root FROM drafts WHERE base_root IS NOT NULL
+                 UNION SELECT moved FROM draft_entries WHERE moved IS NOT NULL
+                 UNION SELECT e.child FROM live
+                         JOIN node_chunks c ON c.node = live.id
+                         JOIN chunk_entries e ON e.chunk = c.chunk
+                        WHERE e.child IS NOT NULL
+             )
+             DELETE FROM nodes WHERE id NOT IN (SELECT id FROM live)",
+            [],
+        )
+        .ctx(|| "remove unreachable tree nodes".into())?;
     conn.execute(
-        "WITH RECURSIVE live(id) AS (
-             SELECT root FROM versions
-             UNION SELECT base_root FROM drafts WHERE base_root IS NOT NULL
-             UNION SELECT moved FROM draft_entries WHERE moved IS NOT NULL
-             UNION SELECT e.child FROM node_entries e JOIN live ON e.node = live.id
-                   WHERE e.child IS NOT NULL
-         )
-         DELETE FROM nodes WHERE id NOT IN (SELECT id FROM live)",
+        "DELETE FROM chunks WHERE id NOT IN (SELECT chunk FROM node_chunks)",
         [],
     )
-    .ctx(|| "remove unreachable tree nodes".into())
+    .ctx(|| "remove unused tree chunks".into())?;
+    Ok(nodes)
 }
 
 /// Collects every blob that a tree node or draft references into the temporary table
@@ -240,7 +326,7 @@ pub fn collect_live_blobs(conn: &Connection) -> Result<()> {
         "DROP TABLE IF EXISTS temp.live_blobs;
          CREATE TEMP TABLE live_blobs (blob BLOB PRIMARY KEY) WITHOUT ROWID;
          INSERT OR IGNORE INTO live_blobs
-             SELECT blob FROM node_entries WHERE blob IS NOT NULL
+             SELECT blob FROM chunk_entries WHERE blob IS NOT NULL
              UNION ALL SELECT blob FROM draft_entries WHERE blob IS NOT NULL;",
     )
     .ctx(|| "collect referenced blobs".into())
@@ -269,7 +355,7 @@ pub fn referenced_blobs(conn: &Connection, roots: Option<&[NodeId]>) -> Result<V
     };
     match roots {
         None => collect(
-            "SELECT blob FROM node_entries WHERE blob IS NOT NULL
+            "SELECT blob FROM chunk_entries WHERE blob IS NOT NULL
              UNION SELECT blob FROM draft_entries WHERE blob IS NOT NULL",
             &[],
         )?,
@@ -277,10 +363,14 @@ pub fn referenced_blobs(conn: &Connection, roots: Option<&[NodeId]>) -> Result<V
             for root in roots {
                 collect(
                     "WITH RECURSIVE sub(id) AS (
-                         SELECT ?1 UNION SELECT e.child FROM node_entries e JOIN sub ON e.node = sub.id
-                         WHERE e.child IS NOT NULL)
-                     SELECT DISTINCT blob FROM node_entries WHERE blob IS NOT NULL
-                         AND node IN (SELECT id FROM sub)",
+                         SELECT ?1
+                         UNION SELECT e.child FROM sub
+                                 JOIN node_chunks c ON c.node = sub.id
+                                 JOIN chunk_entries e ON e.chunk = c.chunk
+                                WHERE e.child IS NOT NULL)
+                     SELECT DISTINCT blob FROM chunk_entries WHERE blob IS NOT NULL
+                         AND chunk IN (SELECT chunk FROM node_chunks
+                                        WHERE node IN (SELECT id FROM sub))",
                     &[root],
                 )?;
             }
@@ -315,11 +405,14 @@ pub fn blob_users(conn: &Connection, blobs: &[Digest]) -> Result<Vec<BlobUse>> {
     let mut stmt = conn
         .prepare(
             "WITH RECURSIVE up(blob, node, path) AS (
-                 SELECT blob, node, CAST(name AS BLOB) FROM node_entries
-                  WHERE blob IN (SELECT blob FROM temp.wanted_blobs)
+                 SELECT e.blob, c.node, CAST(e.name AS BLOB)
+                   FROM chunk_entries e JOIN node_chunks c ON c.chunk = e.chunk
+                  WHERE e.blob IN (SELECT blob FROM temp.wanted_blobs)
                  UNION
-                 SELECT up.blob, e.node, CAST(e.name || X'2F' || up.path AS BLOB)
-                   FROM node_entries e JOIN up ON e.child = up.node
+                 SELECT up.blob, c.node, CAST(e.name || X'2F' || up.path AS BLOB)
+                   FROM up
+                   JOIN chunk_entries e ON e.child = up.node
+                   JOIN node_chunks c ON c.chunk = e.chunk
              )
              SELECT up.blob, a.name || ':v' || v.number, up.path FROM up
                JOIN versions v ON v.root = up.node
@@ -340,4 +433,386 @@ pub fn blob_users(conn: &Connection, blobs: &[Digest]) -> Result<Vec<BlobUse>> {
         .query_map([], |r| Ok((digest_col(r, 0)?, r.get(1)?, r.get(2)?)))
         .ctx(ctx)?;
     rows.collect::<rusqlite::Result<Vec<_>>>().ctx(ctx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::{Catalog, MIGRATIONS};
+
+    fn catalog() -> (tempfile::TempDir, Catalog) {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Catalog::open(&dir.path().join("catalog.db")).unwrap();
+        (dir, catalog)
+    }
+
+    fn file(name: &str, content: &str) -> TreeEntry {
+        TreeEntry {
+            name: name.as_bytes().to_vec(),
+            item: Item::File {
+                blob: Digest::of(content.as_bytes()),
+                size: content.len() as u64,
+            },
+            mode: 0o644,
+            mtime_ns: 1,
+        }
+    }
+
+    /// `n` entries named f00000, f00001, …: mostly files, some symlinks and directories
+    /// (empty ones, stored first).
+    fn listing(c: &mut Catalog, n: usize) -> Vec<TreeEntry> {
+        let empty = c.write(|tx| insert(tx, &[])).unwrap().id;
+        (0..n)
+            .map(|i| {
+                let name = format!("f{i:05}");
+                match i % 500 {
+                    7 => TreeEntry {
+                        item: Item::Dir { node: empty },
+                        mode: 0o755,
+                        ..file(&name, "")
+                    },
+                    11 => TreeEntry {
+                        item: Item::Symlink {
+                            target: b"../x".to_vec(),
+                        },
+                        mode: 0o777,
+                        ..file(&name, "")
+                    },
+                    _ => file(&name, &name),
+                }
+            })
+            .collect()
+    }
+
+    fn count(conn: &Connection, table: &str) -> i64 {
+        conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+            .unwrap()
+    }
+
+    fn chunks_of(conn: &Connection, node: NodeId) -> Vec<i64> {
+        let mut s = conn
+            .prepare("SELECT chunk FROM node_chunks WHERE node = ?1 ORDER BY first_name")
+            .unwrap();
+        s.query_map([node], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap()
+    }
+
+    fn store(c: &mut Catalog, entries: &[TreeEntry]) -> NodeInfo {
+        c.write(|tx| insert(tx, entries)).unwrap()
+    }
+
+    fn with_suffix(name: &[u8], suffix: &str) -> Vec<u8> {
+        [name, suffix.as_bytes()].concat()
+    }
+
+    #[test]
+    fn listings_read_back_whatever_the_chunks() {
+        let (_dir, mut c) = catalog();
+        let entries = listing(&mut c, 5000);
+        let node = store(&mut c, &entries).id;
+        let conn = c.conn();
+        let starts = chunk_starts(&entries);
+        assert!(starts.len() > 20, "{} chunks", starts.len());
+        let ends = starts.iter().skip(1).copied().chain([entries.len()]);
+        assert!(starts.iter().zip(ends).all(|(s, e)| e - s <= CHUNK_MAX));
+        assert_eq!(chunks_of(conn, node).len(), starts.len());
+
+        assert_eq!(list(conn, node).unwrap(), entries);
+        let limit = 50;
+        let mut places: Vec<usize> = starts
+            .iter()
+            .flat_map(|&s| [s.saturating_sub(1), s, s + 1])
+            .collect();
+        places.extend([entries.len() - 1, entries.len(), entries.len() + 10]);
+        for &k in &places {
+            let want = &entries[k.min(entries.len())..(k + limit).min(entries.len())];
+            let page = list_page(conn, node, Page::Skip(k as u64), limit).unwrap();
+            assert_eq!(page, want, "skip {k}");
+            if let Some(e) = entries.get(k) {
+                let want = &entries[k + 1..(k + 1 + limit).min(entries.len())];
+                let page = list_page(conn, node, Page::After(&e.name), limit).unwrap();
+                assert_eq!(page, want, "after {k}");
+                // A name that is not there, just after this one.
+                let absent = with_suffix(&e.name, "~");
+                let page = list_page(conn, node, Page::After(&absent), limit).unwrap();
+                assert_eq!(page, want, "after {k}~");
+                assert_eq!(lookup(conn, node, &absent).unwrap(), None);
+            }
+        }
+        for before in [&b""[..], b"a", b"f"] {
+            let page = list_page(conn, node, Page::After(before), limit).unwrap();
+            assert_eq!(page, &entries[..limit], "after {before:?}");
+            assert_eq!(lookup(conn, node, before).unwrap(), None);
+        }
+        for beyond in [&b"f04999"[..], b"f9", b"g"] {
+            assert!(
+                list_page(conn, node, Page::After(beyond), limit)
+                    .unwrap()
+                    .is_empty()
+            );
+        }
+        assert_eq!(lookup(conn, node, b"g").unwrap(), None);
+
+        // Paging by name through the whole listing reads every entry once.
+        let mut paged = Vec::new();
+        loop {
+            let from = paged.last().map(|e: &TreeEntry| Page::After(&e.name));
+            let page = list_page(conn, node, from.unwrap_or(Page::Skip(0)), 97).unwrap();
+            if page.is_empty() {
+                break;
+            }
+            paged.extend(page);
+        }
+        assert_eq!(paged, entries);
+
+        for e in &entries {
+            assert_eq!(lookup(conn, node, &e.name).unwrap().as_ref(), Some(e));
+        }
+
+        // Empty directories have no chunks and list as empty.
+        let empty = store(&mut c, &[]).id;
+        assert!(list(c.conn(), empty).unwrap().is_empty());
+        assert!(chunks_of(c.conn(), empty).is_empty());
+        assert_eq!(lookup(c.conn(), empty, b"f00000").unwrap(), None);
+    }
+
+    #[test]
+    fn a_changed_entry_makes_one_new_chunk() {
+        let (_dir, mut c) = catalog();
+        let entries = listing(&mut c, 5000);
+        let a = store(&mut c, &entries);
+        let rows = count(c.conn(), "chunk_entries");
+        assert_eq!(rows, 5000);
+
+        let mut changed = entries.clone();
+        changed[2500] = file("f02500", "new content");
+        let b = store(&mut c, &changed);
+        assert_ne!(a.id, b.id);
+        let added = count(c.conn(), "chunk_entries") - rows;
+        assert!((1..=CHUNK_MAX as i64).contains(&added), "{added} new rows");
+        let (ca, cb) = (chunks_of(c.conn(), a.id), chunks_of(c.conn(), b.id));
+        assert_eq!(ca.len(), cb.len());
+        let differ = ca.iter().zip(&cb).filter(|(x, y)| x != y).count();
+        assert_eq!(differ, 1);
+        assert_eq!(list(c.conn(), b.id).unwrap(), changed);
+
+        // An added or removed entry may move a cut: at most two chunks change.
+        let rows = count(c.conn(), "chunk_entries");
+        let mut grown = entries.clone();
+        grown.insert(1235, file("f01234x", "x"));
+        let g = store(&mut c, &grown);
+        let mut shrunk = entries.clone();
+        shrunk.remove(3000);
+        let s = store(&mut c, &shrunk);
+        let added = count(c.conn(), "chunk_entries") - rows;
+        assert!(added <= 4 * CHUNK_MAX as i64, "{added} new rows");
+        assert_eq!(list(c.conn(), g.id).unwrap(), grown);
+        assert_eq!(list(c.conn(), s.id).unwrap(), shrunk);
+
+        // The same listing again is the same node, and stores nothing.
+        let rows = count(c.conn(), "chunk_entries");
+        assert_eq!(store(&mut c, &entries), a);
+        assert_eq!(count(c.conn(), "chunk_entries"), rows);
+    }
+
+    #[test]
+    fn gc_removes_the_chunks_no_node_uses() {
+        let (_dir, mut c) = catalog();
+        let entries = listing(&mut c, 3000);
+        let a = store(&mut c, &entries);
+        let sub = store(&mut c, &[file("only-in-b", "b")]);
+        let mut changed = entries.clone();
+        changed[10] = TreeEntry {
+            item: Item::Dir { node: sub.id },
+            ..entries[10].clone()
+        };
+        let b = store(&mut c, &changed);
+        let a_chunks = chunks_of(c.conn(), a.id);
+        let b_only: Vec<i64> = chunks_of(c.conn(), b.id)
+            .into_iter()
+            .filter(|x| !a_chunks.contains(x))
+            .collect();
+        assert_eq!(b_only.len(), 1);
+
+        // A draft based on `a` keeps it (and its empty subdirectories) alive.
+        c.conn()
+            .execute(
+                "INSERT INTO drafts (artifact, created_ns, base_root) VALUES ('x', 0, ?1)",
+                [a.id],
+            )
+            .unwrap();
+        assert_eq!(c.write(|tx| remove_unreachable(tx)).unwrap(), 2);
+        let conn = c.conn();
+        assert_eq!(list(conn, a.id).unwrap(), entries);
+        assert!(list(conn, b.id).is_err());
+        assert_eq!(count(conn, "chunks"), a_chunks.len() as i64);
+        assert_eq!(count(conn, "chunk_entries"), 3000);
+        let gone: i64 = conn
+            .query_row(
+                &format!("SELECT count(*) FROM chunks WHERE id = {}", b_only[0]),
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(gone, 0);
+        let mut check = conn.prepare("PRAGMA foreign_key_check").unwrap();
+        assert!(!check.exists([]).unwrap(), "dangling references after gc");
+        drop(check);
+
+        c.conn().execute("DELETE FROM drafts", []).unwrap();
+        // `a` and the empty directory its entries point at.
+        assert_eq!(c.write(|tx| remove_unreachable(tx)).unwrap(), 2);
+        for table in ["nodes", "chunks", "chunk_entries", "node_chunks"] {
+            assert_eq!(count(c.conn(), table), 0, "{table}");
+        }
+    }
+
+    #[test]
+    fn reads_are_index_searches_without_sorting() {
+        let (_dir, c) = catalog();
+        for read in [Read::All, Read::After, Read::Skip, Read::Lookup] {
+            let mut s = c
+                .conn()
+                .prepare(&format!("EXPLAIN QUERY PLAN {}", read.sql()))
+                .unwrap();
+            let nulls = vec![rusqlite::types::Null; s.parameter_count()];
+            let plan: Vec<String> = s
+                .query_map(rusqlite::params_from_iter(nulls), |r| r.get(3))
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap();
+            for step in &plan {
+                assert!(
+                    !step.contains("TEMP B-TREE") && !step.starts_with("SCAN"),
+                    "{read:?}: {plan:#?}"
+                );
+            }
+            let searches = plan
+                .iter()
+                .filter(|p| p.starts_with("SEARCH") && p.contains("USING PRIMARY KEY"))
+                .count();
+            assert!(searches >= 2, "{read:?}: {plan:#?}");
+            // A page after a name starts at that name's chunk, however far into the listing.
+            if matches!(read, Read::After | Read::Lookup) {
+                assert!(
+                    plan.iter()
+                        .any(|p| p.starts_with("SEARCH c") && p.contains("(node=? AND first_name")),
+                    "{read:?}: {plan:#?}"
+                );
+            }
+        }
+    }
+
+    /// Stores a node as schema 2 did: all its entries in `node_entries`.
+    fn insert_v2(conn: &Connection, entries: &[TreeEntry]) -> NodeInfo {
+        let e = tree::encode(entries, &[0], |child| info(conn, child)).unwrap();
+        let subdirs = entries.iter().filter(|e| e.is_dir()).count() as i64;
+        conn.execute(
+            "INSERT INTO nodes (hash, digest, files, bytes, subdirs) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                &e.hash.0[..],
+                &e.digest.0[..],
+                e.files as i64,
+                e.bytes as i64,
+                subdirs
+            ],
+        )
+        .unwrap();
+        let id = conn.last_insert_rowid();
+        for e in entries {
+            let (kind, blob, size, child, target) = match &e.item {
+                Item::File { blob, size } => (0, Some(blob.0.to_vec()), *size as i64, None, None),
+                Item::Dir { node } => (1, None, 0, Some(*node), None),
+                Item::Symlink { target } => (2, None, 0, None, Some(target.clone())),
+            };
+            conn.execute(
+                "INSERT INTO node_entries (node, name, kind, blob, size, mode, mtime_ns, child, target)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![id, &e.name, kind, blob, size, e.mode as i64, e.mtime_ns, child, target],
+            )
+            .unwrap();
+        }
+        info(conn, id).unwrap()
+    }
+
+    #[test]
+    fn schema_2_listings_become_one_chunk_each() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("catalog.db");
+        let conn = Connection::open(&path).unwrap();
+        for sql in &MIGRATIONS[..2] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 2).unwrap();
+        let empty = insert_v2(&conn, &[]);
+        let sub = vec![
+            TreeEntry {
+                item: Item::Dir { node: empty.id },
+                ..file("empty", "")
+            },
+            file("x", "x"),
+        ];
+        let sub_node = insert_v2(&conn, &sub);
+        let mut root: Vec<TreeEntry> = (0..600).map(|i| file(&format!("r{i:03}"), "r")).collect();
+        root.push(TreeEntry {
+            item: Item::Dir { node: sub_node.id },
+            ..file("sub", "")
+        });
+        let root_node = insert_v2(&conn, &root);
+        drop(conn);
+
+        let mut c = Catalog::open(&path).unwrap();
+        assert_eq!(c.schema_version().unwrap(), MIGRATIONS.len() as i64);
+        let conn = c.conn();
+        for (node, entries) in [(&root_node, &root), (&sub_node, &sub)] {
+            assert_eq!(info(conn, node.id).unwrap(), *node);
+            assert_eq!(list(conn, node.id).unwrap(), *entries);
+            assert_eq!(chunks_of(conn, node.id).len(), 1);
+            for e in entries.iter() {
+                assert_eq!(lookup(conn, node.id, &e.name).unwrap().as_ref(), Some(e));
+            }
+            assert_eq!(lookup(conn, node.id, b"a").unwrap(), None);
+            assert_eq!(lookup(conn, node.id, b"zz").unwrap(), None);
+            let page = list_page(conn, node.id, Page::After(&entries[0].name), 10).unwrap();
+            assert_eq!(page, &entries[1..entries.len().min(11)]);
+            let hash: Vec<u8> = conn
+                .query_row(
+                    "SELECT h.hash FROM node_chunks c JOIN chunks h ON h.id = c.chunk
+                      WHERE c.node = ?1",
+                    [node.id],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_eq!(hash, [&[0][..], &node.hash.0].concat());
+        }
+        assert!(list(conn, empty.id).unwrap().is_empty());
+        assert_eq!(count(conn, "chunk_entries"), 603);
+        let tables: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name LIKE 'node_entries%'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(tables, 0);
+
+        // The same listing stored again is the migrated node; a changed one is new nodes
+        // made of new chunks, and gc then drops the migrated ones.
+        assert_eq!(store(&mut c, &root), root_node);
+        let mut changed = root.clone();
+        changed[300] = file("r300", "changed");
+        let new_root = store(&mut c, &changed);
+        assert_eq!(list(c.conn(), new_root.id).unwrap(), changed);
+        c.conn()
+            .execute(
+                "INSERT INTO drafts (artifact, created_ns, base_root) VALUES ('x', 0, ?1)",
+                [new_root.id],
+            )
+            .unwrap();
+        assert_eq!(c.write(|tx| remove_unreachable(tx)).unwrap(), 1);
+        assert_eq!(list(c.conn(), sub_node.id).unwrap(), sub);
+        assert_eq!(count(c.conn(), "chunk_entries"), 601 + 2);
+    }
 }

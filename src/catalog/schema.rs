@@ -2,7 +2,7 @@
 //! have run; a catalog with a higher number than this build knows is refused.
 
 /// Migration N brings the schema from version N to N + 1.
-pub const MIGRATIONS: &[&str] = &[V1, V2];
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 const V1: &str = r#"
 CREATE TABLE artifacts (
@@ -121,4 +121,60 @@ ALTER TABLE draft_entries ADD COLUMN staged INTEGER;
 ALTER TABLE draft_entries ADD COLUMN moved INTEGER REFERENCES nodes(id);
 ALTER TABLE drafts ADD COLUMN root_mode INTEGER NOT NULL DEFAULT 493;
 ALTER TABLE drafts ADD COLUMN root_mtime_ns INTEGER;
+"#;
+
+/// Listings stored in chunks (see `nodes.rs`): a commit that changes one entry of a large
+/// directory writes one new chunk and shares the rest with the node it replaces, instead of
+/// copying the whole listing.
+/// - `chunks`: deduplicated by `hash`. AUTOINCREMENT keeps new chunks' entries at the end of
+///   `chunk_entries` even after gc removed the newest ones.
+/// - `node_chunks`: a node's chunks keyed by their first name, so the chunk that may hold a
+///   name is the one with the greatest `first_name` not above it. An empty directory has none.
+///
+/// Existing nodes become one chunk each. Their chunk hash is the node's hash behind a zero
+/// byte: SQLite has no SHA-256 to compute a real chunk hash, and at 33 bytes it can never
+/// equal one (chunk hashes are 32 bytes), so no chunk made later is mistaken for it. (`||`
+/// makes text; the CAST makes it a blob again, byte for byte.)
+const V3: &str = r#"
+CREATE TABLE chunks (
+    id   INTEGER PRIMARY KEY AUTOINCREMENT,
+    hash BLOB NOT NULL UNIQUE
+);
+
+-- kind: 0 file, 1 directory, 2 symlink
+CREATE TABLE chunk_entries (
+    chunk    INTEGER NOT NULL REFERENCES chunks(id) ON DELETE CASCADE,
+    name     BLOB NOT NULL,
+    kind     INTEGER NOT NULL,
+    blob     BLOB,
+    size     INTEGER NOT NULL DEFAULT 0,
+    mode     INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    child    INTEGER REFERENCES nodes(id) DEFERRABLE INITIALLY DEFERRED,
+    target   BLOB,
+    PRIMARY KEY (chunk, name)
+) WITHOUT ROWID;
+-- No index on blob, as before: random keys would dirty a page per entry on every commit.
+-- The one on child serves the foreign key when gc deletes nodes, and walks up the tree.
+CREATE INDEX chunk_entries_child ON chunk_entries(child) WHERE child IS NOT NULL;
+
+CREATE TABLE node_chunks (
+    node       INTEGER NOT NULL REFERENCES nodes(id) ON DELETE CASCADE,
+    first_name BLOB NOT NULL,
+    chunk      INTEGER NOT NULL REFERENCES chunks(id),
+    PRIMARY KEY (node, first_name)
+) WITHOUT ROWID;
+CREATE INDEX node_chunks_chunk ON node_chunks(chunk);
+
+INSERT INTO chunks (hash)
+    SELECT CAST(X'00' || hash AS BLOB) FROM nodes WHERE id IN (SELECT node FROM node_entries) ORDER BY id;
+INSERT INTO chunk_entries (chunk, name, kind, blob, size, mode, mtime_ns, child, target)
+    SELECT c.id, e.name, e.kind, e.blob, e.size, e.mode, e.mtime_ns, e.child, e.target
+      FROM node_entries e
+      JOIN nodes n ON n.id = e.node
+      JOIN chunks c ON c.hash = CAST(X'00' || n.hash AS BLOB);
+INSERT INTO node_chunks (node, first_name, chunk)
+    SELECT n.id, (SELECT min(name) FROM node_entries WHERE node = n.id), c.id
+      FROM nodes n JOIN chunks c ON c.hash = CAST(X'00' || n.hash AS BLOB);
+DROP TABLE node_entries;
 "#;

@@ -58,13 +58,16 @@ pub const NOBODY: u32 = 65534;
 /// No single command of these small tests should take this long; a hang fails the test.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(90);
 
-/// Every table of the catalog, as SPEC §2 lists its contents.
+/// Every table of the catalog, as SPEC §2 lists its contents (manifests as shared trees:
+/// nodes, the chunks of their listings, and the chunks' entries).
 pub const TABLES: &[&str] = &[
     "artifacts",
     "versions",
     "aliases",
     "nodes",
-    "node_entries",
+    "node_chunks",
+    "chunks",
+    "chunk_entries",
     "drafts",
     "draft_entries",
     "seals",
