@@ -130,7 +130,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 id: Some(distributed_id),
             };
             let n = store.upsert(&draft, &paths, &type_name)?;
-            out.print(json!({"draft": draft.to_string(), "added": n}), || {
+            out.print(json!({"draft": draft.to_string(), "files": n}), || {
                 format!("added {n} files to draft {draft}")
             })?;
         }
@@ -154,8 +154,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             let rows: Vec<Value> = list
                 .iter()
                 .map(|a| {
-                    json!({"name": a.name, "type": a.type_name, "versions": a.versions,
-                        "latest": a.latest.map(|n| format!("v{n}")), "created": time(a.created_ns)})
+                    json!({"artifact": a.name, "type": a.type_name, "versions": a.versions,
+                        "latest": a.latest.map(|n| format!("{}:v{n}", a.name)),
+                        "created": time(a.created_ns)})
                 })
                 .collect();
             out.print(Value::Array(rows), || {
@@ -224,22 +225,25 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             let report = materialize::get(&store, &reference, &dest)?;
             let r = report.version.reference();
             out.print(
-                json!({"ref": r, "dest": dest.display().to_string(), "files": report.files, "reflinked": report.reflinked}),
+                json!({"ref": r, "dest": json_path(dest.as_os_str().as_encoded_bytes()),
+                    "files": report.files, "reflinked": report.reflinked}),
                 || format!("{r} -> {} ({} files)", dest.display(), report.files),
             )?;
         }
         Command::Alias(AliasCommand::Set { reference, alias }) => {
             let v = store.alias_set(&reference, &alias)?;
             let r = v.reference();
-            out.print(json!({"alias": alias.as_str(), "ref": r}), || {
-                format!("{}:{alias} -> {r}", v.artifact)
-            })?;
+            out.print(
+                json!({"artifact": v.artifact, "alias": alias.as_str(), "ref": r}),
+                || format!("{}:{alias} -> {r}", v.artifact),
+            )?;
         }
         Command::Alias(AliasCommand::Rm { name, alias }) => {
             store.alias_rm(&name, &alias)?;
-            out.print(json!({"removed": format!("{name}:{alias}")}), || {
-                format!("removed alias {name}:{alias}")
-            })?;
+            out.print(
+                json!({"artifact": name.as_str(), "alias": alias.as_str()}),
+                || format!("removed alias {name}:{alias}"),
+            )?;
         }
         Command::Delete { reference } => {
             let v = store.delete(&reference)?;
@@ -296,7 +300,7 @@ fn draft(store: &mut Store, out: &Output, cmd: DraftCommand) -> Result<()> {
         }
         DraftCommand::Add { draft, paths, dest } => {
             let n = store.draft_add(&draft, &paths, dest.as_deref())?;
-            out.print(json!({"draft": draft.to_string(), "added": n}), || {
+            out.print(json!({"draft": draft.to_string(), "files": n}), || {
                 format!("added {n} files to draft {draft}")
             })
         }
@@ -444,8 +448,13 @@ fn verify_output(out: &Output, report: &maintenance::VerifyReport) -> Result<Exi
             .damaged
             .iter()
             .map(|d| {
-                json!({"blob": d.blob.to_hex(), "problem": describe(&d.health),
-                    "versions": d.used_by.iter().map(|(r, p)| json!({"ref": r, "path": json_path(p)})).collect::<Vec<_>>(),
+                let (problem, actual) = match &d.health {
+                    BlobHealth::Mismatch { actual } => ("corrupted", Some(actual.to_hex())),
+                    BlobHealth::Missing => ("missing", None),
+                    BlobHealth::Intact => ("intact", None),
+                };
+                json!({"blob": d.blob.to_hex(), "problem": problem, "actual": actual,
+                    "used_by": d.used_by.iter().map(|(r, p)| json!({"ref": r, "path": json_path(p)})).collect::<Vec<_>>(),
                     "drafts": d.drafts})
             })
             .collect();
