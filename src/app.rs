@@ -197,18 +197,21 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Ls { reference, prefix } => {
             let mut stdout = io::stdout().lock();
-            let mut paths = Vec::new();
             let prefix = prefix.as_ref().map(|p| p.as_encoded_bytes());
+            // The JSON array is written a path at a time, as the text is, so that listing a
+            // version of any size holds none of it in memory.
+            let mut first = true;
             query::ls(store.conn(), &reference, prefix, &mut |p| {
-                if out.json {
-                    paths.push(Value::String(json_path(p)));
-                    Ok(())
-                } else {
-                    write_line(&mut stdout, p)
+                if !out.json {
+                    return write_line(&mut stdout, p);
                 }
+                let item = Value::String(json_path(p)).to_string();
+                let sep = if first { "[\n  " } else { ",\n  " };
+                first = false;
+                write_raw(&mut stdout, format!("{sep}{item}").as_bytes())
             })?;
             if out.json {
-                out.print(Value::Array(paths), String::new)?;
+                write_line(&mut stdout, if first { b"[]" } else { b"\n]" })?;
             }
         }
         Command::Cat { reference, path } => {
@@ -559,8 +562,13 @@ fn show_text(type_name: &str, v: &VersionSummary) -> String {
 
 /// Writes raw bytes and a newline; a closed pipe (`| head`) ends output quietly.
 fn write_line(out: &mut impl Write, bytes: &[u8]) -> Result<()> {
-    let r = out.write_all(bytes).and_then(|_| out.write_all(b"\n"));
-    match r {
+    write_raw(out, bytes)?;
+    write_raw(out, b"\n")
+}
+
+/// Writes raw bytes; a closed pipe (`| head`) ends output quietly.
+fn write_raw(out: &mut impl Write, bytes: &[u8]) -> Result<()> {
+    match out.write_all(bytes) {
         Err(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(Error::io("standard output", e)),
         _ => Ok(()),
     }
