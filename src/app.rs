@@ -140,7 +140,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 id: Some(distributed_id),
             };
             let n = store.upsert(&draft, &paths, &type_name)?;
-            out.print(json!({"draft": draft.to_string(), "added": n}), || {
+            out.print(json!({"draft": draft.to_string(), "files": n}), || {
                 format!("added {n} files to draft {draft}")
             })?;
         }
@@ -164,8 +164,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             let rows: Vec<Value> = list
                 .iter()
                 .map(|a| {
-                    json!({"name": a.name, "type": a.type_name, "versions": a.versions,
-                        "latest": a.latest.map(|n| format!("v{n}")), "created": time(a.created_ns)})
+                    json!({"artifact": a.name, "type": a.type_name, "versions": a.versions,
+                        "latest": a.latest.map(|n| format!("{}:v{n}", a.name)),
+                        "created": time(a.created_ns)})
                 })
                 .collect();
             out.print(Value::Array(rows), || {
@@ -206,18 +207,21 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Ls { reference, prefix } => {
             let mut stdout = io::stdout().lock();
-            let mut paths = Vec::new();
             let prefix = prefix.as_ref().map(|p| p.as_encoded_bytes());
+            // The JSON array is written a path at a time, as the text is, so that listing a
+            // version of any size holds none of it in memory.
+            let mut first = true;
             query::ls(store.conn(), &reference, prefix, &mut |p| {
-                if out.json {
-                    paths.push(Value::String(json_path(p)));
-                    Ok(())
-                } else {
-                    write_line(&mut stdout, p)
+                if !out.json {
+                    return write_line(&mut stdout, p);
                 }
+                let item = Value::String(json_path(p)).to_string();
+                let sep = if first { "[\n  " } else { ",\n  " };
+                first = false;
+                write_raw(&mut stdout, format!("{sep}{item}").as_bytes())
             })?;
             if out.json {
-                out.print(Value::Array(paths), String::new)?;
+                write_line(&mut stdout, if first { b"[]" } else { b"\n]" })?;
             }
         }
         Command::Cat { reference, path } => {
@@ -234,22 +238,25 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             let report = materialize::get(&store, &reference, &dest)?;
             let r = report.version.reference();
             out.print(
-                json!({"ref": r, "dest": dest.display().to_string(), "files": report.files, "reflinked": report.reflinked}),
+                json!({"ref": r, "dest": json_path(dest.as_os_str().as_encoded_bytes()),
+                    "files": report.files, "reflinked": report.reflinked}),
                 || format!("{r} -> {} ({} files)", dest.display(), report.files),
             )?;
         }
         Command::Alias(AliasCommand::Set { reference, alias }) => {
             let v = store.alias_set(&reference, &alias)?;
             let r = v.reference();
-            out.print(json!({"alias": alias.as_str(), "ref": r}), || {
-                format!("{}:{alias} -> {r}", v.artifact)
-            })?;
+            out.print(
+                json!({"artifact": v.artifact, "alias": alias.as_str(), "ref": r}),
+                || format!("{}:{alias} -> {r}", v.artifact),
+            )?;
         }
         Command::Alias(AliasCommand::Rm { name, alias }) => {
             store.alias_rm(&name, &alias)?;
-            out.print(json!({"removed": format!("{name}:{alias}")}), || {
-                format!("removed alias {name}:{alias}")
-            })?;
+            out.print(
+                json!({"artifact": name.as_str(), "alias": alias.as_str()}),
+                || format!("removed alias {name}:{alias}"),
+            )?;
         }
         Command::Delete { reference } => {
             let v = store.delete(&reference)?;
@@ -307,7 +314,7 @@ fn draft(store: &mut Store, out: &Output, cmd: DraftCommand) -> Result<()> {
         }
         DraftCommand::Add { draft, paths, dest } => {
             let n = store.draft_add(&draft, &paths, dest.as_deref())?;
-            out.print(json!({"draft": draft.to_string(), "added": n}), || {
+            out.print(json!({"draft": draft.to_string(), "files": n}), || {
                 format!("added {n} files to draft {draft}")
             })
         }
@@ -455,8 +462,13 @@ fn verify_output(out: &Output, report: &maintenance::VerifyReport) -> Result<Exi
             .damaged
             .iter()
             .map(|d| {
-                json!({"blob": d.blob.to_hex(), "problem": describe(&d.health),
-                    "versions": d.used_by.iter().map(|(r, p)| json!({"ref": r, "path": json_path(p)})).collect::<Vec<_>>(),
+                let (problem, actual) = match &d.health {
+                    BlobHealth::Mismatch { actual } => ("corrupted", Some(actual.to_hex())),
+                    BlobHealth::Missing => ("missing", None),
+                    BlobHealth::Intact => ("intact", None),
+                };
+                json!({"blob": d.blob.to_hex(), "problem": problem, "actual": actual,
+                    "used_by": d.used_by.iter().map(|(r, p)| json!({"ref": r, "path": json_path(p)})).collect::<Vec<_>>(),
                     "drafts": d.drafts})
             })
             .collect();
@@ -561,8 +573,13 @@ fn show_text(type_name: &str, v: &VersionSummary) -> String {
 
 /// Writes raw bytes and a newline; a closed pipe (`| head`) ends output quietly.
 fn write_line(out: &mut impl Write, bytes: &[u8]) -> Result<()> {
-    let r = out.write_all(bytes).and_then(|_| out.write_all(b"\n"));
-    match r {
+    write_raw(out, bytes)?;
+    write_raw(out, b"\n")
+}
+
+/// Writes raw bytes; a closed pipe (`| head`) ends output quietly.
+fn write_raw(out: &mut impl Write, bytes: &[u8]) -> Result<()> {
+    match out.write_all(bytes) {
         Err(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(Error::io("standard output", e)),
         _ => Ok(()),
     }

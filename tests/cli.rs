@@ -100,11 +100,11 @@ fn list_artifacts_and_versions() {
     let v = s.json(&["list"]);
     let arr = v.as_array().unwrap();
     assert_eq!(arr.len(), 2);
-    assert_eq!(arr[0]["name"], "mnist");
+    assert_eq!(arr[0]["artifact"], "mnist");
     assert_eq!(arr[0]["type"], "dataset");
     assert_eq!(arr[0]["versions"], 2);
-    assert_eq!(arr[0]["latest"], "v1");
-    assert_eq!(arr[1]["name"], "net");
+    assert_eq!(arr[0]["latest"], "mnist:v1");
+    assert_eq!(arr[1]["artifact"], "net");
     assert_eq!(arr[1]["type"], "model");
 
     let text = s.ok(&["list", "mnist"]);
@@ -318,13 +318,16 @@ fn alias_set_and_rm_with_json() {
     );
     assert_eq!(s.json(&["show", "mnist:best"])["ref"], "mnist:v0");
     let v = s.json(&["alias", "set", "mnist:v1", "prod"]);
-    assert_eq!(v, json!({"alias": "prod", "ref": "mnist:v1"}));
+    assert_eq!(
+        v,
+        json!({"artifact": "mnist", "alias": "prod", "ref": "mnist:v1"})
+    );
     assert_eq!(
         s.ok(&["alias", "rm", "mnist", "best"]),
         "removed alias mnist:best\n"
     );
     let v = s.json(&["alias", "rm", "mnist", "prod"]);
-    assert_eq!(v, json!({"removed": "mnist:prod"}));
+    assert_eq!(v, json!({"artifact": "mnist", "alias": "prod"}));
     assert_eq!(s.json(&["show", "mnist:v0"])["aliases"], json!([]));
     assert_eq!(s.json(&["show", "mnist:v1"])["aliases"], json!(["latest"]));
 }
@@ -408,7 +411,9 @@ fn verify_names_a_corrupted_blob_and_every_version_containing_it() {
     let damaged = v["damaged"].as_array().unwrap();
     assert_eq!(damaged.len(), 1, "{v}");
     assert_eq!(damaged[0]["blob"], hex);
-    let mut refs: Vec<String> = damaged[0]["versions"]
+    assert_eq!(damaged[0]["problem"], "corrupted");
+    assert_eq!(damaged[0]["actual"], sha256_hex(b"tampered!\n"));
+    let mut refs: Vec<String> = damaged[0]["used_by"]
         .as_array()
         .unwrap()
         .iter()
@@ -478,6 +483,7 @@ fn verify_names_a_missing_blob_and_the_drafts_using_it() {
     assert_eq!(v["checked"], 2);
     assert_eq!(v["damaged"][0]["blob"], hex);
     assert_eq!(v["damaged"][0]["problem"], "missing");
+    assert_eq!(v["damaged"][0]["actual"], json!(null));
     let out = s.run(&["verify", "m:v2"]);
     assert_success(&out, &["verify", "m:v2"]);
 }
@@ -654,7 +660,7 @@ fn draft_and_distributed_commands_print_json() {
     let add = s.tree("add", &[("c.txt", "c\n")]);
     assert_eq!(
         s.json(&["draft", "add", "m", p(&add)]),
-        json!({"draft": "m", "added": 1})
+        json!({"draft": "m", "files": 1})
     );
     assert_eq!(
         s.json(&["draft", "rm", "m", "b.txt"]),
@@ -686,7 +692,7 @@ fn draft_and_distributed_commands_print_json() {
             "--distributed-id",
             "r"
         ]),
-        json!({"draft": "m@r", "added": 1})
+        json!({"draft": "m@r", "files": 1})
     );
     let list = s.json(&["draft", "list"]);
     assert_eq!(list[0]["draft"], "m@r");

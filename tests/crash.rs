@@ -783,7 +783,7 @@ impl Expect {
 fn check_versions(s: &TestStore, exp: &Expect, when: &str) -> BTreeSet<String> {
     let mut listed = BTreeSet::new();
     for a in s.json(&["list"]).as_array().unwrap() {
-        let name = a["name"].as_str().unwrap().to_string();
+        let name = a["artifact"].as_str().unwrap().to_string();
         let vs = versions(s, &name);
         if let Some(newest) = vs
             .iter()

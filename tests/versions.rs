@@ -88,7 +88,7 @@ fn latest_falls_back_after_deleting_the_newest() {
     s.ok(&["delete", "m:latest"]);
     assert_eq!(s.json(&["show", "m"])["ref"], "m:v1");
     assert_eq!(aliases(&s, "m:v1"), ["latest"]);
-    assert_eq!(s.json(&["list"])[0]["latest"], "v1");
+    assert_eq!(s.json(&["list"])[0]["latest"], "m:v1");
     // Deleting an older version leaves latest alone.
     s.ok(&["delete", "m:v0"]);
     assert_eq!(s.json(&["show", "m"])["ref"], "m:v1");

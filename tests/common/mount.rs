@@ -639,7 +639,12 @@ pub fn write_control(path: &Path, request: &str) -> String {
 /// The versions of `name` (`v0`, `v1`...), as `list NAME` shows them; empty for no artifact.
 pub fn versions(s: &TestStore, name: &str) -> Vec<String> {
     let listed = s.json(&["list"]);
-    if !listed.as_array().unwrap().iter().any(|a| a["name"] == name) {
+    if !listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|a| a["artifact"] == name)
+    {
         return Vec::new();
     }
     s.json(&["list", name])
