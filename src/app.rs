@@ -608,8 +608,8 @@ fn print_doctor(r: &crate::doctor::Report, json: bool) -> Result<()> {
         let v = json!({
             "store": r.store.display().to_string(), "exists": r.exists,
             "schema": r.schema, "supported_schema": r.supported_schema,
-            "catalog_bytes": r.catalog_bytes, "blobs": r.blobs, "blob_bytes": r.blob_bytes,
-            "free_bytes": r.free_bytes, "artifacts": r.artifacts, "drafts": r.drafts,
+            "catalog_bytes": r.catalog_bytes, "blob_count": r.blobs, "blob_bytes": r.blob_bytes,
+            "free_bytes": r.free_bytes, "artifact_count": r.artifacts, "draft_count": r.drafts,
             "mounts": mounts, "findings": findings,
         });
         println!("{v}");

@@ -49,6 +49,8 @@ pub fn counter(what: &str) -> ProgressBar {
         ProgressBar::new_spinner(),
         &format!("{{spinner}} {{human_pos}} {what}"),
     );
+    // Shown at once, not at the first tick: a short scan still says what it did.
+    bar.tick();
     bar.enable_steady_tick(std::time::Duration::from_millis(200));
     bar
 }

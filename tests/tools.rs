@@ -538,18 +538,46 @@ fn doctor_describes_the_store_and_its_mounts_and_names_what_is_wrong_with_a_fix(
     assert_eq!(code, Some(0), "{report}");
     assert!(findings(&report, "problem").is_empty(), "{report}");
     assert_eq!(report["schema"], report["supported_schema"]);
+    // The shape docs/JSON.md gives.
+    let keys: Vec<&str> = report
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
     assert_eq!(
-        (report["blobs"].as_u64(), report["blob_bytes"].as_u64()),
+        keys,
+        [
+            "artifact_count",
+            "blob_bytes",
+            "blob_count",
+            "catalog_bytes",
+            "draft_count",
+            "exists",
+            "findings",
+            "free_bytes",
+            "mounts",
+            "schema",
+            "store",
+            "supported_schema"
+        ],
+    );
+    assert_eq!(
+        (report["blob_count"].as_u64(), report["blob_bytes"].as_u64()),
         (Some(2), Some(10))
     );
     assert_eq!(
-        (report["artifacts"].as_u64(), report["drafts"].as_u64()),
+        (
+            report["artifact_count"].as_u64(),
+            report["draft_count"].as_u64()
+        ),
         (Some(1), Some(0))
     );
     let mounts = report["mounts"].as_array().unwrap();
     assert_eq!(mounts.len(), 1, "{report}");
     assert_eq!(mounts[0]["mountpoint"], p(&m.mp));
     assert_eq!(mounts[0]["server_pid"], m.server_pid());
+    assert_eq!(mounts[0]["answering"], true);
     assert!(
         ["on", "off"].contains(&mounts[0]["passthrough"].as_str().unwrap_or("")),
         "{report}"
@@ -579,6 +607,19 @@ fn doctor_describes_the_store_and_its_mounts_and_names_what_is_wrong_with_a_fix(
         problems.len() == 1 && problems[0].contains(p(&m.mp)) && problems[0].contains("umount -l"),
         "{problems:?}"
     );
+    let finding = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["severity"] == "problem")
+        .unwrap();
+    let keys: Vec<&str> = finding
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(keys, ["fix", "severity", "what", "why"]);
     assert!(
         text.contains("problem: mount ") && text.contains("fix: umount -l"),
         "{text}"
