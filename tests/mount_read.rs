@@ -375,9 +375,20 @@ fn listings_contents_and_stat_match_the_source() {
         "a directory inside a version"
     );
     let pid = m.server_pid();
+    let passthrough = getxattr(&m.mp, "user.artifactfs.passthrough").unwrap();
+    assert!(
+        [&b"on"[..], b"off"].contains(&passthrough.as_slice()),
+        "user.artifactfs.passthrough: {passthrough:?}"
+    );
     assert_eq!(
         got(""),
-        expect(&[("user.artifactfs.pid", pid.to_string().into())])
+        expect(&[
+            (
+                "user.artifactfs.passthrough",
+                String::from_utf8(passthrough).unwrap().into(),
+            ),
+            ("user.artifactfs.pid", pid.to_string().into())
+        ])
     );
     let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
     assert!(
