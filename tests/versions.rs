@@ -590,7 +590,7 @@ fn a_one_file_commit_in_a_large_directory_stores_one_chunk_of_it() {
     assert_eq!(out.status.code(), Some(3), "{out:?}");
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
-        v["damaged"][0]["versions"],
+        v["damaged"][0]["used_by"],
         json!([
             {"ref": "m:v0", "path": "data/f2999.txt"},
             {"ref": "m:v1", "path": "data/f2999.txt"}
