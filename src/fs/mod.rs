@@ -319,8 +319,16 @@ impl Fs {
         e
     }
 
-    /// The error for any attempt to change something outside `drafts/`.
+    /// The error for any attempt to change something outside `drafts/` (EROFS), or a draft's
+    /// control file other than by writing a request to it (EPERM: it lives in a writable draft
+    /// but is no file).
     pub fn refuse_change(&self, ino: Ino, child: Option<&[u8]>) -> Error {
+        if child.is_none() && matches!(self.node(ino), Ok(Node::Control { .. })) {
+            return Error::refused(
+                self.describe(ino, None),
+                "the control file cannot be changed this way; write a commit request to it",
+            );
+        }
         Error::ReadOnly(self.describe(ino, child))
     }
 
