@@ -293,6 +293,48 @@ fn draft_changes_fail_as_a_local_filesystem_would() {
     );
 }
 
+/// access(2) in a draft answers from the modes shown, as a local filesystem does: the draft,
+/// its files and its control file are writable (to root, whatever the bits); outside drafts
+/// writing is still EROFS.
+#[test]
+fn access_in_a_draft_follows_the_modes() {
+    let s = TestStore::new();
+    let src = s.tree("src", &[("a.txt", "alpha")]);
+    log(&s, "m", &src);
+    let m = Mounted::new(&s, &mountpoint(&s));
+    fs::create_dir(m.path("drafts/m")).unwrap();
+    let access = |mask: i32| {
+        format!(
+            "import ctypes\n    libc = ctypes.CDLL(None, use_errno=True)\n    \
+             if libc.access(p.encode(), {mask}) != 0: raise OSError(ctypes.get_errno(), 'access')"
+        )
+    };
+    let (w, x) = (access(libc::W_OK), access(libc::X_OK));
+    for rel in ["drafts/m", "drafts/m/a.txt", "drafts/m/.commit"] {
+        assert_eq!(py_errno(&w, &m.path(rel)), "ok", "access(W_OK) {rel}");
+    }
+    fs::set_permissions(
+        m.path("drafts/m/a.txt"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o444),
+    )
+    .unwrap();
+    assert_eq!(
+        py_errno(&w, &m.path("drafts/m/a.txt")),
+        "ok",
+        "root may write a file without write bits"
+    );
+    assert_eq!(py_errno(&x, &m.path("drafts/m/a.txt")), "EACCES");
+    fs::set_permissions(
+        m.path("drafts/m/a.txt"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    assert_eq!(py_errno(&x, &m.path("drafts/m/a.txt")), "ok");
+    for rel in ["", "m", "m/v0", "m/v0/a.txt", "drafts"] {
+        assert_eq!(py_errno(&w, &m.path(rel)), "EROFS", "access(W_OK) /{rel}");
+    }
+}
+
 /// The control file is no file: changing its attributes (even to what they are), its size
 /// (other than emptying it, as `>` does) or its extended attributes, or allocating space in it,
 /// is EPERM, not the EROFS of a read-only area: the draft around it is writable.
