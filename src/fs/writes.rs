@@ -203,7 +203,7 @@ impl Fs {
         self.lookup(parent, name)
     }
 
-    /// `rename` within one draft (another draft, or a version, is EXDEV).
+    /// `rename` within one draft (to another draft is EXDEV; into or out of a version, EROFS).
     pub fn rename(
         &self,
         parent: Ino,
