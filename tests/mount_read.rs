@@ -971,6 +971,8 @@ fn errnos(ops: &Value) -> BTreeMap<String, i64> {
          \x20   elif op == 'chmod': os.chmod(a[0], 0o777)\n\
          \x20   elif op == 'chown': os.chown(a[0], 1, 1)\n\
          \x20   elif op == 'lchown': os.lchown(a[0], 1, 1)\n\
+         \x20   elif op == 'chown_self': os.chown(a[0], os.getuid(), os.getgid())\n\
+         \x20   elif op == 'lchown_self': os.lchown(a[0], os.getuid(), os.getgid())\n\
          \x20   elif op == 'utime': os.utime(a[0], ns=(1, 1))\n\
          \x20   elif op == 'utime_now': os.utime(a[0])\n\
          \x20   elif op == 'lutime': os.utime(a[0], ns=(1, 1), follow_symlinks=False)\n\
@@ -1144,6 +1146,12 @@ fn every_change_outside_drafts_fails_with_erofs() {
     ] {
         add(format!("chmod {what}"), "chmod", serde_json::json!([path]));
         add(format!("chown {what}"), "chown", serde_json::json!([path]));
+        // To the owner it already has: still a change on a read-only filesystem.
+        add(
+            format!("chown {what} to its owner"),
+            "chown_self",
+            serde_json::json!([path]),
+        );
         add(
             format!("utimens {what}"),
             "utime",
@@ -1161,6 +1169,11 @@ fn every_change_outside_drafts_fails_with_erofs() {
         );
     }
     add("lchown alias".into(), "lchown", serde_json::json!([&alias]));
+    add(
+        "lchown alias to its owner".into(),
+        "lchown_self",
+        serde_json::json!([&alias]),
+    );
     add(
         "lutimens alias".into(),
         "lutime",

@@ -292,3 +292,77 @@ fn draft_changes_fail_as_a_local_filesystem_would() {
         "{status}"
     );
 }
+
+/// access(2) in a draft answers from the modes shown, as a local filesystem does: the draft,
+/// its files and its control file are writable (to root, whatever the bits); outside drafts
+/// writing is still EROFS.
+#[test]
+fn access_in_a_draft_follows_the_modes() {
+    let s = TestStore::new();
+    let src = s.tree("src", &[("a.txt", "alpha")]);
+    log(&s, "m", &src);
+    let m = Mounted::new(&s, &mountpoint(&s));
+    fs::create_dir(m.path("drafts/m")).unwrap();
+    let access = |mask: i32| {
+        format!(
+            "import ctypes\n    libc = ctypes.CDLL(None, use_errno=True)\n    \
+             if libc.access(p.encode(), {mask}) != 0: raise OSError(ctypes.get_errno(), 'access')"
+        )
+    };
+    let (w, x) = (access(libc::W_OK), access(libc::X_OK));
+    for rel in ["drafts/m", "drafts/m/a.txt", "drafts/m/.commit"] {
+        assert_eq!(py_errno(&w, &m.path(rel)), "ok", "access(W_OK) {rel}");
+    }
+    fs::set_permissions(
+        m.path("drafts/m/a.txt"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o444),
+    )
+    .unwrap();
+    assert_eq!(
+        py_errno(&w, &m.path("drafts/m/a.txt")),
+        "ok",
+        "root may write a file without write bits"
+    );
+    assert_eq!(py_errno(&x, &m.path("drafts/m/a.txt")), "EACCES");
+    fs::set_permissions(
+        m.path("drafts/m/a.txt"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    assert_eq!(py_errno(&x, &m.path("drafts/m/a.txt")), "ok");
+    for rel in ["", "m", "m/v0", "m/v0/a.txt", "drafts"] {
+        assert_eq!(py_errno(&w, &m.path(rel)), "EROFS", "access(W_OK) /{rel}");
+    }
+}
+
+/// The control file is no file: changing its attributes (even to what they are), its size
+/// (other than emptying it, as `>` does) or its extended attributes, or allocating space in it,
+/// is EPERM, not the EROFS of a read-only area: the draft around it is writable.
+#[test]
+fn the_control_file_refuses_attribute_changes() {
+    let s = TestStore::new();
+    let src = s.tree("src", &[("a.txt", "alpha")]);
+    log(&s, "m", &src);
+    let m = Mounted::new(&s, &mountpoint(&s));
+    fs::create_dir(m.path("drafts/m")).unwrap();
+    let control = m.path("drafts/m/.commit");
+    for op in [
+        "os.chmod(p, 0o600)",
+        "os.chmod(p, 0o644)",
+        "os.chown(p, os.getuid(), os.getgid())",
+        "os.chown(p, 1000, 1000)",
+        "os.utime(p, ns=(1, 1))",
+        "os.utime(p)",
+        "os.truncate(p, 5)",
+        "os.setxattr(p, 'user.test', b'1')",
+        "os.removexattr(p, 'user.test')",
+        "fd = os.open(p, os.O_WRONLY)\n    try:\n        os.posix_fallocate(fd, 0, 4096)\n    \
+         finally:\n        os.close(fd)",
+    ] {
+        assert_eq!(py_errno(op, &control), "EPERM", "{op}");
+    }
+    assert_eq!(py_errno("os.truncate(p, 0)", &control), "ok");
+    let status = fs::read_to_string(&control).unwrap();
+    assert!(status.contains("based on m:v0"), "{status}");
+    assert_eq!(drafts_listed(&s), ["m"]);
+}

@@ -319,8 +319,16 @@ impl Fs {
         e
     }
 
-    /// The error for any attempt to change something outside `drafts/`.
+    /// The error for any attempt to change something outside `drafts/` (EROFS), or a draft's
+    /// control file other than by writing a request to it (EPERM: it lives in a writable draft
+    /// but is no file).
     pub fn refuse_change(&self, ino: Ino, child: Option<&[u8]>) -> Error {
+        if child.is_none() && matches!(self.node(ino), Ok(Node::Control { .. })) {
+            return Error::refused(
+                self.describe(ino, None),
+                "the control file cannot be changed this way; write a commit request to it",
+            );
+        }
         Error::ReadOnly(self.describe(ino, child))
     }
 
@@ -650,18 +658,20 @@ impl Fs {
         })
     }
 
-    /// access(2): writing is refused as on a read-only filesystem (whoever asks), reading
-    /// and executing follow the permission bits shown, root passing all but a missing
-    /// execute bit on a file.
+    /// access(2): writing outside drafts is refused as on a read-only filesystem (whoever
+    /// asks); everything else follows the permission bits shown, root passing all but a
+    /// missing execute bit on a file.
     pub fn access(&self, ino: Ino, uid: u32, gid: u32, mask: i32) -> Result<()> {
         let attr = self.getattr(ino)?.attr;
-        if mask & libc::W_OK != 0 {
+        if mask & libc::W_OK != 0
+            && !matches!(self.node(ino)?, Node::Draft { .. } | Node::Control { .. })
+        {
             return Err(self.refuse_change(ino, None));
         }
         let perm = attr.perm as i32;
         let granted = if uid == 0 {
             let any_x = attr.kind == Kind::Dir || perm & 0o111 != 0;
-            libc::R_OK | if any_x { libc::X_OK } else { 0 }
+            libc::R_OK | libc::W_OK | if any_x { libc::X_OK } else { 0 }
         } else {
             let shift = if uid == attr.uid {
                 6
@@ -672,9 +682,10 @@ impl Fs {
             };
             let bits = (perm >> shift) & 0o7;
             (if bits & 0o4 != 0 { libc::R_OK } else { 0 })
+                | (if bits & 0o2 != 0 { libc::W_OK } else { 0 })
                 | (if bits & 0o1 != 0 { libc::X_OK } else { 0 })
         };
-        let wanted = mask & (libc::R_OK | libc::X_OK);
+        let wanted = mask & (libc::R_OK | libc::W_OK | libc::X_OK);
         if wanted & !granted != 0 {
             return Err(Error::PermissionDenied(self.describe(ino, None)));
         }

@@ -203,7 +203,7 @@ impl Fs {
         self.lookup(parent, name)
     }
 
-    /// `rename` within one draft (another draft, or a version, is EXDEV).
+    /// `rename` within one draft (to another draft is EXDEV; into or out of a version, EROFS).
     pub fn rename(
         &self,
         parent: Ino,
@@ -478,13 +478,17 @@ impl Fs {
         self.pool.get()?.sync()
     }
 
-    /// chown(2): only to the owner every file already has (what `cp -a` and `rsync -a` do
-    /// as root); a version cannot record owners.
+    /// chown(2): in a draft, only to the owner every file already has (what `cp -a` and
+    /// `rsync -a` do as root), since a version cannot record owners; elsewhere refused as on a
+    /// read-only filesystem, even to that owner.
     pub fn check_owner(&self, ino: Ino, uid: Option<u32>, gid: Option<u32>) -> Result<()> {
+        if uid.is_none() && gid.is_none() {
+            return Ok(());
+        }
+        if !matches!(self.node(ino)?, Node::Draft { .. }) {
+            return Err(self.refuse_change(ino, None));
+        }
         if uid.is_some_and(|u| u != self.uid) || gid.is_some_and(|g| g != self.gid) {
-            if !matches!(self.node(ino)?, Node::Draft { .. }) {
-                return Err(self.refuse_change(ino, None));
-            }
             return Err(Error::refused(
                 self.describe(ino, None),
                 "a version cannot record owners; files belong to the mount's owner",
