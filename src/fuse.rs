@@ -6,9 +6,10 @@ use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::{self, Relaxed};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use fuser::{
     BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
@@ -33,6 +34,54 @@ pub struct Adapter {
     /// Set once the session exists; tells the kernel to drop names that went away.
     notifier: Arc<OnceLock<Notifier>>,
     backing: Mutex<Backing>,
+    plus: PlusPolicy,
+}
+
+/// How many entries the first READDIRPLUS reply of a directory carries. The kernel asks for
+/// attributes with the first read of every directory (and later only while the reader looks
+/// names up); with a 1 MiB request a whole directory arrives with attributes, and making a
+/// kernel inode for each costs a reader that never stats (`find`) four times its listing. So
+/// the first reply is short unless files of this mount were looked up lately: a reader that
+/// stats after listing (`find -printf`, `os.walk` + `stat`) would otherwise pay a round trip
+/// per name.
+struct PlusPolicy {
+    start: Instant,
+    /// Milliseconds from `start` to the latest lookup that found a file; `u64::MAX` for never.
+    file_lookup_ms: AtomicU64,
+}
+
+impl Default for PlusPolicy {
+    fn default() -> Self {
+        PlusPolicy {
+            start: Instant::now(),
+            file_lookup_ms: AtomicU64::new(u64::MAX),
+        }
+    }
+}
+
+impl PlusPolicy {
+    const FIRST_REPLY: usize = 64;
+    const LATELY_MS: u64 = 1000;
+
+    fn now_ms(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+
+    fn looked_up(&self, kind: Kind) {
+        if kind != Kind::Dir {
+            self.file_lookup_ms.store(self.now_ms(), Relaxed);
+        }
+    }
+
+    fn limit(&self, offset: u64) -> usize {
+        let last = self.file_lookup_ms.load(Relaxed);
+        let lately = last != u64::MAX && self.now_ms().saturating_sub(last) < Self::LATELY_MS;
+        if offset == 0 && !lately {
+            Self::FIRST_REPLY
+        } else {
+            usize::MAX
+        }
+    }
 }
 
 /// Backing files registered with the kernel: one per inode shared by its open handles, as
@@ -49,6 +98,7 @@ impl Adapter {
             fs,
             notifier,
             backing: Mutex::new(Backing::default()),
+            plus: PlusPolicy::default(),
         }
     }
 
@@ -174,10 +224,15 @@ impl DirSink for PlainSink<'_> {
     }
 }
 
-struct PlusSink<'a>(&'a mut ReplyDirectoryPlus);
+/// A reply with attributes and how many more entries it may take.
+struct PlusSink<'a>(&'a mut ReplyDirectoryPlus, usize);
 
 impl DirSink for PlusSink<'_> {
     fn add(&mut self, offset: u64, name: &[u8], entry: &Entry) -> bool {
+        let Some(left) = self.1.checked_sub(1) else {
+            return true;
+        };
+        self.1 = left;
         let attr = file_attr(&entry.attr);
         self.0.add(
             INodeNo(entry.attr.ino),
@@ -222,7 +277,10 @@ impl Filesystem for Adapter {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         guarded("lookup", || {
             match self.fs.lookup(parent.0, name.as_bytes()) {
-                Ok(e) => reply.entry(&e.ttl, &file_attr(&e.attr), Generation(0)),
+                Ok(e) => {
+                    self.plus.looked_up(e.attr.kind);
+                    reply.entry(&e.ttl, &file_attr(&e.attr), Generation(0))
+                }
                 Err(e) => reply.error(fail("lookup", &self.fs.explain(parent.0, e))),
             }
         });
@@ -633,10 +691,8 @@ impl Filesystem for Adapter {
         mut reply: ReplyDirectoryPlus,
     ) {
         guarded("readdirplus", || {
-            match self
-                .fs
-                .readdir(ino.0, fh.0, offset, true, &mut PlusSink(&mut reply))
-            {
+            let mut sink = PlusSink(&mut reply, self.plus.limit(offset));
+            match self.fs.readdir(ino.0, fh.0, offset, true, &mut sink) {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(fail("readdirplus", &self.fs.explain(ino.0, e))),
             }
