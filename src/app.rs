@@ -8,15 +8,16 @@ use clap::CommandFactory;
 use serde_json::{Value, json};
 
 use crate::catalog::rfc3339 as time;
-use crate::cli::{AliasCommand, Cli, Command, CommitArgs, DraftCommand};
+use crate::cli::{AliasCommand, Cli, Command, CommitArgs, DraftCommand, ReferenceArgs};
 use crate::commit::{CommitOptions, Outcome, parse_metadata};
 use crate::error::{Error, IoContext, Result};
+use crate::ingest::{self, Inputs};
 use crate::maintenance;
 use crate::materialize;
 use crate::names::{DraftName, TypeName};
 use crate::query::{self, VersionSummary, change_code};
 use crate::store::{DraftBase, Store};
-use crate::tree::Change;
+use crate::tree::{Change, Item, TreeEntry};
 
 /// Exit status of a check that ran and found something wrong: `verify` damaged blobs,
 /// `doctor` a problem.
@@ -121,11 +122,13 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Log {
             name,
             paths,
+            references,
             type_name,
             commit,
         } => {
             let opts = commit_options(Some(type_name), &commit)?;
-            let outcome = store.log(&name, &paths, &opts)?;
+            let inputs = inputs(&store, paths, &references)?;
+            let outcome = store.log(&name, &inputs, &opts)?;
             out.outcome(&store, &outcome)?;
         }
         Command::Draft(cmd) => draft(&mut store, &out, cmd)?,
@@ -205,17 +208,28 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             let (type_name, v) = query::show(store.conn(), &reference)?;
             out.print(version_json(&type_name, &v), || show_text(&type_name, &v))?;
         }
-        Command::Ls { reference, prefix } => {
+        Command::Ls {
+            reference,
+            prefix,
+            long,
+        } => {
             let mut stdout = io::stdout().lock();
             let prefix = prefix.as_ref().map(|p| p.as_encoded_bytes());
             // The JSON array is written a path at a time, as the text is, so that listing a
             // version of any size holds none of it in memory.
             let mut first = true;
-            query::ls(store.conn(), &reference, prefix, &mut |p| {
+            query::ls(store.conn(), &reference, prefix, &mut |p, e| {
                 if !out.json {
-                    return write_line(&mut stdout, p);
+                    return match long {
+                        true => write_line(&mut stdout, long_line(p, e).as_bytes()),
+                        false => write_line(&mut stdout, p),
+                    };
                 }
-                let item = Value::String(json_path(p)).to_string();
+                let item = match long {
+                    true => long_json(p, e),
+                    false => Value::String(json_path(p)),
+                }
+                .to_string();
                 let sep = if first { "[\n  " } else { ",\n  " };
                 first = false;
                 write_raw(&mut stdout, format!("{sep}{item}").as_bytes())
@@ -312,8 +326,14 @@ fn draft(store: &mut Store, out: &Output, cmd: DraftCommand) -> Result<()> {
                 },
             )
         }
-        DraftCommand::Add { draft, paths, dest } => {
-            let n = store.draft_add(&draft, &paths, dest.as_deref())?;
+        DraftCommand::Add {
+            draft,
+            paths,
+            references,
+            dest,
+        } => {
+            let inputs = inputs(store, paths, &references)?;
+            let n = store.draft_add(&draft, &inputs, dest.as_deref())?;
             out.print(json!({"draft": draft.to_string(), "files": n}), || {
                 format!("added {n} files to draft {draft}")
             })
@@ -450,6 +470,61 @@ impl Output {
     }
 }
 
+/// `ls --long` of one entry: `TYPE SIZE SHA256 PATH`, then ` -> URI` or ` -> TARGET`; `-` where
+/// there is no digest (a symlink, a reference without checksum).
+fn long_line(path: &[u8], e: &TreeEntry) -> String {
+    let path = String::from_utf8_lossy(path);
+    match &e.item {
+        Item::File { blob, size } => format!("file {size} {blob} {path}"),
+        Item::Symlink { target } => {
+            let t = String::from_utf8_lossy(target);
+            format!("symlink {} - {path} -> {t}", target.len())
+        }
+        Item::Reference(r) => {
+            let digest = if r.checksum {
+                r.digest.to_hex()
+            } else {
+                "-".into()
+            };
+            format!("reference {} {digest} {path} -> {}", r.size, r.uri)
+        }
+        Item::Dir { .. } => format!("dir 0 - {path}"),
+    }
+}
+
+fn long_json(path: &[u8], e: &TreeEntry) -> Value {
+    let (kind, size, sha256, target, uri) = match &e.item {
+        Item::File { blob, size } => ("file", *size, Some(blob.to_hex()), None, None),
+        Item::Symlink { target } => (
+            "symlink",
+            target.len() as u64,
+            None,
+            Some(json_path(target)),
+            None,
+        ),
+        Item::Reference(r) => (
+            "reference",
+            r.size,
+            r.checksum.then(|| r.digest.to_hex()),
+            None,
+            Some(r.uri.clone()),
+        ),
+        Item::Dir { .. } => ("dir", 0, None, None, None),
+    };
+    json!({"path": json_path(path), "type": kind, "size": size, "sha256": sha256,
+        "target": target, "uri": uri})
+}
+
+/// What `log` and `draft add` were given to add.
+fn inputs(store: &Store, paths: Vec<PathBuf>, refs: &ReferenceArgs) -> Result<Inputs> {
+    Ok(Inputs {
+        paths,
+        references: ingest::references(&refs.references, store.root())?,
+        checksum: !refs.no_checksum,
+        max_objects: refs.max_objects,
+    })
+}
+
 fn verify_output(out: &Output, report: &maintenance::VerifyReport) -> Result<ExitCode> {
     use crate::blobs::BlobHealth;
     let describe = |h: &BlobHealth| match h {
@@ -472,8 +547,19 @@ fn verify_output(out: &Output, report: &maintenance::VerifyReport) -> Result<Exi
                     "drafts": d.drafts})
             })
             .collect();
+        let drifted: Vec<Value> = report
+            .drifted
+            .iter()
+            .map(|d| {
+                json!({"uri": d.uri, "problem": if d.vanished { "vanished" } else { "changed" },
+                    "why": d.why,
+                    "used_by": d.used_by.iter().map(|(r, p)| json!({"ref": r, "path": json_path(p)})).collect::<Vec<_>>(),
+                    "drafts": d.drafts})
+            })
+            .collect();
         out.print(
-            json!({"checked": report.checked, "damaged": damaged}),
+            json!({"checked": report.checked, "damaged": damaged,
+                "references_checked": report.references_checked, "drifted": drifted}),
             String::new,
         )?;
     } else {
@@ -491,13 +577,34 @@ fn verify_output(out: &Output, report: &maintenance::VerifyReport) -> Result<Exi
                 users.join(", ")
             );
         }
+        for d in &report.drifted {
+            let users: Vec<String> = d
+                .used_by
+                .iter()
+                .map(|(r, p)| format!("{r} ({})", String::from_utf8_lossy(p)))
+                .chain(d.drafts.iter().map(|name| format!("draft {name}")))
+                .collect();
+            eprintln!(
+                "reference {} {}; used by {}",
+                d.uri,
+                d.why,
+                users.join(", ")
+            );
+        }
         println!(
             "checked {} blobs: {} damaged",
             report.checked,
             report.damaged.len()
         );
+        if report.references_checked > 0 {
+            println!(
+                "checked {} references: {} changed or vanished",
+                report.references_checked,
+                report.drifted.len()
+            );
+        }
     }
-    Ok(if report.damaged.is_empty() {
+    Ok(if report.damaged.is_empty() && report.drifted.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(EXIT_DAMAGED)
@@ -541,6 +648,7 @@ fn version_json(type_name: &str, v: &VersionSummary) -> Value {
         "digest": v.version.digest.to_hex(),
         "files": v.files,
         "size": v.bytes,
+        "references": v.references,
         "aliases": v.aliases,
         "description": v.version.description,
         "metadata": meta,
@@ -561,6 +669,12 @@ fn show_text(type_name: &str, v: &VersionSummary) -> String {
     );
     if let Some(b) = v.version.base_number {
         s.push_str(&format!("\nbase: {}:v{b}", v.version.artifact));
+    }
+    if v.references > 0 {
+        s.push_str(&format!(
+            "\nreferences: {} (files whose content stays outside the store)",
+            v.references
+        ));
     }
     if !v.version.description.is_empty() {
         s.push_str(&format!("\ndescription: {}", v.version.description));

@@ -46,8 +46,10 @@ pub enum Command {
     /// Log PATHs as the whole new version of NAME (a directory adds its contents)
     Log {
         name: ArtifactName,
-        #[arg(required = true)]
+        #[arg(required_unless_present = "references")]
         paths: Vec<PathBuf>,
+        #[command(flatten)]
+        references: ReferenceArgs,
         /// Artifact type, fixed when the artifact is created (dataset, model, …)
         #[arg(long = "type", value_name = "TYPE")]
         type_name: TypeName,
@@ -86,6 +88,10 @@ pub enum Command {
     Ls {
         reference: VersionRef,
         prefix: Option<std::ffi::OsString>,
+        /// Each entry's type (file, symlink, reference), size and SHA-256, and a reference's
+        /// URI or a symlink's target
+        #[arg(short, long)]
+        long: bool,
     },
     /// Write one file of a version to standard output
     Cat {
@@ -144,8 +150,10 @@ pub enum DraftCommand {
     /// Add files or directory contents to a draft (re-adding a path replaces it)
     Add {
         draft: DraftName,
-        #[arg(required = true)]
+        #[arg(required_unless_present = "references")]
         paths: Vec<PathBuf>,
+        #[command(flatten)]
+        references: ReferenceArgs,
         /// Destination in the draft: the file's path for one file, else a directory prefix
         #[arg(long = "as", value_name = "DEST")]
         dest: Option<String>,
@@ -185,4 +193,19 @@ pub enum AliasCommand {
         name: ArtifactName,
         alias: AliasName,
     },
+}
+
+/// Content recorded where it lives instead of copied into the store.
+#[derive(Args, Debug, Clone)]
+pub struct ReferenceArgs {
+    /// Record file:///abs/path without copying it: a file as one entry, a directory as one per
+    /// file below it, versioned by SHA-256, size and mtime (repeatable)
+    #[arg(long = "reference", value_name = "URI")]
+    pub references: Vec<String>,
+    /// Record references by URI alone: nothing is hashed, and reads are not checked
+    #[arg(long, requires = "references")]
+    pub no_checksum: bool,
+    /// Refuse a directory reference holding more files than N
+    #[arg(long, value_name = "N", default_value_t = crate::reference::DEFAULT_MAX_OBJECTS)]
+    pub max_objects: u64,
 }

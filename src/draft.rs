@@ -111,7 +111,14 @@ pub fn find(conn: &Connection, draft: &DraftRow, path: &[u8]) -> Result<Option<F
                 Change::Staged { id } if last => {
                     return Ok(Some(Found::Staged { id, mode: e.mode }));
                 }
-                Change::File { .. } | Change::Symlink { .. } | Change::Staged { .. } => {
+                Change::Reference(ref r) if last => {
+                    let item = Item::Reference(r.clone());
+                    return Ok(Some(Found::File(entry_of(&e, item))));
+                }
+                Change::File { .. }
+                | Change::Symlink { .. }
+                | Change::Staged { .. }
+                | Change::Reference(_) => {
                     return Ok(None);
                 }
                 Change::Dir { opaque, moved } => {
@@ -142,7 +149,7 @@ fn found_in_base(e: TreeEntry) -> Found {
             mode: e.mode,
             mtime_ns: e.mtime_ns,
         },
-        Item::File { .. } => Found::File(e),
+        Item::File { .. } | Item::Reference(_) => Found::File(e),
         Item::Symlink { .. } => Found::Symlink(e),
     }
 }
@@ -375,6 +382,7 @@ fn build_dir(
             Change::Symlink { ref target } => Item::Symlink {
                 target: target.clone(),
             },
+            Change::Reference(ref r) => Item::Reference(r.clone()),
             Change::Dir { opaque, moved } => {
                 let child_base = moved.or(match same {
                     Some(TreeEntry {
@@ -436,6 +444,7 @@ pub fn list(conn: &Connection, draft: &DraftRow, path: &[u8]) -> Result<Vec<(Vec
                 let target = target.clone();
                 Found::Symlink(entry_of(&change, Item::Symlink { target }))
             }
+            Change::Reference(ref r) => Found::File(entry_of(&change, Item::Reference(r.clone()))),
             Change::Dir { opaque, moved } => Found::Dir {
                 base: moved.or(match same {
                     Some(TreeEntry {
@@ -506,6 +515,7 @@ fn leaf_change(found: &Found) -> Option<(Change, u32, i64)> {
         Item::Symlink { target } => Change::Symlink {
             target: target.clone(),
         },
+        Item::Reference(r) => Change::Reference(r.clone()),
         Item::Dir { .. } => return None,
     };
     Some((change, e.mode, e.mtime_ns))

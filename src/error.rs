@@ -99,6 +99,10 @@ pub enum Error {
 
     #[error("{what} is damaged: {why}")]
     Corrupt { what: String, why: String },
+
+    /// A referenced file that no longer is what the version recorded (EIO).
+    #[error("reference {uri} {why}")]
+    ReferenceDrift { uri: String, why: String },
 }
 
 impl Error {
@@ -155,7 +159,9 @@ impl Error {
                 Some(rusqlite::ErrorCode::ReadOnly) => libc::EROFS,
                 _ => libc::EIO,
             },
-            Error::NewerSchema { .. } | Error::Corrupt { .. } => libc::EIO,
+            Error::NewerSchema { .. } | Error::Corrupt { .. } | Error::ReferenceDrift { .. } => {
+                libc::EIO
+            }
         }
     }
 }

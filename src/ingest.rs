@@ -14,6 +14,7 @@ use crate::blobs::Batch;
 use crate::catalog::drafts::Change;
 use crate::error::{Error, IoContext, Result};
 use crate::hash::Digest;
+use crate::reference::Reference;
 use crate::tree;
 
 /// One thing to record in a draft.
@@ -28,9 +29,59 @@ pub struct Source {
 
 #[derive(Debug, Clone)]
 pub enum SourceKind {
-    File { path: PathBuf, size: u64 },
-    Symlink { target: Vec<u8> },
+    File {
+        path: PathBuf,
+        size: u64,
+    },
+    Symlink {
+        target: Vec<u8>,
+    },
     Dir,
+    /// A file recorded by reference: hashed where it is (with `checksum`), never copied.
+    Reference {
+        path: PathBuf,
+        uri: String,
+        size: u64,
+        checksum: bool,
+    },
+}
+
+/// What a command was asked to add: local paths, whose content is copied into the store,
+/// and references (`file://` URIs already checked by [`references`]), whose content is not.
+#[derive(Default)]
+pub struct Inputs {
+    pub paths: Vec<PathBuf>,
+    /// Each reference's URI and the local path it names.
+    pub references: Vec<(String, PathBuf)>,
+    /// Whether references are hashed (`--no-checksum` turns it off).
+    pub checksum: bool,
+    /// How many files one directory reference may add (`--max-objects`).
+    pub max_objects: u64,
+}
+
+impl Inputs {
+    pub fn paths(paths: &[PathBuf]) -> Self {
+        Inputs {
+            paths: paths.to_vec(),
+            ..Inputs::default()
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.paths.len() + self.references.len()
+    }
+}
+
+/// Checks reference URIs: `file://` with an absolute path, not inside the store at
+/// `store_root`. Returns each with its local path.
+pub fn references(uris: &[String], store_root: &Path) -> Result<Vec<(String, PathBuf)>> {
+    uris.iter()
+        .map(|uri| {
+            let path = crate::reference::parse_uri(uri)?;
+            crate::reference::refuse_inside(store_root, &path, uri)?;
+            Ok((uri.clone(), path))
+        })
+        .collect()
 }
 
 /// A source whose content is in the blob store: ready to be recorded.
@@ -79,7 +130,7 @@ pub fn parse_dest(dest: &str) -> Result<Vec<u8>> {
 /// Sources are handed to `each` in chunks of about `chunk`, in the order they are found (a
 /// directory before what is in it), so that memory does not grow with the number of files.
 pub fn scan(
-    paths: &[PathBuf],
+    inputs: &Inputs,
     dest: Option<&[u8]>,
     chunk: usize,
     each: &mut dyn FnMut(Vec<Source>) -> Result<()>,
@@ -89,8 +140,11 @@ pub fn scan(
         chunk,
         each,
     };
-    let single = paths.len() == 1;
-    for path in paths {
+    let single = inputs.len() == 1;
+    for (uri, path) in &inputs.references {
+        scan_reference(inputs, uri, path, dest, single, &mut out)?;
+    }
+    for path in &inputs.paths {
         let meta = fs::metadata(path).at(path)?;
         if meta.is_dir() {
             let prefix = dest.unwrap_or(b"").to_vec();
@@ -153,6 +207,105 @@ fn scan_dir(dir: &Path, prefix: &[u8], out: &mut Chunks) -> Result<()> {
     Ok(())
 }
 
+/// A referenced file becomes one entry (at `dest` or its file name), a directory one entry
+/// per file below it, with its subdirectories; symlinks below it are followed to files.
+fn scan_reference(
+    inputs: &Inputs,
+    uri: &str,
+    path: &Path,
+    dest: Option<&[u8]>,
+    single: bool,
+    out: &mut Chunks,
+) -> Result<()> {
+    let unreadable = |e: std::io::Error| {
+        Error::invalid(format!("reference {uri}"), format!("cannot be read: {e}"))
+    };
+    let meta = fs::metadata(path).map_err(unreadable)?;
+    let source = |dest: Vec<u8>, path: &Path, meta: &fs::Metadata| -> Result<Source> {
+        let Some(text) = path.to_str() else {
+            return Err(Error::invalid(
+                path.display().to_string(),
+                "is not valid UTF-8, which a reference URI needs",
+            ));
+        };
+        Ok(Source {
+            dest,
+            kind: SourceKind::Reference {
+                path: path.to_path_buf(),
+                uri: format!("file://{text}"),
+                size: meta.len(),
+                checksum: inputs.checksum,
+            },
+            mode: meta.mode() & 0o7777,
+            mtime_ns: mtime_ns(meta),
+        })
+    };
+    if meta.is_file() {
+        let name = path.file_name().map(|n| n.as_bytes()).unwrap_or(b"");
+        let dest = match dest {
+            Some(d) if single => d.to_vec(),
+            Some(d) => tree::join(d, name),
+            None => name.to_vec(),
+        };
+        return out.push(source(dest, path, &meta)?);
+    }
+    if !meta.is_dir() {
+        return Err(Error::invalid(
+            format!("reference {uri}"),
+            "is neither a regular file nor a directory",
+        ));
+    }
+    let prefix = dest.unwrap_or(b"").to_vec();
+    if !prefix.is_empty() {
+        out.push(source_of(prefix.clone(), path, &meta)?)?;
+    }
+    let mut files = 0u64;
+    let mut stack = vec![(path.to_path_buf(), prefix)];
+    while let Some((dir, prefix)) = stack.pop() {
+        let mut entries: Vec<_> = fs::read_dir(&dir)
+            .at(&dir)?
+            .collect::<std::io::Result<Vec<_>>>()
+            .at(&dir)?;
+        entries.sort_by_key(|e| e.file_name());
+        let mut subdirs = Vec::new();
+        for entry in entries {
+            let p = entry.path();
+            let meta = fs::metadata(&p).at(&p)?;
+            let d = tree::join(&prefix, entry.file_name().as_bytes());
+            if meta.is_dir() {
+                if entry.file_type().at(&p)?.is_symlink() {
+                    return Err(Error::invalid(
+                        p.display().to_string(),
+                        "is a symlink to a directory inside a reference; reference its target instead",
+                    ));
+                }
+                out.push(source_of(d.clone(), &p, &meta)?)?;
+                subdirs.push((p, d));
+            } else if meta.is_file() {
+                files += 1;
+                if files > inputs.max_objects {
+                    return Err(Error::invalid(
+                        format!("reference {uri}"),
+                        format!(
+                            "holds more than {} files (--max-objects); reference a smaller directory or raise the limit",
+                            inputs.max_objects
+                        ),
+                    ));
+                }
+                out.push(source(d, &p, &meta)?)?;
+            } else {
+                return Err(Error::invalid(
+                    p.display().to_string(),
+                    "is not a regular file or directory (devices, FIFOs and sockets cannot be referenced)",
+                ));
+            }
+        }
+        // Depth first in name order, as a plain scan adds them.
+        stack.extend(subdirs.into_iter().rev());
+    }
+    Ok(())
+}
+
 fn source_of(dest: Vec<u8>, path: &Path, meta: &fs::Metadata) -> Result<Source> {
     let ft = meta.file_type();
     let kind = if ft.is_file() {
@@ -199,6 +352,17 @@ pub fn placeholder(s: &Source) -> Stored {
             opaque: false,
             moved: None,
         },
+        SourceKind::Reference {
+            uri,
+            size,
+            checksum,
+            ..
+        } => Change::Reference(Reference {
+            uri: uri.clone(),
+            digest: Digest([0; 32]),
+            size: *size,
+            checksum: *checksum,
+        }),
     };
     Stored {
         dest: s.dest.clone(),
@@ -214,6 +378,11 @@ pub fn bytes_of(sources: &[Source]) -> u64 {
         .iter()
         .map(|s| match s.kind {
             SourceKind::File { size, .. } => size,
+            SourceKind::Reference {
+                size,
+                checksum: true,
+                ..
+            } => size,
             _ => 0,
         })
         .sum()
@@ -237,6 +406,16 @@ pub fn store(batch: &Batch, sources: Vec<Source>, bar: &ProgressBar) -> Result<V
                     opaque: false,
                     moved: None,
                 },
+                SourceKind::Reference {
+                    ref uri,
+                    size,
+                    checksum,
+                    ..
+                } => {
+                    let r = reference_of(uri, size, s.mtime_ns, checksum)?;
+                    bar.inc(if checksum { size } else { 0 });
+                    Change::Reference(r)
+                }
             };
             Ok(Stored {
                 dest: s.dest,
@@ -246,6 +425,31 @@ pub fn store(batch: &Batch, sources: Vec<Source>, bar: &ProgressBar) -> Result<V
             })
         })
         .collect::<Result<Vec<_>>>()
+}
+
+/// Hashes a referenced file where it is, refusing it if it changed since it was scanned (or
+/// while it was hashed), so the recorded size and mtime describe the content hashed.
+fn reference_of(uri: &str, size: u64, mtime: i64, checksum: bool) -> Result<Reference> {
+    let mut r = Reference {
+        uri: uri.to_string(),
+        digest: crate::reference::digest_of_uri(uri),
+        size,
+        checksum,
+    };
+    if !checksum {
+        return Ok(r);
+    }
+    let file = r.open(mtime)?;
+    let (digest, n) =
+        Digest::of_reader(&file).map_err(|e| r.drift(format!("cannot be read: {e}")))?;
+    let after = file
+        .metadata()
+        .map_err(|e| r.drift(format!("cannot be examined: {e}")))?;
+    if n != size || r.changed(&after, mtime).is_some() {
+        return Err(r.drift("changed while it was being hashed; try again once it is still"));
+    }
+    r.digest = digest;
+    Ok(r)
 }
 
 /// Stored sources kept in an unnamed file rather than in memory until they are recorded, so
@@ -280,6 +484,13 @@ impl Spool {
                 put_bytes(&mut rec, target);
             }
             Change::Dir { .. } => rec.push(2),
+            Change::Reference(r) => {
+                rec.push(3);
+                put_bytes(&mut rec, r.uri.as_bytes());
+                rec.extend_from_slice(&r.digest.0);
+                rec.extend_from_slice(&r.size.to_le_bytes());
+                rec.push(r.checksum as u8);
+            }
             other => unreachable!("ingest stores files, symlinks and directories, not {other:?}"),
         }
         self.out.write_all(&rec).at(&self.dir)
@@ -403,6 +614,21 @@ fn read_stored(input: &mut impl Read) -> std::io::Result<Option<Stored>> {
             let mut target = vec![0u8; u32::from_le_bytes(word) as usize];
             input.read_exact(&mut target)?;
             Change::Symlink { target }
+        }
+        3 => {
+            input.read_exact(&mut word)?;
+            let mut uri = vec![0u8; u32::from_le_bytes(word) as usize];
+            input.read_exact(&mut uri)?;
+            let mut digest = [0u8; 32];
+            input.read_exact(&mut digest)?;
+            input.read_exact(&mut long)?;
+            input.read_exact(&mut tag)?;
+            Change::Reference(Reference {
+                uri: String::from_utf8(uri).map_err(std::io::Error::other)?,
+                digest: Digest(digest),
+                size: u64::from_le_bytes(long),
+                checksum: tag[0] != 0,
+            })
         }
         _ => Change::Dir {
             opaque: false,

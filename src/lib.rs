@@ -23,6 +23,7 @@ pub mod mount_helper;
 pub mod names;
 pub mod progress;
 pub mod query;
+pub mod reference;
 pub mod staging;
 pub mod store;
 pub mod tree;

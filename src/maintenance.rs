@@ -4,8 +4,9 @@ use rayon::prelude::*;
 
 use crate::blobs::BlobHealth;
 use crate::catalog::nodes;
+use crate::catalog::nodes::NodeId;
 use crate::catalog::versions;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::hash::Digest;
 use crate::names::VersionRef;
 use crate::progress;
@@ -21,22 +22,32 @@ pub struct Damage {
     pub drafts: Vec<String>,
 }
 
+/// A referenced file that vanished or no longer has the content recorded for it.
+pub struct Drift {
+    pub uri: String,
+    pub vanished: bool,
+    /// What is wrong, in words.
+    pub why: String,
+    pub used_by: Vec<(String, Vec<u8>)>,
+    pub drafts: Vec<String>,
+}
+
 pub struct VerifyReport {
     pub checked: u64,
     pub damaged: Vec<Damage>,
+    pub references_checked: u64,
+    pub drifted: Vec<Drift>,
 }
 
 /// Re-hashes every blob of version `r`, or of every version and draft, on all cores.
 pub fn verify(store: &Store, r: Option<&VersionRef>) -> Result<VerifyReport> {
     store.catalog.check_integrity(r.is_none())?;
     let conn = store.conn();
-    let blobs = match r {
-        Some(r) => {
-            let v = versions::resolve(conn, r)?;
-            nodes::referenced_blobs(conn, Some(&[v.root]))?
-        }
-        None => nodes::referenced_blobs(conn, None)?,
+    let roots = match r {
+        Some(r) => Some(vec![versions::resolve(conn, r)?.root]),
+        None => None,
     };
+    let blobs = nodes::referenced_blobs(conn, roots.as_deref())?;
     let bar = progress::items(blobs.len() as u64, "blobs checked");
     let blob_store = &store.blobs;
     let bad: Vec<(Digest, BlobHealth)> = blobs
@@ -71,10 +82,63 @@ pub fn verify(store: &Store, r: Option<&VersionRef>) -> Result<VerifyReport> {
             }
         })
         .collect();
+    let (references_checked, drifted) = verify_references(store, roots.as_deref())?;
     Ok(VerifyReport {
         checked: blobs.len() as u64,
         damaged,
+        references_checked,
+        drifted,
     })
+}
+
+/// Re-hashes every referenced file (one without a checksum is only checked to be there).
+fn verify_references(store: &Store, roots: Option<&[NodeId]>) -> Result<(u64, Vec<Drift>)> {
+    let conn = store.conn();
+    let refs = nodes::references(conn, roots)?;
+    let bar = progress::items(refs.len() as u64, "references checked");
+    let bad: Vec<(String, bool, String)> = refs
+        .par_iter()
+        .filter_map(|(r, mtime_ns)| {
+            let checked = match r.checksum {
+                true => r.copy_to(*mtime_ns, &mut std::io::sink()).map(drop),
+                false => r.open(*mtime_ns).map(drop),
+            };
+            bar.inc(1);
+            let why = match checked {
+                Ok(()) => return None,
+                Err(Error::ReferenceDrift { why, .. }) => why,
+                Err(e) => e.to_string(),
+            };
+            let vanished = r.path().is_ok_and(|p| !p.exists());
+            Some((r.uri.clone(), vanished, why))
+        })
+        .collect();
+    bar.finish_and_clear();
+    // One report per file, however many recorded states of it failed.
+    let mut bad = bad;
+    bad.dedup_by(|a, b| a.0 == b.0);
+    let uris: Vec<&str> = bad.iter().map(|(u, ..)| u.as_str()).collect();
+    let users = nodes::reference_users(conn, &uris)?;
+    let drifted = bad
+        .into_iter()
+        .map(|(uri, vanished, why)| {
+            let mine = users.iter().filter(|(u, _, _)| *u == uri);
+            Drift {
+                used_by: mine
+                    .clone()
+                    .filter_map(|(_, r, p)| p.as_ref().map(|p| (r.clone(), p.clone())))
+                    .collect(),
+                drafts: mine
+                    .filter(|(_, _, p)| p.is_none())
+                    .map(|(_, r, _)| r.clone())
+                    .collect(),
+                uri,
+                vanished,
+                why,
+            }
+        })
+        .collect();
+    Ok((refs.len() as u64, drifted))
 }
 
 #[derive(Default)]

@@ -12,6 +12,7 @@ use crate::catalog::versions::{self, VersionRow};
 use crate::error::{Error, IoContext, Result};
 use crate::names::VersionRef;
 use crate::progress;
+use crate::reference::Reference;
 use crate::store::Store;
 use crate::tree::{self, Item};
 
@@ -49,6 +50,7 @@ pub fn get(store: &Store, r: &VersionRef, dest: &Path) -> Result<GetReport> {
                     "its content (blob {blob}) is missing from the store; see artifactfs verify"
                 ),
             }),
+            Item::Reference(r) => r.open(e.mtime_ns).map(drop),
             _ => Ok(()),
         }
     })?;
@@ -81,6 +83,17 @@ pub fn get(store: &Store, r: &VersionRef, dest: &Path) -> Result<GetReport> {
                     .at(&target)?;
                 report.files += 1;
                 bar.inc(*size);
+            }
+            Item::Reference(r) => {
+                remove_existing(&target)?;
+                place_reference(r, e.mtime_ns, &target)?;
+                let f = File::options().write(true).open(&target).at(&target)?;
+                f.set_permissions(fs::Permissions::from_mode(e.mode & 0o7777))
+                    .at(&target)?;
+                f.set_times(FileTimes::new().set_modified(time_of(e.mtime_ns)))
+                    .at(&target)?;
+                report.files += 1;
+                bar.inc(r.size);
             }
             Item::Symlink { target: link } => {
                 remove_existing(&target)?;
@@ -185,4 +198,19 @@ fn place_file(
         return Err(e);
     }
     Ok(false)
+}
+
+/// Copies a reference's content into `target`, checking it against its digest (a file that
+/// changed leaves no copy behind).
+fn place_reference(r: &Reference, mtime_ns: i64, target: &Path) -> Result<()> {
+    let mut out = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(target)
+        .at(target)?;
+    if let Err(e) = r.copy_to(mtime_ns, &mut out) {
+        let _ = fs::remove_file(target);
+        return Err(e);
+    }
+    Ok(())
 }

@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::names::{ArtifactName, DraftName, VersionRef};
 use crate::staging::Staging;
 use crate::store::require_draft;
-use crate::tree::{self, Change, Item};
+use crate::tree::{self, Change, Item, TreeEntry};
 
 pub struct ArtifactSummary {
     pub name: String,
@@ -29,6 +29,7 @@ pub struct VersionSummary {
     pub aliases: Vec<String>,
     pub files: u64,
     pub bytes: u64,
+    pub references: u64,
 }
 
 pub fn artifacts(conn: &Connection) -> Result<Vec<ArtifactSummary>> {
@@ -53,6 +54,7 @@ fn summarize(conn: &Connection, v: VersionRow) -> Result<VersionSummary> {
         aliases: versions::aliases_of(conn, v.id)?,
         files: info.files,
         bytes: info.bytes,
+        references: info.references,
         version: v,
     })
 }
@@ -78,19 +80,19 @@ pub fn ls(
     conn: &Connection,
     r: &VersionRef,
     prefix: Option<&[u8]>,
-    f: &mut dyn FnMut(&[u8]) -> Result<()>,
+    f: &mut dyn FnMut(&[u8], &TreeEntry) -> Result<()>,
 ) -> Result<()> {
     let v = versions::resolve(conn, r)?;
     let prefix = trim_slashes(prefix.unwrap_or(b""));
     if prefix.is_empty() {
-        return tree::walk(conn, v.root, b"", &mut |p, _| f(p));
+        return tree::walk(conn, v.root, b"", f);
     }
     let parts = draft::parse_path(prefix)?;
     let prefix = parts.join(&b'/');
     match tree::lookup(conn, v.root, &prefix)? {
         Some(e) => match e.item {
-            Item::Dir { node } => tree::walk(conn, node, &prefix, &mut |p, _| f(p)),
-            _ => f(&prefix),
+            Item::Dir { node } => tree::walk(conn, node, &prefix, f),
+            _ => f(&prefix, &e),
         },
         None => Err(Error::not_found(format!(
             "{} in {}",
@@ -126,6 +128,11 @@ pub fn cat(
     let entry = tree::lookup(conn, v.root, rel)?.ok_or_else(|| Error::not_found(what()))?;
     match entry.item {
         Item::File { blob, size } => match blobs.copy_content(&blob, size, what, out) {
+            Ok(_) => Ok(()),
+            Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+            Err(e) => Err(e),
+        },
+        Item::Reference(r) => match r.copy_to(entry.mtime_ns, out) {
             Ok(_) => Ok(()),
             Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::BrokenPipe => Ok(()),
             Err(e) => Err(e),

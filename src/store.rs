@@ -16,7 +16,7 @@ use crate::commit::{self, CommitOptions, Outcome};
 use crate::draft;
 use crate::error::{Error, IoContext, Result};
 use crate::hash::Digest;
-use crate::ingest::{self, Stored};
+use crate::ingest::{self, Inputs, Stored};
 use crate::names::{AliasName, ArtifactName, DraftName, LATEST, TypeName, VersionRef};
 use crate::staging::Staging;
 use rayon::prelude::*;
@@ -132,7 +132,7 @@ impl Store {
     /// file.
     fn ingest_into<T>(
         &mut self,
-        paths: &[PathBuf],
+        inputs: &Inputs,
         dest: Option<&str>,
         rehearse: bool,
         open: impl Fn(&Connection) -> Result<DraftRow>,
@@ -143,7 +143,7 @@ impl Store {
         let dest = dest.as_deref();
         let mut total = 0;
         let mut check = |tx: Option<(&Connection, &DraftRow)>| {
-            ingest::scan(paths, dest, INGEST_CHUNK, &mut |chunk| {
+            ingest::scan(inputs, dest, INGEST_CHUNK, &mut |chunk| {
                 total += ingest::bytes_of(&chunk);
                 match tx {
                     Some((tx, d)) => {
@@ -162,7 +162,7 @@ impl Store {
         let bar = crate::progress::bytes(total);
         let mut spool = ingest::Spool::new(self.blobs.staging_dir())?;
         let mut added = ingest::Added::new(self.blobs.staging_dir())?;
-        let stored = ingest::scan(paths, dest, INGEST_CHUNK, &mut |chunk| {
+        let stored = ingest::scan(inputs, dest, INGEST_CHUNK, &mut |chunk| {
             let batch = self.blobs.batch();
             let stored = ingest::store(&batch, chunk, &bar);
             // Blobs placed before a failure are still to be removed below.
@@ -194,14 +194,14 @@ impl Store {
     pub fn log(
         &mut self,
         name: &ArtifactName,
-        paths: &[PathBuf],
+        inputs: &Inputs,
         opts: &CommitOptions,
     ) -> Result<Outcome> {
         check_type(self.conn(), name, opts.type_name.as_ref())?;
         // A fresh draft: only the paths themselves could clash, which is rare enough not to
         // rehearse for.
         self.ingest_into(
-            paths,
+            inputs,
             None,
             false,
             |tx| drafts::create(tx, name.as_str(), LOG_DRAFT_ID, None, None),
@@ -222,11 +222,11 @@ impl Store {
     pub fn draft_add(
         &mut self,
         name: &DraftName,
-        paths: &[PathBuf],
+        inputs: &Inputs,
         dest: Option<&str>,
     ) -> Result<usize> {
         self.ingest_into(
-            paths,
+            inputs,
             dest,
             true,
             |tx| require_draft(tx, name),
@@ -275,7 +275,7 @@ impl Store {
         type_name: &TypeName,
     ) -> Result<usize> {
         self.ingest_into(
-            paths,
+            &Inputs::paths(paths),
             None,
             true,
             |tx| open_distributed(tx, name, type_name),
@@ -307,7 +307,7 @@ impl Store {
             }
             open_distributed(tx, name, &type_name)
         };
-        self.ingest_into(paths, None, true, open, |tx, d, _| {
+        self.ingest_into(&Inputs::paths(paths), None, true, open, |tx, d, _| {
             commit::commit(tx, d, opts)
         })
     }

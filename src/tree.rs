@@ -5,13 +5,23 @@
 use crate::catalog::nodes::{self, NodeId, NodeInfo};
 use crate::error::Result;
 use crate::hash::{Digest, Encoding, Hasher};
+use crate::reference::Reference;
 use rusqlite::Connection;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Item {
-    File { blob: Digest, size: u64 },
-    Dir { node: NodeId },
-    Symlink { target: Vec<u8> },
+    File {
+        blob: Digest,
+        size: u64,
+    },
+    Dir {
+        node: NodeId,
+    },
+    Symlink {
+        target: Vec<u8>,
+    },
+    /// Content outside the store; the entry's mtime is the referenced file's when recorded.
+    Reference(Reference),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,6 +51,7 @@ pub struct Encoded {
     pub digest: Digest,
     pub files: u64,
     pub bytes: u64,
+    pub references: u64,
     /// The identity of each chunk (the run of entries from each of `chunk_starts` to the
     /// next), so that equal runs in different nodes are stored once.
     pub chunks: Vec<Digest>,
@@ -57,7 +68,7 @@ pub fn encode(
     let mut digest = Hasher::default();
     hash.field(b"artifactfs node v1");
     digest.field(b"artifactfs tree v1");
-    let (mut files, mut bytes) = (0u64, 0u64);
+    let (mut files, mut bytes, mut references) = (0u64, 0u64, 0u64);
     let mut chunks = Vec::with_capacity(chunk_starts.len());
     let mut chunk: Option<Hasher> = None;
     let mut starts = chunk_starts.iter().peekable();
@@ -92,6 +103,7 @@ pub fn encode(
                 digest.update(&info.digest.0);
                 files += info.files;
                 bytes += info.bytes;
+                references += info.references;
             }
             Item::Symlink { target } => {
                 id.update(b"l");
@@ -99,6 +111,29 @@ pub fn encode(
                 digest.update(b"l");
                 digest.field(target);
                 files += 1;
+            }
+            Item::Reference(r) => {
+                id.update(if r.checksum { b"r" } else { b"u" });
+                id.field(r.uri.as_bytes());
+                id.update(&r.digest.0);
+                id.update(&r.size.to_le_bytes());
+                // A checksummed reference is its content as of its size and mtime (the mount
+                // refuses it once they change), so re-recording a touched file makes a new
+                // version; one without a checksum is its URI alone.
+                if r.checksum {
+                    digest.update(b"r");
+                    digest.field(r.uri.as_bytes());
+                    digest.update(&r.digest.0);
+                    digest.update(&r.size.to_le_bytes());
+                    digest.update(&e.mtime_ns.to_le_bytes());
+                } else {
+                    digest.update(b"u");
+                    digest.field(r.uri.as_bytes());
+                }
+                digest.update(&[is_executable(e.mode) as u8]);
+                files += 1;
+                bytes += r.size;
+                references += 1;
             }
         }
         id.update(&e.mode.to_le_bytes());
@@ -115,6 +150,7 @@ pub fn encode(
         digest: digest.finish(),
         files,
         bytes,
+        references,
         chunks,
     })
 }
@@ -270,9 +306,12 @@ pub fn diff(
                         let same = match (a, b) {
                             (Item::File { blob: x, .. }, Item::File { blob: y, .. }) => x == y,
                             (Item::Symlink { target: x }, Item::Symlink { target: y }) => x == y,
+                            (Item::Reference(x), Item::Reference(y)) => {
+                                x == y && (!x.checksum || o.mtime_ns == n.mtime_ns)
+                            }
                             _ => false,
                         };
-                        if !same || (exec_changed && matches!(a, Item::File { .. })) {
+                        if !same || (exec_changed && !matches!(a, Item::Symlink { .. })) {
                             f(Change::Modified, &path)?;
                         }
                     }
@@ -352,6 +391,7 @@ mod tests {
             files: 2,
             bytes: 10,
             subdirs: 0,
+            references: 0,
         })
     }
 
@@ -371,6 +411,49 @@ mod tests {
         // Chunking changes neither.
         let split = encode(&listing(), &[0, 1, 2], child).unwrap();
         assert_eq!((split.hash, split.digest), (e.hash, e.digest));
+    }
+
+    #[test]
+    fn references_digest_as_docs_semantics_says() {
+        let r = |name: &str, checksum: bool| TreeEntry {
+            name: name.as_bytes().to_vec(),
+            item: Item::Reference(Reference {
+                uri: format!("file:///data/{name}"),
+                digest: Digest::of(name.as_bytes()),
+                size: 5,
+                checksum,
+            }),
+            mode: 0o644,
+            mtime_ns: 42,
+        };
+        let listing = [r("a", true), r("b", false)];
+        let mut want = Hasher::default();
+        want.field(b"artifactfs tree v1");
+        want.field(b"a");
+        want.update(b"r");
+        want.field(b"file:///data/a");
+        want.update(&Digest::of(b"a").0);
+        want.update(&5u64.to_le_bytes());
+        want.update(&42i64.to_le_bytes());
+        want.update(&[0]);
+        want.field(b"b");
+        want.update(b"u");
+        want.field(b"file:///data/b");
+        want.update(&[0]);
+        let e = encode(&listing, &[0], child).unwrap();
+        assert_eq!(e.digest, want.finish());
+        assert_eq!((e.files, e.bytes, e.references), (2, 10, 2));
+        // A touched file is another version; a reference without checksum is its URI alone.
+        let mut touched = listing.clone();
+        touched[0].mtime_ns += 1;
+        touched[1].mtime_ns += 1;
+        if let Item::Reference(x) = &mut touched[1].item {
+            x.size = 6;
+        }
+        let t = encode(&touched, &[0], child).unwrap();
+        assert_ne!(t.digest, e.digest);
+        touched[0].mtime_ns -= 1;
+        assert_eq!(encode(&touched, &[0], child).unwrap().digest, e.digest);
     }
 
     #[test]

@@ -355,9 +355,15 @@ fn verify_passes_on_a_healthy_store() {
     // Distinct contents: alpha, bravo, run.sh, alpha two, charlie.
     assert_eq!(stdout(&out), "checked 5 blobs: 0 damaged\n");
     let v = s.json(&["verify"]);
-    assert_eq!(v, json!({"checked": 5, "damaged": []}));
+    assert_eq!(
+        v,
+        json!({"checked": 5, "damaged": [], "references_checked": 0, "drifted": []})
+    );
     let v = s.json(&["verify", "mnist:v0"]);
-    assert_eq!(v, json!({"checked": 3, "damaged": []}));
+    assert_eq!(
+        v,
+        json!({"checked": 3, "damaged": [], "references_checked": 0, "drifted": []})
+    );
 }
 
 #[test]

@@ -14,6 +14,7 @@ use std::sync::Mutex;
 use artifactfs::commit::{CommitOptions, Outcome};
 use artifactfs::faults::{self, Op};
 use artifactfs::fs::{DRAFTS, Fs, OpenMode, Opened};
+use artifactfs::ingest::Inputs;
 use artifactfs::maintenance;
 use artifactfs::names::{ArtifactName, DraftName, TypeName, VersionRef};
 use artifactfs::query;
@@ -68,7 +69,7 @@ fn opts() -> CommitOptions {
 fn version_files(store: &Store, r: &str) -> Files {
     let r: VersionRef = r.parse().unwrap();
     let mut paths = Vec::new();
-    query::ls(store.conn(), &r, None, &mut |p| {
+    query::ls(store.conn(), &r, None, &mut |p, _| {
         paths.push(String::from_utf8(p.to_vec()).unwrap());
         Ok(())
     })
@@ -135,7 +136,7 @@ fn base_store(dir: &Path) -> Store {
     let src = dir.join("base");
     write_dir(&src, &base_files());
     store
-        .log(&"data".parse().unwrap(), &[src], &opts())
+        .log(&"data".parse().unwrap(), &Inputs::paths(&[src]), &opts())
         .unwrap();
     store
 }
@@ -160,7 +161,9 @@ fn fill(store: &mut Store, dir: &Path, how: Filled, files: &Files) {
             let src = dir.join("new");
             write_dir(&src, files);
             store.draft_new(&name, None, DraftBase::Default).unwrap();
-            store.draft_add(&name, &[src], None).unwrap();
+            store
+                .draft_add(&name, &Inputs::paths(&[src]), None)
+                .unwrap();
             store.draft_rm(&name, &[b"old.txt"]).unwrap();
         }
         Filled::Mount => {
@@ -198,7 +201,11 @@ fn fill(store: &mut Store, dir: &Path, how: Filled, files: &Files) {
 /// The commit faults are injected into.
 fn commit(store: &mut Store, dir: &Path, how: Filled) -> artifactfs::error::Result<Outcome> {
     match how {
-        Filled::Log => store.log(&"data".parse().unwrap(), &[dir.join("new")], &opts()),
+        Filled::Log => store.log(
+            &"data".parse().unwrap(),
+            &Inputs::paths(&[dir.join("new")]),
+            &opts(),
+        ),
         Filled::Cli | Filled::Mount => store.draft_commit(&"data".parse().unwrap(), &opts()),
     }
 }

@@ -35,6 +35,7 @@ use artifactfs::catalog::versions;
 use artifactfs::commit::{CommitOptions, Outcome};
 use artifactfs::draft::{self, Found};
 use artifactfs::error::Error;
+use artifactfs::ingest::Inputs;
 use artifactfs::names::{AliasName, ArtifactName, DraftName, Selector, TypeName, VersionRef};
 use artifactfs::query;
 use artifactfs::store::{DraftBase, Store, require_draft};
@@ -313,15 +314,19 @@ impl Harness {
             } => {
                 let file = self.scratch_dir().join("f");
                 Self::write_file(&file, *content, *mode);
-                let n = self
-                    .store
-                    .draft_add(&draft_name(*art), &[file], Some(dest.as_str()))?;
+                let n = self.store.draft_add(
+                    &draft_name(*art),
+                    &Inputs::paths(&[file]),
+                    Some(dest.as_str()),
+                )?;
                 Ok(Res::Files(n))
             }
             Step::AddDir { art, prefix, tree } => {
                 let dir = self.write_scratch(tree);
                 let dest = Some(*prefix).filter(|p| !p.is_empty());
-                let n = self.store.draft_add(&draft_name(*art), &[dir], dest)?;
+                let n = self
+                    .store
+                    .draft_add(&draft_name(*art), &Inputs::paths(&[dir]), dest)?;
                 Ok(Res::Files(n))
             }
             Step::Remove { art, paths } => {
@@ -345,7 +350,11 @@ impl Harness {
             } => {
                 let dir = self.write_scratch(tree);
                 self.store
-                    .log(&art_name(*art), &[dir], &commit_opts(*alias, *ty))
+                    .log(
+                        &art_name(*art),
+                        &Inputs::paths(&[dir]),
+                        &commit_opts(*alias, *ty),
+                    )
                     .map(outcome)
             }
             Step::Delete { art, r } => Ok(Res::Version(
@@ -440,6 +449,7 @@ impl Harness {
                 Node::File(content_index(&bytes), tree::is_executable(e.mode))
             }
             Item::Symlink { target } => Node::Link(utf8(target)),
+            Item::Reference(r) => panic!("{p}: the model makes no references, found {}", r.uri),
         }
     }
 
@@ -504,7 +514,7 @@ impl Harness {
 
             // `ls` and `cat`, as the CLI uses them.
             let mut listed = Vec::new();
-            query::ls(conn, &r, None, &mut |p| {
+            query::ls(conn, &r, None, &mut |p, _| {
                 listed.push(utf8(p));
                 Ok(())
             })
@@ -525,7 +535,7 @@ impl Harness {
             }
             // `ls` under a prefix: a directory lists its files, a file itself, else ENOENT.
             let mut under = Vec::new();
-            let res = query::ls(conn, &r, Some(b"d/"), &mut |p| {
+            let res = query::ls(conn, &r, Some(b"d/"), &mut |p, _| {
                 under.push(utf8(p));
                 Ok(())
             });

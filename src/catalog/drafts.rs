@@ -6,6 +6,7 @@ use crate::catalog::nodes::NodeId;
 use crate::catalog::now_ns;
 use crate::error::{CatalogContext, Result};
 use crate::hash::Digest;
+use crate::reference::Reference;
 
 #[derive(Clone, Debug)]
 pub struct DraftRow {
@@ -65,6 +66,8 @@ pub enum Change {
     Staged {
         id: i64,
     },
+    /// Content outside the store (see [`Reference`]).
+    Reference(Reference),
     /// A directory; `opaque` hides the base directory at the same path, and `moved` is the
     /// base directory it shows instead (one renamed here within the draft).
     Dir {
@@ -107,21 +110,25 @@ fn draft_from_row(r: &Row) -> rusqlite::Result<DraftRow> {
 
 fn entry_from_row(r: &Row) -> rusqlite::Result<DraftEntry> {
     let kind: i64 = r.get(1)?;
-    let change = match kind {
-        KIND_FILE => {
-            let blob: Vec<u8> = r.get(2)?;
-            Change::File {
-                blob: Digest::from_slice(&blob).unwrap_or(Digest([0; 32])),
-                size: r.get::<_, i64>(3)? as u64,
+    let change = if let Some(reference) = super::reference_of_row(r, kind, (2, 3, 6))? {
+        Change::Reference(reference)
+    } else {
+        match kind {
+            KIND_FILE => {
+                let blob: Vec<u8> = r.get(2)?;
+                Change::File {
+                    blob: Digest::from_slice(&blob).unwrap_or(Digest([0; 32])),
+                    size: r.get::<_, i64>(3)? as u64,
+                }
             }
+            KIND_DIR => Change::Dir {
+                opaque: r.get(7)?,
+                moved: r.get(9)?,
+            },
+            KIND_SYMLINK => Change::Symlink { target: r.get(6)? },
+            KIND_STAGED => Change::Staged { id: r.get(8)? },
+            _ => Change::Removed,
         }
-        KIND_DIR => Change::Dir {
-            opaque: r.get(7)?,
-            moved: r.get(9)?,
-        },
-        KIND_SYMLINK => Change::Symlink { target: r.get(6)? },
-        KIND_STAGED => Change::Staged { id: r.get(8)? },
-        _ => Change::Removed,
     };
     Ok(DraftEntry {
         name: r.get(0)?,
@@ -270,6 +277,11 @@ pub fn put(conn: &Connection, draft: i64, parent: &[u8], e: &DraftEntry) -> Resu
         Change::Symlink { target: t } => {
             target = Some(&t[..]);
             KIND_SYMLINK
+        }
+        Change::Reference(r) => {
+            let (kind, b, s, uri) = super::reference_columns(r);
+            (blob, size, target) = (Some(b), s, Some(uri));
+            kind
         }
         Change::Removed => KIND_REMOVED,
     };

@@ -14,10 +14,53 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 
 use crate::error::{Error, Result};
+use crate::hash::Digest;
+use crate::reference::Reference;
 
 pub use schema::MIGRATIONS;
 
 /// How long a writer waits for another one before the operation fails.
+/// Entry kinds that mean the same in tree and draft entries (the others differ).
+const KIND_REFERENCE: i64 = 5;
+const KIND_UNCHECKED_REFERENCE: i64 = 6;
+
+/// A reference entry's kind and the values of its `blob`, `size` and `target` columns.
+fn reference_columns(r: &Reference) -> (i64, &[u8], i64, &[u8]) {
+    let kind = if r.checksum {
+        KIND_REFERENCE
+    } else {
+        KIND_UNCHECKED_REFERENCE
+    };
+    (kind, &r.digest.0[..], r.size as i64, r.uri.as_bytes())
+}
+
+/// The reference in a row of kind `kind`, if it is one; `cols` are the indices of the
+/// `blob`, `size` and `target` columns.
+fn reference_of_row(
+    row: &rusqlite::Row,
+    kind: i64,
+    cols: (usize, usize, usize),
+) -> rusqlite::Result<Option<Reference>> {
+    if kind != KIND_REFERENCE && kind != KIND_UNCHECKED_REFERENCE {
+        return Ok(None);
+    }
+    let bad = |idx, why: &str| {
+        rusqlite::Error::FromSqlConversionFailure(
+            idx,
+            rusqlite::types::Type::Blob,
+            why.to_string().into(),
+        )
+    };
+    let blob: Vec<u8> = row.get(cols.0)?;
+    let uri: Vec<u8> = row.get(cols.2)?;
+    Ok(Some(Reference {
+        digest: Digest::from_slice(&blob).ok_or_else(|| bad(cols.0, "digest is not 32 bytes"))?,
+        size: row.get::<_, i64>(cols.1)? as u64,
+        uri: String::from_utf8(uri).map_err(|_| bad(cols.2, "reference URI is not UTF-8"))?,
+        checksum: kind == KIND_REFERENCE,
+    }))
+}
+
 const BUSY_TIMEOUT: Duration = Duration::from_secs(120);
 
 pub struct Catalog {

@@ -13,6 +13,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::error::{CatalogContext, Error, Result};
 use crate::hash::Digest;
+use crate::reference::Reference;
 use crate::tree::{self, Item, TreeEntry};
 
 pub type NodeId = i64;
@@ -30,6 +31,8 @@ pub struct NodeInfo {
     pub bytes: u64,
     /// Immediate subdirectories, for a directory's link count.
     pub subdirs: u64,
+    /// Reference entries in the whole subtree.
+    pub references: u64,
 }
 
 /// One name in this many starts a chunk, on average...
@@ -108,6 +111,14 @@ fn digest_col(row: &Row, idx: usize) -> rusqlite::Result<Digest> {
 
 fn entry_from_row(row: &Row) -> rusqlite::Result<TreeEntry> {
     let kind: i64 = row.get(1)?;
+    if let Some(r) = super::reference_of_row(row, kind, (2, 3, 7))? {
+        return Ok(TreeEntry {
+            name: row.get(0)?,
+            item: Item::Reference(r),
+            mode: row.get::<_, i64>(4)? as u32,
+            mtime_ns: row.get(5)?,
+        });
+    }
     let item = match kind {
         KIND_FILE => Item::File {
             blob: digest_col(row, 2)?,
@@ -127,7 +138,7 @@ fn entry_from_row(row: &Row) -> rusqlite::Result<TreeEntry> {
 }
 
 pub fn info(conn: &Connection, id: NodeId) -> Result<NodeInfo> {
-    conn.prepare_cached("SELECT hash, digest, files, bytes, subdirs FROM nodes WHERE id = ?1")
+    conn.prepare_cached("SELECT hash, digest, files, bytes, subdirs, refs FROM nodes WHERE id = ?1")
         .and_then(|mut s| {
             s.query_row([id], |r| {
                 Ok(NodeInfo {
@@ -137,6 +148,7 @@ pub fn info(conn: &Connection, id: NodeId) -> Result<NodeInfo> {
                     files: r.get::<_, i64>(2)? as u64,
                     bytes: r.get::<_, i64>(3)? as u64,
                     subdirs: r.get::<_, i64>(4)? as u64,
+                    references: r.get::<_, i64>(5)? as u64,
                 })
             })
         })
@@ -216,6 +228,7 @@ pub fn insert(conn: &Connection, entries: &[TreeEntry]) -> Result<NodeInfo> {
         files: enc.files,
         bytes: enc.bytes,
         subdirs,
+        references: enc.references,
     };
     let existing: Option<NodeId> = conn
         .prepare_cached("SELECT id FROM nodes WHERE hash = ?1")
@@ -226,7 +239,8 @@ pub fn insert(conn: &Connection, entries: &[TreeEntry]) -> Result<NodeInfo> {
         return Ok(node(id));
     }
     conn.prepare_cached(
-        "INSERT INTO nodes (hash, digest, files, bytes, subdirs) VALUES (?1, ?2, ?3, ?4, ?5)",
+        "INSERT INTO nodes (hash, digest, files, bytes, subdirs, refs)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )
     .and_then(|mut s| {
         s.execute(params![
@@ -234,7 +248,8 @@ pub fn insert(conn: &Connection, entries: &[TreeEntry]) -> Result<NodeInfo> {
             &enc.digest.0[..],
             enc.files as i64,
             enc.bytes as i64,
-            subdirs as i64
+            subdirs as i64,
+            enc.references as i64
         ])
     })
     .ctx(|| "insert tree node".into())?;
@@ -276,6 +291,10 @@ fn insert_chunk(conn: &Connection, hash: &Digest, entries: &[TreeEntry]) -> Resu
             Item::File { blob, size } => (KIND_FILE, Some(&blob.0[..]), *size as i64, None, None),
             Item::Dir { node } => (KIND_DIR, None, 0, Some(*node), None),
             Item::Symlink { target } => (KIND_SYMLINK, None, 0, None, Some(&target[..])),
+            Item::Reference(r) => {
+                let (kind, blob, size, uri) = super::reference_columns(r);
+                (kind, Some(blob), size, None, Some(uri))
+            }
         };
         stmt.execute(params![
             id,
@@ -326,8 +345,8 @@ pub fn collect_live_blobs(conn: &Connection) -> Result<()> {
         "DROP TABLE IF EXISTS temp.live_blobs;
          CREATE TEMP TABLE live_blobs (blob BLOB PRIMARY KEY) WITHOUT ROWID;
          INSERT OR IGNORE INTO live_blobs
-             SELECT blob FROM chunk_entries WHERE blob IS NOT NULL
-             UNION ALL SELECT blob FROM draft_entries WHERE blob IS NOT NULL;",
+             SELECT blob FROM chunk_entries WHERE blob IS NOT NULL AND kind < 5
+             UNION ALL SELECT blob FROM draft_entries WHERE blob IS NOT NULL AND kind < 5;",
     )
     .ctx(|| "collect referenced blobs".into())
 }
@@ -355,8 +374,8 @@ pub fn referenced_blobs(conn: &Connection, roots: Option<&[NodeId]>) -> Result<V
     };
     match roots {
         None => collect(
-            "SELECT blob FROM chunk_entries WHERE blob IS NOT NULL
-             UNION SELECT blob FROM draft_entries WHERE blob IS NOT NULL",
+            "SELECT blob FROM chunk_entries WHERE blob IS NOT NULL AND kind < 5
+             UNION SELECT blob FROM draft_entries WHERE blob IS NOT NULL AND kind < 5",
             &[],
         )?,
         Some(roots) => {
@@ -368,7 +387,7 @@ pub fn referenced_blobs(conn: &Connection, roots: Option<&[NodeId]>) -> Result<V
                                  JOIN node_chunks c ON c.node = sub.id
                                  JOIN chunk_entries e ON e.chunk = c.chunk
                                 WHERE e.child IS NOT NULL)
-                     SELECT DISTINCT blob FROM chunk_entries WHERE blob IS NOT NULL
+                     SELECT DISTINCT blob FROM chunk_entries WHERE blob IS NOT NULL AND kind < 5
                          AND chunk IN (SELECT chunk FROM node_chunks
                                         WHERE node IN (SELECT id FROM sub))",
                     &[root],
@@ -389,50 +408,129 @@ pub fn referenced_blobs(conn: &Connection, roots: Option<&[NodeId]>) -> Result<V
 pub type BlobUse = (Digest, String, Option<Vec<u8>>);
 
 pub fn blob_users(conn: &Connection, blobs: &[Digest]) -> Result<Vec<BlobUse>> {
-    let ctx = || "find where damaged blobs are used".to_string();
+    let keys: Vec<&[u8]> = blobs.iter().map(|b| &b.0[..]).collect();
+    let rows = users(conn, "e.blob", "e.kind < 5", &keys)?;
+    rows.into_iter()
+        .map(|(k, r, p)| {
+            let d = Digest::from_slice(&k).ok_or_else(|| Error::Corrupt {
+                what: "catalog".into(),
+                why: "a blob digest is not 32 bytes".into(),
+            })?;
+            Ok((d, r, p))
+        })
+        .collect()
+}
+
+/// A use of a reference: its URI, a version reference or draft name, and the path in the
+/// version (`None` for a draft).
+pub type ReferenceUse = (String, String, Option<Vec<u8>>);
+
+/// Where the references to `uris` are used, as [`blob_users`] says for blobs.
+pub fn reference_users(conn: &Connection, uris: &[&str]) -> Result<Vec<ReferenceUse>> {
+    let keys: Vec<&[u8]> = uris.iter().map(|u| u.as_bytes()).collect();
+    users(conn, "e.target", "e.kind IN (5, 6)", &keys)?
+        .into_iter()
+        .map(|(k, r, p)| Ok((String::from_utf8_lossy(&k).into_owned(), r, p)))
+        .collect()
+}
+
+/// A use of an entry found by key: the key, then as in [`BlobUse`].
+type KeyUse = (Vec<u8>, String, Option<Vec<u8>>);
+
+/// The versions (with paths) and drafts whose entries have `key` (a column of the entry
+/// `e`, among entries matching `filter`) equal to one of `keys`, ordered by key.
+fn users(conn: &Connection, key: &str, filter: &str, keys: &[&[u8]]) -> Result<Vec<KeyUse>> {
+    let ctx = || "find where damaged content is used".to_string();
     conn.execute_batch(
-        "DROP TABLE IF EXISTS temp.wanted_blobs;
-         CREATE TEMP TABLE wanted_blobs (blob BLOB PRIMARY KEY) WITHOUT ROWID;",
+        "DROP TABLE IF EXISTS temp.wanted_keys;
+         CREATE TEMP TABLE wanted_keys (key BLOB PRIMARY KEY) WITHOUT ROWID;",
     )
     .ctx(ctx)?;
-    for b in blobs {
-        conn.execute(
-            "INSERT OR IGNORE INTO temp.wanted_blobs VALUES (?1)",
-            [&b.0[..]],
-        )
-        .ctx(ctx)?;
+    for k in keys {
+        conn.execute("INSERT OR IGNORE INTO temp.wanted_keys VALUES (?1)", [k])
+            .ctx(ctx)?;
     }
     let mut stmt = conn
-        .prepare(
-            "WITH RECURSIVE up(blob, node, path) AS (
-                 SELECT e.blob, c.node, CAST(e.name AS BLOB)
+        .prepare(&format!(
+            "WITH RECURSIVE up(key, node, path) AS (
+                 SELECT {key}, c.node, CAST(e.name AS BLOB)
                    FROM chunk_entries e JOIN node_chunks c ON c.chunk = e.chunk
-                  WHERE e.blob IN (SELECT blob FROM temp.wanted_blobs)
+                  WHERE {filter} AND {key} IN (SELECT key FROM temp.wanted_keys)
                  UNION
-                 SELECT up.blob, c.node, CAST(e.name || X'2F' || up.path AS BLOB)
+                 SELECT up.key, c.node, CAST(e.name || X'2F' || up.path AS BLOB)
                    FROM up
                    JOIN chunk_entries e ON e.child = up.node
                    JOIN node_chunks c ON c.chunk = e.chunk
              )
-             SELECT up.blob, a.name || ':v' || v.number, up.path FROM up
+             SELECT up.key, a.name || ':v' || v.number, up.path FROM up
                JOIN versions v ON v.root = up.node
                JOIN artifacts a ON a.id = v.artifact
              UNION
-             SELECT e.blob,
+             SELECT {key},
                     CASE d.dist_id WHEN '' THEN d.artifact ELSE d.artifact || '@' || d.dist_id END, NULL
                FROM draft_entries e JOIN drafts d ON d.id = e.draft
-              WHERE e.blob IN (SELECT blob FROM temp.wanted_blobs)
+              WHERE {filter} AND {key} IN (SELECT key FROM temp.wanted_keys)
              UNION
-             SELECT up.blob,
+             SELECT up.key,
                     CASE d.dist_id WHEN '' THEN d.artifact ELSE d.artifact || '@' || d.dist_id END, NULL
                FROM up JOIN drafts d ON d.base_root = up.node
-             ORDER BY 1, 2, 3",
-        )
+             ORDER BY 1, 2, 3"
+        ))
         .ctx(ctx)?;
     let rows = stmt
-        .query_map([], |r| Ok((digest_col(r, 0)?, r.get(1)?, r.get(2)?)))
+        .query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get(1)?, r.get(2)?)))
         .ctx(ctx)?;
     rows.collect::<rusqlite::Result<Vec<_>>>().ctx(ctx)
+}
+
+/// Every distinct reference (with the mtime recorded for it) in the trees under `roots`, or
+/// in every node and draft when `roots` is None.
+pub fn references(conn: &Connection, roots: Option<&[NodeId]>) -> Result<Vec<(Reference, i64)>> {
+    const COLUMNS: &str = "kind, blob, size, target, mtime_ns";
+    let sql = match roots {
+        None => format!(
+            "SELECT DISTINCT {COLUMNS} FROM chunk_entries WHERE kind IN (5, 6)
+             UNION SELECT {COLUMNS} FROM draft_entries WHERE kind IN (5, 6)"
+        ),
+        Some(_) => format!(
+            "WITH RECURSIVE sub(id) AS (
+                 SELECT ?1
+                 UNION SELECT e.child FROM sub
+                         JOIN node_chunks c ON c.node = sub.id
+                         JOIN chunk_entries e ON e.chunk = c.chunk
+                        WHERE e.child IS NOT NULL)
+             SELECT DISTINCT {COLUMNS} FROM chunk_entries WHERE kind IN (5, 6)
+                 AND chunk IN (SELECT chunk FROM node_chunks WHERE node IN (SELECT id FROM sub))"
+        ),
+    };
+    let ctx = || "list references".to_string();
+    let mut stmt = conn.prepare(&sql).ctx(ctx)?;
+    let mut out = Vec::new();
+    let mut each = |params: &[&dyn rusqlite::ToSql]| -> Result<()> {
+        let rows = stmt
+            .query_map(params, |r| {
+                let kind: i64 = r.get(0)?;
+                let reference = super::reference_of_row(r, kind, (1, 2, 3))?
+                    .expect("the query selects references only");
+                Ok((reference, r.get::<_, i64>(4)?))
+            })
+            .ctx(ctx)?;
+        for row in rows {
+            out.push(row.ctx(ctx)?);
+        }
+        Ok(())
+    };
+    match roots {
+        None => each(&[])?,
+        Some(roots) => {
+            for root in roots {
+                each(&[root])?;
+            }
+        }
+    }
+    out.sort_by(|a, b| (&a.0.uri, a.1).cmp(&(&b.0.uri, b.1)));
+    out.dedup();
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -707,7 +805,7 @@ mod tests {
 
     /// Stores a node as schema 2 did: all its entries in `node_entries`.
     fn insert_v2(conn: &Connection, entries: &[TreeEntry]) -> NodeInfo {
-        let e = tree::encode(entries, &[0], |child| info(conn, child)).unwrap();
+        let e = tree::encode(entries, &[0], |child| Ok(info_v2(conn, child))).unwrap();
         let subdirs = entries.iter().filter(|e| e.is_dir()).count() as i64;
         conn.execute(
             "INSERT INTO nodes (hash, digest, files, bytes, subdirs) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -726,6 +824,7 @@ mod tests {
                 Item::File { blob, size } => (0, Some(blob.0.to_vec()), *size as i64, None, None),
                 Item::Dir { node } => (1, None, 0, Some(*node), None),
                 Item::Symlink { target } => (2, None, 0, None, Some(target.clone())),
+                Item::Reference(_) => unreachable!("schema 2 had no references"),
             };
             conn.execute(
                 "INSERT INTO node_entries (node, name, kind, blob, size, mode, mtime_ns, child, target)
@@ -734,7 +833,27 @@ mod tests {
             )
             .unwrap();
         }
-        info(conn, id).unwrap()
+        info_v2(conn, id)
+    }
+
+    /// A node's info as schema 2 kept it (no reference count: there were no references).
+    fn info_v2(conn: &Connection, id: NodeId) -> NodeInfo {
+        conn.query_row(
+            "SELECT hash, digest, files, bytes, subdirs FROM nodes WHERE id = ?1",
+            [id],
+            |r| {
+                Ok(NodeInfo {
+                    id,
+                    hash: digest_col(r, 0)?,
+                    digest: digest_col(r, 1)?,
+                    files: r.get::<_, i64>(2)? as u64,
+                    bytes: r.get::<_, i64>(3)? as u64,
+                    subdirs: r.get::<_, i64>(4)? as u64,
+                    references: 0,
+                })
+            },
+        )
+        .unwrap()
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! have run; a catalog with a higher number than this build knows is refused.
 
 /// Migration N brings the schema from version N to N + 1.
-pub const MIGRATIONS: &[&str] = &[V1, V2, V3];
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
 
 const V1: &str = r#"
 CREATE TABLE artifacts (
@@ -177,4 +177,11 @@ INSERT INTO node_chunks (node, first_name, chunk)
     SELECT n.id, (SELECT min(name) FROM node_entries WHERE node = n.id), c.id
       FROM nodes n JOIN chunks c ON c.hash = CAST(X'00' || n.hash AS BLOB);
 DROP TABLE node_entries;
+"#;
+
+/// References (entries of kinds 5 and 6, content outside the store; see `reference.rs`):
+/// `refs` counts them in a node's subtree, so `show` need not walk a version. Stores older
+/// than this have none. The new kinds are why older builds must not open such a store.
+const V4: &str = r#"
+ALTER TABLE nodes ADD COLUMN refs INTEGER NOT NULL DEFAULT 0;
 "#;

@@ -87,7 +87,7 @@ impl Node {
         match self {
             Node::Alias { .. } => Kind::Symlink,
             Node::Entry(e) => match e.item {
-                Item::File { .. } => Kind::File,
+                Item::File { .. } | Item::Reference(_) => Kind::File,
                 Item::Dir { .. } => Kind::Dir,
                 Item::Symlink { .. } => Kind::Symlink,
             },
@@ -347,6 +347,7 @@ fn same_kind(a: &Node, b: &Node) -> bool {
                     (Item::Dir { node: p }, Item::Dir { node: q }) => p == q,
                     (Item::File { blob: p, .. }, Item::File { blob: q, .. }) => p == q,
                     (Item::Symlink { target: p }, Item::Symlink { target: q }) => p == q,
+                    (Item::Reference(p), Item::Reference(q)) => p == q && x.mtime_ns == y.mtime_ns,
                     _ => false,
                 }
         }

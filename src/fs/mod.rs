@@ -34,6 +34,7 @@ use crate::catalog::{Pool, rfc3339, time_of};
 use crate::draft::{self, Found};
 use crate::error::{Error, Result};
 use crate::names::{ArtifactName, DraftName};
+use crate::reference::Reference;
 use crate::staging::Staging;
 use crate::tree::{self, Item, TreeEntry};
 
@@ -176,6 +177,20 @@ pub enum Opened {
     Control {
         fh: u64,
     },
+}
+
+/// A file's own attributes: its content digest, and for a reference the URI (and the digest
+/// only if it is the content's).
+fn file_xattrs(item: &Item) -> Vec<(&'static str, String)> {
+    match item {
+        Item::File { blob, .. } => vec![(XATTR_SHA256, blob.to_hex())],
+        Item::Reference(r) if r.checksum => vec![
+            (XATTR_SHA256, r.digest.to_hex()),
+            (XATTR_REF, r.uri.clone()),
+        ],
+        Item::Reference(r) => vec![(XATTR_REF, r.uri.clone())],
+        _ => Vec::new(),
+    }
 }
 
 fn lossy(b: &[u8]) -> String {
@@ -642,7 +657,9 @@ impl Fs {
             }
         };
         Ok(match &e.item {
-            Item::File { size, .. } => self.attr(ino, Kind::File, *size, perm(e.mode), 1, mtime),
+            Item::File { size, .. } | Item::Reference(Reference { size, .. }) => {
+                self.attr(ino, Kind::File, *size, perm(e.mode), 1, mtime)
+            }
             Item::Dir { node } => {
                 let info = nodes::info(conn, *node)?;
                 let p = if committed {
@@ -1006,6 +1023,11 @@ impl Fs {
                 }) => self
                     .blobs
                     .open_content(&blob, size, || self.describe(ino, None))?,
+                Node::Entry(TreeEntry {
+                    item: Item::Reference(r),
+                    mtime_ns,
+                    ..
+                }) => r.open(mtime_ns)?,
                 Node::Draft { .. } => match self.find_with_draft(conn.conn(), ino)? {
                     Some((
                         _,
@@ -1016,6 +1038,14 @@ impl Fs {
                     )) => self
                         .blobs
                         .open_content(&blob, size, || self.describe(ino, None))?,
+                    Some((
+                        _,
+                        Found::File(TreeEntry {
+                            item: Item::Reference(r),
+                            mtime_ns,
+                            ..
+                        }),
+                    )) => r.open(mtime_ns)?,
                     Some((d, Found::Staged { id, .. })) => {
                         self.staging.open_file(&d, id, false, false)?
                     }
@@ -1151,15 +1181,9 @@ impl Fs {
                     None => Vec::new(),
                 }
             }
-            Node::Entry(TreeEntry {
-                item: Item::File { blob, .. },
-                ..
-            }) => vec![(XATTR_SHA256, blob.to_hex())],
+            Node::Entry(e) => file_xattrs(&e.item),
             Node::Draft { .. } => match self.find_in_draft(conn, ino)? {
-                Some(Found::File(TreeEntry {
-                    item: Item::File { blob, .. },
-                    ..
-                })) => vec![(XATTR_SHA256, blob.to_hex())],
+                Some(Found::File(e)) => file_xattrs(&e.item),
                 _ => Vec::new(),
             },
             _ => Vec::new(),

@@ -375,6 +375,24 @@ impl Fs {
                     let from = (!truncate).then_some((from.as_path(), *mtime_ns));
                     (self.staging.create(d, from)?, *mode)
                 }
+                // Editing a reference turns it into a file of the draft: its content, checked
+                // as reading it would be, is copied into staging.
+                Some(Found::File(TreeEntry {
+                    item: Item::Reference(r),
+                    mode,
+                    mtime_ns,
+                    ..
+                })) => {
+                    let from = match truncate {
+                        true => None,
+                        false => {
+                            r.open(*mtime_ns)?;
+                            Some(r.path()?)
+                        }
+                    };
+                    let from = from.as_deref().map(|p| (p, *mtime_ns));
+                    (self.staging.create(d, from)?, *mode)
+                }
                 Some(Found::Dir { .. }) => return Err(Error::IsADirectory(what())),
                 Some(_) => return Err(exists()),
                 None => match create {
