@@ -4,7 +4,6 @@
 
 use std::fs::{self, File};
 use std::io::{Read, Write};
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 
@@ -158,11 +157,6 @@ pub fn parse_uri(uri: &str) -> Result<PathBuf> {
     Ok(path.to_path_buf())
 }
 
-/// The URI of a local path (absolute, as given).
-pub fn uri_of(path: &Path) -> String {
-    format!("file://{}", path.display())
-}
-
 /// Refuses a path that lies inside the store: its content is the store's own, which a
 /// reference must not version (gc and drafts would change it underneath).
 pub fn refuse_inside(store: &Path, path: &Path, uri: &str) -> Result<()> {
@@ -179,11 +173,6 @@ pub fn refuse_inside(store: &Path, path: &Path, uri: &str) -> Result<()> {
         ));
     }
     Ok(())
-}
-
-/// Whether `name` is a URI-safe path for a reference (no NUL, valid UTF-8).
-pub fn uri_path_ok(path: &Path) -> bool {
-    std::str::from_utf8(path.as_os_str().as_bytes()).is_ok()
 }
 
 #[cfg(test)]
