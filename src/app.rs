@@ -563,33 +563,21 @@ fn verify_output(out: &Output, report: &maintenance::VerifyReport) -> Result<Exi
             String::new,
         )?;
     } else {
-        for d in &report.damaged {
-            let users: Vec<String> = d
-                .used_by
+        let users = |used_by: &[(String, Vec<u8>)], drafts: &[String]| -> String {
+            let users: Vec<String> = used_by
                 .iter()
                 .map(|(r, p)| format!("{r} ({})", String::from_utf8_lossy(p)))
-                .chain(d.drafts.iter().map(|name| format!("draft {name}")))
+                .chain(drafts.iter().map(|name| format!("draft {name}")))
                 .collect();
-            eprintln!(
-                "blob {} is {}; used by {}",
-                d.blob,
-                describe(&d.health),
-                users.join(", ")
-            );
+            users.join(", ")
+        };
+        for d in &report.damaged {
+            let (health, users) = (describe(&d.health), users(&d.used_by, &d.drafts));
+            eprintln!("blob {} is {health}; used by {users}", d.blob);
         }
         for d in &report.drifted {
-            let users: Vec<String> = d
-                .used_by
-                .iter()
-                .map(|(r, p)| format!("{r} ({})", String::from_utf8_lossy(p)))
-                .chain(d.drafts.iter().map(|name| format!("draft {name}")))
-                .collect();
-            eprintln!(
-                "reference {} {}; used by {}",
-                d.uri,
-                d.why,
-                users.join(", ")
-            );
+            let users = users(&d.used_by, &d.drafts);
+            eprintln!("reference {} {}; used by {users}", d.uri, d.why);
         }
         println!(
             "checked {} blobs: {} damaged",

@@ -67,18 +67,12 @@ pub fn verify(store: &Store, r: Option<&VersionRef>) -> Result<VerifyReport> {
     let damaged = bad
         .into_iter()
         .map(|(blob, health)| {
-            let mine = users.iter().filter(|(b, _, _)| *b == blob);
+            let (used_by, drafts) = split_uses(users.iter().filter(|(b, _, _)| *b == blob));
             Damage {
                 blob,
                 health,
-                used_by: mine
-                    .clone()
-                    .filter_map(|(_, r, p)| p.as_ref().map(|p| (r.clone(), p.clone())))
-                    .collect(),
-                drafts: mine
-                    .filter(|(_, _, p)| p.is_none())
-                    .map(|(_, r, _)| r.clone())
-                    .collect(),
+                used_by,
+                drafts,
             }
         })
         .collect();
@@ -89,6 +83,23 @@ pub fn verify(store: &Store, r: Option<&VersionRef>) -> Result<VerifyReport> {
         references_checked,
         drifted,
     })
+}
+
+/// Uses of one blob or reference, split into (version, path) pairs and draft names.
+type Uses = (Vec<(String, Vec<u8>)>, Vec<String>);
+
+fn split_uses<'a, K: 'a>(
+    uses: impl Iterator<Item = &'a (K, String, Option<Vec<u8>>)> + Clone,
+) -> Uses {
+    let used_by = uses
+        .clone()
+        .filter_map(|(_, r, p)| p.as_ref().map(|p| (r.clone(), p.clone())))
+        .collect();
+    let drafts = uses
+        .filter(|(_, _, p)| p.is_none())
+        .map(|(_, r, _)| r.clone())
+        .collect();
+    (used_by, drafts)
 }
 
 /// Re-hashes every referenced file (one without a checksum is only checked to be there).
@@ -122,16 +133,10 @@ fn verify_references(store: &Store, roots: Option<&[NodeId]>) -> Result<(u64, Ve
     let drifted = bad
         .into_iter()
         .map(|(uri, vanished, why)| {
-            let mine = users.iter().filter(|(u, _, _)| *u == uri);
+            let (used_by, drafts) = split_uses(users.iter().filter(|(u, _, _)| *u == uri));
             Drift {
-                used_by: mine
-                    .clone()
-                    .filter_map(|(_, r, p)| p.as_ref().map(|p| (r.clone(), p.clone())))
-                    .collect(),
-                drafts: mine
-                    .filter(|(_, _, p)| p.is_none())
-                    .map(|(_, r, _)| r.clone())
-                    .collect(),
+                used_by,
+                drafts,
                 uri,
                 vanished,
                 why,

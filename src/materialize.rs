@@ -76,22 +76,14 @@ pub fn get(store: &Store, r: &VersionRef, dest: &Path) -> Result<GetReport> {
                 if place_file(&store.blobs, blob, *size, what, &target)? {
                     report.reflinked += 1;
                 }
-                let f = File::options().write(true).open(&target).at(&target)?;
-                f.set_permissions(fs::Permissions::from_mode(e.mode & 0o7777))
-                    .at(&target)?;
-                f.set_times(FileTimes::new().set_modified(time_of(e.mtime_ns)))
-                    .at(&target)?;
+                set_file_meta(&target, e.mode, e.mtime_ns)?;
                 report.files += 1;
                 bar.inc(*size);
             }
             Item::Reference(r) => {
                 remove_existing(&target)?;
                 place_reference(r, e.mtime_ns, &target)?;
-                let f = File::options().write(true).open(&target).at(&target)?;
-                f.set_permissions(fs::Permissions::from_mode(e.mode & 0o7777))
-                    .at(&target)?;
-                f.set_times(FileTimes::new().set_modified(time_of(e.mtime_ns)))
-                    .at(&target)?;
+                set_file_meta(&target, e.mode, e.mtime_ns)?;
                 report.files += 1;
                 bar.inc(r.size);
             }
@@ -198,6 +190,14 @@ fn place_file(
         return Err(e);
     }
     Ok(false)
+}
+
+fn set_file_meta(target: &Path, mode: u32, mtime_ns: i64) -> Result<()> {
+    let f = File::options().write(true).open(target).at(target)?;
+    f.set_permissions(fs::Permissions::from_mode(mode & 0o7777))
+        .at(target)?;
+    f.set_times(FileTimes::new().set_modified(time_of(mtime_ns)))
+        .at(target)
 }
 
 /// Copies a reference's content into `target`, checking it against its digest (a file that
