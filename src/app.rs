@@ -517,11 +517,13 @@ fn long_json(path: &[u8], e: &TreeEntry) -> Value {
 
 /// What `log` and `draft add` were given to add.
 fn inputs(store: &Store, paths: Vec<PathBuf>, refs: &ReferenceArgs) -> Result<Inputs> {
+    let real = std::fs::canonicalize(store.root()).at(store.root())?;
     Ok(Inputs {
         paths,
-        references: ingest::references(&refs.references, store.root())?,
+        references: ingest::references(&refs.references, &real)?,
         checksum: !refs.no_checksum,
         max_objects: refs.max_objects,
+        store: real,
     })
 }
 

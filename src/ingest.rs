@@ -57,6 +57,8 @@ pub struct Inputs {
     pub checksum: bool,
     /// How many files one directory reference may add (`--max-objects`).
     pub max_objects: u64,
+    /// The store's real path, which references must stay out of.
+    pub store: PathBuf,
 }
 
 impl Inputs {
@@ -72,13 +74,13 @@ impl Inputs {
     }
 }
 
-/// Checks reference URIs: `file://` with an absolute path, not inside the store at
-/// `store_root`. Returns each with its local path.
-pub fn references(uris: &[String], store_root: &Path) -> Result<Vec<(String, PathBuf)>> {
+/// Checks reference URIs: `file://` with an absolute path that does not lead into the store
+/// (whose real path is `store`). Returns each with its local path.
+pub fn references(uris: &[String], store: &Path) -> Result<Vec<(String, PathBuf)>> {
     uris.iter()
         .map(|uri| {
             let path = crate::reference::parse_uri(uri)?;
-            crate::reference::refuse_inside(store_root, &path, uri)?;
+            crate::reference::refuse_store(store, &path, &format!("reference {uri}"))?;
             Ok((uri.clone(), path))
         })
         .collect()
@@ -282,6 +284,10 @@ fn scan_reference(
                 out.push(source_of(d.clone(), &p, &meta)?)?;
                 subdirs.push((p, d));
             } else if meta.is_file() {
+                if entry.file_type().at(&p)?.is_symlink() {
+                    let what = format!("{} (in reference {uri})", p.display());
+                    crate::reference::refuse_store(&inputs.store, &p, &what)?;
+                }
                 files += 1;
                 if files > inputs.max_objects {
                     return Err(Error::invalid(

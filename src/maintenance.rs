@@ -10,6 +10,7 @@ use crate::error::{Error, Result};
 use crate::hash::Digest;
 use crate::names::VersionRef;
 use crate::progress;
+use crate::reference::Reference;
 use crate::store::Store;
 
 /// A blob that is missing or whose content no longer matches its name.
@@ -103,11 +104,13 @@ fn split_uses<'a, K: 'a>(
 }
 
 /// Re-hashes every referenced file (one without a checksum is only checked to be there).
+/// Every recorded state of a file is checked, and only the versions that recorded a state
+/// that no longer holds are named.
 fn verify_references(store: &Store, roots: Option<&[NodeId]>) -> Result<(u64, Vec<Drift>)> {
     let conn = store.conn();
     let refs = nodes::references(conn, roots)?;
     let bar = progress::items(refs.len() as u64, "references checked");
-    let bad: Vec<(String, bool, String)> = refs
+    let bad: Vec<(Vec<u8>, &Reference, bool, String)> = refs
         .par_iter()
         .filter_map(|(r, mtime_ns)| {
             let checked = match r.checksum {
@@ -121,28 +124,36 @@ fn verify_references(store: &Store, roots: Option<&[NodeId]>) -> Result<(u64, Ve
                 Err(e) => e.to_string(),
             };
             let vanished = r.path().is_ok_and(|p| !p.exists());
-            Some((r.uri.clone(), vanished, why))
+            Some((nodes::reference_key(r, *mtime_ns), r, vanished, why))
         })
         .collect();
     bar.finish_and_clear();
-    // One report per file, however many recorded states of it failed.
-    let mut bad = bad;
-    bad.dedup_by(|a, b| a.0 == b.0);
-    let uris: Vec<&str> = bad.iter().map(|(u, ..)| u.as_str()).collect();
-    let users = nodes::reference_users(conn, &uris)?;
-    let drifted = bad
-        .into_iter()
-        .map(|(uri, vanished, why)| {
-            let (used_by, drafts) = split_uses(users.iter().filter(|(u, _, _)| *u == uri));
-            Drift {
-                used_by,
-                drafts,
-                uri,
+    let keys: Vec<Vec<u8>> = bad.iter().map(|(k, ..)| k.clone()).collect();
+    let users = nodes::reference_users(conn, &keys)?;
+    // One report per file, with the uses of every state of it that failed (sorted by URI).
+    let mut drifted: Vec<Drift> = Vec::new();
+    for (key, r, vanished, why) in bad {
+        let (used_by, drafts) = split_uses(users.iter().filter(|(k, _, _)| *k == key));
+        match drifted.last_mut() {
+            Some(d) if d.uri == r.uri => {
+                d.used_by.extend(used_by);
+                d.drafts.extend(drafts);
+            }
+            _ => drifted.push(Drift {
+                uri: r.uri.clone(),
                 vanished,
                 why,
-            }
-        })
-        .collect();
+                used_by,
+                drafts,
+            }),
+        }
+    }
+    for d in &mut drifted {
+        d.used_by.sort();
+        d.used_by.dedup();
+        d.drafts.sort();
+        d.drafts.dedup();
+    }
     Ok((refs.len() as u64, drifted))
 }
 

@@ -157,22 +157,26 @@ pub fn parse_uri(uri: &str) -> Result<PathBuf> {
     Ok(path.to_path_buf())
 }
 
-/// Refuses a path that lies inside the store: its content is the store's own, which a
-/// reference must not version (gc and drafts would change it underneath).
-pub fn refuse_inside(store: &Path, path: &Path, uri: &str) -> Result<()> {
+/// Refuses a path that leads into the store, whose files are its own and change under gc and
+/// commits: one inside it (symlinks resolved), or a directory that holds it. `store` is the
+/// store's real path; `what` names the path in the error.
+pub fn refuse_store(store: &Path, path: &Path, what: &str) -> Result<()> {
     let real = fs::canonicalize(path)
-        .map_err(|e| Error::invalid(format!("reference {uri}"), format!("cannot be read: {e}")))?;
-    let store = fs::canonicalize(store).unwrap_or_else(|_| store.to_path_buf());
-    if real.starts_with(&store) {
-        return Err(Error::invalid(
-            format!("reference {uri}"),
-            format!(
-                "is inside the store {}; add it as a file instead",
-                store.display()
-            ),
-        ));
-    }
-    Ok(())
+        .map_err(|e| Error::invalid(what.to_string(), format!("cannot be read: {e}")))?;
+    let why = if real.starts_with(store) {
+        "is inside the store"
+    } else if store.starts_with(&real) {
+        "holds the store"
+    } else {
+        return Ok(());
+    };
+    Err(Error::invalid(
+        what.to_string(),
+        format!(
+            "{why} {}: a reference must point outside it (add the files themselves instead)",
+            store.display()
+        ),
+    ))
 }
 
 #[cfg(test)]

@@ -421,17 +421,23 @@ pub fn blob_users(conn: &Connection, blobs: &[Digest]) -> Result<Vec<BlobUse>> {
         .collect()
 }
 
-/// A use of a reference: its URI, a version reference or draft name, and the path in the
-/// version (`None` for a draft).
-pub type ReferenceUse = (String, String, Option<Vec<u8>>);
+/// A use of a recorded reference: its [`reference_key`], a version reference or draft name,
+/// and the path in the version (`None` for a draft).
+pub type ReferenceUse = (Vec<u8>, String, Option<Vec<u8>>);
 
-/// Where the references to `uris` are used, as [`blob_users`] says for blobs.
-pub fn reference_users(conn: &Connection, uris: &[&str]) -> Result<Vec<ReferenceUse>> {
-    let keys: Vec<&[u8]> = uris.iter().map(|u| u.as_bytes()).collect();
-    users(conn, "e.target", "e.kind IN (5, 6)", &keys)?
-        .into_iter()
-        .map(|(k, r, p)| Ok((String::from_utf8_lossy(&k).into_owned(), r, p)))
-        .collect()
+/// What tells recorded references apart: URI, digest and mtime (as `reference_key_sql`).
+pub fn reference_key(r: &Reference, mtime_ns: i64) -> Vec<u8> {
+    format!("{} {}:{mtime_ns}", r.uri, r.digest.to_hex().to_uppercase()).into_bytes()
+}
+
+const REFERENCE_KEY_SQL: &str = "CAST(e.target || ' ' || hex(e.blob) || ':' || e.mtime_ns AS BLOB)";
+
+/// Where the references recorded as `keys` ([`reference_key`]) are used, as [`blob_users`]
+/// says for blobs: a file changed since one version recorded it is not blamed on another
+/// version that recorded it as it is now.
+pub fn reference_users(conn: &Connection, keys: &[Vec<u8>]) -> Result<Vec<ReferenceUse>> {
+    let keys: Vec<&[u8]> = keys.iter().map(|k| &k[..]).collect();
+    users(conn, REFERENCE_KEY_SQL, "e.kind IN (5, 6)", &keys)
 }
 
 /// A use of an entry found by key: the key, then as in [`BlobUse`].
