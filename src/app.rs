@@ -16,6 +16,7 @@ use crate::maintenance;
 use crate::materialize;
 use crate::names::{DraftName, TypeName};
 use crate::query::{self, VersionSummary, change_code};
+use crate::reference::OffLimits;
 use crate::store::{DraftBase, Store};
 use crate::tree::{Change, Item, TreeEntry};
 
@@ -517,13 +518,16 @@ fn long_json(path: &[u8], e: &TreeEntry) -> Value {
 
 /// What `log` and `draft add` were given to add.
 fn inputs(store: &Store, paths: Vec<PathBuf>, refs: &ReferenceArgs) -> Result<Inputs> {
-    let real = std::fs::canonicalize(store.root()).at(store.root())?;
+    if refs.references.is_empty() {
+        return Ok(Inputs::paths(&paths));
+    }
+    let off_limits = OffLimits::of(store.root())?;
     Ok(Inputs {
         paths,
-        references: ingest::references(&refs.references, &real)?,
+        references: ingest::references(&refs.references, &off_limits)?,
         checksum: !refs.no_checksum,
         max_objects: refs.max_objects,
-        store: real,
+        off_limits: Some(off_limits),
     })
 }
 

@@ -206,6 +206,11 @@ pub struct ReferenceArgs {
     #[arg(long, requires = "references")]
     pub no_checksum: bool,
     /// Refuse a directory reference holding more files than N
-    #[arg(long, value_name = "N", default_value_t = crate::reference::DEFAULT_MAX_OBJECTS)]
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = crate::reference::DEFAULT_MAX_OBJECTS,
+        requires = "references"
+    )]
     pub max_objects: u64,
 }

@@ -14,7 +14,7 @@ use crate::blobs::Batch;
 use crate::catalog::drafts::Change;
 use crate::error::{Error, IoContext, Result};
 use crate::hash::Digest;
-use crate::reference::Reference;
+use crate::reference::{OffLimits, Reference, mtime_of as mtime_ns};
 use crate::tree;
 
 /// One thing to record in a draft.
@@ -57,8 +57,8 @@ pub struct Inputs {
     pub checksum: bool,
     /// How many files one directory reference may add (`--max-objects`).
     pub max_objects: u64,
-    /// The store's real path, which references must stay out of.
-    pub store: PathBuf,
+    /// Where references must not lead.
+    pub off_limits: Option<OffLimits>,
 }
 
 impl Inputs {
@@ -74,13 +74,13 @@ impl Inputs {
     }
 }
 
-/// Checks reference URIs: `file://` with an absolute path that does not lead into the store
-/// (whose real path is `store`). Returns each with its local path.
-pub fn references(uris: &[String], store: &Path) -> Result<Vec<(String, PathBuf)>> {
+/// Checks reference URIs: `file://` with an absolute path that does not lead anywhere
+/// `off_limits`. Returns each with its local path.
+pub fn references(uris: &[String], off_limits: &OffLimits) -> Result<Vec<(String, PathBuf)>> {
     uris.iter()
         .map(|uri| {
             let path = crate::reference::parse_uri(uri)?;
-            crate::reference::refuse_store(store, &path, &format!("reference {uri}"))?;
+            off_limits.check(&path, &format!("reference {uri}"))?;
             Ok((uri.clone(), path))
         })
         .collect()
@@ -92,10 +92,6 @@ pub struct Stored {
     pub change: Change,
     pub mode: u32,
     pub mtime_ns: i64,
-}
-
-fn mtime_ns(meta: &fs::Metadata) -> i64 {
-    meta.mtime() * 1_000_000_000 + meta.mtime_nsec()
 }
 
 /// Checks a `--as` destination: relative, no `.`/`..`.
@@ -277,16 +273,17 @@ fn scan_reference(
             if meta.is_dir() {
                 if entry.file_type().at(&p)?.is_symlink() {
                     return Err(Error::invalid(
-                        p.display().to_string(),
-                        "is a symlink to a directory inside a reference; reference its target instead",
+                        format!("{} (in reference {uri})", p.display()),
+                        "is a symlink to a directory; reference its target instead",
                     ));
                 }
                 out.push(source_of(d.clone(), &p, &meta)?)?;
                 subdirs.push((p, d));
             } else if meta.is_file() {
-                if entry.file_type().at(&p)?.is_symlink() {
-                    let what = format!("{} (in reference {uri})", p.display());
-                    crate::reference::refuse_store(&inputs.store, &p, &what)?;
+                if let Some(off) = &inputs.off_limits
+                    && entry.file_type().at(&p)?.is_symlink()
+                {
+                    off.check(&p, &format!("{} (in reference {uri})", p.display()))?;
                 }
                 files += 1;
                 if files > inputs.max_objects {
@@ -301,7 +298,7 @@ fn scan_reference(
                 out.push(source(d, &p, &meta)?)?;
             } else {
                 return Err(Error::invalid(
-                    p.display().to_string(),
+                    format!("{} (in reference {uri})", p.display()),
                     "is not a regular file or directory (devices, FIFOs and sockets cannot be referenced)",
                 ));
             }
@@ -442,10 +439,11 @@ fn reference_of(uri: &str, size: u64, mtime: i64, checksum: bool) -> Result<Refe
         size,
         checksum,
     };
+    // Even unhashed, a reference must be readable when it is recorded.
+    let file = r.open(mtime)?;
     if !checksum {
         return Ok(r);
     }
-    let file = r.open(mtime)?;
     let (digest, n) =
         Digest::of_reader(&file).map_err(|e| r.drift(format!("cannot be read: {e}")))?;
     let after = file

@@ -81,9 +81,7 @@ pub fn get(store: &Store, r: &VersionRef, dest: &Path) -> Result<GetReport> {
                 bar.inc(*size);
             }
             Item::Reference(r) => {
-                remove_existing(&target)?;
-                place_reference(r, e.mtime_ns, &target)?;
-                set_file_meta(&target, e.mode, e.mtime_ns)?;
+                place_reference(r, e.mode, e.mtime_ns, &target)?;
                 report.files += 1;
                 bar.inc(r.size);
             }
@@ -200,17 +198,20 @@ fn set_file_meta(target: &Path, mode: u32, mtime_ns: i64) -> Result<()> {
         .at(target)
 }
 
-/// Copies a reference's content into `target`, checking it against its digest (a file that
-/// changed leaves no copy behind).
-fn place_reference(r: &Reference, mtime_ns: i64, target: &Path) -> Result<()> {
-    let mut out = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(target)
-        .at(target)?;
-    if let Err(e) = r.copy_to(mtime_ns, &mut out) {
-        let _ = fs::remove_file(target);
-        return Err(e);
-    }
+/// Copies a reference's content into `target`, checking it against its digest. The copy is
+/// made beside `target` and renamed over it once complete, so a file that changed leaves no
+/// copy behind, and a `get` into the referenced directory itself reads each file before
+/// replacing it.
+fn place_reference(r: &Reference, mode: u32, mtime_ns: i64, target: &Path) -> Result<()> {
+    let dir = target.parent().unwrap_or(Path::new("."));
+    let mut temp = tempfile::Builder::new()
+        .prefix(".artifactfs-get-")
+        .tempfile_in(dir)
+        .at(dir)?;
+    r.copy_to(mtime_ns, temp.as_file_mut())?;
+    set_file_meta(temp.path(), mode, mtime_ns)?;
+    remove_existing(target)?;
+    temp.persist(target)
+        .map_err(|e| Error::io(target, e.error))?;
     Ok(())
 }

@@ -5,7 +5,7 @@
 use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::os::unix::fs::MetadataExt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::hash::{Digest, HashingWriter};
@@ -147,36 +147,65 @@ pub fn parse_uri(uri: &str) -> Result<PathBuf> {
             "must name an absolute local path: file:///abs/path (three slashes, no host)",
         ));
     }
-    let path = Path::new(rest);
-    if path
-        .components()
-        .any(|c| matches!(c, Component::CurDir | Component::ParentDir))
+    // Checked on the text, since Path would quietly drop `.` and `//` and the URI recorded
+    // must be the one way to write the path.
+    let trimmed = rest.trim_end_matches('/');
+    let trimmed = if trimmed.is_empty() { "/" } else { trimmed };
+    if trimmed
+        .split('/')
+        .skip(1)
+        .any(|c| c.is_empty() || c == "." || c == "..")
+        && trimmed != "/"
     {
-        return Err(invalid("'.' and '..' components are not allowed"));
+        return Err(invalid("'.', '..' and empty components are not allowed"));
     }
-    Ok(path.to_path_buf())
+    Ok(PathBuf::from(trimmed))
 }
 
-/// Refuses a path that leads into the store, whose files are its own and change under gc and
-/// commits: one inside it (symlinks resolved), or a directory that holds it. `store` is the
-/// store's real path; `what` names the path in the error.
-pub fn refuse_store(store: &Path, path: &Path, what: &str) -> Result<()> {
-    let real = fs::canonicalize(path)
-        .map_err(|e| Error::invalid(what.to_string(), format!("cannot be read: {e}")))?;
-    let why = if real.starts_with(store) {
-        "is inside the store"
-    } else if store.starts_with(&real) {
-        "holds the store"
-    } else {
-        return Ok(());
-    };
-    Err(Error::invalid(
-        what.to_string(),
-        format!(
-            "{why} {}: a reference must point outside it (add the files themselves instead)",
-            store.display()
-        ),
-    ))
+/// Places a reference must stay out of, with what they are: the store, whose files are its
+/// own and change under gc and commits, and artifactfs mounts, whose server would have to read
+/// through itself.
+pub struct OffLimits(Vec<(PathBuf, String)>);
+
+impl OffLimits {
+    /// The store at `store` and every artifactfs mount on this machine (a FUSE mount of a
+    /// directory holding a catalog).
+    pub fn of(store: &Path) -> Result<Self> {
+        let real = fs::canonicalize(store).map_err(|e| Error::io(store, e))?;
+        let mut places = vec![(real.clone(), format!("the store {}", real.display()))];
+        for m in crate::mount::mounts()? {
+            let ours = (m.fstype == "fuse" || m.fstype.starts_with("fuse."))
+                && Path::new(&m.source).join("catalog.db").is_file();
+            if ours {
+                let at = PathBuf::from(&m.mountpoint);
+                places.push((at.clone(), format!("the artifactfs mount {}", at.display())));
+            }
+        }
+        Ok(OffLimits(places))
+    }
+
+    /// Refuses a path inside one of the places (symlinks resolved) or a directory holding
+    /// one; `what` names the path in the error.
+    pub fn check(&self, path: &Path, what: &str) -> Result<()> {
+        let real = fs::canonicalize(path)
+            .map_err(|e| Error::invalid(what.to_string(), format!("cannot be read: {e}")))?;
+        for (place, name) in &self.0 {
+            let why = if real.starts_with(place) {
+                "is inside"
+            } else if place.starts_with(&real) {
+                "holds"
+            } else {
+                continue;
+            };
+            return Err(Error::invalid(
+                what.to_string(),
+                format!(
+                    "{why} {name}: a reference must point elsewhere (add the files themselves instead)"
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -196,6 +225,8 @@ mod tests {
             ("ftp://host/x", "ftp:// references are not supported yet"),
             ("file://host/x", "absolute local path"),
             ("file:///data/../etc", "'..'"),
+            ("file:///data/./x", "'.'"),
+            ("file:///data//x", "empty components"),
         ] {
             let e = parse_uri(uri).unwrap_err().to_string();
             assert!(e.contains(uri) && e.contains(why), "{uri}: {e}");

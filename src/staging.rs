@@ -26,6 +26,7 @@ use crate::catalog::drafts::{self, DraftRow};
 use crate::catalog::time_of;
 use crate::error::{Error, IoContext, Result};
 use crate::hash::Digest;
+use crate::reference::Reference;
 
 const LOCK_FILE: &str = "lock";
 /// How long taking a draft's lock waits before the draft counts as busy.
@@ -147,7 +148,7 @@ impl Staging {
     /// Creates a new staged file for draft `d`: empty, or a copy of `from` (shared with it
     /// where the filesystem can clone) carrying mtime `mtime_ns`. Returns its number and an
     /// open read-write handle. The caller must hold the draft's writing lock.
-    pub fn create(&self, d: &DraftRow, from: Option<(&Path, i64)>) -> Result<(i64, File)> {
+    pub fn create(&self, d: &DraftRow, from: Option<(Fill, i64)>) -> Result<(i64, File)> {
         let dir = self.dir(d.id);
         loop {
             let id = fresh_number();
@@ -163,9 +164,13 @@ impl Staging {
                 Err(e) if e.kind() == ErrorKind::AlreadyExists => continue,
                 Err(e) => return Err(Error::io(&path, e)),
             };
-            if let Some((src, mtime_ns)) = from {
-                let filled = copy_into(src, &mut file).and_then(|()| {
-                    file.set_modified(time_of(mtime_ns))
+            if let Some((fill, mtime_ns)) = &from {
+                let copied = match fill {
+                    Fill::File(src) => copy_into(src, &mut file),
+                    Fill::Reference(r) => r.copy_to(*mtime_ns, &mut file).map(drop),
+                };
+                let filled = copied.and_then(|()| {
+                    file.set_modified(time_of(*mtime_ns))
                         .map_err(|e| Error::io(&path, e))
                 });
                 if let Err(e) = filled {
@@ -352,6 +357,14 @@ fn fresh_number() -> i64 {
 
 /// Copies `src` into the empty `dst`: a clone sharing the blocks where the filesystem can
 /// (btrfs, XFS), else an in-kernel copy.
+/// Where a staged file's first bytes come from.
+pub enum Fill<'a> {
+    /// A blob (cloned where the filesystem can).
+    File(&'a Path),
+    /// A referenced file, checked against its record as it is copied.
+    Reference(&'a Reference),
+}
+
 fn copy_into(src: &Path, dst: &mut File) -> Result<()> {
     let mut from = File::open(src).at(src)?;
     // SAFETY: both descriptors are valid for the duration of the call.

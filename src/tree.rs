@@ -306,8 +306,12 @@ pub fn diff(
                         let same = match (a, b) {
                             (Item::File { blob: x, .. }, Item::File { blob: y, .. }) => x == y,
                             (Item::Symlink { target: x }, Item::Symlink { target: y }) => x == y,
+                            // As in the digest: an unhashed reference is its URI alone.
+                            (Item::Reference(x), Item::Reference(y)) if !x.checksum => {
+                                !y.checksum && x.uri == y.uri
+                            }
                             (Item::Reference(x), Item::Reference(y)) => {
-                                x == y && (!x.checksum || o.mtime_ns == n.mtime_ns)
+                                x == y && o.mtime_ns == n.mtime_ns
                             }
                             _ => false,
                         };

@@ -945,3 +945,130 @@ fn a_symlink_into_the_store_below_a_referenced_directory_is_refused() {
     let args = ["log", "d", "--reference", &uri(&dir), "--type", "dataset"];
     refused(&s, &args, &["inside the store"]);
 }
+
+/// `get` back into the directory the references point at reads each file before it replaces
+/// it, so nothing is lost, with or without checksums.
+#[test]
+fn get_into_the_referenced_directory_keeps_the_files() {
+    let s = TestStore::new();
+    let dir = s.tree("ext/ds", &[("a.txt", "alpha\n"), ("sub/b.txt", "bravo\n")]);
+    s.ok(&["log", "m", "--reference", &uri(&dir), "--type", "dataset"]);
+    s.ok(&[
+        "log",
+        "n",
+        "--no-checksum",
+        "--reference",
+        &uri(&dir),
+        "--type",
+        "dataset",
+    ]);
+    for r in ["m:v0", "n:v0"] {
+        s.ok(&["get", r, p(&dir)]);
+        assert_eq!(
+            fs::read_to_string(dir.join("a.txt")).unwrap(),
+            "alpha\n",
+            "{r}"
+        );
+        assert_eq!(
+            fs::read_to_string(dir.join("sub/b.txt")).unwrap(),
+            "bravo\n",
+            "{r}"
+        );
+    }
+    let (status, v) = verify_json(&s, &[]);
+    assert_eq!((status, &v["drifted"]), (Some(0), &json!([])), "{v}");
+    let left: Vec<String> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(left.is_empty(), "get left temporary files: {left:?}");
+}
+
+/// The recorded mtime is what a reference is checked against, so `touch` in a draft makes it
+/// an ordinary file of the draft (as editing would), and a copy into a draft is checked
+/// against the digest, not only size and mtime.
+#[test]
+fn touching_or_copying_a_reference_in_a_draft_keeps_its_check() {
+    require_fuse();
+    let s = TestStore::new();
+    let a = s.file("ext/a.txt", "alpha\n");
+    let b = s.file("ext/b.txt", "bravo\n");
+    s.ok(&[
+        "log",
+        "m",
+        "--reference",
+        &uri(&a),
+        "--reference",
+        &uri(&b),
+        "--type",
+        "dataset",
+    ]);
+    let m = Mounted::new(&s, &mountpoint(&s));
+    fs::create_dir(m.path("drafts/m")).unwrap();
+
+    let touched = m.path("drafts/m/a.txt");
+    set_mtime(&touched, time_at(1_700_000_000, 0));
+    assert_eq!(fs::read_to_string(&touched).unwrap(), "alpha\n");
+    assert_eq!(mtime_of(&touched), time_at(1_700_000_000, 0));
+    assert_eq!(
+        getxattr(&touched, "user.artifactfs.ref"),
+        Err(libc::ENODATA)
+    );
+
+    // Same size and mtime, other bytes: only the digest tells, and the copy must check it.
+    let when = mtime_of(&b);
+    write_file(&b, b"BRAVO\n");
+    set_mtime(&b, when);
+    let opened = fs::OpenOptions::new()
+        .append(true)
+        .open(m.path("drafts/m/b.txt"));
+    assert_eq!(errno_of(opened), Some(libc::EIO));
+
+    assert_eq!(write_control(&m.path("drafts/m/.commit"), "commit"), "ok");
+    let long = s.ok(&["ls", "-l", "m:v1"]);
+    assert!(
+        long.contains(&format!("file 6 {} a.txt", sha256_hex(b"alpha\n"))),
+        "{long}"
+    );
+    assert!(
+        long.contains("reference 6 "),
+        "b.txt stays a reference: {long}"
+    );
+    assert_eq!(fs::read(&a).unwrap(), b"alpha\n");
+}
+
+/// A reference through an artifactfs mount would have the server read through itself.
+#[test]
+fn references_into_an_artifactfs_mount_are_refused() {
+    require_fuse();
+    let s = TestStore::new();
+    log(&s, "m", &s.tree("src", &[("a", "a")]));
+    let mnt = mountpoint(&s);
+    let m = Mounted::new(&s, &mnt);
+    let before = s.fingerprint();
+    for (target, why) in [
+        (m.path("m/v0/a"), "is inside the artifactfs mount"),
+        (mnt.parent().unwrap().to_path_buf(), "holds the"),
+    ] {
+        let err = refused(
+            &s,
+            &[
+                "log",
+                "x",
+                "--reference",
+                &uri(&target),
+                "--type",
+                "dataset",
+            ],
+            &[why],
+        );
+        assert!(err.contains(&uri(&target)), "{err}");
+    }
+    assert_unchanged(&before, &s.fingerprint(), "refused references");
+    let err = s.fail(&["log", "x", "a", "--max-objects", "3", "--type", "dataset"]);
+    assert!(
+        err.contains("--reference"),
+        "--max-objects needs --reference: {err}"
+    );
+}

@@ -19,8 +19,8 @@ use crate::reference::Reference;
 
 pub use schema::MIGRATIONS;
 
-/// How long a writer waits for another one before the operation fails.
-/// Entry kinds that mean the same in tree and draft entries (the others differ).
+/// Entry kinds that mean the same in tree and draft entries (the others differ). SQL that
+/// must tell references from blobs spells them out: `kind < 5` for blobs, `IN (5, 6)`.
 const KIND_REFERENCE: i64 = 5;
 const KIND_UNCHECKED_REFERENCE: i64 = 6;
 
@@ -61,6 +61,7 @@ fn reference_of_row(
     }))
 }
 
+/// How long a writer waits for another one before the operation fails.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(120);
 
 pub struct Catalog {

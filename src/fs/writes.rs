@@ -14,7 +14,7 @@ use crate::catalog::now_ns;
 use crate::commit::{CommitOptions, parse_metadata};
 use crate::names::{AliasName, DistributedId, TypeName};
 use crate::query;
-use crate::staging::DraftLock;
+use crate::staging::{DraftLock, Fill};
 use crate::store::{DraftBase, commit_draft, new_draft, require_draft};
 
 /// What an open for writing holds: the draft's writing lock, so no commit hashes the file
@@ -270,6 +270,15 @@ impl Fs {
         let mode = mode.unwrap_or(current.perm as u32) & 0o7777;
         let mtime = mtime.unwrap_or(current.mtime);
         let mtime_ns = crate::catalog::ns_of(mtime);
+        // A reference's mtime is what its file is checked against, so a new one makes it a
+        // file of the draft first, as editing it would.
+        if mtime != current.mtime && self.is_reference(&artifact, &dist_id, &path)? {
+            let write = OpenMode {
+                write: true,
+                ..OpenMode::default()
+            };
+            drop(self.stage_and_open(&artifact, &dist_id, &path, write, None)?);
+        }
         let staged = self.in_draft(&artifact, &dist_id, |tx, d| {
             draft::set_meta(tx, d, &path, mode, mtime_ns)?;
             Ok(staged_of(d, draft::find(tx, d, &path)?))
@@ -280,6 +289,19 @@ impl Fs {
             self.staging.set_mtime(&d, id, mtime_ns)?;
         }
         self.getattr(ino)
+    }
+
+    fn is_reference(&self, artifact: &str, dist_id: &str, path: &[u8]) -> Result<bool> {
+        let name = draft_name(artifact, dist_id)?;
+        let conn = self.pool.get()?;
+        let d = require_draft(conn.conn(), &name)?;
+        Ok(matches!(
+            draft::find(conn.conn(), &d, path)?,
+            Some(Found::File(TreeEntry {
+                item: Item::Reference(_),
+                ..
+            }))
+        ))
     }
 
     /// `create`: a new file in a draft (or, without O_EXCL, an existing one opened), open
@@ -372,7 +394,7 @@ impl Fs {
                     ..
                 })) => {
                     let from = self.blobs.path(blob);
-                    let from = (!truncate).then_some((from.as_path(), *mtime_ns));
+                    let from = (!truncate).then_some((Fill::File(&from), *mtime_ns));
                     (self.staging.create(d, from)?, *mode)
                 }
                 // Editing a reference turns it into a file of the draft: its content, checked
@@ -383,14 +405,7 @@ impl Fs {
                     mtime_ns,
                     ..
                 })) => {
-                    let from = match truncate {
-                        true => None,
-                        false => {
-                            r.open(*mtime_ns)?;
-                            Some(r.path()?)
-                        }
-                    };
-                    let from = from.as_deref().map(|p| (p, *mtime_ns));
+                    let from = (!truncate).then_some((Fill::Reference(r), *mtime_ns));
                     (self.staging.create(d, from)?, *mode)
                 }
                 Some(Found::Dir { .. }) => return Err(Error::IsADirectory(what())),
