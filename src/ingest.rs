@@ -39,7 +39,6 @@ pub enum SourceKind {
     Dir,
     /// A file recorded by reference: hashed where it is (with `checksum`), never copied.
     Reference {
-        path: PathBuf,
         uri: String,
         size: u64,
         checksum: bool,
@@ -229,7 +228,6 @@ fn scan_reference(
         Ok(Source {
             dest,
             kind: SourceKind::Reference {
-                path: path.to_path_buf(),
                 uri: format!("file://{text}"),
                 size: meta.len(),
                 checksum: inputs.checksum,
