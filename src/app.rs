@@ -136,6 +136,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Upsert {
             name,
             paths,
+            references,
             type_name,
             distributed_id,
         } => {
@@ -143,7 +144,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 artifact: name,
                 id: Some(distributed_id),
             };
-            let n = store.upsert(&draft, &paths, &type_name)?;
+            let inputs = inputs(&store, paths, &references)?;
+            let n = store.upsert(&draft, &inputs, &type_name)?;
             out.print(json!({"draft": draft.to_string(), "files": n}), || {
                 format!("added {n} files to draft {draft}")
             })?;
@@ -151,6 +153,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Finish {
             name,
             paths,
+            references,
             type_name,
             distributed_id,
             commit,
@@ -160,7 +163,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 id: Some(distributed_id),
             };
             let opts = commit_options(Some(type_name), &commit)?;
-            let outcome = store.finish(&draft, &paths, &opts)?;
+            let inputs = inputs(&store, paths, &references)?;
+            let outcome = store.finish(&draft, &inputs, &opts)?;
             out.outcome(&store, &outcome)?;
         }
         Command::List { name: None } => {

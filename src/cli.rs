@@ -62,8 +62,10 @@ pub enum Command {
     /// Add PATHs to the distributed draft NAME@ID, creating it if needed
     Upsert {
         name: ArtifactName,
-        #[arg(required = true)]
+        #[arg(required_unless_present = "references")]
         paths: Vec<PathBuf>,
+        #[command(flatten)]
+        references: ReferenceArgs,
         #[arg(long = "type", value_name = "TYPE")]
         type_name: TypeName,
         #[arg(long)]
@@ -73,6 +75,8 @@ pub enum Command {
     Finish {
         name: ArtifactName,
         paths: Vec<PathBuf>,
+        #[command(flatten)]
+        references: ReferenceArgs,
         #[arg(long = "type", value_name = "TYPE")]
         type_name: TypeName,
         #[arg(long)]

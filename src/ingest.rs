@@ -71,6 +71,10 @@ impl Inputs {
     fn len(&self) -> usize {
         self.paths.len() + self.references.len()
     }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// Checks reference URIs: `file://` with an absolute path that does not lead anywhere

@@ -271,11 +271,11 @@ impl Store {
     pub fn upsert(
         &mut self,
         name: &DraftName,
-        paths: &[PathBuf],
+        inputs: &Inputs,
         type_name: &TypeName,
     ) -> Result<usize> {
         self.ingest_into(
-            &Inputs::paths(paths),
+            inputs,
             None,
             true,
             |tx| open_distributed(tx, name, type_name),
@@ -287,7 +287,7 @@ impl Store {
     pub fn finish(
         &mut self,
         name: &DraftName,
-        paths: &[PathBuf],
+        inputs: &Inputs,
         opts: &CommitOptions,
     ) -> Result<Outcome> {
         let type_name = opts
@@ -297,7 +297,8 @@ impl Store {
         // With no files of its own, finish commits what was upserted; it must not create an
         // empty draft (a mistyped id would otherwise become an empty version).
         let open = |tx: &Connection| {
-            if paths.is_empty() && drafts::get(tx, name.artifact.as_str(), name.id_key())?.is_none()
+            if inputs.is_empty()
+                && drafts::get(tx, name.artifact.as_str(), name.id_key())?.is_none()
             {
                 refuse_sealed(tx, name)?;
                 return Err(Error::refused(
@@ -307,7 +308,7 @@ impl Store {
             }
             open_distributed(tx, name, &type_name)
         };
-        self.ingest_into(&Inputs::paths(paths), None, true, open, |tx, d, _| {
+        self.ingest_into(inputs, None, true, open, |tx, d, _| {
             commit::commit(tx, d, opts)
         })
     }

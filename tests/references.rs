@@ -1072,3 +1072,42 @@ fn references_into_an_artifactfs_mount_are_refused() {
         "--max-objects needs --reference: {err}"
     );
 }
+
+/// W&B's distributed runs with references: each worker upserts its shard by reference, the
+/// last one finishes with another; nothing is copied.
+#[test]
+fn distributed_writers_upsert_and_finish_references() {
+    let s = TestStore::new();
+    let a = s.tree("ext/shard-a", &[("a1.bin", "a1"), ("a2.bin", "a2")]);
+    let b = s.tree("ext/shard-b", &[("b1.bin", "b1")]);
+    let c = s.file("ext/index.json", "{}\n");
+    let blobs = s.blob_files();
+    for shard in [&a, &b] {
+        let out = s.ok(&[
+            "upsert",
+            "d",
+            "--reference",
+            &uri(shard),
+            "--type",
+            "dataset",
+            "--distributed-id",
+            "run-1",
+        ]);
+        assert!(out.starts_with("added "), "{out}");
+    }
+    let done = s.ok(&[
+        "finish",
+        "d",
+        "--reference",
+        &uri(&c),
+        "--type",
+        "dataset",
+        "--distributed-id",
+        "run-1",
+    ]);
+    assert_eq!(done.trim(), "d:v0");
+    assert_eq!(ls(&s, "d:v0"), ["a1.bin", "a2.bin", "b1.bin", "index.json"]);
+    assert_eq!(s.json(&["show", "d:v0"])["references"], 4);
+    assert_eq!(s.blob_files(), blobs, "references copy nothing into blobs/");
+    assert_eq!(cat(&s, "d:v0", "b1.bin"), "b1");
+}
