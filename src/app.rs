@@ -271,10 +271,11 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             )?;
         }
         Command::Alias(AliasCommand::Rm { name, alias }) => {
-            store.alias_rm(&name, &alias)?;
+            let number = store.alias_rm(&name, &alias)?;
+            let r = format!("{name}:v{number}");
             out.print(
-                json!({"artifact": name.as_str(), "alias": alias.as_str()}),
-                || format!("removed alias {name}:{alias}"),
+                json!({"artifact": name.as_str(), "alias": alias.as_str(), "ref": r}),
+                || format!("removed alias {name}:{alias} (it named {r})"),
             )?;
         }
         Command::Delete { reference } => {

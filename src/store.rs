@@ -322,14 +322,13 @@ impl Store {
         })
     }
 
-    pub fn alias_rm(&mut self, name: &ArtifactName, alias: &AliasName) -> Result<()> {
+    /// Removes an alias; returns the number of the version it named.
+    pub fn alias_rm(&mut self, name: &ArtifactName, alias: &AliasName) -> Result<u64> {
         refuse_latest(alias, "removed")?;
         self.catalog.write(|tx| {
             let art = versions::require_artifact(tx, name.as_str())?;
-            if !versions::remove_alias(tx, art.id, alias.as_str())? {
-                return Err(Error::not_found(format!("alias {name}:{alias}")));
-            }
-            Ok(())
+            versions::remove_alias(tx, art.id, alias.as_str())?
+                .ok_or_else(|| Error::not_found(format!("alias {name}:{alias}")))
         })
     }
 

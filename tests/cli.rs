@@ -324,10 +324,13 @@ fn alias_set_and_rm_with_json() {
     );
     assert_eq!(
         s.ok(&["alias", "rm", "mnist", "best"]),
-        "removed alias mnist:best\n"
+        "removed alias mnist:best (it named mnist:v0)\n"
     );
     let v = s.json(&["alias", "rm", "mnist", "prod"]);
-    assert_eq!(v, json!({"artifact": "mnist", "alias": "prod"}));
+    assert_eq!(
+        v,
+        json!({"artifact": "mnist", "alias": "prod", "ref": "mnist:v1"})
+    );
     assert_eq!(s.json(&["show", "mnist:v0"])["aliases"], json!([]));
     assert_eq!(s.json(&["show", "mnist:v1"])["aliases"], json!(["latest"]));
 }

@@ -202,14 +202,23 @@ pub fn set_alias(conn: &Connection, artifact_id: i64, alias: &str, version_id: i
     Ok(())
 }
 
-pub fn remove_alias(conn: &Connection, artifact_id: i64, alias: &str) -> Result<bool> {
-    let n = conn
-        .execute(
-            "DELETE FROM aliases WHERE artifact = ?1 AND name = ?2",
+/// Removes an alias; returns the number of the version it named, if it existed.
+pub fn remove_alias(conn: &Connection, artifact_id: i64, alias: &str) -> Result<Option<u64>> {
+    let named: Option<i64> = conn
+        .query_row(
+            "SELECT v.number FROM aliases a JOIN versions v ON v.id = a.version
+              WHERE a.artifact = ?1 AND a.name = ?2",
             params![artifact_id, alias],
+            |r| r.get(0),
         )
-        .ctx(|| format!("remove alias {alias}"))?;
-    Ok(n > 0)
+        .optional()
+        .ctx(|| format!("find alias {alias}"))?;
+    conn.execute(
+        "DELETE FROM aliases WHERE artifact = ?1 AND name = ?2",
+        params![artifact_id, alias],
+    )
+    .ctx(|| format!("remove alias {alias}"))?;
+    Ok(named.map(|n| n as u64))
 }
 
 /// Records a new version with the next number and moves `latest` to it. The caller holds the
