@@ -137,18 +137,26 @@ fn entry_from_row(row: &Row) -> rusqlite::Result<TreeEntry> {
     })
 }
 
+/// A node's info from `hash, digest, files, bytes, subdirs` (no references counted).
+fn info_from_row(r: &Row, id: NodeId) -> rusqlite::Result<NodeInfo> {
+    Ok(NodeInfo {
+        id,
+        hash: digest_col(r, 0)?,
+        digest: digest_col(r, 1)?,
+        files: r.get::<_, i64>(2)? as u64,
+        bytes: r.get::<_, i64>(3)? as u64,
+        subdirs: r.get::<_, i64>(4)? as u64,
+        references: 0,
+    })
+}
+
 pub fn info(conn: &Connection, id: NodeId) -> Result<NodeInfo> {
     conn.prepare_cached("SELECT hash, digest, files, bytes, subdirs, refs FROM nodes WHERE id = ?1")
         .and_then(|mut s| {
             s.query_row([id], |r| {
                 Ok(NodeInfo {
-                    id,
-                    hash: digest_col(r, 0)?,
-                    digest: digest_col(r, 1)?,
-                    files: r.get::<_, i64>(2)? as u64,
-                    bytes: r.get::<_, i64>(3)? as u64,
-                    subdirs: r.get::<_, i64>(4)? as u64,
                     references: r.get::<_, i64>(5)? as u64,
+                    ..info_from_row(r, id)?
                 })
             })
         })
@@ -847,17 +855,7 @@ mod tests {
         conn.query_row(
             "SELECT hash, digest, files, bytes, subdirs FROM nodes WHERE id = ?1",
             [id],
-            |r| {
-                Ok(NodeInfo {
-                    id,
-                    hash: digest_col(r, 0)?,
-                    digest: digest_col(r, 1)?,
-                    files: r.get::<_, i64>(2)? as u64,
-                    bytes: r.get::<_, i64>(3)? as u64,
-                    subdirs: r.get::<_, i64>(4)? as u64,
-                    references: 0,
-                })
-            },
+            |r| info_from_row(r, id),
         )
         .unwrap()
     }
