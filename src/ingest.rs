@@ -148,22 +148,10 @@ pub fn scan(
     for path in &inputs.paths {
         let meta = fs::metadata(path).at(path)?;
         if meta.is_dir() {
-            let prefix = dest.unwrap_or(b"").to_vec();
-            if !prefix.is_empty() {
-                out.push(source_of(prefix.clone(), path, &meta)?)?;
-            }
+            let prefix = dir_prefix(path, &meta, dest, &mut out)?;
             scan_dir(path, &prefix, &mut out)?;
         } else {
-            let name = path
-                .file_name()
-                .ok_or_else(|| Error::invalid(path.display().to_string(), "has no file name"))?
-                .as_bytes();
-            let dest = match dest {
-                Some(d) if single => d.to_vec(),
-                Some(d) => tree::join(d, name),
-                None => name.to_vec(),
-            };
-            out.push(source_of(dest, path, &meta)?)?;
+            out.push(source_of(file_dest(path, dest, single)?, path, &meta)?)?;
         }
     }
     let rest = std::mem::take(&mut out.buf);
@@ -208,6 +196,35 @@ fn scan_dir(dir: &Path, prefix: &[u8], out: &mut Chunks) -> Result<()> {
     Ok(())
 }
 
+/// Where a file named on the command line lands: at `dest` when it is the only input, under
+/// `dest` with its file name when there are several, else at its file name.
+fn file_dest(path: &Path, dest: Option<&[u8]>, single: bool) -> Result<Vec<u8>> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| Error::invalid(path.display().to_string(), "has no file name"))?
+        .as_bytes();
+    Ok(match dest {
+        Some(d) if single => d.to_vec(),
+        Some(d) => tree::join(d, name),
+        None => name.to_vec(),
+    })
+}
+
+/// Where a directory named on the command line puts its contents: under `dest`, which then
+/// becomes a directory of the draft with the named directory's mode and time, or at the top.
+fn dir_prefix(
+    path: &Path,
+    meta: &fs::Metadata,
+    dest: Option<&[u8]>,
+    out: &mut Chunks,
+) -> Result<Vec<u8>> {
+    let prefix = dest.unwrap_or(b"").to_vec();
+    if !prefix.is_empty() {
+        out.push(source_of(prefix.clone(), path, meta)?)?;
+    }
+    Ok(prefix)
+}
+
 /// A referenced file becomes one entry (at `dest` or its file name), a directory one entry
 /// per file below it, with its subdirectories; symlinks below it are followed to files.
 fn scan_reference(
@@ -241,13 +258,7 @@ fn scan_reference(
         })
     };
     if meta.is_file() {
-        let name = path.file_name().map(|n| n.as_bytes()).unwrap_or(b"");
-        let dest = match dest {
-            Some(d) if single => d.to_vec(),
-            Some(d) => tree::join(d, name),
-            None => name.to_vec(),
-        };
-        return out.push(source(dest, path, &meta)?);
+        return out.push(source(file_dest(path, dest, single)?, path, &meta)?);
     }
     if !meta.is_dir() {
         return Err(Error::invalid(
@@ -255,10 +266,7 @@ fn scan_reference(
             "is neither a regular file nor a directory",
         ));
     }
-    let prefix = dest.unwrap_or(b"").to_vec();
-    if !prefix.is_empty() {
-        out.push(source_of(prefix.clone(), path, &meta)?)?;
-    }
+    let prefix = dir_prefix(path, &meta, dest, out)?;
     let mut files = 0u64;
     let mut stack = vec![(path.to_path_buf(), prefix)];
     while let Some((dir, prefix)) = stack.pop() {

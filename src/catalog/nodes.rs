@@ -366,6 +366,16 @@ pub fn blob_in_use(conn: &Connection, blob: &Digest) -> Result<bool> {
         .ctx(|| format!("check references to blob {blob}"))
 }
 
+/// `sub`: node ?1 and every node below it; `IN_SUBTREE` keeps the chunk entries of those.
+const SUBTREE: &str = "WITH RECURSIVE sub(id) AS (
+         SELECT ?1
+         UNION SELECT e.child FROM sub
+                 JOIN node_chunks c ON c.node = sub.id
+                 JOIN chunk_entries e ON e.chunk = c.chunk
+                WHERE e.child IS NOT NULL)";
+const IN_SUBTREE: &str =
+    "chunk IN (SELECT chunk FROM node_chunks WHERE node IN (SELECT id FROM sub))";
+
 /// Every blob referenced by the trees under `roots` (or by every node when `roots` is None),
 /// plus those referenced by drafts when `roots` is None.
 pub fn referenced_blobs(conn: &Connection, roots: Option<&[NodeId]>) -> Result<Vec<Digest>> {
@@ -389,15 +399,10 @@ pub fn referenced_blobs(conn: &Connection, roots: Option<&[NodeId]>) -> Result<V
         Some(roots) => {
             for root in roots {
                 collect(
-                    "WITH RECURSIVE sub(id) AS (
-                         SELECT ?1
-                         UNION SELECT e.child FROM sub
-                                 JOIN node_chunks c ON c.node = sub.id
-                                 JOIN chunk_entries e ON e.chunk = c.chunk
-                                WHERE e.child IS NOT NULL)
-                     SELECT DISTINCT blob FROM chunk_entries WHERE blob IS NOT NULL AND kind < 5
-                         AND chunk IN (SELECT chunk FROM node_chunks
-                                        WHERE node IN (SELECT id FROM sub))",
+                    &format!(
+                        "{SUBTREE} SELECT DISTINCT blob FROM chunk_entries
+                          WHERE blob IS NOT NULL AND kind < 5 AND {IN_SUBTREE}"
+                    ),
                     &[root],
                 )?;
             }
@@ -507,14 +512,8 @@ pub fn references(conn: &Connection, roots: Option<&[NodeId]>) -> Result<Vec<(Re
              UNION SELECT {COLUMNS} FROM draft_entries WHERE kind IN (5, 6)"
         ),
         Some(_) => format!(
-            "WITH RECURSIVE sub(id) AS (
-                 SELECT ?1
-                 UNION SELECT e.child FROM sub
-                         JOIN node_chunks c ON c.node = sub.id
-                         JOIN chunk_entries e ON e.chunk = c.chunk
-                        WHERE e.child IS NOT NULL)
-             SELECT DISTINCT {COLUMNS} FROM chunk_entries WHERE kind IN (5, 6)
-                 AND chunk IN (SELECT chunk FROM node_chunks WHERE node IN (SELECT id FROM sub))"
+            "{SUBTREE} SELECT DISTINCT {COLUMNS} FROM chunk_entries
+              WHERE kind IN (5, 6) AND {IN_SUBTREE}"
         ),
     };
     let ctx = || "list references".to_string();
