@@ -96,9 +96,15 @@ pub fn commit(conn: &Connection, d: &DraftRow, opts: &CommitOptions) -> Result<O
     // Staged files were stored as blobs before this transaction, under the draft's commit
     // lock, so none can remain.
     let root = draft::build_tree(conn, d, &|id| {
+        let path = drafts::staged(conn, d.id)?
+            .into_iter()
+            .find(|s| s.id == id)
+            .map(|s| crate::tree::join(&s.parent, &s.name))
+            .unwrap_or_default();
         Err(Error::Busy(format!(
-            "{}: staged file {id} was written during the commit",
-            d.label()
+            "{}: {} was written through a mount during the commit; commit again",
+            d.label(),
+            String::from_utf8_lossy(&path)
         )))
     })?;
     let art = match versions::artifact(conn, &d.artifact)? {

@@ -80,13 +80,48 @@ impl Staging {
         )
     }
 
-    /// Taken by a commit; refused while any file of the draft is open for writing.
-    pub fn lock_for_commit(&self, d: &DraftRow) -> Result<DraftLock> {
-        self.lock(
+    /// Taken by a commit; refused while any file of the draft is open for writing, naming
+    /// the files that are.
+    pub fn lock_for_commit(&self, conn: &Connection, d: &DraftRow) -> Result<DraftLock> {
+        match self.lock(
             d,
             libc::LOCK_EX,
             "files of it are open for writing; close them before committing",
-        )
+        ) {
+            Err(Error::Busy(generic)) => Err(match self.open_for_writing(conn, d)?.as_slice() {
+                [] => Error::Busy(generic),
+                [one] => Error::Busy(format!(
+                    "{}: {} is open for writing; close it before committing",
+                    d.label(),
+                    lossy_path(one)
+                )),
+                [first, rest @ ..] => Error::Busy(format!(
+                    "{}: {} and {} more file{} are open for writing; close them before committing",
+                    d.label(),
+                    lossy_path(first),
+                    rest.len(),
+                    if rest.len() == 1 { "" } else { "s" }
+                )),
+            }),
+            other => other,
+        }
+    }
+
+    /// The paths of the draft's staged files that a writer holds open: each writer holds
+    /// its staged file's lock shared (see [`hold_for_writing`]).
+    fn open_for_writing(&self, conn: &Connection, d: &DraftRow) -> Result<Vec<Vec<u8>>> {
+        let mut busy = Vec::new();
+        for s in drafts::staged(conn, d.id)? {
+            let Ok(f) = File::open(self.path(d.id, s.id)) else {
+                continue;
+            };
+            // SAFETY: the descriptor is valid for the duration of the call.
+            if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+                busy.push(crate::tree::join(&s.parent, &s.name));
+            }
+        }
+        busy.sort();
+        Ok(busy)
     }
 
     /// Taken by a sweep, which passes over a draft in use rather than wait.
@@ -178,6 +213,7 @@ impl Staging {
                     return Err(e);
                 }
             }
+            hold_for_writing(&file);
             return Ok((id, file));
         }
     }
@@ -188,12 +224,16 @@ impl Staging {
         if write {
             self.unshare(d, &path)?;
         }
-        OpenOptions::new()
+        let file = OpenOptions::new()
             .read(true)
             .write(write && !append)
             .append(write && append)
             .open(&path)
-            .map_err(|e| missing(d, &path, e))
+            .map_err(|e| missing(d, &path, e))?;
+        if write {
+            hold_for_writing(&file);
+        }
+        Ok(file)
     }
 
     /// A commit that failed after linking a staged file into `blobs/` leaves the draft
@@ -307,6 +347,18 @@ impl Staging {
         }
         Ok(removed)
     }
+}
+
+/// Marks `file` as open for writing for as long as it is open, so a refused commit can name
+/// it: a shared lock on the staged file, which a commit probes for.
+fn hold_for_writing(file: &File) {
+    // SAFETY: the descriptor is valid for the duration of the call. Failing to lock only
+    // makes a refused commit's message less precise.
+    unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) };
+}
+
+fn lossy_path(path: &[u8]) -> String {
+    String::from_utf8_lossy(path).into_owned()
 }
 
 /// The entries of `dir` named by a number (draft directories, staged files), with their paths.

@@ -308,9 +308,29 @@ impl Store {
             }
             open_distributed(tx, name, &type_name)
         };
-        self.ingest_into(inputs, None, true, open, |tx, d, _| {
+        // Workers may have filled the draft through a mount: their files are stored first,
+        // as `draft commit` stores them, and nobody writes more until the version is sealed.
+        let existing = drafts::get(self.conn(), name.artifact.as_str(), name.id_key())?;
+        let _writers = match &existing {
+            Some(d) => {
+                self.catalog.check_writable()?;
+                Some(store_staged(
+                    &mut self.catalog,
+                    &self.blobs,
+                    &self.staging,
+                    &self.root,
+                    d,
+                )?)
+            }
+            None => None,
+        };
+        let outcome = self.ingest_into(inputs, None, true, open, |tx, d, _| {
             commit::commit(tx, d, opts)
-        })
+        })?;
+        if let Some(d) = existing {
+            self.staging.remove_draft(d.id);
+        }
+        Ok(outcome)
     }
 
     pub fn alias_set(&mut self, r: &VersionRef, alias: &AliasName) -> Result<VersionRow> {
@@ -395,10 +415,9 @@ pub fn lock_store(root: &Path, exclusive: bool) -> Result<Option<File>> {
     Ok(Some(f))
 }
 
-/// Commits draft `name`, by the command line or through the mount. Files written through
-/// the mount are stored as blobs first (hashed in parallel, linked into `blobs/` without
-/// copying) and recorded as such in their own transaction, so a commit refused afterwards
-/// (a conflicting type) leaves a draft that is whole. Then one transaction seals the version.
+/// Commits draft `name`, by the command line or through the mount: its files written
+/// through a mount are stored first (see [`store_staged`]), then one transaction seals the
+/// version.
 pub fn commit_draft(
     catalog: &mut Catalog,
     blobs: &BlobStore,
@@ -410,44 +429,59 @@ pub fn commit_draft(
     catalog.check_writable()?;
     let d = require_draft(catalog.conn(), name)?;
     commit::effective_type(catalog.conn(), &d, opts.type_name.as_ref())?;
-    let _writers = staging.lock_for_commit(&d)?;
-    let staged = drafts::staged(catalog.conn(), d.id)?;
-    if !staged.is_empty() {
-        let lock = lock_store(store_root, false)?;
-        let batch = blobs.batch();
-        let stored = staged
-            .par_iter()
-            .map(|s| {
-                let meta = staging.meta(&d, s.id)?;
-                let (blob, size) = batch.add_by_link(&staging.path(d.id, s.id), meta.size)?;
-                Ok((s, blob, size, meta.mtime_ns))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let added = batch.finish()?;
-        let recorded = catalog.write(|tx| {
-            let now = require_draft(tx, name)?;
-            if now.id != d.id {
-                return Err(Error::not_found(d.label()));
-            }
-            for (s, blob, size, mtime_ns) in &stored {
-                drafts::store_staged(tx, d.id, s, blob, *size, *mtime_ns)?;
-            }
-            Ok(())
-        });
-        drop(lock);
-        if let Err(e) = recorded {
-            remove_unreferenced(catalog, blobs, store_root, &added);
-            return Err(e);
-        }
-        let ids: Vec<i64> = stored.iter().map(|s| s.0.id).collect();
-        staging.remove(&d, &ids);
-    }
+    let _writers = store_staged(catalog, blobs, staging, store_root, &d)?;
     let outcome = catalog.write(|tx| {
         let now = require_draft(tx, name)?;
         commit::commit(tx, &now, opts)
     })?;
     staging.remove_draft(d.id);
     Ok(outcome)
+}
+
+/// Stores the files of draft `d` written through a mount as blobs (hashed in parallel, linked
+/// into `blobs/` without copying) and records them as such in their own transaction, so a
+/// commit refused afterwards (a conflicting type) leaves a draft that is whole. Returns the
+/// draft's commit lock, which keeps every writer out until the caller has sealed the version.
+fn store_staged(
+    catalog: &mut Catalog,
+    blobs: &BlobStore,
+    staging: &Staging,
+    store_root: &Path,
+    d: &DraftRow,
+) -> Result<crate::staging::DraftLock> {
+    let writers = staging.lock_for_commit(catalog.conn(), d)?;
+    let staged = drafts::staged(catalog.conn(), d.id)?;
+    if staged.is_empty() {
+        return Ok(writers);
+    }
+    let lock = lock_store(store_root, false)?;
+    let batch = blobs.batch();
+    let stored = staged
+        .par_iter()
+        .map(|s| {
+            let meta = staging.meta(d, s.id)?;
+            let (blob, size) = batch.add_by_link(&staging.path(d.id, s.id), meta.size)?;
+            Ok((s, blob, size, meta.mtime_ns))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let added = batch.finish()?;
+    let recorded = catalog.write(|tx| {
+        if drafts::by_id(tx, d.id)?.is_none() {
+            return Err(Error::not_found(d.label()));
+        }
+        for (s, blob, size, mtime_ns) in &stored {
+            drafts::store_staged(tx, d.id, s, blob, *size, *mtime_ns)?;
+        }
+        Ok(())
+    });
+    drop(lock);
+    if let Err(e) = recorded {
+        remove_unreferenced(catalog, blobs, store_root, &added);
+        return Err(e);
+    }
+    let ids: Vec<i64> = stored.iter().map(|s| s.0.id).collect();
+    staging.remove(d, &ids);
+    Ok(writers)
 }
 
 /// Removes one chunk of the blobs a failed operation stored.

@@ -527,3 +527,91 @@ fn a_catalog_being_created_by_another_process_is_waited_for() {
     assert_success(&out, &["log while the catalog is being created"]);
     assert_eq!(stdout(&out), "mnist:v0\n");
 }
+
+/// Workers copy through the mount, one job calls `finish`: the files written through the
+/// mount are stored as `draft commit` stores them, with or without paths of its own, mounted
+/// or not.
+#[test]
+fn finish_commits_files_written_through_the_mount() {
+    let s = TestStore::new();
+    let mp = s.path("mnt");
+    std::fs::create_dir_all(&mp).unwrap();
+    let finish = |id: &str, extra: &[String]| {
+        let mut args: Vec<String> = ["finish", "x", "--type", "dataset", "--distributed-id", id]
+            .map(String::from)
+            .to_vec();
+        args.extend_from_slice(extra);
+        s.json(&args)
+    };
+    {
+        let m = common::mount::Mounted::new(&s, &mp);
+        for id in ["id1", "id2", "id3"] {
+            std::fs::create_dir(m.path(&format!("drafts/x@{id}"))).unwrap();
+            std::fs::write(
+                m.path(&format!("drafts/x@{id}/a.txt")),
+                format!("hello {id}\n"),
+            )
+            .unwrap();
+        }
+        let f = finish("id1", &[]);
+        assert_eq!(f["ref"], "x:v0");
+        assert_eq!(s.ok(&["cat", "x:v0", "a.txt"]), "hello id1\n");
+        let b = s.tree("b", &[("b.txt", "b")]);
+        let f = finish("id2", &[p(&b).to_string()]);
+        assert_eq!(f["ref"], "x:v1");
+        assert_eq!(ls(&s, "x:v1"), ["a.txt", "b.txt"]);
+        assert_eq!(s.ok(&["cat", "x:v1", "a.txt"]), "hello id2\n");
+    }
+    // Unmounted: the staged file waits in the store for the finish.
+    let f = finish("id3", &[]);
+    assert_eq!(f["ref"], "x:v2");
+    assert_eq!(s.ok(&["cat", "x:v2", "a.txt"]), "hello id3\n");
+    assert!(
+        s.sql("SELECT * FROM drafts").is_empty(),
+        "the drafts are gone"
+    );
+    s.ok(&["verify"]);
+    let staged = std::fs::read_dir(s.root.join("staged")).unwrap().count();
+    assert_eq!(staged, 0, "no staged file is left behind");
+}
+
+/// A file still open for writing through the mount: `finish` is refused, naming the file, and
+/// the draft keeps everything; once the file is closed the same command succeeds.
+#[test]
+fn finish_refuses_a_file_open_for_writing_naming_it() {
+    use std::io::Write;
+    let s = TestStore::new();
+    let mp = s.path("mnt");
+    std::fs::create_dir_all(&mp).unwrap();
+    let m = common::mount::Mounted::new(&s, &mp);
+    std::fs::create_dir(m.path("drafts/x@w")).unwrap();
+    std::fs::write(m.path("drafts/x@w/done.txt"), "done\n").unwrap();
+    let mut open = std::fs::File::create(m.path("drafts/x@w/sub-open.txt")).unwrap();
+    open.write_all(b"partial").unwrap();
+    let args = ["finish", "x", "--type", "dataset", "--distributed-id", "w"];
+    let err = s.fail(&args);
+    assert!(
+        err.contains("draft x@w: sub-open.txt is open for writing; close it before committing"),
+        "{err}"
+    );
+    assert!(
+        s.sql("SELECT * FROM versions").is_empty(),
+        "no version was made"
+    );
+    assert_eq!(
+        std::fs::read_to_string(m.path("drafts/x@w/done.txt")).unwrap(),
+        "done\n"
+    );
+    // `draft commit` says the same.
+    let err = s.fail(&["draft", "commit", "x@w"]);
+    assert!(err.contains("sub-open.txt is open for writing"), "{err}");
+    open.write_all(b" and whole\n").unwrap();
+    drop(open);
+    let f = s.json(&args);
+    assert_eq!(f["ref"], "x:v0");
+    assert_eq!(ls(&s, "x:v0"), ["done.txt", "sub-open.txt"]);
+    assert_eq!(
+        s.ok(&["cat", "x:v0", "sub-open.txt"]),
+        "partial and whole\n"
+    );
+}
