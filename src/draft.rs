@@ -5,7 +5,7 @@
 
 use rusqlite::Connection;
 
-use crate::catalog::drafts::{self, Change, DraftEntry, DraftRow};
+use crate::catalog::drafts::{self, Change, DraftEntry, DraftRow, Meta, Times};
 use crate::catalog::nodes::{self, NodeId, NodeInfo};
 use crate::catalog::now_ns;
 use crate::error::{Error, Result};
@@ -15,9 +15,9 @@ use crate::tree::{self, Item, TreeEntry};
 /// What a path holds in a draft.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Found {
-    File(TreeEntry),
-    Symlink(TreeEntry),
-    /// A file written through the mount: staged file `id` holds its bytes, size and mtime.
+    File(TreeEntry, Times),
+    Symlink(TreeEntry, Times),
+    /// A file written through the mount: staged file `id` holds its bytes, size and times.
     Staged {
         id: i64,
         mode: u32,
@@ -25,8 +25,7 @@ pub enum Found {
     /// A directory, with the base directory it shows through (if any).
     Dir {
         base: Option<NodeId>,
-        mode: u32,
-        mtime_ns: i64,
+        meta: Meta,
     },
 }
 
@@ -57,8 +56,8 @@ fn entry_of(e: &DraftEntry, item: Item) -> TreeEntry {
     TreeEntry {
         name: e.name.clone(),
         item,
-        mode: e.mode,
-        mtime_ns: e.mtime_ns,
+        mode: e.meta.mode,
+        mtime_ns: e.meta.mtime_ns,
     }
 }
 
@@ -94,37 +93,19 @@ fn shown_base(
 pub fn find(conn: &Connection, draft: &DraftRow, path: &[u8]) -> Result<Option<Found>> {
     let parts = parse_path(path)?;
     let mut base = draft.base_root;
-    let (mut mode, mut mtime_ns) = (draft.root_mode, draft.root_mtime_ns);
+    let mut meta = draft.root;
     let mut parent: Vec<u8> = Vec::new();
     for (i, part) in parts.iter().enumerate() {
         let last = i + 1 == parts.len();
         match drafts::entry(conn, draft.id, &parent, part)? {
             Some(e) => match e.change {
                 Change::Removed => return Ok(None),
-                Change::File { blob, size } if last => {
-                    return Ok(Some(Found::File(entry_of(&e, Item::File { blob, size }))));
-                }
-                Change::Symlink { ref target } if last => {
-                    let target = target.clone();
-                    return Ok(Some(Found::Symlink(entry_of(&e, Item::Symlink { target }))));
-                }
-                Change::Staged { id } if last => {
-                    return Ok(Some(Found::Staged { id, mode: e.mode }));
-                }
-                Change::Reference(ref r) if last => {
-                    let item = Item::Reference(r.clone());
-                    return Ok(Some(Found::File(entry_of(&e, item))));
-                }
-                Change::File { .. }
-                | Change::Symlink { .. }
-                | Change::Staged { .. }
-                | Change::Reference(_) => {
-                    return Ok(None);
-                }
                 Change::Dir { opaque, moved } => {
                     base = shown_base(conn, opaque, moved, base, part)?;
-                    (mode, mtime_ns) = (e.mode, e.mtime_ns);
+                    meta = e.meta;
                 }
+                _ if last => return Ok(Some(found_in_changes(&e))),
+                _ => return Ok(None),
             },
             None => {
                 // Nothing recorded here, so nothing recorded below: the rest is the base's.
@@ -135,22 +116,51 @@ pub fn find(conn: &Connection, draft: &DraftRow, path: &[u8]) -> Result<Option<F
         }
         parent = tree::join(&parent, part);
     }
-    Ok(Some(Found::Dir {
-        base,
-        mode,
-        mtime_ns,
-    }))
+    Ok(Some(Found::Dir { base, meta }))
+}
+
+/// What a recorded file, symlink or staged file is (not a directory or removal, whose
+/// meaning depends on the base).
+fn found_in_changes(e: &DraftEntry) -> Found {
+    let times = e.meta.times();
+    match &e.change {
+        Change::File { blob, size } => Found::File(
+            entry_of(
+                e,
+                Item::File {
+                    blob: *blob,
+                    size: *size,
+                },
+            ),
+            times,
+        ),
+        Change::Symlink { target } => Found::Symlink(
+            entry_of(
+                e,
+                Item::Symlink {
+                    target: target.clone(),
+                },
+            ),
+            times,
+        ),
+        Change::Staged { id } => Found::Staged {
+            id: *id,
+            mode: e.meta.mode,
+        },
+        Change::Reference(r) => Found::File(entry_of(e, Item::Reference(r.clone())), times),
+        Change::Dir { .. } | Change::Removed => unreachable!("not a leaf"),
+    }
 }
 
 fn found_in_base(e: TreeEntry) -> Found {
+    let times = Times::recorded(e.mtime_ns);
     match e.item {
         Item::Dir { node } => Found::Dir {
             base: Some(node),
-            mode: e.mode,
-            mtime_ns: e.mtime_ns,
+            meta: Meta::recorded(e.mode, e.mtime_ns),
         },
-        Item::File { .. } | Item::Reference(_) => Found::File(e),
-        Item::Symlink { .. } => Found::Symlink(e),
+        Item::File { .. } | Item::Reference(_) => Found::File(e, times),
+        Item::Symlink { .. } => Found::Symlink(e, times),
     }
 }
 
@@ -181,8 +191,7 @@ fn ensure_parents(conn: &Connection, draft: &DraftRow, parts: &[&[u8]]) -> Resul
                         opaque: true,
                         moved: None,
                     },
-                    0o755,
-                    now_ns(),
+                    Meta::now(0o755),
                 )?;
                 base = None;
             }
@@ -210,8 +219,7 @@ fn ensure_parents(conn: &Connection, draft: &DraftRow, parts: &[&[u8]]) -> Resul
                                 opaque: false,
                                 moved: None,
                             },
-                            mode,
-                            mtime_ns,
+                            Meta::recorded(mode, mtime_ns),
                         )?;
                         base = Some(node);
                     }
@@ -228,8 +236,7 @@ fn ensure_parents(conn: &Connection, draft: &DraftRow, parts: &[&[u8]]) -> Resul
                                 opaque: false,
                                 moved: None,
                             },
-                            0o755,
-                            now_ns(),
+                            Meta::now(0o755),
                         )?;
                         base = None;
                     }
@@ -247,8 +254,7 @@ fn put(
     parent: &[u8],
     name: &[u8],
     change: Change,
-    mode: u32,
-    mtime_ns: i64,
+    meta: Meta,
 ) -> Result<()> {
     drafts::put(
         conn,
@@ -257,8 +263,7 @@ fn put(
         &DraftEntry {
             name: name.to_vec(),
             change,
-            mode,
-            mtime_ns,
+            meta,
         },
     )
 }
@@ -270,8 +275,7 @@ pub fn put_leaf(
     draft: &DraftRow,
     path: &[u8],
     change: Change,
-    mode: u32,
-    mtime_ns: i64,
+    meta: Meta,
 ) -> Result<()> {
     let parts = parse_path(path)?;
     let Some(name) = parts.last() else {
@@ -284,17 +288,11 @@ pub fn put_leaf(
         return Err(Error::IsADirectory(at(draft, path)));
     }
     let parent = ensure_parents(conn, draft, &parts)?;
-    put(conn, draft, &parent, name, change, mode, mtime_ns)
+    put(conn, draft, &parent, name, change, meta)
 }
 
 /// Records a directory at `path` (and its parents); an existing directory is kept as it is.
-pub fn put_dir(
-    conn: &Connection,
-    draft: &DraftRow,
-    path: &[u8],
-    mode: u32,
-    mtime_ns: i64,
-) -> Result<()> {
+pub fn put_dir(conn: &Connection, draft: &DraftRow, path: &[u8], meta: Meta) -> Result<()> {
     let parts = parse_path(path)?;
     let Some(name) = parts.last() else {
         return Ok(());
@@ -317,8 +315,7 @@ pub fn put_dir(
                     opaque: true,
                     moved: None,
                 },
-                mode,
-                mtime_ns,
+                meta,
             )
         }
     }
@@ -339,7 +336,40 @@ pub fn remove(conn: &Connection, draft: &DraftRow, path: &[u8]) -> Result<()> {
     let parent = ensure_parents(conn, draft, &parts)?;
     let full = tree::join(&parent, name);
     drafts::clear_below(conn, draft.id, &full)?;
-    put(conn, draft, &parent, name, Change::Removed, 0, 0)
+    put(
+        conn,
+        draft,
+        &parent,
+        name,
+        Change::Removed,
+        Meta::recorded(0, 0),
+    )
+}
+
+/// Records that directory `dir` of the draft changed now (an entry was made, removed or
+/// renamed in it): its mtime and ctime, as a local filesystem keeps them.
+pub fn touch_dir(conn: &Connection, draft: &DraftRow, dir: &[u8]) -> Result<()> {
+    let now = now_ns();
+    let changed = |meta: Meta| Meta {
+        mtime_ns: now,
+        ctime_ns: now,
+        ..meta
+    };
+    if parse_path(dir)?.is_empty() {
+        return drafts::set_root_meta(conn, draft.id, &changed(draft.root));
+    }
+    match find(conn, draft, dir)? {
+        Some(Found::Dir { meta, .. }) => set_meta(conn, draft, dir, changed(meta)),
+        _ => Ok(()),
+    }
+}
+
+/// The directory part of a draft path (empty for a name at the top).
+pub fn parent_of(path: &[u8]) -> &[u8] {
+    match path.iter().rposition(|b| *b == b'/') {
+        Some(i) => &path[..i],
+        None => b"",
+    }
 }
 
 /// The blob, size and mtime a staged file would be recorded with.
@@ -370,7 +400,7 @@ fn build_dir(
             out.push(b);
         }
         let same = base_iter.next_if(|b| b.name == change.name);
-        let mut mtime_ns = change.mtime_ns;
+        let mut mtime_ns = change.meta.mtime_ns;
         let item = match change.change {
             Change::Removed => continue,
             Change::File { blob, size } => Item::File { blob, size },
@@ -433,18 +463,6 @@ pub fn list(conn: &Connection, draft: &DraftRow, path: &[u8]) -> Result<Vec<(Vec
         let same = base_iter.next_if(|b| b.name == change.name);
         let found = match change.change {
             Change::Removed => continue,
-            Change::File { blob, size } => {
-                Found::File(entry_of(&change, Item::File { blob, size }))
-            }
-            Change::Staged { id } => Found::Staged {
-                id,
-                mode: change.mode,
-            },
-            Change::Symlink { ref target } => {
-                let target = target.clone();
-                Found::Symlink(entry_of(&change, Item::Symlink { target }))
-            }
-            Change::Reference(ref r) => Found::File(entry_of(&change, Item::Reference(r.clone()))),
             Change::Dir { opaque, moved } => Found::Dir {
                 base: moved.or(match same {
                     Some(TreeEntry {
@@ -453,9 +471,9 @@ pub fn list(conn: &Connection, draft: &DraftRow, path: &[u8]) -> Result<Vec<(Vec
                     }) if !opaque => Some(node),
                     _ => None,
                 }),
-                mode: change.mode,
-                mtime_ns: change.mtime_ns,
+                meta: change.meta,
             },
+            _ => found_in_changes(&change),
         };
         out.push((change.name, found));
     }
@@ -463,22 +481,16 @@ pub fn list(conn: &Connection, draft: &DraftRow, path: &[u8]) -> Result<Vec<(Vec
     Ok(out)
 }
 
-/// Records new permission bits and mtime for whatever is at `path` (a file keeps its content,
+/// Records new permission bits and times for whatever is at `path` (a file keeps its content,
 /// a directory its contents).
-pub fn set_meta(
-    conn: &Connection,
-    draft: &DraftRow,
-    path: &[u8],
-    mode: u32,
-    mtime_ns: i64,
-) -> Result<()> {
+pub fn set_meta(conn: &Connection, draft: &DraftRow, path: &[u8], meta: Meta) -> Result<()> {
     let parts = parse_path(path)?;
     let Some(name) = parts.last() else {
-        return drafts::set_root_meta(conn, draft.id, mode, mtime_ns);
+        return drafts::set_root_meta(conn, draft.id, &meta);
     };
     let found = find(conn, draft, path)?.ok_or_else(|| Error::not_found(at(draft, path)))?;
     let change = match leaf_change(&found) {
-        Some((change, ..)) => change,
+        Some((change, _)) => change,
         None => {
             // Keep which base directory it shows.
             let parent = parts[..parts.len() - 1].join(&b'/');
@@ -495,16 +507,18 @@ pub fn set_meta(
         }
     };
     let parent = ensure_parents(conn, draft, &parts)?;
-    put(conn, draft, &parent, name, change, mode, mtime_ns)
+    put(conn, draft, &parent, name, change, meta)
 }
 
-/// The change that records a file or symlink again as it is, with its mode and mtime; None
+/// The change that records a file or symlink again as it is, with its mode and times; None
 /// for a directory.
-fn leaf_change(found: &Found) -> Option<(Change, u32, i64)> {
-    let e = match found {
-        Found::File(e) | Found::Symlink(e) => e,
-        // A staged file's mtime is its own; the catalog keeps none.
-        Found::Staged { id, mode } => return Some((Change::Staged { id: *id }, *mode, 0)),
+fn leaf_change(found: &Found) -> Option<(Change, Meta)> {
+    let (e, times) = match found {
+        Found::File(e, t) | Found::Symlink(e, t) => (e, t),
+        // A staged file's times are its own; the catalog keeps none.
+        Found::Staged { id, mode } => {
+            return Some((Change::Staged { id: *id }, Meta::recorded(*mode, 0)));
+        }
         Found::Dir { .. } => return None,
     };
     let change = match &e.item {
@@ -518,7 +532,7 @@ fn leaf_change(found: &Found) -> Option<(Change, u32, i64)> {
         Item::Reference(r) => Change::Reference(r.clone()),
         Item::Dir { .. } => return None,
     };
-    Some((change, e.mode, e.mtime_ns))
+    Some((change, Meta::with_times(e.mode, e.mtime_ns, *times)))
 }
 
 /// Moves what is at `from` to `to` within the draft, as rename(2) does: a file or symlink
@@ -536,17 +550,13 @@ pub fn rename(
     if no_replace && target.is_some() {
         return Err(Error::AlreadyExists(at(draft, to)));
     }
-    let Found::Dir {
-        base,
-        mode,
-        mtime_ns,
-    } = source
-    else {
+    // rename(2) changes the moved entry's ctime, not its other times.
+    let Found::Dir { base, meta } = source else {
         if let Some(Found::Dir { .. }) = target {
             return Err(Error::IsADirectory(at(draft, to)));
         }
-        let (change, mode, mtime_ns) = leaf_change(&source).expect("a file or symlink");
-        put_leaf(conn, draft, to, change, mode, mtime_ns)?;
+        let (change, meta) = leaf_change(&source).expect("a file or symlink");
+        put_leaf(conn, draft, to, change, meta.changed())?;
         return remove(conn, draft, from);
     };
     let (from_parts, to_parts) = (parse_path(from)?, parse_path(to)?);
@@ -577,6 +587,6 @@ pub fn rename(
         opaque: true,
         moved: base,
     };
-    put(conn, draft, &parent, name, moved, mode, mtime_ns)?;
+    put(conn, draft, &parent, name, moved, meta.changed())?;
     remove(conn, draft, from)
 }

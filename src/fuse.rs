@@ -19,7 +19,7 @@ use fuser::{
 };
 
 use crate::error::Error;
-use crate::fs::{Attr, DirSink, Entry, Fs, Kind, OpenMode, Opened};
+use crate::fs::{Attr, Caller, DirSink, Entry, Fs, Kind, OpenMode, Opened, SetAttr, SetTime};
 
 /// How draft files are opened: a close needs no round trip to the server (there is nothing to
 /// flush; what was written is in the staged file already). Control files keep their flush,
@@ -163,6 +163,18 @@ impl Adapter {
     }
 }
 
+/// The process a request comes from, for permission checks.
+fn caller(req: &Request) -> Caller {
+    Caller::new(req.uid(), req.gid(), req.pid())
+}
+
+fn set_time(t: TimeOrNow) -> SetTime {
+    match t {
+        TimeOrNow::SpecificTime(t) => SetTime::At(t),
+        TimeOrNow::Now => SetTime::Now,
+    }
+}
+
 fn errno(e: &Error) -> Errno {
     Errno::from_i32(e.errno())
 }
@@ -195,9 +207,9 @@ fn file_attr(a: &Attr) -> FileAttr {
         ino: INodeNo(a.ino),
         size: a.size,
         blocks: a.blocks(),
-        atime: a.mtime,
+        atime: a.atime,
         mtime: a.mtime,
-        ctime: a.mtime,
+        ctime: a.ctime,
         crtime: a.mtime,
         kind: file_type(a.kind),
         perm: a.perm,
@@ -251,8 +263,9 @@ impl Filesystem for Adapter {
             .add_capabilities(InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO);
         let _ = config.add_capabilities(InitFlags::FUSE_PARALLEL_DIROPS);
         let _ = config.add_capabilities(InitFlags::FUSE_ATOMIC_O_TRUNC);
-        // Files never carry set-id bits or capabilities here (versions record neither), so
-        // the kernel need not ask for security.capability before every write.
+        // The server drops set-ID bits when the kernel says a writer may not keep them (and
+        // files carry no capabilities), so the kernel need not ask for security.capability
+        // before every write.
         let _ = config.add_capabilities(InitFlags::FUSE_HANDLE_KILLPRIV_V2);
         let _ = config.set_max_readahead(MAX_READAHEAD);
         // SAFETY: geteuid cannot fail.
@@ -274,9 +287,9 @@ impl Filesystem for Adapter {
         Ok(())
     }
 
-    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         guarded("lookup", || {
-            match self.fs.lookup(parent.0, name.as_bytes()) {
+            match self.fs.lookup(&caller(req), parent.0, name.as_bytes()) {
                 Ok(e) => {
                     self.plus.looked_up(e.attr.kind);
                     reply.entry(&e.ttl, &file_attr(&e.attr), Generation(0))
@@ -301,7 +314,7 @@ impl Filesystem for Adapter {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -318,31 +331,16 @@ impl Filesystem for Adapter {
         reply: ReplyAttr,
     ) {
         guarded("setattr", || {
-            let mtime = mtime.map(|t| match t {
-                TimeOrNow::SpecificTime(t) => t,
-                TimeOrNow::Now => SystemTime::now(),
-            });
-            // Access times are not kept (the mount is noatime); size, mode and mtime are. Setting
-            // one alone is still a change, refused outside drafts like any other.
-            let result = self
-                .fs
-                .check_owner(ino.0, uid, gid)
-                .and_then(|()| match atime {
-                    Some(_) => self.fs.check_changeable(ino.0),
-                    None => Ok(()),
-                })
-                .and_then(|()| match size {
-                    Some(size) => self.fs.truncate(ino.0, size, fh.map(|f| f.0)),
-                    None => self.fs.getattr(ino.0),
-                })
-                .and_then(|e| {
-                    if mode.is_some() || mtime.is_some() {
-                        self.fs.set_attributes(ino.0, mode, mtime)
-                    } else {
-                        Ok(e)
-                    }
-                });
-            match result {
+            let set = SetAttr {
+                mode,
+                uid,
+                gid,
+                size,
+                atime: atime.map(set_time),
+                mtime: mtime.map(set_time),
+                fh: fh.map(|f| f.0),
+            };
+            match self.fs.setattr(&caller(req), ino.0, &set) {
                 Ok(e) => reply.attr(&e.ttl, &file_attr(&e.attr)),
                 Err(e) => reply.error(fail("setattr", &e)),
             }
@@ -358,7 +356,7 @@ impl Filesystem for Adapter {
 
     fn mknod(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
@@ -374,10 +372,15 @@ impl Filesystem for Adapter {
                     truncate: false,
                     append: false,
                 };
-                return match self
-                    .fs
-                    .create(parent.0, name.as_bytes(), mode & !umask, write, true)
-                {
+                let created = self.fs.create(
+                    &caller(req),
+                    parent.0,
+                    name.as_bytes(),
+                    mode & !umask,
+                    write,
+                    true,
+                );
+                return match created {
                     Ok((e, Opened::Content { fh, .. } | Opened::Control { fh })) => {
                         self.fs.release(fh);
                         reply.entry(&e.ttl, &file_attr(&e.attr), Generation(0))
@@ -396,7 +399,7 @@ impl Filesystem for Adapter {
 
     fn mkdir(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
@@ -404,41 +407,47 @@ impl Filesystem for Adapter {
         reply: ReplyEntry,
     ) {
         guarded("mkdir", || {
-            match self.fs.mkdir(parent.0, name.as_bytes(), mode & !umask) {
+            match self
+                .fs
+                .mkdir(&caller(req), parent.0, name.as_bytes(), mode & !umask)
+            {
                 Ok(e) => reply.entry(&e.ttl, &file_attr(&e.attr), Generation(0)),
                 Err(e) => reply.error(fail("mkdir", &e)),
             }
         });
     }
 
-    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         guarded("unlink", || {
-            match self.fs.unlink(parent.0, name.as_bytes()) {
+            match self.fs.unlink(&caller(req), parent.0, name.as_bytes()) {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(fail("unlink", &e)),
             }
         });
     }
 
-    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        guarded("rmdir", || match self.fs.rmdir(parent.0, name.as_bytes()) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(fail("rmdir", &e)),
+    fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        guarded("rmdir", || {
+            match self.fs.rmdir(&caller(req), parent.0, name.as_bytes()) {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(fail("rmdir", &e)),
+            }
         });
     }
 
     fn symlink(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         target: &Path,
         reply: ReplyEntry,
     ) {
         guarded("symlink", || {
+            let target = target.as_os_str().as_bytes();
             match self
                 .fs
-                .symlink(parent.0, name.as_bytes(), target.as_os_str().as_bytes())
+                .symlink(&caller(req), parent.0, name.as_bytes(), target)
             {
                 Ok(e) => reply.entry(&e.ttl, &file_attr(&e.attr), Generation(0)),
                 Err(e) => reply.error(fail("symlink", &e)),
@@ -448,7 +457,7 @@ impl Filesystem for Adapter {
 
     fn rename(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         newparent: INodeNo,
@@ -465,6 +474,7 @@ impl Filesystem for Adapter {
             } else {
                 let no_replace = flags.bits() & libc::RENAME_NOREPLACE != 0;
                 self.fs.rename(
+                    &caller(req),
                     parent.0,
                     name.as_bytes(),
                     newparent.0,
@@ -481,23 +491,26 @@ impl Filesystem for Adapter {
 
     fn link(
         &self,
-        _req: &Request,
-        _ino: INodeNo,
+        req: &Request,
+        ino: INodeNo,
         newparent: INodeNo,
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
         guarded("link", || {
-            let e = self
+            match self
                 .fs
-                .refuse_special(newparent.0, newname.as_bytes(), "hard links");
-            reply.error(fail("link", &e));
+                .link(&caller(req), ino.0, newparent.0, newname.as_bytes())
+            {
+                Ok(e) => reply.entry(&e.ttl, &file_attr(&e.attr), Generation(0)),
+                Err(e) => reply.error(fail("link", &e)),
+            }
         });
     }
 
     fn create(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
@@ -508,6 +521,7 @@ impl Filesystem for Adapter {
         guarded("create", || {
             let exclusive = flags & libc::O_EXCL != 0;
             let opened = self.fs.create(
+                &caller(req),
                 parent.0,
                 name.as_bytes(),
                 mode & !umask,
@@ -534,9 +548,10 @@ impl Filesystem for Adapter {
         });
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         guarded("open", || {
-            let (fh, file, immutable) = match self.fs.open(ino.0, open_mode(flags.0)) {
+            let opened = self.fs.open(&caller(req), ino.0, open_mode(flags.0));
+            let (fh, file, immutable) = match opened {
                 Ok(Opened::Content {
                     fh,
                     file,
@@ -596,13 +611,14 @@ impl Filesystem for Adapter {
         fh: FileHandle,
         offset: u64,
         data: &[u8],
-        _write_flags: WriteFlags,
+        write_flags: WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
         guarded("write", || {
-            let result = self.fs.write(ino.0, fh.0, offset, data);
+            let kill = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
+            let result = self.fs.write(ino.0, fh.0, offset, data, kill);
             // Before the reply, so whoever committed never sees the draft again. (A write is not
             // among the requests an invalidation may deadlock with.)
             self.invalidate_stale();
@@ -652,8 +668,8 @@ impl Filesystem for Adapter {
         });
     }
 
-    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        guarded("opendir", || match self.fs.opendir(ino.0) {
+    fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        guarded("opendir", || match self.fs.opendir(&caller(req), ino.0) {
             Ok((fh, true)) => reply.opened(
                 FileHandle(fh),
                 FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE,
@@ -765,7 +781,7 @@ impl Filesystem for Adapter {
 
     fn access(&self, req: &Request, ino: INodeNo, mask: fuser::AccessFlags, reply: ReplyEmpty) {
         guarded("access", || {
-            match self.fs.access(ino.0, req.uid(), req.gid(), mask.bits()) {
+            match self.fs.access(ino.0, &caller(req), mask.bits()) {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(fail("access", &e)),
             }

@@ -42,11 +42,13 @@ pub struct Staging {
     unsharing: std::sync::Mutex<()>,
 }
 
-/// A staged file's size and modification time.
+/// A staged file's size and times.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StagedMeta {
     pub size: u64,
     pub mtime_ns: i64,
+    pub atime_ns: i64,
+    pub ctime_ns: i64,
 }
 
 /// A hold on a draft's staging lock; released when dropped.
@@ -281,10 +283,26 @@ impl Staging {
         crate::blobs::sync_dir(&self.dir(d.id))
     }
 
-    pub fn set_mtime(&self, d: &DraftRow, id: i64, mtime_ns: i64) -> Result<()> {
+    /// Sets the access and modification times of staged file `id` (None keeps one); its
+    /// change time becomes now, as utimensat(2) makes it.
+    pub fn set_times(
+        &self,
+        d: &DraftRow,
+        id: i64,
+        atime_ns: Option<i64>,
+        mtime_ns: Option<i64>,
+    ) -> Result<()> {
         let path = self.path(d.id, id);
         let f = File::open(&path).map_err(|e| missing(d, &path, e))?;
-        f.set_modified(time_of(mtime_ns)).at(&path)
+        set_file_times(&f, atime_ns, mtime_ns).at(&path)
+    }
+
+    /// Makes staged file `id`'s change time now: it got another name, lost one, or another
+    /// mode, which the catalog records.
+    pub fn touch(&self, d: &DraftRow, id: i64) -> Result<()> {
+        let path = self.path(d.id, id);
+        let f = File::open(&path).map_err(|e| missing(d, &path, e))?;
+        touch_file(&f).at(&path)
     }
 
     /// Removes staged files nothing refers to any more; an open handle keeps reading its
@@ -361,6 +379,29 @@ fn lossy_path(path: &[u8]) -> String {
     String::from_utf8_lossy(path).into_owned()
 }
 
+/// Sets a file's access and modification times (None keeps one); its change time becomes now.
+pub fn set_file_times(
+    f: &File,
+    atime_ns: Option<i64>,
+    mtime_ns: Option<i64>,
+) -> std::io::Result<()> {
+    let mut times = fs::FileTimes::new();
+    if let Some(a) = atime_ns {
+        times = times.set_accessed(time_of(a));
+    }
+    if let Some(m) = mtime_ns {
+        times = times.set_modified(time_of(m));
+    }
+    f.set_times(times)
+}
+
+/// Makes a file's change time now without changing anything else: a chmod to the mode it
+/// has. (A file shared with a blob after an interrupted commit only gets a new ctime.)
+pub fn touch_file(f: &File) -> std::io::Result<()> {
+    let mode = f.metadata()?.permissions();
+    f.set_permissions(mode)
+}
+
 /// The entries of `dir` named by a number (draft directories, staged files), with their paths.
 fn numbered(dir: &Path) -> Result<Vec<(i64, PathBuf)>> {
     let mut out = Vec::new();
@@ -381,6 +422,8 @@ pub fn meta_of(m: &fs::Metadata) -> StagedMeta {
     StagedMeta {
         size: m.len(),
         mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
+        atime_ns: m.atime() * 1_000_000_000 + m.atime_nsec(),
+        ctime_ns: m.ctime() * 1_000_000_000 + m.ctime_nsec(),
     }
 }
 

@@ -9,7 +9,7 @@ use rusqlite::Connection;
 use crate::blobs::BlobStore;
 use crate::catalog::Catalog;
 use crate::catalog::drafts::Change;
-use crate::catalog::drafts::{self, DraftRow, LOG_DRAFT_ID};
+use crate::catalog::drafts::{self, DraftRow, LOG_DRAFT_ID, Meta};
 use crate::catalog::nodes;
 use crate::catalog::versions::{self, VersionRow};
 use crate::commit::{self, CommitOptions, Outcome};
@@ -240,6 +240,7 @@ impl Store {
             for p in paths {
                 let end = p.iter().rposition(|b| *b != b'/').map_or(0, |i| i + 1);
                 draft::remove(tx, &d, &p[..end])?;
+                draft::touch_dir(tx, &d, draft::parent_of(&p[..end]))?;
             }
             Ok(())
         })
@@ -450,7 +451,13 @@ fn store_staged(
     d: &DraftRow,
 ) -> Result<crate::staging::DraftLock> {
     let writers = staging.lock_for_commit(catalog.conn(), d)?;
-    let staged = drafts::staged(catalog.conn(), d.id)?;
+    let mut staged: Vec<i64> = drafts::staged(catalog.conn(), d.id)?
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    // Hard links name one staged file twice.
+    staged.sort_unstable();
+    staged.dedup();
     if staged.is_empty() {
         return Ok(writers);
     }
@@ -458,10 +465,10 @@ fn store_staged(
     let batch = blobs.batch();
     let stored = staged
         .par_iter()
-        .map(|s| {
-            let meta = staging.meta(d, s.id)?;
-            let (blob, size) = batch.add_by_link(&staging.path(d.id, s.id), meta.size)?;
-            Ok((s, blob, size, meta.mtime_ns))
+        .map(|&id| {
+            let meta = staging.meta(d, id)?;
+            let (blob, size) = batch.add_by_link(&staging.path(d.id, id), meta.size)?;
+            Ok((id, blob, size, meta.mtime_ns))
         })
         .collect::<Result<Vec<_>>>()?;
     let added = batch.finish()?;
@@ -469,8 +476,8 @@ fn store_staged(
         if drafts::by_id(tx, d.id)?.is_none() {
             return Err(Error::not_found(d.label()));
         }
-        for (s, blob, size, mtime_ns) in &stored {
-            drafts::store_staged(tx, d.id, s, blob, *size, *mtime_ns)?;
+        for (id, blob, size, mtime_ns) in &stored {
+            drafts::store_staged(tx, d.id, *id, blob, *size, *mtime_ns)?;
         }
         Ok(())
     });
@@ -479,8 +486,7 @@ fn store_staged(
         remove_unreferenced(catalog, blobs, store_root, &added);
         return Err(e);
     }
-    let ids: Vec<i64> = stored.iter().map(|s| s.0.id).collect();
-    staging.remove(d, &ids);
+    staging.remove(d, &staged);
     Ok(writers)
 }
 
@@ -590,9 +596,11 @@ fn record(tx: &Connection, d: &DraftRow, stored: Vec<Stored>) -> Result<usize> {
     let mut files = 0;
     for s in stored {
         match s.change {
-            Change::Dir { .. } => draft::put_dir(tx, d, &s.dest, s.mode, s.mtime_ns)?,
+            Change::Dir { .. } => {
+                draft::put_dir(tx, d, &s.dest, Meta::recorded(s.mode, s.mtime_ns))?
+            }
             change => {
-                draft::put_leaf(tx, d, &s.dest, change, s.mode, s.mtime_ns)?;
+                draft::put_leaf(tx, d, &s.dest, change, Meta::recorded(s.mode, s.mtime_ns))?;
                 files += 1;
             }
         }

@@ -13,7 +13,7 @@ use std::sync::Mutex;
 
 use artifactfs::commit::{CommitOptions, Outcome};
 use artifactfs::faults::{self, Op};
-use artifactfs::fs::{DRAFTS, Fs, OpenMode, Opened};
+use artifactfs::fs::{Caller, DRAFTS, Fs, OpenMode, Opened};
 use artifactfs::ingest::Inputs;
 use artifactfs::maintenance;
 use artifactfs::names::{ArtifactName, DraftName, TypeName, VersionRef};
@@ -168,9 +168,10 @@ fn fill(store: &mut Store, dir: &Path, how: Filled, files: &Files) {
         }
         Filled::Mount => {
             let fs = Fs::new(store.root()).unwrap();
-            let draft = fs.mkdir(DRAFTS, b"data", 0o755).unwrap().attr.ino;
-            fs.unlink(draft, b"old.txt").unwrap();
-            let part = fs.mkdir(draft, b"part", 0o755).unwrap().attr.ino;
+            let root = Caller::root();
+            let draft = fs.mkdir(&root, DRAFTS, b"data", 0o755).unwrap().attr.ino;
+            fs.unlink(&root, draft, b"old.txt").unwrap();
+            let part = fs.mkdir(&root, draft, b"part", 0o755).unwrap().attr.ino;
             for (rel, data) in files {
                 let (parent, leaf) = match rel.split_once('/') {
                     Some((_, leaf)) => (part, leaf),
@@ -182,13 +183,13 @@ fn fill(store: &mut Store, dir: &Path, how: Filled, files: &Files) {
                     append: false,
                 };
                 let (entry, opened) = fs
-                    .create(parent, leaf.as_bytes(), 0o644, mode, false)
+                    .create(&root, parent, leaf.as_bytes(), 0o644, mode, false)
                     .unwrap();
                 let Opened::Content { fh, .. } = opened else {
                     panic!("{rel}: create opened a control file");
                 };
                 for (i, chunk) in data.chunks(1 << 20).enumerate() {
-                    fs.write(entry.attr.ino, fh, (i << 20) as u64, chunk)
+                    fs.write(entry.attr.ino, fh, (i << 20) as u64, chunk, false)
                         .unwrap();
                 }
                 fs.flush(entry.attr.ino, fh).unwrap();
@@ -353,18 +354,19 @@ fn writing_a_draft_file_after_a_failed_commit_leaves_blobs_intact() {
     let err = commit(&mut store, dir, Filled::Mount).unwrap_err();
     assert!(faults::disarm().fired, "{err}");
     let fs = Fs::new(store.root()).unwrap();
-    let draft = fs.lookup(DRAFTS, b"data").unwrap().attr.ino;
-    let part = fs.lookup(draft, b"part").unwrap().attr.ino;
-    let ino = fs.lookup(part, b"0.txt").unwrap().attr.ino;
+    let root = Caller::root();
+    let draft = fs.lookup(&root, DRAFTS, b"data").unwrap().attr.ino;
+    let part = fs.lookup(&root, draft, b"part").unwrap().attr.ino;
+    let ino = fs.lookup(&root, part, b"0.txt").unwrap().attr.ino;
     let mode = OpenMode {
         write: true,
         truncate: false,
         append: false,
     };
-    let Opened::Content { fh, .. } = fs.open(ino, mode).unwrap() else {
+    let Opened::Content { fh, .. } = fs.open(&root, ino, mode).unwrap() else {
         panic!("part/0.txt opened as a control file");
     };
-    fs.write(ino, fh, 0, b"CHANGED").unwrap();
+    fs.write(ino, fh, 0, b"CHANGED", false).unwrap();
     fs.release(fh);
     drop(fs);
     assert_eq!(

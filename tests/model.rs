@@ -633,8 +633,8 @@ impl Harness {
             let got = match draft::find(conn, &row, p.as_bytes()).unwrap() {
                 None => None,
                 Some(Found::Dir { .. }) => Some(Node::Dir),
-                Some(Found::File(e)) => Some(self.node_of(&p, &e)),
-                Some(Found::Symlink(e)) => Some(self.node_of(&p, &e)),
+                Some(Found::File(e, _)) => Some(self.node_of(&p, &e)),
+                Some(Found::Symlink(e, _)) => Some(self.node_of(&p, &e)),
                 Some(Found::Staged { .. }) => panic!("{ctx}: {p} is staged, yet no mount ran"),
             };
             let want = if key.is_empty() {

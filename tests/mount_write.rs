@@ -265,10 +265,25 @@ fn draft_changes_fail_as_a_local_filesystem_would() {
     assert_eq!(py_errno("os.unlink(p)", &at("nope")), "ENOENT");
     assert_eq!(py_errno("os.mkdir(p)", &at("a.txt")), "EEXIST");
     assert_eq!(py_errno("os.symlink('x', p)", &at("d")), "EEXIST");
+    // Hard links stay within one draft.
     assert_eq!(
-        py_errno("os.link(p + '/../a.txt', p + '/../hard')", &at("d")),
-        "EPERM"
+        py_errno(
+            &format!(
+                "os.link(p, {:?})",
+                m.path("drafts/other/hard").display().to_string()
+            ),
+            &at("a.txt")
+        ),
+        "EXDEV"
     );
+    assert_eq!(
+        py_errno(
+            &format!("os.link(p, {:?})", at("hard").display().to_string()),
+            &m.path("m/v0/a.txt")
+        ),
+        "EXDEV"
+    );
+    assert_eq!(py_errno("os.link(p, p + '-dir-link')", &at("d")), "EPERM");
     assert_eq!(py_errno("os.mkfifo(p)", &at("fifo")), "EPERM");
     assert_eq!(
         py_errno(

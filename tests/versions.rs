@@ -611,26 +611,31 @@ fn downgrade_to_schema_2(s: &TestStore) {
     }
     conn.execute("ATTACH ?1 AS v3", [db.to_str().unwrap()])
         .unwrap();
-    // Schema 4 only added a column to nodes (a count of references, none before it).
+    // Schema 4 added a column to nodes (a count of references, none before it).
     conn.execute(
         "INSERT INTO main.nodes SELECT id, hash, digest, files, bytes, subdirs FROM v3.nodes",
         [],
     )
     .unwrap();
-    for table in [
-        "artifacts",
-        "versions",
-        "aliases",
-        "drafts",
-        "draft_entries",
-        "seals",
-    ] {
+    for table in ["artifacts", "versions", "aliases", "seals"] {
         conn.execute(
             &format!("INSERT INTO main.{table} SELECT * FROM v3.{table}"),
             [],
         )
         .unwrap();
     }
+    // Schema 5 added times and owners to drafts and their entries (none before it).
+    conn.execute_batch(
+        "INSERT INTO main.drafts
+             SELECT id, artifact, dist_id, type, base_number, base_root, created_ns, root_mode,
+                    root_mtime_ns
+               FROM v3.drafts;
+         INSERT INTO main.draft_entries
+             SELECT draft, parent, name, kind, blob, size, mode, mtime_ns, target, opaque, staged,
+                    moved
+               FROM v3.draft_entries;",
+    )
+    .unwrap();
     conn.execute_batch(
         "INSERT INTO main.node_entries
              SELECT c.node, e.name, e.kind, e.blob, e.size, e.mode, e.mtime_ns, e.child, e.target

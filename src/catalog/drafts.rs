@@ -17,9 +17,78 @@ pub struct DraftRow {
     pub base_number: Option<u64>,
     pub base_root: Option<NodeId>,
     pub created_ns: i64,
-    /// The draft directory's own mode and mtime (its creation time until set).
-    pub root_mode: u32,
-    pub root_mtime_ns: i64,
+    /// The draft directory's own mode and times (its creation time until set).
+    pub root: Meta,
+    /// Who the draft and everything in it belongs to, when not whoever mounted the store:
+    /// the user who made it through a mount.
+    pub owner: Option<(u32, u32)>,
+}
+
+/// An entry's permission bits and times, as a local filesystem keeps them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Meta {
+    pub mode: u32,
+    pub mtime_ns: i64,
+    pub atime_ns: i64,
+    pub ctime_ns: i64,
+}
+
+/// An entry's access and change times, beside the mode and mtime a tree entry carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Times {
+    pub atime_ns: i64,
+    pub ctime_ns: i64,
+}
+
+impl Times {
+    /// Those of an entry a version records: its mtime stands for both.
+    pub fn recorded(mtime_ns: i64) -> Times {
+        Times {
+            atime_ns: mtime_ns,
+            ctime_ns: mtime_ns,
+        }
+    }
+}
+
+impl Meta {
+    pub fn with_times(mode: u32, mtime_ns: i64, times: Times) -> Meta {
+        Meta {
+            mode,
+            mtime_ns,
+            atime_ns: times.atime_ns,
+            ctime_ns: times.ctime_ns,
+        }
+    }
+
+    pub fn times(&self) -> Times {
+        Times {
+            atime_ns: self.atime_ns,
+            ctime_ns: self.ctime_ns,
+        }
+    }
+
+    /// What a version records: a mode and an mtime, which also stands for the other times.
+    pub fn recorded(mode: u32, mtime_ns: i64) -> Meta {
+        Meta {
+            mode,
+            mtime_ns,
+            atime_ns: mtime_ns,
+            ctime_ns: mtime_ns,
+        }
+    }
+
+    /// Something made now.
+    pub fn now(mode: u32) -> Meta {
+        Meta::recorded(mode, now_ns())
+    }
+
+    /// The same, changed now (its ctime).
+    pub fn changed(self) -> Meta {
+        Meta {
+            ctime_ns: now_ns(),
+            ..self
+        }
+    }
 }
 
 /// The id of the hidden draft that `log` fills and commits in one transaction. It cannot
@@ -81,8 +150,7 @@ pub enum Change {
 pub struct DraftEntry {
     pub name: Vec<u8>,
     pub change: Change,
-    pub mode: u32,
-    pub mtime_ns: i64,
+    pub meta: Meta,
 }
 
 const KIND_FILE: i64 = 0;
@@ -92,7 +160,9 @@ const KIND_REMOVED: i64 = 3;
 const KIND_STAGED: i64 = 4;
 
 const DRAFT_COLUMNS: &str = "id, artifact, dist_id, type, base_number, base_root, created_ns, \
-     root_mode, coalesce(root_mtime_ns, created_ns)";
+     root_mode, coalesce(root_mtime_ns, created_ns), \
+     coalesce(root_atime_ns, root_mtime_ns, created_ns), \
+     coalesce(root_ctime_ns, root_mtime_ns, created_ns), owner_uid, owner_gid";
 
 fn draft_from_row(r: &Row) -> rusqlite::Result<DraftRow> {
     Ok(DraftRow {
@@ -103,8 +173,16 @@ fn draft_from_row(r: &Row) -> rusqlite::Result<DraftRow> {
         base_number: r.get::<_, Option<i64>>(4)?.map(|n| n as u64),
         base_root: r.get(5)?,
         created_ns: r.get(6)?,
-        root_mode: r.get::<_, i64>(7)? as u32,
-        root_mtime_ns: r.get(8)?,
+        root: Meta {
+            mode: r.get::<_, i64>(7)? as u32,
+            mtime_ns: r.get(8)?,
+            atime_ns: r.get(9)?,
+            ctime_ns: r.get(10)?,
+        },
+        owner: match (r.get::<_, Option<i64>>(11)?, r.get::<_, Option<i64>>(12)?) {
+            (Some(u), Some(g)) => Some((u as u32, g as u32)),
+            _ => None,
+        },
     })
 }
 
@@ -133,12 +211,17 @@ fn entry_from_row(r: &Row) -> rusqlite::Result<DraftEntry> {
     Ok(DraftEntry {
         name: r.get(0)?,
         change,
-        mode: r.get::<_, i64>(4)? as u32,
-        mtime_ns: r.get(5)?,
+        meta: Meta {
+            mode: r.get::<_, i64>(4)? as u32,
+            mtime_ns: r.get(5)?,
+            atime_ns: r.get(10)?,
+            ctime_ns: r.get(11)?,
+        },
     })
 }
 
-const ENTRY_COLUMNS: &str = "name, kind, blob, size, mode, mtime_ns, target, opaque, staged, moved";
+const ENTRY_COLUMNS: &str = "name, kind, blob, size, mode, mtime_ns, target, opaque, staged, moved, \
+     coalesce(atime_ns, mtime_ns), coalesce(ctime_ns, mtime_ns)";
 
 pub fn get(conn: &Connection, artifact: &str, dist_id: &str) -> Result<Option<DraftRow>> {
     conn.prepare_cached(&format!(
@@ -198,17 +281,37 @@ pub fn create(
         base_number: base.map(|b| b.0),
         base_root: base.map(|b| b.1),
         created_ns,
-        root_mode: 0o755,
-        root_mtime_ns: created_ns,
+        root: Meta::recorded(0o755, created_ns),
+        owner: None,
     })
 }
 
-pub fn set_root_meta(conn: &Connection, draft: i64, mode: u32, mtime_ns: i64) -> Result<()> {
-    conn.execute(
-        "UPDATE drafts SET root_mode = ?2, root_mtime_ns = ?3 WHERE id = ?1",
-        params![draft, mode as i64, mtime_ns],
+pub fn set_root_meta(conn: &Connection, draft: i64, meta: &Meta) -> Result<()> {
+    conn.prepare_cached(
+        "UPDATE drafts SET root_mode = ?2, root_mtime_ns = ?3, root_atime_ns = ?4,
+                root_ctime_ns = ?5
+          WHERE id = ?1",
     )
+    .and_then(|mut s| {
+        s.execute(params![
+            draft,
+            meta.mode as i64,
+            meta.mtime_ns,
+            meta.atime_ns,
+            meta.ctime_ns
+        ])
+    })
     .ctx(|| "record the draft directory's attributes".into())?;
+    Ok(())
+}
+
+/// Records who a draft belongs to (see [`DraftRow::owner`]).
+pub fn set_owner(conn: &Connection, draft: i64, uid: u32, gid: u32) -> Result<()> {
+    conn.execute(
+        "UPDATE drafts SET owner_uid = ?2, owner_gid = ?3 WHERE id = ?1",
+        params![draft, uid as i64, gid as i64],
+    )
+    .ctx(|| "record the draft's owner".into())?;
     Ok(())
 }
 
@@ -287,8 +390,9 @@ pub fn put(conn: &Connection, draft: i64, parent: &[u8], e: &DraftEntry) -> Resu
     };
     conn.prepare_cached(
         "INSERT OR REPLACE INTO draft_entries
-            (draft, parent, name, kind, blob, size, mode, mtime_ns, target, opaque, staged, moved)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            (draft, parent, name, kind, blob, size, mode, mtime_ns, target, opaque, staged, moved,
+             atime_ns, ctime_ns)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
     )
     .and_then(|mut s| {
         s.execute(params![
@@ -298,12 +402,14 @@ pub fn put(conn: &Connection, draft: i64, parent: &[u8], e: &DraftEntry) -> Resu
             kind,
             blob,
             size,
-            e.mode as i64,
-            e.mtime_ns,
+            e.meta.mode as i64,
+            e.meta.mtime_ns,
             target,
             opaque,
             staged,
-            moved
+            moved,
+            e.meta.atime_ns,
+            e.meta.ctime_ns
         ])
     })
     .ctx(|| format!("record {} in draft", String::from_utf8_lossy(&e.name)))?;
@@ -414,36 +520,86 @@ pub struct StagedRow {
     pub id: i64,
 }
 
-/// Replaces staged file `s.id` of the draft by the blob its bytes were stored as. Looked up
-/// where it was listed, or, if it was renamed since, wherever it is now.
+/// Replaces staged file `id` of the draft, wherever it is named (hard links share it), by the
+/// blob its bytes were stored as.
 pub fn store_staged(
     conn: &Connection,
     draft: i64,
-    s: &StagedRow,
+    id: i64,
     blob: &Digest,
     size: u64,
     mtime_ns: i64,
 ) -> Result<()> {
-    let what = || format!("record staged file {} as blob {blob}", s.id);
-    let set =
-        "UPDATE draft_entries SET kind = ?3, blob = ?4, size = ?5, mtime_ns = ?6, staged = NULL";
-    let (kind, blob, size) = (KIND_FILE, &blob.0[..], size as i64);
-    let changed = conn
-        .prepare_cached(&format!(
-            "{set} WHERE draft = ?1 AND parent = ?7 AND name = ?8 AND staged = ?2"
-        ))
-        .and_then(|mut st| {
-            st.execute(params![
-                draft, s.id, kind, blob, size, mtime_ns, s.parent, s.name
-            ])
-        })
-        .ctx(what)?;
-    if changed == 0 {
-        conn.prepare_cached(&format!("{set} WHERE draft = ?1 AND staged = ?2"))
-            .and_then(|mut st| st.execute(params![draft, s.id, kind, blob, size, mtime_ns]))
-            .ctx(what)?;
-    }
+    conn.prepare_cached(
+        "UPDATE draft_entries SET kind = ?3, blob = ?4, size = ?5, mtime_ns = ?6, staged = NULL
+          WHERE draft = ?1 AND staged = ?2",
+    )
+    .and_then(|mut st| {
+        st.execute(params![
+            draft,
+            id,
+            KIND_FILE,
+            &blob.0[..],
+            size as i64,
+            mtime_ns
+        ])
+    })
+    .ctx(|| format!("record staged file {id} as blob {blob}"))?;
     Ok(())
+}
+
+/// How many names staged file `id` of the draft has, and its mode (the same on every name).
+pub fn staged_links(conn: &Connection, draft: i64, id: i64) -> Result<(u64, u32)> {
+    conn.prepare_cached(
+        "SELECT count(*), coalesce(max(mode), 0) FROM draft_entries
+          WHERE draft = ?1 AND staged = ?2",
+    )
+    .and_then(|mut s| {
+        s.query_row(params![draft, id], |r| {
+            Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u32))
+        })
+    })
+    .ctx(|| format!("count the names of staged file {id}"))
+}
+
+/// Sets the mode of staged file `id` on every name it has (they are one file), and its
+/// change time, which the rows keep for nothing else.
+pub fn set_staged_mode(conn: &Connection, draft: i64, id: i64, mode: u32) -> Result<()> {
+    conn.prepare_cached("UPDATE draft_entries SET mode = ?3 WHERE draft = ?1 AND staged = ?2")
+        .and_then(|mut s| s.execute(params![draft, id, mode as i64]))
+        .ctx(|| format!("record the mode of staged file {id}"))?;
+    Ok(())
+}
+
+/// How many subdirectories directory `parent` of the draft has, given that `base` (the base
+/// directory it shows, if any) has `base_subdirs`: those of the base that no change replaced,
+/// plus the directories recorded in it.
+pub fn subdirs(
+    conn: &Connection,
+    draft: i64,
+    parent: &[u8],
+    base: Option<(NodeId, u64)>,
+) -> Result<u64> {
+    let what = || "count subdirectories".to_string();
+    let recorded: i64 = conn
+        .prepare_cached(
+            "SELECT count(*) FROM draft_entries WHERE draft = ?1 AND parent = ?2 AND kind = ?3",
+        )
+        .and_then(|mut s| s.query_row(params![draft, parent, KIND_DIR], |r| r.get(0)))
+        .ctx(what)?;
+    let Some((node, base_subdirs)) = base.filter(|b| b.1 > 0) else {
+        return Ok(recorded as u64);
+    };
+    let replaced: i64 = conn
+        .prepare_cached(
+            "SELECT count(*) FROM node_chunks nc JOIN chunk_entries ce ON ce.chunk = nc.chunk
+              WHERE nc.node = ?1 AND ce.kind = 1
+                AND EXISTS (SELECT 1 FROM draft_entries d
+                             WHERE d.draft = ?2 AND d.parent = ?3 AND d.name = ce.name)",
+        )
+        .and_then(|mut s| s.query_row(params![node, draft, parent], |r| r.get(0)))
+        .ctx(what)?;
+    Ok((base_subdirs as i64 - replaced + recorded).max(0) as u64)
 }
 
 pub fn seal(conn: &Connection, artifact: &str, dist_id: &str, number: u64) -> Result<()> {

@@ -2,7 +2,7 @@
 //! have run; a catalog with a higher number than this build knows is refused.
 
 /// Migration N brings the schema from version N to N + 1.
-pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
 
 const V1: &str = r#"
 CREATE TABLE artifacts (
@@ -184,4 +184,21 @@ DROP TABLE node_entries;
 /// than this have none. The new kinds are why older builds must not open such a store.
 const V4: &str = r#"
 ALTER TABLE nodes ADD COLUMN refs INTEGER NOT NULL DEFAULT 0;
+"#;
+
+/// Drafts as local directories (docs/SEMANTICS.md, "Inside a draft"):
+/// - `atime_ns`, `ctime_ns`: an entry's access and change times, and the draft directory's own
+///   (`root_atime_ns`, `root_ctime_ns`); NULL means its mtime, as for rows made before.
+/// - `owner_uid`, `owner_gid`: who a draft made through a mount belongs to, with everything in
+///   it (versions record no owners, so a draft has one owner); NULL is whoever mounted.
+/// - `draft_entries_staged`: the names of one staged file, which hard links share and which
+///   give it its link count.
+const V5: &str = r#"
+ALTER TABLE draft_entries ADD COLUMN atime_ns INTEGER;
+ALTER TABLE draft_entries ADD COLUMN ctime_ns INTEGER;
+ALTER TABLE drafts ADD COLUMN root_atime_ns INTEGER;
+ALTER TABLE drafts ADD COLUMN root_ctime_ns INTEGER;
+ALTER TABLE drafts ADD COLUMN owner_uid INTEGER;
+ALTER TABLE drafts ADD COLUMN owner_gid INTEGER;
+CREATE INDEX draft_entries_staged ON draft_entries(draft, staged) WHERE staged IS NOT NULL;
 "#;

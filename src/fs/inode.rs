@@ -3,6 +3,12 @@
 //! where versions share a subtree (tools like `find` and `du` rely on that). Numbers are
 //! never reused within a mount; slots go away when the kernel forgets them.
 //!
+//! Files written into a draft are identified by their staged file instead, as a local
+//! filesystem identifies files by inode: a rename keeps the inode, hard links share it, and a
+//! name that comes to stand for another file gets another inode. What the kernel still holds
+//! after its last name went away (an open file that was removed or renamed over) is
+//! [`Node::Detached`], and keeps its content and attributes until forgotten.
+//!
 //! Files and symlinks of versions mostly have no slot: their number is derived from their
 //! directory's and their place in its listing (see [`derived`]), which never changes.
 
@@ -11,6 +17,8 @@ use std::sync::Mutex;
 
 use crate::catalog::nodes::NodeId;
 use crate::tree::TreeEntry;
+
+pub use super::orphan::{Detached, Orphan};
 
 pub type Ino = u64;
 pub const ROOT: Ino = 1;
@@ -58,13 +66,24 @@ pub enum Node {
     },
     /// A file, directory or symlink inside a committed version.
     Entry(TreeEntry),
-    /// `drafts/NAME/` or `drafts/NAME@ID/`, or a path inside one.
+    /// `drafts/NAME/` or `drafts/NAME@ID/`, or a path inside one: a directory, a symlink, or
+    /// a file that still has its base's content (or one `draft add` recorded).
     Draft {
         artifact: String,
         dist_id: String,
         path: Vec<u8>,
         kind: Kind,
     },
+    /// A file of a draft written through the mount: staged file `id` of draft `draft`, under
+    /// whatever names the draft gives it now.
+    Staged {
+        artifact: String,
+        dist_id: String,
+        draft: i64,
+        id: i64,
+    },
+    /// Something of a draft whose last name went away while the kernel held it.
+    Detached(Detached),
     /// `drafts/NAME/.commit`: the control file that commits the draft when written.
     Control {
         artifact: String,
@@ -92,7 +111,8 @@ impl Node {
                 Item::Symlink { .. } => Kind::Symlink,
             },
             Node::Draft { kind, .. } => *kind,
-            Node::Control { .. } => Kind::File,
+            Node::Staged { .. } | Node::Control { .. } => Kind::File,
+            Node::Detached(d) => d.0.kind,
             Node::Root | Node::Drafts | Node::Artifact { .. } | Node::Version { .. } => Kind::Dir,
         }
     }
@@ -103,20 +123,38 @@ impl Node {
     pub fn is_immutable(&self) -> bool {
         matches!(self, Node::Entry(_))
     }
+
+    /// Whether this is part of a draft (its control file included), where changes are made.
+    pub fn in_draft(&self) -> bool {
+        matches!(
+            self,
+            Node::Draft { .. } | Node::Staged { .. } | Node::Detached(_) | Node::Control { .. }
+        )
+    }
 }
 
 struct Slot {
     node: Node,
     parent: Ino,
     name: Vec<u8>,
+    /// The other names of a staged file with hard links, as the kernel looked them up.
+    links: Vec<(Ino, Vec<u8>)>,
     lookups: u64,
     /// In the eviction queue (files and symlinks of versions only).
     queued: bool,
 }
 
+impl Slot {
+    fn names(&self) -> impl Iterator<Item = (Ino, &Vec<u8>)> {
+        std::iter::once((self.parent, &self.name)).chain(self.links.iter().map(|(p, n)| (*p, n)))
+    }
+}
+
 struct Table {
     slots: HashMap<Ino, Slot>,
     by_name: HashMap<(Ino, Vec<u8>), Ino>,
+    /// Inodes of staged files, by draft and staged file number.
+    by_file: HashMap<(i64, i64), Ino>,
     next: Ino,
     /// Inodes of version entries in the order they were made (some already forgotten): the
     /// oldest are the first the kernel is asked to drop when there are too many.
@@ -139,6 +177,7 @@ impl Default for Inodes {
                     node,
                     parent: ROOT,
                     name: name.as_bytes().to_vec(),
+                    links: Vec::new(),
                     lookups: 1,
                     queued: false,
                 },
@@ -150,6 +189,7 @@ impl Default for Inodes {
             table: Mutex::new(Table {
                 slots,
                 by_name,
+                by_file: HashMap::new(),
                 next: DRAFTS + 1,
                 entries: VecDeque::new(),
                 live_entries: 0,
@@ -181,9 +221,10 @@ impl Inodes {
     }
 
     /// The inode for `name` in `parent` standing for `node`. An existing inode is kept when it
-    /// stands for the same kind of object (its data refreshed); a different kind of object gets
-    /// a new number, since the kernel takes an inode's type to be fixed. `count` records one
-    /// kernel reference (a lookup reply), to be released by `forget`.
+    /// stands for the same object (its data refreshed): a staged file's, whatever name it is
+    /// reached by, or else the one of this name if it is the same kind of object; anything
+    /// else gets a new number, since the kernel takes an inode's type to be fixed. `count`
+    /// records one kernel reference (a lookup reply), to be released by `forget`.
     pub fn intern(&self, parent: Ino, name: &[u8], mut node: Node, count: bool) -> Ino {
         // The slot has the name; a copy in every entry would cost memory per inode.
         if let Node::Entry(e) = &mut node {
@@ -191,17 +232,27 @@ impl Inodes {
         }
         let mut t = self.lock();
         let key = (parent, name.to_vec());
-        if let Some(&ino) = t.by_name.get(&key)
-            && let Some(slot) = t.slots.get_mut(&ino)
-            && same_kind(&slot.node, &node)
-        {
-            slot.node = node;
+        let found = match file_key(&node).and_then(|f| t.by_file.get(&f).copied()) {
+            Some(ino) if t.slots.contains_key(&ino) => Some(ino),
+            _ => t
+                .by_name
+                .get(&key)
+                .copied()
+                .filter(|ino| t.slots.get(ino).is_some_and(|s| same_kind(&s.node, &node))),
+        };
+        if let Some(ino) = found {
+            t.set_node(ino, node);
+            let slot = t.slots.get_mut(&ino).expect("found above");
             slot.lookups += count as u64;
+            if !slot.names().any(|(p, n)| p == parent && *n == key.1) {
+                slot.links.push(key.clone());
+            }
             // Asked to be dropped while in use, and now looked up again: it may go next time.
             if evictable(&slot.node) && !slot.queued {
                 slot.queued = true;
                 t.entries.push_back(ino);
             }
+            t.by_name.insert(key, ino);
             return ino;
         }
         let ino = t.next;
@@ -212,12 +263,16 @@ impl Inodes {
             t.entries.push_back(ino);
             t.live_entries += 1;
         }
+        if let Some(f) = file_key(&node) {
+            t.by_file.insert(f, ino);
+        }
         t.slots.insert(
             ino,
             Slot {
                 node,
                 parent,
                 name: name.to_vec(),
+                links: Vec::new(),
                 lookups: count as u64,
                 queued,
             },
@@ -241,11 +296,55 @@ impl Inodes {
             if evictable(&slot.node) {
                 t.live_entries -= 1;
             }
-            let key = (slot.parent, slot.name);
-            if t.by_name.get(&key) == Some(&ino) {
-                t.by_name.remove(&key);
+            for (parent, name) in slot.names() {
+                let key = (parent, name.clone());
+                if t.by_name.get(&key) == Some(&ino) {
+                    t.by_name.remove(&key);
+                }
+            }
+            if let Some(f) = file_key(&slot.node)
+                && t.by_file.get(&f) == Some(&ino)
+            {
+                t.by_file.remove(&f);
             }
         }
+    }
+
+    /// The inode of staged file `id` of draft `draft`, if the kernel holds one.
+    pub fn of_staged(&self, draft: i64, id: i64) -> Option<Ino> {
+        self.lock().by_file.get(&(draft, id)).copied()
+    }
+
+    /// Makes `ino` stand for `node` from now on, under the names it has: a file of a draft
+    /// staged for writing, which is the same file.
+    pub fn set_node(&self, ino: Ino, node: Node) {
+        self.lock().set_node(ino, node);
+    }
+
+    /// `name` in `parent` no longer names the inode the kernel holds for it, if any (it was
+    /// removed, or another file renamed over it): later lookups of the name get a new inode.
+    /// Returns the inode and whether it is left without any name it was looked up by.
+    pub fn unname(&self, parent: Ino, name: &[u8]) -> Option<(Ino, bool)> {
+        let mut t = self.lock();
+        let ino = t.by_name.remove(&(parent, name.to_vec()))?;
+        let slot = t.slots.get_mut(&ino)?;
+        if let Some(i) = slot
+            .links
+            .iter()
+            .position(|(p, n)| *p == parent && n == name)
+        {
+            slot.links.remove(i);
+        } else if slot.parent == parent
+            && slot.name == name
+            && let Some((p, n)) = slot.links.pop()
+        {
+            (slot.parent, slot.name) = (p, n);
+        }
+        let names: Vec<(Ino, Vec<u8>)> = slot.names().map(|(p, n)| (p, n.clone())).collect();
+        let named = names
+            .into_iter()
+            .any(|key| t.by_name.get(&key) == Some(&ino));
+        Some((ino, !named))
     }
 
     /// After a rename: the inode the kernel holds for `name` in `parent` now stands at
@@ -256,10 +355,17 @@ impl Inodes {
             return;
         };
         let old = t.slots.get_mut(&ino).map(|slot| {
-            slot.parent = new_parent;
-            slot.name = new_name.to_vec();
-            std::mem::replace(&mut slot.node, node.clone())
+            match slot
+                .links
+                .iter_mut()
+                .find(|(p, n)| *p == parent && n == name)
+            {
+                Some(link) => *link = (new_parent, new_name.to_vec()),
+                None => (slot.parent, slot.name) = (new_parent, new_name.to_vec()),
+            }
+            slot.node.clone()
         });
+        t.set_node(ino, node.clone());
         t.by_name.insert((new_parent, new_name.to_vec()), ino);
         // Inodes below a moved draft directory name their new paths too.
         if let (
@@ -337,6 +443,34 @@ fn evictable(node: &Node) -> bool {
     matches!(node, Node::Entry(e) if !e.is_dir())
 }
 
+impl Table {
+    fn set_node(&mut self, ino: Ino, node: Node) {
+        let Some(slot) = self.slots.get_mut(&ino) else {
+            return;
+        };
+        let (old, new) = (file_key(&slot.node), file_key(&node));
+        slot.node = node;
+        if old != new {
+            if let Some(f) = old
+                && self.by_file.get(&f) == Some(&ino)
+            {
+                self.by_file.remove(&f);
+            }
+            if let Some(f) = new {
+                self.by_file.insert(f, ino);
+            }
+        }
+    }
+}
+
+/// What identifies a staged file's inode, whatever its names.
+fn file_key(node: &Node) -> Option<(i64, i64)> {
+    match node {
+        Node::Staged { draft, id, .. } => Some((*draft, *id)),
+        _ => None,
+    }
+}
+
 /// Whether two nodes are the same kind of object (same file type), so an inode may be reused.
 fn same_kind(a: &Node, b: &Node) -> bool {
     use crate::tree::Item;
@@ -353,6 +487,12 @@ fn same_kind(a: &Node, b: &Node) -> bool {
         }
         (Node::Version { root: a, .. }, Node::Version { root: b, .. }) => a == b,
         (Node::Draft { kind: a, .. }, Node::Draft { kind: b, .. }) => a == b,
+        // A file of the base staged for writing, or a staged file stored as a blob by a
+        // commit that was then refused: the same file.
+        (Node::Draft { kind, .. }, Node::Staged { .. })
+        | (Node::Staged { .. }, Node::Draft { kind, .. }) => *kind == Kind::File,
+        (a @ Node::Staged { .. }, b @ Node::Staged { .. }) => file_key(a) == file_key(b),
+        (Node::Detached(a), Node::Detached(b)) => a == b,
         _ => std::mem::discriminant(a) == std::mem::discriminant(b),
     }
 }

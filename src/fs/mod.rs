@@ -12,8 +12,11 @@
 //! rest (which artifacts, versions, aliases and drafts exist) is read from the catalog on each
 //! lookup and cached briefly, so changes made by the CLI show within a second.
 
+pub mod access;
+mod control;
 pub mod inode;
 mod listings;
+mod orphan;
 mod writes;
 
 use std::collections::HashMap;
@@ -27,7 +30,7 @@ use std::time::{Duration, SystemTime};
 use rusqlite::Connection;
 
 use crate::blobs::BlobStore;
-use crate::catalog::drafts::{self, DraftRow};
+use crate::catalog::drafts::{self, DraftRow, Meta, Times};
 use crate::catalog::nodes::{self, NodeId, Page};
 use crate::catalog::versions;
 use crate::catalog::{Pool, rfc3339, time_of};
@@ -38,7 +41,9 @@ use crate::reference::Reference;
 use crate::staging::Staging;
 use crate::tree::{self, Item, TreeEntry};
 
+pub use access::Caller;
 pub use inode::{DRAFTS, Ino, Inodes, Kind, Node, ROOT};
+pub use writes::{SetAttr, SetTime};
 
 /// How long the kernel may cache what never changes.
 pub const IMMUTABLE_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
@@ -67,6 +72,8 @@ pub struct Attr {
     pub perm: u16,
     pub nlink: u32,
     pub mtime: SystemTime,
+    pub atime: SystemTime,
+    pub ctime: SystemTime,
     pub uid: u32,
     pub gid: u32,
 }
@@ -142,11 +149,13 @@ pub struct Fs {
     dirs: Mutex<HashMap<u64, DirHandle>>,
     staging: Staging,
     files: Mutex<HashMap<u64, OpenFile>>,
-    controls: Mutex<HashMap<u64, writes::ControlHandle>>,
+    controls: Mutex<HashMap<u64, control::ControlHandle>>,
     /// Names the kernel must forget now rather than when their cache time runs out: a draft
     /// committed through its control file is gone at once.
     stale: Mutex<Vec<(Ino, Vec<u8>)>>,
     next_fh: AtomicU64,
+    /// When this mount last made or removed a draft (ns), for the mtime of `drafts/`.
+    drafts_changed: std::sync::atomic::AtomicI64,
     /// Whether version files are read through kernel passthrough: set by the FUSE layer,
     /// which negotiates it, and shown on the root for `artifactfs doctor`.
     pub passthrough: AtomicBool,
@@ -231,6 +240,7 @@ impl Fs {
             controls: Mutex::new(HashMap::new()),
             stale: Mutex::new(Vec::new()),
             next_fh: AtomicU64::new(1),
+            drafts_changed: std::sync::atomic::AtomicI64::new(0),
             passthrough: AtomicBool::new(false),
         })
     }
@@ -349,10 +359,11 @@ impl Fs {
 
     // ----- lookups and attributes -----
 
-    pub fn lookup(&self, parent: Ino, name: &[u8]) -> Result<Entry> {
+    pub fn lookup(&self, caller: &Caller, parent: Ino, name: &[u8]) -> Result<Entry> {
         if name.len() > crate::error::NAME_MAX {
             return Err(Error::NameTooLong(self.describe(parent, Some(name))));
         }
+        self.check_draft_dir(caller, parent, access::SEARCH)?;
         let conn = self.pool.get()?;
         let (node, derived) = self
             .child(conn.conn(), parent, name)?
@@ -393,10 +404,20 @@ impl Fs {
                 ..
             }) => Ok(target),
             Node::Draft { .. } => match self.find_in_draft(conn.conn(), ino)? {
-                Some(Found::Symlink(TreeEntry {
+                Some(Found::Symlink(
+                    TreeEntry {
+                        item: Item::Symlink { target },
+                        ..
+                    },
+                    _,
+                )) => Ok(target),
+                _ => Err(Error::invalid(self.describe(ino, None), "is not a symlink")),
+            },
+            Node::Detached(d) => match &d.0.entry {
+                Some(TreeEntry {
                     item: Item::Symlink { target },
                     ..
-                })) => Ok(target),
+                }) => Ok(target.clone()),
                 _ => Err(Error::invalid(self.describe(ino, None), "is not a symlink")),
             },
             _ => Err(Error::invalid(self.describe(ino, None), "is not a symlink")),
@@ -468,17 +489,14 @@ impl Fs {
                     return Ok(Some((Node::Control { artifact, dist_id }, None)));
                 }
                 let path = tree::join(&path, name);
-                draft::find(conn, &d, &path)?.map(|f| Node::Draft {
-                    artifact,
-                    dist_id,
-                    kind: kind_of_found(&f),
-                    path,
-                })
+                draft::find(conn, &d, &path)?.map(|f| draft_node(&d, path, &f))
             }
             Node::Version { .. }
             | Node::Alias { .. }
             | Node::Entry(_)
             | Node::Draft { .. }
+            | Node::Staged { .. }
+            | Node::Detached(_)
             | Node::Control { .. } => {
                 return Err(Error::NotADirectory(self.describe(parent, None)));
             }
@@ -525,37 +543,59 @@ impl Fs {
         Ok(draft::find(conn, &d, &path)?.map(|f| (d, f)))
     }
 
-    fn attr(
-        &self,
-        ino: Ino,
-        kind: Kind,
-        size: u64,
-        perm: u16,
-        nlink: u64,
-        mtime: SystemTime,
-    ) -> Attr {
+    /// Attributes shown for an object of the mount: `meta` holds its permission bits (all
+    /// twelve: a draft keeps set-ID and sticky bits) and times.
+    fn attr(&self, ino: Ino, kind: Kind, size: u64, nlink: u64, meta: Meta) -> Attr {
         Attr {
             ino,
             kind,
             size,
-            perm,
+            perm: (meta.mode & 0o7777) as u16,
             nlink: nlink.min(u32::MAX as u64) as u32,
-            mtime,
+            mtime: time_of(meta.mtime_ns),
+            atime: time_of(meta.atime_ns),
+            ctime: time_of(meta.ctime_ns),
             uid: self.uid,
             gid: self.gid,
         }
     }
 
+    /// Who a draft and everything in it belongs to.
+    fn owner_of(&self, d: &DraftRow) -> (u32, u32) {
+        d.owner.unwrap_or((self.uid, self.gid))
+    }
+
+    fn owned(&self, mut attr: Attr, owner: (u32, u32)) -> Attr {
+        (attr.uid, attr.gid) = owner;
+        attr
+    }
+
     fn entry_of(&self, conn: &Connection, ino: Ino, node: &Node) -> Result<Entry> {
         let gone = || Error::not_found(self.describe(ino, None));
+        let mounted = crate::catalog::ns_of(self.mounted);
         let attr = match node {
             Node::Root => {
                 let n = versions::artifacts(conn)?.len() as u64;
-                self.attr(ino, Kind::Dir, 0, 0o755, 3 + n, self.mounted)
+                self.attr(ino, Kind::Dir, 0, 3 + n, Meta::recorded(0o755, mounted))
             }
             Node::Drafts => {
-                let n = drafts::list(conn)?.len() as u64;
-                self.attr(ino, Kind::Dir, 0, 0o755, 2 + n, self.mounted)
+                let all = drafts::list(conn)?;
+                // Open to every user's new drafts, each kept to its owner, when others can
+                // reach the mount (a mount made by root).
+                let mode = if self.uid == 0 { 0o1777 } else { 0o755 };
+                let changed = all
+                    .iter()
+                    .map(|d| d.created_ns)
+                    .chain([mounted, self.drafts_changed.load(Ordering::Relaxed)])
+                    .max()
+                    .unwrap_or(mounted);
+                self.attr(
+                    ino,
+                    Kind::Dir,
+                    0,
+                    2 + all.len() as u64,
+                    Meta::recorded(mode, changed),
+                )
             }
             Node::Artifact { name } => {
                 let art = versions::artifact(conn, name)?.ok_or_else(gone)?;
@@ -565,14 +605,8 @@ impl Fs {
                     .map(|v| v.created_ns)
                     .max()
                     .unwrap_or(art.created_ns);
-                self.attr(
-                    ino,
-                    Kind::Dir,
-                    0,
-                    0o555,
-                    2 + all.len() as u64,
-                    time_of(newest),
-                )
+                let meta = Meta::recorded(0o555, newest);
+                self.attr(ino, Kind::Dir, 0, 2 + all.len() as u64, meta)
             }
             Node::Version {
                 artifact,
@@ -584,48 +618,50 @@ impl Fs {
                 let created = versions::by_number(conn, art.id, *number)?
                     .map_or(art.created_ns, |v| v.created_ns);
                 let info = nodes::info(conn, *root)?;
-                self.attr(ino, Kind::Dir, 0, 0o555, 2 + info.subdirs, time_of(created))
+                let meta = Meta::recorded(0o555, created);
+                self.attr(ino, Kind::Dir, 0, 2 + info.subdirs, meta)
             }
             Node::Alias { artifact, alias } => {
                 let n = alias_target(conn, artifact, alias)?.ok_or_else(gone)?;
                 let len = format!("v{n}").len() as u64;
-                self.attr(ino, Kind::Symlink, len, 0o777, 1, self.mounted)
+                self.attr(ino, Kind::Symlink, len, 1, Meta::recorded(0o777, mounted))
             }
-            Node::Entry(e) => self.tree_attr(conn, ino, e, true)?,
+            Node::Entry(e) => self.tree_attr(conn, ino, e, None)?,
             Node::Control { artifact, dist_id } => {
                 let d = drafts::get(conn, artifact, dist_id)?.ok_or_else(gone)?;
                 // Its content is generated on open and read without the page cache.
-                self.attr(ino, Kind::File, 0, 0o644, 1, time_of(d.created_ns))
+                let meta = Meta::recorded(0o644, d.created_ns);
+                let attr = self.attr(ino, Kind::File, 0, 1, meta);
+                self.owned(attr, self.owner_of(&d))
             }
-            Node::Draft { .. } => match self.find_with_draft(conn, ino)?.ok_or_else(gone)? {
-                (_, Found::File(e) | Found::Symlink(e)) => self.tree_attr(conn, ino, &e, false)?,
-                (d, Found::Staged { id, mode }) => {
-                    let m = self.staging.meta(&d, id)?;
-                    let perm = (mode & 0o7777) as u16;
-                    self.attr(ino, Kind::File, m.size, perm, 1, time_of(m.mtime_ns))
-                }
-                (
-                    _,
-                    Found::Dir {
-                        base,
-                        mode,
-                        mtime_ns,
-                    },
-                ) => {
-                    let subdirs = match base {
-                        Some(b) => nodes::info(conn, b)?.subdirs,
-                        None => 0,
-                    };
-                    self.attr(
-                        ino,
-                        Kind::Dir,
-                        0,
-                        (mode & 0o7777) as u16,
-                        2 + subdirs,
-                        time_of(mtime_ns),
-                    )
-                }
-            },
+            Node::Draft { .. } => {
+                let (d, found) = self.find_with_draft(conn, ino)?.ok_or_else(gone)?;
+                let attr = match found {
+                    Found::File(e, times) | Found::Symlink(e, times) => {
+                        self.tree_attr(conn, ino, &e, Some(times))?
+                    }
+                    Found::Staged { id, .. } => self.staged_attr(conn, ino, &d, id)?,
+                    Found::Dir { base, meta } => {
+                        let Node::Draft { path, .. } = node else {
+                            unreachable!("matched above")
+                        };
+                        let base = match base {
+                            Some(b) => Some((b, nodes::info(conn, b)?.subdirs)),
+                            None => None,
+                        };
+                        let key = draft::parse_path(path)?.join(&b'/');
+                        let subdirs = drafts::subdirs(conn, d.id, &key, base)?;
+                        self.attr(ino, Kind::Dir, 0, 2 + subdirs, meta)
+                    }
+                };
+                self.owned(attr, self.owner_of(&d))
+            }
+            Node::Staged { draft, id, .. } => {
+                let d = drafts::by_id(conn, *draft)?.ok_or_else(gone)?;
+                let attr = self.staged_attr(conn, ino, &d, *id)?;
+                self.owned(attr, self.owner_of(&d))
+            }
+            Node::Detached(o) => self.orphan_attr(ino, &o.0)?,
         };
         let ttl = if node.is_immutable() {
             IMMUTABLE_TTL
@@ -635,85 +671,111 @@ impl Fs {
         Ok(Entry { attr, ttl })
     }
 
-    /// Attributes of a manifest entry. In a committed version only the executable bit of the
-    /// recorded mode shows, on read-only permissions.
+    /// A staged file's attributes: its size and times are the file's own, its mode and link
+    /// count the catalog's.
+    fn staged_attr(&self, conn: &Connection, ino: Ino, d: &DraftRow, id: i64) -> Result<Attr> {
+        let (links, mode) = drafts::staged_links(conn, d.id, id)?;
+        if links == 0 {
+            return Err(Error::not_found(self.describe(ino, None)));
+        }
+        let st = self.staging.meta(d, id)?;
+        let meta = Meta {
+            mode,
+            mtime_ns: st.mtime_ns,
+            atime_ns: st.atime_ns,
+            ctime_ns: st.ctime_ns,
+        };
+        Ok(self.attr(ino, Kind::File, st.size, links, meta))
+    }
+
+    /// What the kernel still holds of something removed from a draft: no links, its last
+    /// mode, and (for a staged file) its bytes and times as they are now.
+    fn orphan_attr(&self, ino: Ino, o: &inode::Orphan) -> Result<Attr> {
+        let mut meta = o.meta();
+        let size = match (&o.file, &o.entry) {
+            (Some(f), _) => {
+                let st = crate::staging::meta_of(
+                    &f.metadata()
+                        .map_err(|e| Error::io(self.describe(ino, None), e))?,
+                );
+                (meta.mtime_ns, meta.atime_ns, meta.ctime_ns) =
+                    (st.mtime_ns, st.atime_ns, st.ctime_ns);
+                st.size
+            }
+            (None, Some(e)) => match &e.item {
+                Item::File { size, .. } | Item::Reference(Reference { size, .. }) => *size,
+                Item::Symlink { target } => target.len() as u64,
+                Item::Dir { .. } => 0,
+            },
+            (None, None) => 0,
+        };
+        Ok(self.owned(self.attr(ino, o.kind, size, 0, meta), o.owner))
+    }
+
+    /// Attributes of a manifest entry: of a committed version (no `times`), where only the
+    /// executable bit of the recorded mode shows, on read-only permissions, and the recorded
+    /// mtime stands for every time; or of a draft, with its own mode and times.
     fn tree_attr(
         &self,
         conn: &Connection,
         ino: Ino,
         e: &TreeEntry,
-        committed: bool,
+        times: Option<Times>,
     ) -> Result<Attr> {
-        let mtime = time_of(e.mtime_ns);
-        let perm = |mode: u32| -> u16 {
-            if committed {
-                if tree::is_executable(mode) {
-                    0o555
-                } else {
-                    0o444
-                }
-            } else {
-                (mode & 0o7777) as u16
-            }
+        let meta = |committed_mode: u32| match times {
+            Some(t) => Meta::with_times(e.mode, e.mtime_ns, t),
+            None => Meta::recorded(committed_mode, e.mtime_ns),
+        };
+        let file_mode = if tree::is_executable(e.mode) {
+            0o555
+        } else {
+            0o444
         };
         Ok(match &e.item {
             Item::File { size, .. } | Item::Reference(Reference { size, .. }) => {
-                self.attr(ino, Kind::File, *size, perm(e.mode), 1, mtime)
+                self.attr(ino, Kind::File, *size, 1, meta(file_mode))
             }
             Item::Dir { node } => {
                 let info = nodes::info(conn, *node)?;
-                let p = if committed {
-                    0o555
-                } else {
-                    (e.mode & 0o7777) as u16
-                };
-                self.attr(ino, Kind::Dir, 0, p, 2 + info.subdirs, mtime)
+                self.attr(ino, Kind::Dir, 0, 2 + info.subdirs, meta(0o555))
             }
             Item::Symlink { target } => {
-                self.attr(ino, Kind::Symlink, target.len() as u64, 0o777, 1, mtime)
+                let mut m = meta(0o777);
+                m.mode = 0o777;
+                self.attr(ino, Kind::Symlink, target.len() as u64, 1, m)
             }
         })
     }
 
     /// access(2): writing outside drafts is refused as on a read-only filesystem (whoever
-    /// asks); everything else follows the permission bits shown, root passing all but a
-    /// missing execute bit on a file.
-    pub fn access(&self, ino: Ino, uid: u32, gid: u32, mask: i32) -> Result<()> {
+    /// asks); everything else follows the permission bits and owner shown.
+    pub fn access(&self, ino: Ino, caller: &Caller, mask: i32) -> Result<()> {
         let attr = self.getattr(ino)?.attr;
-        if mask & libc::W_OK != 0
-            && !matches!(self.node(ino)?, Node::Draft { .. } | Node::Control { .. })
-        {
+        if mask & libc::W_OK != 0 && !self.node(ino)?.in_draft() {
             return Err(self.refuse_change(ino, None));
         }
-        let perm = attr.perm as i32;
-        let granted = if uid == 0 {
-            let any_x = attr.kind == Kind::Dir || perm & 0o111 != 0;
-            libc::R_OK | libc::W_OK | if any_x { libc::X_OK } else { 0 }
+        let want = (if mask & libc::R_OK != 0 {
+            access::READ
         } else {
-            let shift = if uid == attr.uid {
-                6
-            } else if gid == attr.gid {
-                3
-            } else {
-                0
-            };
-            let bits = (perm >> shift) & 0o7;
-            (if bits & 0o4 != 0 { libc::R_OK } else { 0 })
-                | (if bits & 0o2 != 0 { libc::W_OK } else { 0 })
-                | (if bits & 0o1 != 0 { libc::X_OK } else { 0 })
-        };
-        let wanted = mask & (libc::R_OK | libc::W_OK | libc::X_OK);
-        if wanted & !granted != 0 {
-            return Err(Error::PermissionDenied(self.describe(ino, None)));
-        }
-        Ok(())
+            0
+        }) | (if mask & libc::W_OK != 0 {
+            access::WRITE
+        } else {
+            0
+        }) | (if mask & libc::X_OK != 0 {
+            access::SEARCH
+        } else {
+            0
+        });
+        caller.check(&attr, want, || self.describe(ino, None))
     }
 
     // ----- directories -----
 
     /// Opens a directory for listing. The flag says whether its listing never changes (a
     /// version's), so the kernel may keep it cached.
-    pub fn opendir(&self, ino: Ino) -> Result<(u64, bool)> {
+    pub fn opendir(&self, caller: &Caller, ino: Ino) -> Result<(u64, bool)> {
+        self.check_draft_dir(caller, ino, access::READ)?;
         let conn = self.pool.get()?;
         let handle = self.dir_handle(conn.conn(), ino)?;
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
@@ -787,10 +849,14 @@ impl Fs {
                     .ok_or_else(|| Error::not_found(self.describe(ino, None)))?;
                 snapshot(draft_listing(conn, &d, &path)?)
             }
+            // A removed directory lists nothing.
+            Node::Detached(d) if d.0.kind == Kind::Dir => snapshot(Vec::new()),
             Node::Version { .. }
             | Node::Alias { .. }
             | Node::Entry(_)
             | Node::Draft { .. }
+            | Node::Staged { .. }
+            | Node::Detached(_)
             | Node::Control { .. } => {
                 return Err(Error::NotADirectory(self.describe(ino, None)));
             }
@@ -972,7 +1038,7 @@ impl Fs {
                 .or_else(|| self.inodes.existing(parent, name))
                 .unwrap_or_else(|| unlisted_ino(parent, name));
             let entry = Entry {
-                attr: self.attr(ino, node.kind(), 0, 0, 1, SystemTime::UNIX_EPOCH),
+                attr: self.attr(ino, node.kind(), 0, 1, Meta::recorded(0, 0)),
                 ttl: Duration::ZERO,
             };
             return Ok(sink.add(offset, name, &entry));
@@ -996,67 +1062,91 @@ impl Fs {
 
     // ----- files -----
 
-    /// Opens a file for reading; `write` requests are refused (versions are read-only).
-    /// Returns the handle, the blob file, which the adapter may hand to the kernel for
-    /// passthrough reads, and whether the content can never change (a version's file, not a
-    /// draft's), so the kernel may keep its pages.
-    pub fn open(&self, ino: Ino, mode: OpenMode) -> Result<Opened> {
+    /// Opens a file: for reading anywhere, for writing in a draft only (versions are
+    /// read-only). Returns the handle, the file to read, which the adapter may hand to the
+    /// kernel for passthrough reads, and whether the content can never change (a version's
+    /// file, not a draft's), so the kernel may keep its pages.
+    pub fn open(&self, caller: &Caller, ino: Ino, mode: OpenMode) -> Result<Opened> {
         let node = self.node(ino)?;
+        if node.in_draft() && !caller.is_root() {
+            let want = if mode.write {
+                access::WRITE
+            } else {
+                access::READ
+            };
+            let attr = self.getattr(ino)?.attr;
+            caller.check(&attr, want, || self.describe(ino, None))?;
+        }
         if let Node::Control { artifact, dist_id } = node {
             return Ok(Opened::Control {
                 fh: self.open_control(&artifact, &dist_id, mode.write)?,
             });
         }
         if mode.write {
-            if !matches!(node, Node::Draft { .. }) {
+            if !node.in_draft() {
                 return Err(self.refuse_change(ino, None));
             }
-            let (file, writer) = self.open_for_write(ino, mode)?;
+            let (file, writer) = self.open_for_write(caller, ino, mode)?;
             return Ok(self.opened(file, Some(writer), false));
         }
         let file = {
             let conn = self.pool.get()?;
             match node {
-                Node::Entry(TreeEntry {
-                    item: Item::File { blob, size },
-                    ..
-                }) => self
-                    .blobs
-                    .open_content(&blob, size, || self.describe(ino, None))?,
-                Node::Entry(TreeEntry {
-                    item: Item::Reference(r),
-                    mtime_ns,
-                    ..
-                }) => r.open(mtime_ns)?,
+                Node::Entry(e) => self.open_entry(ino, &e)?,
                 Node::Draft { .. } => match self.find_with_draft(conn.conn(), ino)? {
-                    Some((
-                        _,
-                        Found::File(TreeEntry {
-                            item: Item::File { blob, size },
-                            ..
-                        }),
-                    )) => self
-                        .blobs
-                        .open_content(&blob, size, || self.describe(ino, None))?,
-                    Some((
-                        _,
-                        Found::File(TreeEntry {
-                            item: Item::Reference(r),
-                            mtime_ns,
-                            ..
-                        }),
-                    )) => r.open(mtime_ns)?,
+                    Some((_, Found::File(e, _))) => self.open_entry(ino, &e)?,
                     Some((d, Found::Staged { id, .. })) => {
                         self.staging.open_file(&d, id, false, false)?
                     }
                     Some(_) => return Err(Error::IsADirectory(self.describe(ino, None))),
                     None => return Err(Error::not_found(self.describe(ino, None))),
                 },
+                Node::Staged { draft, id, .. } => {
+                    let d = drafts::by_id(conn.conn(), draft)?
+                        .ok_or_else(|| Error::not_found(self.describe(ino, None)))?;
+                    self.staging.open_file(&d, id, false, false)?
+                }
+                Node::Detached(o) => match (&o.0.file, &o.0.entry) {
+                    (Some(f), _) => f
+                        .try_clone()
+                        .map_err(|e| Error::io(self.describe(ino, None), e))?,
+                    (None, Some(e)) if o.0.kind == Kind::File => self.open_entry(ino, e)?,
+                    _ => return Err(Error::IsADirectory(self.describe(ino, None))),
+                },
                 _ => return Err(Error::IsADirectory(self.describe(ino, None))),
             }
         };
         let immutable = self.node(ino)?.is_immutable();
         Ok(self.opened(file, None, immutable))
+    }
+
+    /// The content of a file a tree records: its blob, or the referenced file.
+    fn open_entry(&self, ino: Ino, e: &TreeEntry) -> Result<File> {
+        match &e.item {
+            Item::File { blob, size } => self
+                .blobs
+                .open_content(blob, *size, || self.describe(ino, None)),
+            Item::Reference(r) => r.open(e.mtime_ns),
+            _ => Err(Error::IsADirectory(self.describe(ino, None))),
+        }
+    }
+
+    /// EACCES when `ino` is a directory of a draft that the mode bits close to `caller` for
+    /// `want` (search for a lookup, read for a listing).
+    fn check_draft_dir(&self, caller: &Caller, ino: Ino, want: u32) -> Result<()> {
+        if caller.is_root()
+            || !matches!(
+                self.node(ino)?,
+                Node::Draft {
+                    kind: Kind::Dir,
+                    ..
+                }
+            )
+        {
+            return Ok(());
+        }
+        let attr = self.getattr(ino)?.attr;
+        caller.check(&attr, want, || self.describe(ino, None))
     }
 
     /// Registers an open file under a new handle.
@@ -1183,7 +1273,7 @@ impl Fs {
             }
             Node::Entry(e) => file_xattrs(&e.item),
             Node::Draft { .. } => match self.find_in_draft(conn, ino)? {
-                Some(Found::File(e)) => file_xattrs(&e.item),
+                Some(Found::File(e, _)) => file_xattrs(&e.item),
                 _ => Vec::new(),
             },
             _ => Vec::new(),
@@ -1234,9 +1324,28 @@ fn snapshot(list: Vec<(Vec<u8>, Node)>) -> DirHandle {
 
 fn kind_of_found(f: &Found) -> Kind {
     match f {
-        Found::File(_) | Found::Staged { .. } => Kind::File,
-        Found::Symlink(_) => Kind::Symlink,
+        Found::File(..) | Found::Staged { .. } => Kind::File,
+        Found::Symlink(..) => Kind::Symlink,
         Found::Dir { .. } => Kind::Dir,
+    }
+}
+
+/// The node for what `path` holds in draft `d`: a staged file is known by its staged file,
+/// anything else by its path.
+fn draft_node(d: &DraftRow, path: Vec<u8>, found: &Found) -> Node {
+    match found {
+        Found::Staged { id, .. } => Node::Staged {
+            artifact: d.artifact.clone(),
+            dist_id: d.dist_id.clone(),
+            draft: d.id,
+            id: *id,
+        },
+        _ => Node::Draft {
+            artifact: d.artifact.clone(),
+            dist_id: d.dist_id.clone(),
+            path,
+            kind: kind_of_found(found),
+        },
     }
 }
 
@@ -1244,12 +1353,7 @@ fn draft_listing(conn: &Connection, d: &DraftRow, path: &[u8]) -> Result<Vec<(Ve
     Ok(draft::list(conn, d, path)?
         .into_iter()
         .map(|(name, found)| {
-            let node = Node::Draft {
-                artifact: d.artifact.clone(),
-                dist_id: d.dist_id.clone(),
-                path: tree::join(path, &name),
-                kind: kind_of_found(&found),
-            };
+            let node = draft_node(d, tree::join(path, &name), &found);
             (name, node)
         })
         .collect())

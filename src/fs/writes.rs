@@ -1,27 +1,25 @@
 //! The writable part of the mount: `drafts/`. Starting a draft with `mkdir`, discarding an
-//! empty one with `rmdir`; inside a draft, files, directories and symlinks as on a local
-//! filesystem, with file contents written to staged files (see `staging.rs`); and committing
-//! through the draft's control file `.commit`: write `commit` or a JSON object to it, read it
-//! for the draft's status.
+//! empty one with `rmdir`; inside a draft, files, directories, symlinks and hard links as on a
+//! local filesystem, with file contents written to staged files (see `staging.rs`), and the
+//! permission checks, times and link counts a local filesystem keeps.
 
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 
-use serde_json::Value;
-
+use super::access::{READ, SEARCH, WRITE, without_setid};
+use super::inode::{Detached, Orphan};
 use super::*;
 use crate::catalog::now_ns;
-use crate::commit::{CommitOptions, parse_metadata};
-use crate::names::{AliasName, DistributedId, TypeName};
-use crate::query;
+use crate::names::DistributedId;
 use crate::staging::{DraftLock, Fill};
-use crate::store::{DraftBase, commit_draft, new_draft, require_draft};
+use crate::store::{DraftBase, new_draft, require_draft};
 
 /// What an open for writing holds: the draft's writing lock, so no commit hashes the file
-/// while it may change, and the draft, to know what to sync.
+/// while it may change, and the draft and staged file written, to know what to sync. Both go
+/// once the file has no name in the draft: it is the draft's no more.
 pub(super) struct Writer {
-    _lock: DraftLock,
-    draft: DraftRow,
+    _lock: Option<DraftLock>,
+    staged: Option<(DraftRow, i64)>,
 }
 
 /// How to stage a path that may not exist yet.
@@ -31,14 +29,46 @@ struct Create {
     exclusive: bool,
 }
 
-/// An open control file: what was written so far, or the status text to read.
-pub(super) struct ControlHandle {
-    draft: DraftName,
-    written: Vec<u8>,
-    status: Vec<u8>,
+/// A time to set: now, or a given one (which only the owner may set).
+#[derive(Clone, Copy, Debug)]
+pub enum SetTime {
+    Now,
+    At(SystemTime),
 }
 
-fn draft_name(artifact: &str, dist_id: &str) -> Result<DraftName> {
+impl SetTime {
+    fn ns(self) -> i64 {
+        match self {
+            SetTime::Now => now_ns(),
+            SetTime::At(t) => crate::catalog::ns_of(t),
+        }
+    }
+}
+
+/// A setattr(2) request: what to change, and the open file it came through, if any.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SetAttr {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub atime: Option<SetTime>,
+    pub mtime: Option<SetTime>,
+    pub fh: Option<u64>,
+}
+
+impl SetAttr {
+    fn changes_anything(&self) -> bool {
+        self.mode.is_some()
+            || self.uid.is_some()
+            || self.gid.is_some()
+            || self.size.is_some()
+            || self.atime.is_some()
+            || self.mtime.is_some()
+    }
+}
+
+pub(super) fn draft_name(artifact: &str, dist_id: &str) -> Result<DraftName> {
     Ok(DraftName {
         artifact: ArtifactName::new(artifact)?,
         id: (!dist_id.is_empty())
@@ -49,68 +79,86 @@ fn draft_name(artifact: &str, dist_id: &str) -> Result<DraftName> {
 
 impl Fs {
     /// `mkdir drafts/NAME` starts a draft of NAME from its latest version (empty for a new
-    /// artifact); `mkdir drafts/NAME@ID` an empty distributed draft.
-    pub fn mkdir(&self, parent: Ino, name: &[u8], mode: u32) -> Result<Entry> {
+    /// artifact); `mkdir drafts/NAME@ID` an empty distributed draft. The draft belongs to
+    /// whoever made it.
+    pub fn mkdir(&self, caller: &Caller, parent: Ino, name: &[u8], mode: u32) -> Result<Entry> {
         if parent != DRAFTS {
             let (artifact, dist_id, dir) = self.draft_dir(parent, name)?;
+            self.check_dir(caller, parent, WRITE | SEARCH)?;
             self.in_draft(&artifact, &dist_id, |tx, d| {
                 let path = tree::join(&dir, name);
                 if draft::find(tx, d, &path)?.is_some() {
                     return Err(Error::AlreadyExists(self.describe(parent, Some(name))));
                 }
-                draft::put_dir(tx, d, &path, mode & 0o7777, now_ns())
+                draft::put_dir(tx, d, &path, Meta::now(mode & 0o7777))?;
+                draft::touch_dir(tx, d, &dir)
             })?;
-            return self.lookup(parent, name);
+            return self.lookup(caller, parent, name);
         }
         let text = std::str::from_utf8(name)
             .map_err(|_| Error::invalid(self.describe(parent, Some(name)), "is not UTF-8"))?;
         let draft: DraftName = text.parse()?;
+        self.check_dir(caller, parent, WRITE | SEARCH)?;
         let mut catalog = self.pool.get()?;
-        catalog.write(|tx| new_draft(tx, &draft, None, DraftBase::Default))?;
-        self.lookup(parent, name)
+        catalog.write(|tx| {
+            let d = new_draft(tx, &draft, None, DraftBase::Default)?;
+            drafts::set_root_meta(tx, d.id, &Meta::now(mode & 0o7777))?;
+            if caller.uid != self.uid {
+                drafts::set_owner(tx, d.id, caller.uid, caller.gid)?;
+            }
+            Ok(())
+        })?;
+        self.drafts_changed.store(now_ns(), Ordering::Relaxed);
+        self.lookup(caller, parent, name)
     }
 
     /// `rmdir drafts/NAME` discards a draft that shows no entries.
-    pub fn rmdir(&self, parent: Ino, name: &[u8]) -> Result<()> {
+    pub fn rmdir(&self, caller: &Caller, parent: Ino, name: &[u8]) -> Result<()> {
         if parent != DRAFTS {
-            return self.remove_in_draft(parent, name, true);
+            return self.remove_in_draft(caller, parent, name, true);
         }
         let what = || self.describe(parent, Some(name));
         let draft: DraftName = std::str::from_utf8(name)
             .ok()
             .and_then(|t| t.parse().ok())
             .ok_or_else(|| Error::not_found(what()))?;
+        self.check_delete(caller, parent, name)?;
         let mut catalog = self.pool.get()?;
-        catalog
-            .write(|tx| {
-                let d = drafts::get(tx, draft.artifact.as_str(), draft.id_key())?
-                    .ok_or_else(|| Error::not_found(what()))?;
-                if !draft::list(tx, &d, b"")?.is_empty() {
-                    return Err(Error::NotEmpty(what()));
-                }
-                drafts::delete(tx, d.id)?;
-                Ok(d.id)
-            })
-            .map(|id| self.staging.remove_draft(id))
+        let id = catalog.write(|tx| {
+            let d = drafts::get(tx, draft.artifact.as_str(), draft.id_key())?
+                .ok_or_else(|| Error::not_found(what()))?;
+            if !draft::list(tx, &d, b"")?.is_empty() {
+                return Err(Error::NotEmpty(what()));
+            }
+            drafts::delete(tx, d.id)?;
+            Ok(d.id)
+        })?;
+        self.staging.remove_draft(id);
+        self.drafts_changed.store(now_ns(), Ordering::Relaxed);
+        self.inodes.unname(parent, name);
+        Ok(())
     }
 
     /// `unlink` of a file or symlink in a draft.
-    pub fn unlink(&self, parent: Ino, name: &[u8]) -> Result<()> {
-        self.remove_in_draft(parent, name, false)
+    pub fn unlink(&self, caller: &Caller, parent: Ino, name: &[u8]) -> Result<()> {
+        self.remove_in_draft(caller, parent, name, false)
     }
 
     /// rmdir (`dir`) or unlink in a draft, with a local filesystem's errors: ENOTDIR, EISDIR,
-    /// ENOTEMPTY.
-    fn remove_in_draft(&self, parent: Ino, name: &[u8], dir: bool) -> Result<()> {
+    /// ENOTEMPTY, and EACCES or EPERM for a caller the modes keep out.
+    fn remove_in_draft(&self, caller: &Caller, parent: Ino, name: &[u8], dir: bool) -> Result<()> {
         let (artifact, dist_id, parent_path) = self.draft_dir(parent, name)?;
+        self.check_delete(caller, parent, name)?;
         let what = || self.describe(parent, Some(name));
         let path = tree::join(&parent_path, name);
         let remove = || {
             self.in_draft(&artifact, &dist_id, |tx, d| {
-                self.remove_recorded(tx, d, &path, dir, what)
+                let found = self.remove_recorded(tx, d, &path, dir, what)?;
+                draft::touch_dir(tx, d, &parent_path)?;
+                Ok((d.clone(), found))
             })
         };
-        let dropped = match remove() {
+        let (d, found) = match remove() {
             // With the disk full, even recording a removal can fail. Removing a file is how a
             // user makes room, as on any filesystem: empty the staged file first, then retry.
             Err(e) if e.errno() == libc::ENOSPC && !dir => {
@@ -123,7 +171,7 @@ impl Fs {
             }
             other => other?,
         };
-        self.drop_staged(dropped);
+        self.unlinked(parent, name, &d, found);
         Ok(())
     }
 
@@ -138,12 +186,14 @@ impl Fs {
         let Some(d) = drafts::get(conn.conn(), artifact, dist_id)? else {
             return Ok(None);
         };
-        let found = draft::find(conn.conn(), &d, path)?;
-        Ok(staged_of(&d, found))
+        Ok(match draft::find(conn.conn(), &d, path)? {
+            Some(Found::Staged { id, .. }) => Some((d, id)),
+            _ => None,
+        })
     }
 
     /// Records the removal of `path` after checking it as rmdir (`dir`) or unlink would;
-    /// returns the staged file it drops, if any.
+    /// returns what was there.
     fn remove_recorded(
         &self,
         tx: &Connection,
@@ -151,7 +201,7 @@ impl Fs {
         path: &[u8],
         dir: bool,
         what: impl Fn() -> String,
-    ) -> Result<Option<(DraftRow, i64)>> {
+    ) -> Result<Found> {
         let found = draft::find(tx, d, path)?;
         match (&found, dir) {
             (None, _) => return Err(Error::not_found(what())),
@@ -165,13 +215,87 @@ impl Fs {
             (Some(_), false) => {}
         }
         draft::remove(tx, d, path)?;
-        Ok(staged_of(d, found))
+        Ok(found.expect("checked above"))
     }
 
-    /// Removes a staged file the draft no longer refers to.
-    fn drop_staged(&self, dropped: Option<(DraftRow, i64)>) {
-        if let Some((d, id)) = dropped {
-            self.staging.remove(&d, &[id]);
+    /// After `name` in `parent` stopped naming `found` (removed, or renamed over): the inode
+    /// the kernel holds for it keeps what it was, with one link fewer. A staged file left
+    /// with no name is removed from the store, kept open for as long as that inode lives.
+    fn unlinked(&self, parent: Ino, name: &[u8], d: &DraftRow, found: Found) {
+        let held = self.inodes.unname(parent, name);
+        let owner = self.owner_of(d);
+        let kind = kind_of_found(&found);
+        let (ino, entry, meta) = match found {
+            Found::Staged { id, mode } => {
+                let links = self
+                    .pool
+                    .get()
+                    .and_then(|c| drafts::staged_links(c.conn(), d.id, id))
+                    .map_or(0, |(n, _)| n);
+                // Losing a name changes the file's ctime, as on a local filesystem.
+                if let Err(e) = self.staging.touch(d, id) {
+                    log::debug!("{}: {e}", self.describe(parent, Some(name)));
+                }
+                if links > 0 {
+                    return;
+                }
+                if let Some(ino) = self.inodes.of_staged(d.id, id) {
+                    match self.staging.open_file(d, id, true, false) {
+                        Ok(file) => {
+                            let orphan = Orphan {
+                                kind: Kind::File,
+                                file: Some(Arc::new(file)),
+                                entry: None,
+                                meta: Mutex::new(Meta::recorded(mode, 0)),
+                                owner,
+                            };
+                            self.inodes
+                                .set_node(ino, Node::Detached(Detached(Arc::new(orphan))));
+                            self.release_writers(d.id, id);
+                        }
+                        Err(e) => log::warn!(
+                            "{}: removed while open, and cannot be kept: {e}",
+                            self.describe(parent, Some(name))
+                        ),
+                    }
+                }
+                self.staging.remove(d, &[id]);
+                return;
+            }
+            Found::File(e, times) | Found::Symlink(e, times) => {
+                let meta = Meta::with_times(e.mode, e.mtime_ns, times);
+                (held, Some(e), meta)
+            }
+            Found::Dir { meta, .. } => (held, None, meta),
+        };
+        let Some((ino, true)) = ino else { return };
+        if matches!(self.inodes.get(ino), Some(Node::Draft { .. })) {
+            let orphan = Orphan {
+                kind,
+                file: None,
+                entry,
+                meta: Mutex::new(meta.changed()),
+                owner,
+            };
+            self.inodes
+                .set_node(ino, Node::Detached(Detached(Arc::new(orphan))));
+        }
+    }
+
+    /// Files open for writing whose staged file has no name left are no longer the draft's:
+    /// they no longer keep commits out.
+    fn release_writers(&self, draft: i64, id: i64) {
+        for open in lock(&self.files).values_mut() {
+            if let Some(w) = &mut open.writer
+                && w.staged
+                    .as_ref()
+                    .is_some_and(|(d, i)| d.id == draft && *i == id)
+            {
+                *w = Writer {
+                    _lock: None,
+                    staged: None,
+                };
+            }
         }
     }
 
@@ -188,8 +312,15 @@ impl Fs {
     }
 
     /// `symlink` in a draft.
-    pub fn symlink(&self, parent: Ino, name: &[u8], target: &[u8]) -> Result<Entry> {
+    pub fn symlink(
+        &self,
+        caller: &Caller,
+        parent: Ino,
+        name: &[u8],
+        target: &[u8],
+    ) -> Result<Entry> {
         let (artifact, dist_id, dir) = self.draft_dir(parent, name)?;
+        self.check_dir(caller, parent, WRITE | SEARCH)?;
         self.in_draft(&artifact, &dist_id, |tx, d| {
             let path = tree::join(&dir, name);
             if draft::find(tx, d, &path)?.is_some() {
@@ -198,14 +329,137 @@ impl Fs {
             let change = drafts::Change::Symlink {
                 target: target.to_vec(),
             };
-            draft::put_leaf(tx, d, &path, change, 0o777, now_ns())
+            draft::put_leaf(tx, d, &path, change, Meta::now(0o777))?;
+            draft::touch_dir(tx, d, &dir)
         })?;
-        self.lookup(parent, name)
+        self.lookup(caller, parent, name)
+    }
+
+    /// `link`: a second name for a file within one draft (EXDEV from another draft or a
+    /// version). Both names share one staged file, so writes through either show through
+    /// both; a file still holding its base's content is staged first. A symlink's new name
+    /// is a copy of it (symlinks never change). After a commit the version holds two files
+    /// with the same content.
+    pub fn link(
+        &self,
+        caller: &Caller,
+        ino: Ino,
+        new_parent: Ino,
+        new_name: &[u8],
+    ) -> Result<Entry> {
+        let (artifact, dist_id, dir) = self.draft_dir(new_parent, new_name)?;
+        let what = || self.describe(new_parent, Some(new_name));
+        let exdev = || Error::io(what(), std::io::Error::from_raw_os_error(libc::EXDEV));
+        let node = self.node(ino)?;
+        let (src_artifact, src_dist_id) = match &node {
+            Node::Draft {
+                artifact, dist_id, ..
+            }
+            | Node::Staged {
+                artifact, dist_id, ..
+            } => (artifact.clone(), dist_id.clone()),
+            Node::Control { .. } => {
+                return Err(Error::refused(
+                    self.describe(ino, None),
+                    "the control file cannot be linked",
+                ));
+            }
+            Node::Detached(_) => return Err(Error::not_found(self.describe(ino, None))),
+            _ => return Err(exdev()),
+        };
+        if (src_artifact.as_str(), src_dist_id.as_str()) != (artifact.as_str(), dist_id.as_str()) {
+            return Err(exdev());
+        }
+        let attr = self.getattr(ino)?.attr;
+        if attr.kind == Kind::Dir {
+            return Err(Error::refused(
+                self.describe(ino, None),
+                "hard links to directories are not allowed",
+            ));
+        }
+        self.check_dir(caller, new_parent, WRITE | SEARCH)?;
+        // As with fs.protected_hardlinks: only a file's owner links to a file they could not
+        // both read and write, or that is set-ID.
+        let setid = attr.perm & 0o4000 != 0 || attr.perm & 0o2010 == 0o2010;
+        if !caller.owns(&attr) && (setid || !caller.may(&attr, READ | WRITE)) {
+            return Err(Error::refused(
+                self.describe(ino, None),
+                "only its owner may link to a file they cannot read and write, or a set-ID file",
+            ));
+        }
+        let path = tree::join(&dir, new_name);
+        let change = match &node {
+            Node::Draft {
+                path: from,
+                kind: Kind::Symlink,
+                ..
+            } => {
+                let conn = self.pool.get()?;
+                let d = require_draft(conn.conn(), &draft_name(&artifact, &dist_id)?)?;
+                match draft::find(conn.conn(), &d, from)? {
+                    Some(Found::Symlink(
+                        TreeEntry {
+                            item: Item::Symlink { target },
+                            ..
+                        },
+                        _,
+                    )) => drafts::Change::Symlink { target },
+                    _ => return Err(Error::not_found(self.describe(ino, None))),
+                }
+            }
+            _ => drafts::Change::Staged {
+                id: self.staged_file_of(ino, &node)?,
+            },
+        };
+        let id = match change {
+            drafts::Change::Staged { id } => Some(id),
+            _ => None,
+        };
+        let d = self.in_draft(&artifact, &dist_id, |tx, d| {
+            if draft::find(tx, d, &path)?.is_some() {
+                return Err(Error::AlreadyExists(what()));
+            }
+            let meta = Meta::now(if id.is_some() {
+                attr.perm as u32
+            } else {
+                0o777
+            });
+            draft::put_leaf(tx, d, &path, change, meta)?;
+            draft::touch_dir(tx, d, &dir)?;
+            Ok(d.clone())
+        })?;
+        if let Some(id) = id {
+            self.staging.touch(&d, id)?;
+        }
+        self.lookup(caller, new_parent, new_name)
+    }
+
+    /// The staged file of draft file `ino`, staging it (a copy of its base content) if it has
+    /// none yet; the inode stands for that staged file from then on.
+    fn staged_file_of(&self, ino: Ino, node: &Node) -> Result<i64> {
+        match node {
+            Node::Staged { id, .. } => Ok(*id),
+            Node::Draft {
+                artifact,
+                dist_id,
+                path,
+                ..
+            } => {
+                let name = draft_name(artifact, dist_id)?;
+                let d = require_draft(self.pool.get()?.conn(), &name)?;
+                let _lock = self.staging.lock_for_writing(&d)?;
+                let (id, _) = self.stage(&name, &d, path, false, None)?;
+                self.inodes.set_node(ino, staged_node(&d, id));
+                Ok(id)
+            }
+            _ => Err(Error::not_found(self.describe(ino, None))),
+        }
     }
 
     /// `rename` within one draft (to another draft is EXDEV; into or out of a version, EROFS).
     pub fn rename(
         &self,
+        caller: &Caller,
         parent: Ino,
         name: &[u8],
         new_parent: Ino,
@@ -220,23 +474,56 @@ impl Fs {
                 std::io::Error::from_raw_os_error(libc::EXDEV),
             ));
         }
+        if !caller.is_root() {
+            let source = self.check_delete(caller, parent, name)?;
+            self.check_dir(caller, new_parent, WRITE | SEARCH)?;
+            if self.peek(new_parent, new_name).is_ok() {
+                self.check_delete(caller, new_parent, new_name)?;
+            }
+            // A directory moving elsewhere has its `..` rewritten.
+            if let Some(source) = source
+                && source.kind == Kind::Dir
+                && parent != new_parent
+            {
+                caller.check(&source, WRITE, || self.describe(parent, Some(name)))?;
+            }
+        }
         let to = tree::join(&to_dir, new_name);
-        let (kind, replaced) = self.in_draft(&artifact, &dist_id, |tx, d| {
-            let from = tree::join(&from_dir, name);
-            let replaced = staged_of(d, draft::find(tx, d, &to)?);
+        let from = tree::join(&from_dir, name);
+        let outcome = self.in_draft(&artifact, &dist_id, |tx, d| {
+            let source = draft::find(tx, d, &from)?;
+            let replaced = draft::find(tx, d, &to)?;
+            // Two names of one file: rename(2) leaves both as they are.
+            if let (Some(Found::Staged { id: a, .. }), Some(Found::Staged { id: b, .. })) =
+                (&source, &replaced)
+                && a == b
+            {
+                return Ok(None);
+            }
             draft::rename(tx, d, &from, &to, no_replace)?;
-            let kind = draft::find(tx, d, &to)?
-                .as_ref()
-                .map_or(Kind::File, kind_of_found);
-            Ok((kind, replaced))
+            draft::touch_dir(tx, d, &from_dir)?;
+            if to_dir != from_dir {
+                draft::touch_dir(tx, d, &to_dir)?;
+            }
+            let moved = draft::find(tx, d, &to)?;
+            Ok(Some((d.clone(), replaced, moved)))
         })?;
         // (The kernel never asks to rename a name onto itself.)
-        self.drop_staged(replaced);
-        let node = Node::Draft {
-            artifact,
-            dist_id,
-            path: to,
-            kind,
+        let Some((d, replaced, moved)) = outcome else {
+            return Ok(());
+        };
+        if let Some(replaced) = replaced {
+            self.unlinked(new_parent, new_name, &d, replaced);
+        }
+        let node = match moved {
+            Some(found) => {
+                if let Found::Staged { id, .. } = found {
+                    // A rename changes the file's ctime.
+                    self.staging.touch(&d, id)?;
+                }
+                draft_node(&d, to, &found)
+            }
+            None => return Ok(()),
         };
         self.inodes.moved(parent, name, new_parent, new_name, node);
         Ok(())
@@ -245,50 +532,160 @@ impl Fs {
     /// Fails with EROFS unless `ino` is in a draft.
     pub fn check_changeable(&self, ino: Ino) -> Result<()> {
         match self.node(ino)? {
-            Node::Draft { .. } => Ok(()),
+            Node::Draft { .. } | Node::Staged { .. } | Node::Detached(_) => Ok(()),
             _ => Err(self.refuse_change(ino, None)),
         }
     }
 
-    /// chmod and utimens of something in a draft; other attribute changes are refused.
-    pub fn set_attributes(
+    /// setattr(2): chmod, chown (to the owner it has only), utimens and truncate of something
+    /// in a draft, checked as a local filesystem checks them; the control file may only be
+    /// emptied; anything else is read-only.
+    pub fn setattr(&self, caller: &Caller, ino: Ino, set: &SetAttr) -> Result<Entry> {
+        let node = self.node(ino)?;
+        match &node {
+            Node::Control { .. } => {
+                let others = SetAttr {
+                    size: None,
+                    fh: None,
+                    ..*set
+                };
+                if others.changes_anything() || set.size.is_some_and(|s| s != 0) {
+                    return Err(self.refuse_change(ino, None));
+                }
+                return self.getattr(ino);
+            }
+            Node::Draft { .. } | Node::Staged { .. } | Node::Detached(_) => {}
+            _ if set.changes_anything() => return Err(self.refuse_change(ino, None)),
+            _ => return self.getattr(ino),
+        }
+        let current = self.getattr(ino)?.attr;
+        let what = || self.describe(ino, None);
+        if set.uid.is_some() || set.gid.is_some() {
+            caller.check_owner(&current, what)?;
+            if set.uid.is_some_and(|u| u != current.uid)
+                || set.gid.is_some_and(|g| g != current.gid)
+            {
+                return Err(Error::refused(
+                    what(),
+                    "a version cannot record owners; files belong to their draft's owner",
+                ));
+            }
+        }
+        if set.mode.is_some() {
+            caller.check_owner(&current, what)?;
+        }
+        let explicit = |t: Option<SetTime>| matches!(t, Some(SetTime::At(_)));
+        if explicit(set.atime) || explicit(set.mtime) {
+            caller.check_owner(&current, what)?;
+        } else if (set.atime.is_some() || set.mtime.is_some())
+            && !caller.owns(&current)
+            && !caller.may(&current, WRITE)
+        {
+            return Err(Error::PermissionDenied(what()));
+        }
+        if set.size.is_some() && set.fh.is_none() {
+            caller.check(&current, WRITE, what)?;
+        }
+        if let Some(size) = set.size {
+            self.truncate(ino, size, set.fh, !caller.is_root())?;
+        }
+        let mode = set.mode.map(|m| caller.chmod_mode(&current, m) & 0o7777);
+        if mode.is_some() || set.atime.is_some() || set.mtime.is_some() || set.uid.is_some() {
+            let times = (set.atime.map(SetTime::ns), set.mtime.map(SetTime::ns));
+            self.set_meta(ino, mode, times)?;
+        }
+        self.getattr(ino)
+    }
+
+    /// Records a new mode and times (None keeps each; the ctime becomes now) of something in
+    /// a draft.
+    fn set_meta(
         &self,
         ino: Ino,
         mode: Option<u32>,
-        mtime: Option<SystemTime>,
-    ) -> Result<Entry> {
-        let Node::Draft {
-            artifact,
-            dist_id,
-            path,
-            ..
-        } = self.node(ino)?
-        else {
-            return Err(self.refuse_change(ino, None));
-        };
-        let current = self.getattr(ino)?.attr;
-        let mode = mode.unwrap_or(current.perm as u32) & 0o7777;
-        let mtime = mtime.unwrap_or(current.mtime);
-        let mtime_ns = crate::catalog::ns_of(mtime);
-        // A reference's mtime is what its file is checked against, so a new one makes it a
-        // file of the draft first, as editing it would.
-        if mtime != current.mtime && self.is_reference(&artifact, &dist_id, &path)? {
-            let write = OpenMode {
-                write: true,
-                ..OpenMode::default()
-            };
-            drop(self.stage_and_open(&artifact, &dist_id, &path, write, None)?);
+        times: (Option<i64>, Option<i64>),
+    ) -> Result<()> {
+        let (atime, mtime) = times;
+        let what = || self.describe(ino, None);
+        match self.node(ino)? {
+            Node::Staged { draft, id, .. } => {
+                let d = drafts::by_id(self.pool.get()?.conn(), draft)?
+                    .ok_or_else(|| Error::not_found(what()))?;
+                if let Some(mode) = mode {
+                    self.pool
+                        .get()?
+                        .write_relaxed(|tx| drafts::set_staged_mode(tx, draft, id, mode))?;
+                }
+                if atime.is_some() || mtime.is_some() {
+                    let _lock = self.staging.lock_for_writing(&d)?;
+                    self.staging.set_times(&d, id, atime, mtime)
+                } else {
+                    self.staging.touch(&d, id)
+                }
+            }
+            Node::Detached(o) => {
+                let mut meta = o.0.meta().changed();
+                meta.mode = mode.unwrap_or(meta.mode);
+                match &o.0.file {
+                    Some(f) => {
+                        let touched = if atime.is_some() || mtime.is_some() {
+                            crate::staging::set_file_times(f, atime, mtime)
+                        } else {
+                            crate::staging::touch_file(f)
+                        };
+                        touched.map_err(|e| Error::io(what(), e))?;
+                    }
+                    None => {
+                        meta.atime_ns = atime.unwrap_or(meta.atime_ns);
+                        meta.mtime_ns = mtime.unwrap_or(meta.mtime_ns);
+                    }
+                }
+                o.0.set_meta(meta);
+                Ok(())
+            }
+            Node::Draft {
+                artifact,
+                dist_id,
+                path,
+                ..
+            } => {
+                // A reference's mtime is what its file is checked against, so a new one makes
+                // it a file of the draft first, as editing it would.
+                if mtime.is_some() && self.is_reference(&artifact, &dist_id, &path)? {
+                    let node = self.node(ino)?;
+                    self.staged_file_of(ino, &node)?;
+                    return self.set_meta(ino, mode, times);
+                }
+                let staged = self.in_draft(&artifact, &dist_id, |tx, d| {
+                    let found =
+                        draft::find(tx, d, &path)?.ok_or_else(|| Error::not_found(what()))?;
+                    let current = match &found {
+                        Found::File(e, t) | Found::Symlink(e, t) => {
+                            Meta::with_times(e.mode, e.mtime_ns, *t)
+                        }
+                        Found::Dir { meta, .. } => *meta,
+                        Found::Staged { id, .. } => return Ok(Some((d.clone(), *id))),
+                    };
+                    let meta = Meta {
+                        mode: mode.unwrap_or(current.mode),
+                        mtime_ns: mtime.unwrap_or(current.mtime_ns),
+                        atime_ns: atime.unwrap_or(current.atime_ns),
+                        ctime_ns: now_ns(),
+                    };
+                    draft::set_meta(tx, d, &path, meta)?;
+                    Ok(None)
+                })?;
+                match staged {
+                    // Staged meanwhile (by another mount): it is that file's inode now.
+                    Some((d, id)) => {
+                        self.inodes.set_node(ino, staged_node(&d, id));
+                        self.set_meta(ino, mode, times)
+                    }
+                    None => Ok(()),
+                }
+            }
+            _ => Err(self.refuse_change(ino, None)),
         }
-        let staged = self.in_draft(&artifact, &dist_id, |tx, d| {
-            draft::set_meta(tx, d, &path, mode, mtime_ns)?;
-            Ok(staged_of(d, draft::find(tx, d, &path)?))
-        })?;
-        // A staged file's mtime is the file's own.
-        if let Some((d, id)) = staged {
-            let _lock = self.staging.lock_for_writing(&d)?;
-            self.staging.set_mtime(&d, id, mtime_ns)?;
-        }
-        self.getattr(ino)
     }
 
     fn is_reference(&self, artifact: &str, dist_id: &str, path: &[u8]) -> Result<bool> {
@@ -297,10 +694,13 @@ impl Fs {
         let d = require_draft(conn.conn(), &name)?;
         Ok(matches!(
             draft::find(conn.conn(), &d, path)?,
-            Some(Found::File(TreeEntry {
-                item: Item::Reference(_),
-                ..
-            }))
+            Some(Found::File(
+                TreeEntry {
+                    item: Item::Reference(_),
+                    ..
+                },
+                _
+            ))
         ))
     }
 
@@ -308,6 +708,7 @@ impl Fs {
     /// for writing.
     pub fn create(
         &self,
+        caller: &Caller,
         parent: Ino,
         name: &[u8],
         mode: u32,
@@ -315,28 +716,97 @@ impl Fs {
         exclusive: bool,
     ) -> Result<(Entry, Opened)> {
         let (artifact, dist_id, dir) = self.draft_dir(parent, name)?;
+        if !caller.is_root() {
+            match self.peek(parent, name) {
+                Ok(existing) if !exclusive => {
+                    caller.check(&existing, WRITE, || self.describe(parent, Some(name)))?
+                }
+                _ => self.check_dir(caller, parent, WRITE | SEARCH)?,
+            }
+        }
         let path = tree::join(&dir, name);
         let create = Create {
             mode: mode & 0o7777,
             exclusive,
         };
         let (file, writer) = self.stage_and_open(&artifact, &dist_id, &path, open, Some(create))?;
-        let entry = self.lookup(parent, name)?;
+        if open.truncate && !caller.is_root() {
+            self.kill_setid(&writer)?;
+        }
+        let entry = self.lookup(caller, parent, name)?;
         Ok((entry, self.opened(file, Some(writer), false)))
     }
 
-    /// Opens a draft's file for writing, staging it first if it is still its base's.
-    pub(super) fn open_for_write(&self, ino: Ino, open: OpenMode) -> Result<(File, Writer)> {
-        let Node::Draft {
-            artifact,
-            dist_id,
-            path,
-            ..
-        } = self.node(ino)?
-        else {
-            return Err(self.refuse_change(ino, None));
+    /// Opens a draft's file for writing, staging it first if it is still its base's; the
+    /// inode stands for the staged file from then on.
+    pub(super) fn open_for_write(
+        &self,
+        caller: &Caller,
+        ino: Ino,
+        open: OpenMode,
+    ) -> Result<(File, Writer)> {
+        let (file, writer) = match self.node(ino)? {
+            Node::Draft {
+                artifact,
+                dist_id,
+                path,
+                ..
+            } => {
+                let opened = self.stage_and_open(&artifact, &dist_id, &path, open, None)?;
+                if let Some((d, id)) = &opened.1.staged {
+                    self.inodes.set_node(ino, staged_node(d, *id));
+                }
+                opened
+            }
+            Node::Staged { draft, id, .. } => {
+                let conn = self.pool.get()?;
+                let d = drafts::by_id(conn.conn(), draft)?
+                    .ok_or_else(|| Error::not_found(self.describe(ino, None)))?;
+                if drafts::staged_links(conn.conn(), draft, id)?.0 == 0 {
+                    return Err(Error::not_found(self.describe(ino, None)));
+                }
+                drop(conn);
+                let lock = self.staging.lock_for_writing(&d)?;
+                let file = self.staging.open_file(&d, id, true, open.append)?;
+                if open.truncate {
+                    file.set_len(0)
+                        .map_err(|e| Error::io(self.describe(ino, None), e))?;
+                }
+                let writer = Writer {
+                    _lock: Some(lock),
+                    staged: Some((d, id)),
+                };
+                (file, writer)
+            }
+            Node::Detached(o) => match &o.0.file {
+                // No longer the draft's: written without its lock.
+                Some(f) => {
+                    let file = f
+                        .try_clone()
+                        .map_err(|e| Error::io(self.describe(ino, None), e))?;
+                    if open.truncate {
+                        file.set_len(0)
+                            .map_err(|e| Error::io(self.describe(ino, None), e))?;
+                    }
+                    let writer = Writer {
+                        _lock: None,
+                        staged: None,
+                    };
+                    (file, writer)
+                }
+                None => {
+                    return Err(Error::refused(
+                        self.describe(ino, None),
+                        "was removed from its draft; it can only be read",
+                    ));
+                }
+            },
+            _ => return Err(self.refuse_change(ino, None)),
         };
-        self.stage_and_open(&artifact, &dist_id, &path, open, None)
+        if open.truncate && !caller.is_root() {
+            self.kill_setid(&writer)?;
+        }
+        Ok((file, writer))
     }
 
     fn stage_and_open(
@@ -350,10 +820,11 @@ impl Fs {
         let name = draft_name(artifact, dist_id)?;
         let d = require_draft(self.pool.get()?.conn(), &name)?;
         let lock = self.staging.lock_for_writing(&d)?;
-        let file = match self.stage(&name, &d, path, open.truncate, create)? {
+        let (id, staged) = self.stage(&name, &d, path, open.truncate, create)?;
+        let file = match staged {
             // A file just staged is open read-write already.
-            (_, Some(file)) if !open.append => file,
-            (id, _) => self.staging.open_file(&d, id, true, open.append)?,
+            Some(file) if !open.append => file,
+            _ => self.staging.open_file(&d, id, true, open.append)?,
         };
         if open.truncate {
             file.set_len(0)
@@ -362,8 +833,8 @@ impl Fs {
         Ok((
             file,
             Writer {
-                _lock: lock,
-                draft: d,
+                _lock: Some(lock),
+                staged: Some((d, id)),
             },
         ))
     }
@@ -387,24 +858,30 @@ impl Fs {
             let ((id, file), mode) = match &found {
                 Some(_) if create.is_some_and(|c| c.exclusive) => return Err(exists()),
                 Some(Found::Staged { id, .. }) => return Ok((*id, None)),
-                Some(Found::File(TreeEntry {
-                    item: Item::File { blob, .. },
-                    mode,
-                    mtime_ns,
-                    ..
-                })) => {
+                Some(Found::File(
+                    TreeEntry {
+                        item: Item::File { blob, .. },
+                        mode,
+                        mtime_ns,
+                        ..
+                    },
+                    _,
+                )) => {
                     let from = self.blobs.path(blob);
                     let from = (!truncate).then_some((Fill::File(&from), *mtime_ns));
                     (self.staging.create(d, from)?, *mode)
                 }
                 // Editing a reference turns it into a file of the draft: its content, checked
                 // as reading it would be, is copied into staging.
-                Some(Found::File(TreeEntry {
-                    item: Item::Reference(r),
-                    mode,
-                    mtime_ns,
-                    ..
-                })) => {
+                Some(Found::File(
+                    TreeEntry {
+                        item: Item::Reference(r),
+                        mode,
+                        mtime_ns,
+                        ..
+                    },
+                    _,
+                )) => {
                     let from = (!truncate).then_some((Fill::Reference(r), *mtime_ns));
                     (self.staging.create(d, from)?, *mode)
                 }
@@ -420,7 +897,12 @@ impl Fs {
                 if now.id != d.id || draft::find(tx, d, path)? != found {
                     return Ok(false);
                 }
-                draft::put_leaf(tx, d, path, drafts::Change::Staged { id }, mode, 0)?;
+                let change = drafts::Change::Staged { id };
+                draft::put_leaf(tx, d, path, change, Meta::recorded(mode, 0))?;
+                // A new name in its directory, not a copy of what was there.
+                if found.is_none() {
+                    draft::touch_dir(tx, d, draft::parent_of(path))?;
+                }
                 Ok(true)
             });
             match recorded {
@@ -443,8 +925,16 @@ impl Fs {
         )
     }
 
-    /// A write to an open file: a draft's file opened for writing, or a control file.
-    pub fn write(&self, ino: Ino, fh: u64, offset: u64, data: &[u8]) -> Result<u32> {
+    /// A write to an open file: a draft's file opened for writing, or a control file. The
+    /// kernel asks for `kill_setid` when the writer may not keep set-ID bits.
+    pub fn write(
+        &self,
+        ino: Ino,
+        fh: u64,
+        offset: u64,
+        data: &[u8],
+        kill_setid: bool,
+    ) -> Result<u32> {
         let Some(file) = self.writable(fh) else {
             if lock(&self.files).contains_key(&fh) {
                 return Err(bad_handle(fh));
@@ -454,7 +944,35 @@ impl Fs {
         // An O_APPEND handle appends wherever the kernel thought the end was.
         file.write_all_at(data, offset)
             .map_err(|e| Error::io(self.describe(ino, None), e))?;
+        if kill_setid {
+            self.kill_setid_of(ino)?;
+        }
         Ok(data.len() as u32)
+    }
+
+    /// Drops the set-ID bits of the file an open for writing is on, if it has any.
+    fn kill_setid(&self, writer: &Writer) -> Result<()> {
+        let Some((d, id)) = &writer.staged else {
+            return Ok(());
+        };
+        let conn = self.pool.get()?;
+        let (links, mode) = drafts::staged_links(conn.conn(), d.id, *id)?;
+        if links > 0 && without_setid(mode) != mode {
+            drop(conn);
+            self.pool
+                .get()?
+                .write_relaxed(|tx| drafts::set_staged_mode(tx, d.id, *id, without_setid(mode)))?;
+        }
+        Ok(())
+    }
+
+    /// The same for inode `ino`.
+    fn kill_setid_of(&self, ino: Ino) -> Result<()> {
+        let mode = self.getattr(ino)?.attr.perm as u32;
+        if without_setid(mode) != mode {
+            self.set_meta(ino, Some(without_setid(mode)), (None, None))?;
+        }
+        Ok(())
     }
 
     /// fsync(2): the file's bytes, its name in the staging directory and the catalog rows
@@ -467,11 +985,11 @@ impl Fs {
             };
             (
                 open.file.clone(),
-                open.writer.as_ref().map(|w| w.draft.clone()),
+                open.writer
+                    .as_ref()
+                    .and_then(|w| w.staged.as_ref())
+                    .map(|(d, _)| d.clone()),
             )
-        };
-        let Some(d) = draft else {
-            return Ok(());
         };
         let what = || self.describe(ino, None);
         if datasync {
@@ -480,12 +998,15 @@ impl Fs {
             file.sync_all()
         }
         .map_err(|e| Error::io(what(), e))?;
+        let Some(d) = draft else {
+            return Ok(());
+        };
         self.staging.sync_dir(&d)?;
         self.sync_catalog()
     }
 
     /// The file behind `fh` if it was opened for writing.
-    fn writable(&self, fh: u64) -> Option<Arc<File>> {
+    pub(super) fn writable(&self, fh: u64) -> Option<Arc<File>> {
         match lock(&self.files).get(&fh) {
             Some(OpenFile {
                 file,
@@ -500,7 +1021,7 @@ impl Fs {
     /// chmod); elsewhere the mount is read-only.
     pub fn refuse_xattr_change(&self, ino: Ino, name: &[u8]) -> Error {
         match self.node(ino) {
-            Ok(Node::Draft { .. }) => {
+            Ok(Node::Draft { .. } | Node::Staged { .. } | Node::Detached(_)) => {
                 Error::AttributeUnsupported(self.describe(ino, None), lossy(name))
             }
             _ => self.refuse_change(ino, None),
@@ -509,25 +1030,6 @@ impl Fs {
 
     pub fn sync_catalog(&self) -> Result<()> {
         self.pool.get()?.sync()
-    }
-
-    /// chown(2): in a draft, only to the owner every file already has (what `cp -a` and
-    /// `rsync -a` do as root), since a version cannot record owners; elsewhere refused as on a
-    /// read-only filesystem, even to that owner.
-    pub fn check_owner(&self, ino: Ino, uid: Option<u32>, gid: Option<u32>) -> Result<()> {
-        if uid.is_none() && gid.is_none() {
-            return Ok(());
-        }
-        if !matches!(self.node(ino)?, Node::Draft { .. }) {
-            return Err(self.refuse_change(ino, None));
-        }
-        if uid.is_some_and(|u| u != self.uid) || gid.is_some_and(|g| g != self.gid) {
-            return Err(Error::refused(
-                self.describe(ino, None),
-                "a version cannot record owners; files belong to the mount's owner",
-            ));
-        }
-        Ok(())
     }
 
     /// fallocate(2) on a draft's file open for writing.
@@ -549,6 +1051,31 @@ impl Fs {
                 self.describe(ino, None),
                 std::io::Error::last_os_error(),
             ));
+        }
+        Ok(())
+    }
+
+    /// truncate(2) and ftruncate(2) of a draft's file (through `fh` when it is open for
+    /// writing); `kill_setid` when the caller may not keep set-ID bits.
+    fn truncate(&self, ino: Ino, size: u64, fh: Option<u64>, kill_setid: bool) -> Result<()> {
+        let resize = |file: &File| {
+            file.set_len(size)
+                .map_err(|e| Error::io(self.describe(ino, None), e))
+        };
+        match fh.and_then(|fh| self.writable(fh)) {
+            Some(file) => resize(&file)?,
+            None => {
+                let mode = OpenMode {
+                    write: true,
+                    truncate: size == 0,
+                    append: false,
+                };
+                let (file, _writer) = self.open_for_write(&Caller::root(), ino, mode)?;
+                resize(&file)?;
+            }
+        }
+        if kill_setid {
+            self.kill_setid_of(ino)?;
         }
         Ok(())
     }
@@ -590,229 +1117,52 @@ impl Fs {
                 }
                 Ok((artifact, dist_id, path))
             }
+            // A directory removed while a process stands in it takes no new entries.
+            Node::Detached(_) => Err(Error::not_found(self.describe(parent, Some(name)))),
             _ => Err(self.refuse_change(parent, Some(name))),
         }
     }
 
-    /// Opens a draft's control file: for writing a commit request, or for reading the
-    /// draft's status (computed now).
-    pub(super) fn open_control(&self, artifact: &str, dist_id: &str, write: bool) -> Result<u64> {
-        let draft = draft_name(artifact, dist_id)?;
-        let status = if write {
-            Vec::new()
-        } else {
-            let mut catalog = self.pool.get()?;
-            let mut text = query::draft_status(&mut catalog, &self.staging, &draft)?.text();
-            text.push('\n');
-            text.into_bytes()
-        };
-        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        lock(&self.controls).insert(
-            fh,
-            ControlHandle {
-                draft,
-                written: Vec::new(),
-                status,
-            },
-        );
-        Ok(fh)
-    }
-
-    /// The status text of an open control file, if `fh` is one.
-    pub(super) fn read_control(&self, fh: u64, offset: u64, size: u32) -> Option<Vec<u8>> {
-        let controls = lock(&self.controls);
-        let h = controls.get(&fh)?;
-        let start = (offset as usize).min(h.status.len());
-        let end = start.saturating_add(size as usize).min(h.status.len());
-        Some(h.status[start..end].to_vec())
-    }
-
-    /// A write to a control file. Once what was written is a whole request, the draft is
-    /// committed before the write returns; a request still being written is kept.
-    fn write_control(&self, ino: Ino, fh: u64, data: &[u8]) -> Result<u32> {
-        let (draft, request) = {
-            let mut controls = lock(&self.controls);
-            let Some(h) = controls.get_mut(&fh) else {
-                return Err(self.refuse_change(ino, None));
-            };
-            if h.written.len() + data.len() > MAX_REQUEST {
-                h.written.clear();
-                return Err(Error::TooLarge {
-                    what: format!("the commit request in {}", self.describe(ino, None)),
-                    limit: MAX_REQUEST,
-                });
-            }
-            h.written.extend_from_slice(data);
-            let parsed = parse_request(&h.written, &self.describe(ino, None));
-            if !matches!(parsed, Ok(None)) {
-                // A refused request is forgotten: close(2) must not report it again.
-                h.written.clear();
-            }
-            let Some(request) = parsed? else {
-                return Ok(data.len() as u32);
-            };
-            (h.draft.clone(), request)
-        };
-        let mut catalog = self.pool.get()?;
-        let outcome = commit_draft(
-            &mut catalog,
-            &self.blobs,
-            &self.staging,
-            &self.store_root,
-            &draft,
-            &request,
-        )?;
-        lock(&self.stale).push((DRAFTS, draft.to_string().into_bytes()));
-        log::info!(
-            "committed draft {draft} as {}{}",
-            outcome.version().reference(),
-            if outcome.is_unchanged() {
-                " (unchanged)"
-            } else {
-                ""
-            }
-        );
-        Ok(data.len() as u32)
-    }
-
-    /// close(2) of a control file: an incomplete request is an error then.
-    pub fn flush(&self, ino: Ino, fh: u64) -> Result<()> {
-        match lock(&self.controls).get(&fh) {
-            Some(h) if !h.written.iter().all(u8::is_ascii_whitespace) => Err(Error::invalid(
-                self.describe(ino, None),
-                "an incomplete commit request was written (expected `commit` or a JSON object)",
-            )),
-            _ => Ok(()),
+    /// EACCES unless `caller` may `want` (WRITE | SEARCH to add an entry) in directory `dir`.
+    fn check_dir(&self, caller: &Caller, dir: Ino, want: u32) -> Result<()> {
+        if caller.is_root() {
+            return Ok(());
         }
+        let attr = self.getattr(dir)?.attr;
+        caller.check(&attr, want, || self.describe(dir, None))
     }
 
-    /// truncate(2) and ftruncate(2) of a draft's file; a control file only to empty (what
-    /// `echo commit > .commit` does first).
-    pub fn truncate(&self, ino: Ino, size: u64, fh: Option<u64>) -> Result<Entry> {
-        match self.node(ino)? {
-            Node::Control { .. } if size == 0 => return self.getattr(ino),
-            Node::Draft { .. } => {}
-            _ => return Err(self.refuse_change(ino, None)),
+    /// Whether `caller` may remove or rename `name` out of `dir` (write and search permission,
+    /// and the sticky bit's rule); returns the entry's attributes when it looked them up.
+    fn check_delete(&self, caller: &Caller, dir: Ino, name: &[u8]) -> Result<Option<Attr>> {
+        if caller.is_root() {
+            return Ok(None);
         }
-        let open = fh.and_then(|fh| self.writable(fh));
-        let resize = |file: &File| {
-            file.set_len(size)
-                .map_err(|e| Error::io(self.describe(ino, None), e))
-        };
-        match open {
-            Some(file) => resize(&file)?,
-            None => {
-                let mode = OpenMode {
-                    write: true,
-                    truncate: size == 0,
-                    append: false,
-                };
-                resize(&self.open_for_write(ino, mode)?.0)?;
-            }
-        }
-        self.getattr(ino)
+        let dir_attr = self.getattr(dir)?.attr;
+        let victim = self.peek(dir, name)?;
+        caller.may_delete(&dir_attr, &victim, || self.describe(dir, Some(name)))?;
+        Ok(Some(victim))
     }
 
-    pub(super) fn release_control(&self, fh: u64) {
-        lock(&self.controls).remove(&fh);
+    /// The attributes of `name` in `dir`, without the kernel counting a lookup.
+    fn peek(&self, dir: Ino, name: &[u8]) -> Result<Attr> {
+        let conn = self.pool.get()?;
+        let (node, derived) = self
+            .child(conn.conn(), dir, name)?
+            .ok_or_else(|| Error::not_found(self.describe(dir, Some(name))))?;
+        let ino = derived
+            .or_else(|| self.inodes.existing(dir, name))
+            .unwrap_or(0);
+        Ok(self.entry_of(conn.conn(), ino, &node)?.attr)
     }
 }
 
-/// The draft and number of a staged file, if that is what `found` is.
-fn staged_of(d: &DraftRow, found: Option<Found>) -> Option<(DraftRow, i64)> {
-    match found {
-        Some(Found::Staged { id, .. }) => Some((d.clone(), id)),
-        _ => None,
-    }
-}
-
-/// The largest commit request: metadata at its limit, with room for the other fields.
-const MAX_REQUEST: usize = crate::commit::MAX_METADATA_BYTES + (64 << 10);
-
-/// A commit request: `commit`, or a JSON object with `type`, `aliases`, `description` and
-/// `metadata`. `None` while it may still be incomplete.
-fn parse_request(written: &[u8], what: &str) -> Result<Option<CommitOptions>> {
-    let bad = |why: String| Error::invalid(what.to_string(), why);
-    let text = String::from_utf8_lossy(written);
-    let text = text.trim();
-    if text == "commit" {
-        return Ok(Some(CommitOptions::default()));
-    }
-    if text.is_empty() || (!text.starts_with('{') && "commit".starts_with(text)) {
-        return Ok(None);
-    }
-    if !text.starts_with('{') {
-        return Err(bad(
-            "write `commit` or a JSON object such as {\"aliases\": [\"best\"]}".into(),
-        ));
-    }
-    let value: Value = match serde_json::from_str(text) {
-        Ok(v) => v,
-        Err(e) if e.is_eof() => return Ok(None),
-        Err(e) => return Err(bad(format!("not valid JSON: {e}"))),
-    };
-    let Value::Object(fields) = value else {
-        return Err(bad("expected a JSON object".into()));
-    };
-    let mut opts = CommitOptions::default();
-    for (key, v) in fields {
-        match (key.as_str(), v) {
-            ("type", Value::String(t)) => opts.type_name = Some(TypeName::new(&t)?),
-            ("description", Value::String(d)) => opts.description = Some(d),
-            ("metadata", m @ Value::Object(_)) => {
-                opts.metadata = Some(parse_metadata(&m.to_string())?)
-            }
-            ("aliases", Value::Array(list)) => {
-                for a in list {
-                    let Value::String(a) = a else {
-                        return Err(bad("aliases must be strings".into()));
-                    };
-                    opts.aliases.push(AliasName::new(&a)?);
-                }
-            }
-            (k @ ("type" | "description" | "metadata" | "aliases"), _) => {
-                return Err(bad(format!("{k} has the wrong JSON type")));
-            }
-            (k, _) => return Err(bad(format!("unknown field {k:?}"))),
-        }
-    }
-    Ok(Some(opts))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn requests_parse_and_incomplete_ones_wait() {
-        assert!(parse_request(b"commit\n", "x").unwrap().is_some());
-        assert!(parse_request(b"comm", "x").unwrap().is_none());
-        assert!(
-            parse_request(b"{\"aliases\": [\"be", "x")
-                .unwrap()
-                .is_none()
-        );
-        let o = parse_request(
-            br#"{"type": "model", "aliases": ["best"], "metadata": {"a": 1}}"#,
-            "x",
-        )
-        .unwrap()
-        .unwrap();
-        assert_eq!(o.type_name.unwrap().as_str(), "model");
-        assert_eq!(o.aliases.len(), 1);
-        assert_eq!(o.metadata.as_deref(), Some(r#"{"a":1}"#));
-        for bad in [
-            &b"nope"[..],
-            b"[1]",
-            br#"{"aliases": ["v3"]}"#,
-            br#"{"colour": 1}"#,
-            b"{]",
-        ] {
-            assert_eq!(
-                parse_request(bad, "x").unwrap_err().errno(),
-                libc::EINVAL,
-                "{bad:?}"
-            );
-        }
+/// The node of staged file `id` of draft `d`.
+fn staged_node(d: &DraftRow, id: i64) -> Node {
+    Node::Staged {
+        artifact: d.artifact.clone(),
+        dist_id: d.dist_id.clone(),
+        draft: d.id,
+        id,
     }
 }
