@@ -5,9 +5,8 @@
 
 use rusqlite::Connection;
 
-use crate::catalog::drafts::{self, Change, DraftEntry, DraftRow, Meta, Times};
+use crate::catalog::drafts::{self, Change, DraftEntry, DraftRow, Local, Meta};
 use crate::catalog::nodes::{self, NodeId, NodeInfo};
-use crate::catalog::now_ns;
 use crate::error::{Error, Result};
 use crate::hash::Digest;
 use crate::tree::{self, Item, TreeEntry};
@@ -15,12 +14,14 @@ use crate::tree::{self, Item, TreeEntry};
 /// What a path holds in a draft.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Found {
-    File(TreeEntry, Times),
-    Symlink(TreeEntry, Times),
+    File(TreeEntry, Local),
+    Symlink(TreeEntry, Local),
     /// A file written through the mount: staged file `id` holds its bytes, size and times.
     Staged {
         id: i64,
         mode: u32,
+        /// Who made it, when not the draft's owner.
+        owner: Option<(u32, u32)>,
     },
     /// A directory, with the base directory it shows through (if any).
     Dir {
@@ -122,7 +123,7 @@ pub fn find(conn: &Connection, draft: &DraftRow, path: &[u8]) -> Result<Option<F
 /// What a recorded file, symlink or staged file is (not a directory or removal, whose
 /// meaning depends on the base).
 fn found_in_changes(e: &DraftEntry) -> Found {
-    let times = e.meta.times();
+    let times = e.meta.local();
     match &e.change {
         Change::File { blob, size } => Found::File(
             entry_of(
@@ -146,6 +147,7 @@ fn found_in_changes(e: &DraftEntry) -> Found {
         Change::Staged { id } => Found::Staged {
             id: *id,
             mode: e.meta.mode,
+            owner: e.meta.owner,
         },
         Change::Reference(r) => Found::File(entry_of(e, Item::Reference(r.clone())), times),
         Change::Dir { .. } | Change::Removed => unreachable!("not a leaf"),
@@ -153,7 +155,7 @@ fn found_in_changes(e: &DraftEntry) -> Found {
 }
 
 fn found_in_base(e: TreeEntry) -> Found {
-    let times = Times::recorded(e.mtime_ns);
+    let times = Local::recorded(e.mtime_ns);
     match e.item {
         Item::Dir { node } => Found::Dir {
             base: Some(node),
@@ -349,7 +351,7 @@ pub fn remove(conn: &Connection, draft: &DraftRow, path: &[u8]) -> Result<()> {
 /// Records that directory `dir` of the draft changed now (an entry was made, removed or
 /// renamed in it): its mtime and ctime, as a local filesystem keeps them.
 pub fn touch_dir(conn: &Connection, draft: &DraftRow, dir: &[u8]) -> Result<()> {
-    let now = now_ns();
+    let now = crate::clock::now_ns();
     let changed = |meta: Meta| Meta {
         mtime_ns: now,
         ctime_ns: now,
@@ -516,8 +518,11 @@ fn leaf_change(found: &Found) -> Option<(Change, Meta)> {
     let (e, times) = match found {
         Found::File(e, t) | Found::Symlink(e, t) => (e, t),
         // A staged file's times are its own; the catalog keeps none.
-        Found::Staged { id, mode } => {
-            return Some((Change::Staged { id: *id }, Meta::recorded(*mode, 0)));
+        Found::Staged { id, mode, owner } => {
+            return Some((
+                Change::Staged { id: *id },
+                Meta::recorded(*mode, 0).by(*owner),
+            ));
         }
         Found::Dir { .. } => return None,
     };
@@ -532,7 +537,7 @@ fn leaf_change(found: &Found) -> Option<(Change, Meta)> {
         Item::Reference(r) => Change::Reference(r.clone()),
         Item::Dir { .. } => return None,
     };
-    Some((change, Meta::with_times(e.mode, e.mtime_ns, *times)))
+    Some((change, Meta::with_local(e.mode, e.mtime_ns, *times)))
 }
 
 /// Moves what is at `from` to `to` within the draft, as rename(2) does: a file or symlink

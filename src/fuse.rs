@@ -170,7 +170,7 @@ fn caller(req: &Request) -> Caller {
 
 fn set_time(t: TimeOrNow) -> SetTime {
     match t {
-        TimeOrNow::SpecificTime(t) => SetTime::At(t),
+        TimeOrNow::SpecificTime(t) => SetTime::At(crate::catalog::ns_of(t)),
         TimeOrNow::Now => SetTime::Now,
     }
 }

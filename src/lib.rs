@@ -7,6 +7,7 @@ pub mod app;
 pub mod blobs;
 pub mod catalog;
 pub mod cli;
+pub mod clock;
 pub mod commit;
 pub mod doctor;
 pub mod draft;

@@ -23,7 +23,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use rusqlite::Connection;
 
 use crate::catalog::drafts::{self, DraftRow};
-use crate::catalog::time_of;
 use crate::error::{Error, IoContext, Result};
 use crate::hash::Digest;
 use crate::reference::Reference;
@@ -206,9 +205,10 @@ impl Staging {
                     Fill::File(src) => copy_into(src, &mut file),
                     Fill::Reference(r) => r.copy_to(*mtime_ns, &mut file).map(drop),
                 };
+                // The copy shows the base file's times, which a version records as one.
                 let filled = copied.and_then(|()| {
-                    file.set_modified(time_of(*mtime_ns))
-                        .map_err(|e| Error::io(&path, e))
+                    let t = Some(SetTime::At(*mtime_ns));
+                    set_file_times(&file, t, t).map_err(|e| Error::io(&path, e))
                 });
                 if let Err(e) = filled {
                     let _ = fs::remove_file(&path);
@@ -289,12 +289,12 @@ impl Staging {
         &self,
         d: &DraftRow,
         id: i64,
-        atime_ns: Option<i64>,
-        mtime_ns: Option<i64>,
+        atime: Option<SetTime>,
+        mtime: Option<SetTime>,
     ) -> Result<()> {
         let path = self.path(d.id, id);
         let f = File::open(&path).map_err(|e| missing(d, &path, e))?;
-        set_file_times(&f, atime_ns, mtime_ns).at(&path)
+        set_file_times(&f, atime, mtime).at(&path)
     }
 
     /// Makes staged file `id`'s change time now: it got another name, lost one, or another
@@ -379,20 +379,39 @@ fn lossy_path(path: &[u8]) -> String {
     String::from_utf8_lossy(path).into_owned()
 }
 
+/// A time to set: now, by the clock that stamps files, or a given one (ns since the epoch).
+#[derive(Clone, Copy, Debug)]
+pub enum SetTime {
+    Now,
+    At(i64),
+}
+
 /// Sets a file's access and modification times (None keeps one); its change time becomes now.
 pub fn set_file_times(
     f: &File,
-    atime_ns: Option<i64>,
-    mtime_ns: Option<i64>,
+    atime: Option<SetTime>,
+    mtime: Option<SetTime>,
 ) -> std::io::Result<()> {
-    let mut times = fs::FileTimes::new();
-    if let Some(a) = atime_ns {
-        times = times.set_accessed(time_of(a));
+    let spec = |t: Option<SetTime>| match t {
+        None => libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_OMIT,
+        },
+        Some(SetTime::Now) => libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_NOW,
+        },
+        Some(SetTime::At(ns)) => libc::timespec {
+            tv_sec: ns.div_euclid(1_000_000_000),
+            tv_nsec: ns.rem_euclid(1_000_000_000),
+        },
+    };
+    let times = [spec(atime), spec(mtime)];
+    // SAFETY: the descriptor is valid while `f` lives; `times` holds two timespecs.
+    if unsafe { libc::futimens(f.as_raw_fd(), times.as_ptr()) } != 0 {
+        return Err(std::io::Error::last_os_error());
     }
-    if let Some(m) = mtime_ns {
-        times = times.set_modified(time_of(m));
-    }
-    f.set_times(times)
+    Ok(())
 }
 
 /// Makes a file's change time now without changing anything else: a chmod to the mode it

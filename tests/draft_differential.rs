@@ -12,6 +12,14 @@
 //! case started must be equal on both sides; two times the system set to "now" may differ).
 //! Directory sizes and mtimes are the filesystem's own and are not compared.
 //!
+//! Around every step that changes something, the times are compared too (the case waits for
+//! the clock that stamps local files to move first): for each path on both sides before and
+//! after, whether its mtime and whether its ctime advanced must agree (directories included,
+//! so a new, removed or renamed entry must touch its parent); link counts of files and
+//! directories must agree; no ctime may be older than its mtime (every explicit time is in the
+//! past); and after an explicit `utimensat` the access time is the one set. Descriptors that
+//! outlive their name (`WriteWhileMoved`, `ReadRenamedOver`) are `fstat`-ed and read to EOF.
+//!
 //! A commit (writing `commit` to `.commit`, mid-sequence or at the end) must remove the draft
 //! directory and leave `NAME/latest` naming the expected version: a new one exactly when the
 //! digest (kinds, contents, executable bits, link targets) changed, and then showing the plain
@@ -182,13 +190,25 @@ enum Op {
         time: Option<(u32, u32)>,
         nofollow: bool,
     },
-    /// open(O_WRONLY), then unlink it, rename it, or rename its parent directory, then
-    /// pwrite through the descriptor, close: the bytes land in the moved file, or nowhere.
+    /// open(O_RDWR), then unlink it, rename it, or rename its parent directory, then pwrite
+    /// through the descriptor, fstat it and read it to EOF, close: the bytes land in the moved
+    /// file, or in the removed one that only the descriptor still reaches.
     WriteWhileMoved {
         path: Pick,
         moved: Moved,
         offset: u64,
         data: Data,
+    },
+    /// open(O_RDONLY), rename another path over it, then fstat the descriptor and read it to
+    /// EOF: it still reaches the file it opened, whole.
+    ReadRenamedOver {
+        path: Pick,
+        over: Pick,
+    },
+    /// link(2), which does not follow a symlink.
+    Link {
+        from: Pick,
+        to: Pick,
     },
     /// open(O_RDWR), pwrite, then fstat and pread the whole file through the same descriptor:
     /// the size and bytes read must be the same on both sides.
@@ -279,6 +299,14 @@ enum Step {
         offset: u64,
         data: Data,
     },
+    ReadRenamedOver {
+        path: String,
+        over: String,
+    },
+    Link {
+        from: String,
+        to: String,
+    },
     Check,
     Commit,
 }
@@ -348,7 +376,7 @@ impl fmt::Display for Step {
                 data,
             } => write!(
                 f,
-                "open {path:?} O_WRONLY, {}, pwrite at {offset}: {data}, close",
+                "open {path:?} O_RDWR, {}, pwrite at {offset}: {data}, fstat, read to EOF, close",
                 match to {
                     Some(to) => format!("rename {from:?} -> {to:?}"),
                     None => "unlink it".into(),
@@ -358,6 +386,11 @@ impl fmt::Display for Step {
                 f,
                 "open {path:?} O_RDWR, pwrite at {offset}: {data}, fstat, pread all, close"
             ),
+            Step::ReadRenamedOver { path, over } => write!(
+                f,
+                "open {path:?} O_RDONLY, rename {over:?} -> {path:?}, fstat, read to EOF, close"
+            ),
+            Step::Link { from, to } => write!(f, "link {from:?} -> {to:?}"),
             Step::Check => write!(f, "check: compare the trees"),
             Step::Commit => write!(f, "commit, then mkdir drafts/NAME again"),
         }
@@ -451,6 +484,8 @@ fn op() -> impl Strategy<Value = Op> {
             }),
         2 => (file_pick(), offset(), data(1))
             .prop_map(|(path, offset, data)| Op::WriteRead { path, offset, data }),
+        2 => (file_pick(), file_pick()).prop_map(|(path, over)| Op::ReadRenamedOver { path, over }),
+        2 => (file_pick(), pick()).prop_map(|(from, to)| Op::Link { from, to }),
         1 => Just(Op::Check),
         1 => Just(Op::Commit),
     ]
@@ -516,6 +551,36 @@ fn write_all_at(fd: i32, data: &Data, offset: Option<u64>) -> Outcome {
         }
     };
     sys(if offset.is_some() { "pwrite" } else { "write" }, n as i64)
+}
+
+/// fstat(2) of a descriptor and everything read through it from offset 0 to EOF: the result
+/// is the first 60 bits of the SHA-256 of the size, the link count and the bytes.
+fn fstat_and_read(fd: i32) -> Outcome {
+    // SAFETY: fstat writes into the zeroed struct; pread into a buffer of the length given.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    sys("fstat", unsafe { libc::fstat(fd, &mut st) } as i64)?;
+    let mut all = Vec::new();
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let n = sys("pread", unsafe {
+            libc::pread(
+                fd,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                all.len() as libc::off_t,
+            )
+        } as i64)?;
+        if n == 0 {
+            break;
+        }
+        all.extend_from_slice(&buf[..n as usize]);
+    }
+    if all.len() as i64 != st.st_size {
+        return Err(("pread (to EOF: a count other than fstat's size)", 0));
+    }
+    let mut seen = format!("{} {} ", st.st_size, st.st_nlink).into_bytes();
+    seen.extend_from_slice(&all);
+    Ok(i64::from_str_radix(&sha256_hex(&seen)[..15], 16).unwrap())
 }
 
 fn apply(root: &Path, step: &Step) -> Outcome {
@@ -647,7 +712,7 @@ fn apply(root: &Path, step: &Step) -> Outcome {
             to,
             offset,
             data,
-        } => with_fd(&at(path), O_WRONLY, 0, |fd| {
+        } => with_fd(&at(path), libc::O_RDWR, 0, |fd| {
             // Every part runs whatever an earlier one did; the first failure is the outcome.
             let moved = match to {
                 Some(to) => apply(
@@ -661,8 +726,24 @@ fn apply(root: &Path, step: &Step) -> Outcome {
                 None => apply(root, &Step::Unlink { path: path.clone() }),
             };
             let written = write_all_at(fd, data, Some(*offset));
-            moved.and(written)
+            let read = fstat_and_read(fd);
+            moved.and(written).and(read)
         }),
+        Step::ReadRenamedOver { path, over } => with_fd(&at(path), libc::O_RDONLY, 0, |fd| {
+            apply(
+                root,
+                &Step::Rename {
+                    from: over.clone(),
+                    to: path.clone(),
+                    noreplace: false,
+                },
+            )?;
+            fstat_and_read(fd)
+        }),
+        Step::Link { from, to } => {
+            let (f, t) = (cstr(&at(from)), cstr(&at(to)));
+            sys("link", unsafe { libc::link(f.as_ptr(), t.as_ptr()) } as i64)
+        }
         Step::WriteRead { path, offset, data } => with_fd(&at(path), libc::O_RDWR, 0, |fd| {
             write_all_at(fd, data, Some(*offset))?;
             // SAFETY: fstat writes into the zeroed struct; pread into a buffer of that size.
@@ -736,6 +817,10 @@ fn label(root: &Path, step: &Step) -> String {
             }
         ),
         Step::WriteRead { path, .. } => format!("write and read {}", k(path)),
+        Step::ReadRenamedOver { path, over } => {
+            format!("read {} renamed over by {}", k(path), k(over))
+        }
+        Step::Link { from, to } => format!("link {} -> {}", k(from), k(to)),
         Step::Check | Step::Commit => String::new(),
     }
 }
@@ -891,6 +976,153 @@ fn paths(dir: &Path) -> Vec<String> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Times and link counts.
+
+/// What the times check looks at for one path ("" is the directory itself).
+#[derive(Clone, Copy, Debug)]
+struct Stamp {
+    dir: bool,
+    symlink: bool,
+    nlink: u64,
+    atime: i128,
+    mtime: i128,
+    ctime: i128,
+}
+
+fn stamps(root: &Path) -> BTreeMap<String, Stamp> {
+    let mut out = BTreeMap::new();
+    let mut all = paths(root);
+    all.push(String::new());
+    for rel in all {
+        let Ok(m) = fs::symlink_metadata(root.join(&rel)) else {
+            continue;
+        };
+        let ns = |s: i64, n: i64| s as i128 * 1_000_000_000 + n as i128;
+        out.insert(
+            rel,
+            Stamp {
+                dir: m.is_dir(),
+                symlink: m.file_type().is_symlink(),
+                nlink: m.nlink(),
+                atime: ns(m.atime(), m.atime_nsec()),
+                mtime: ns(m.mtime(), m.mtime_nsec()),
+                ctime: ns(m.ctime(), m.ctime_nsec()),
+            },
+        );
+    }
+    out
+}
+
+/// Waits until the clock that stamps local files (the kernel's coarse clock) has moved on, so
+/// that whatever the next step changes gets a later time than anything before it.
+fn tick() {
+    let coarse = || {
+        let mut t = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: clock_gettime writes into `t`.
+        unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut t) };
+        (t.tv_sec, t.tv_nsec)
+    };
+    let start = coarse();
+    while coarse() == start {
+        std::thread::sleep(Duration::from_micros(500));
+    }
+}
+
+/// How a step changed times and link counts on one side, per path present before and after.
+fn changes(
+    before: &BTreeMap<String, Stamp>,
+    after: &BTreeMap<String, Stamp>,
+) -> BTreeMap<String, (bool, bool)> {
+    after
+        .iter()
+        .filter_map(|(p, a)| {
+            let b = before.get(p)?;
+            // A symlink with several names is one inode on a local filesystem, and copies of
+            // it in a draft (docs/SEMANTICS.md): removing one name changes only the former.
+            if b.symlink && b.nlink > 1 {
+                return None;
+            }
+            Some((p.clone(), (a.mtime > b.mtime, a.ctime > b.ctime)))
+        })
+        .collect()
+}
+
+/// Every disagreement between the plain directory and the draft about what a step did to
+/// times and link counts.
+fn time_differences(
+    step: &Step,
+    plain: (&BTreeMap<String, Stamp>, &BTreeMap<String, Stamp>),
+    draft: (&BTreeMap<String, Stamp>, &BTreeMap<String, Stamp>),
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let (p_changes, d_changes) = (changes(plain.0, plain.1), changes(draft.0, draft.1));
+    let yes = |b: bool| if b { "advanced" } else { "stayed" };
+    let times = |m: &BTreeMap<String, Stamp>, path: &str| {
+        m.get(path)
+            .map_or("-".to_string(), |s| format!("m {} c {}", s.mtime, s.ctime))
+    };
+    for (path, pc) in &p_changes {
+        match d_changes.get(path) {
+            Some(dc) if dc != pc => out.push(format!(
+                "{path:?}: plain mtime {} ctime {} ({} -> {}), draft mtime {} ctime {} ({} -> {})",
+                yes(pc.0),
+                yes(pc.1),
+                times(plain.0, path),
+                times(plain.1, path),
+                yes(dc.0),
+                yes(dc.1),
+                times(draft.0, path),
+                times(draft.1, path),
+            )),
+            _ => {}
+        }
+    }
+    for (path, a) in plain.1 {
+        let Some(b) = draft.1.get(path) else { continue };
+        // A link to a symlink makes a second symlink in a draft (docs/SEMANTICS.md).
+        if !a.symlink && a.nlink != b.nlink {
+            out.push(format!(
+                "{path:?}: nlink plain {}, draft {}",
+                a.nlink, b.nlink
+            ));
+        }
+    }
+    for (side, stamps) in [("plain", plain.1), ("draft", draft.1)] {
+        for (path, st) in stamps {
+            if st.ctime < st.mtime {
+                out.push(format!("{path:?} in the {side}: ctime is older than mtime"));
+            }
+        }
+    }
+    if let Step::Utime {
+        path,
+        mtime_ns: Some(ns),
+        nofollow,
+    } = step
+    {
+        for (side, stamps) in [("plain", plain.1), ("draft", draft.1)] {
+            // (Following a symlink sets its target's times, not the link's. A listing of the
+            // directory, as taking the stamps makes, updates a local directory's atime; a
+            // draft's directories keep theirs, as docs/SEMANTICS.md says.)
+            if let Some(st) = stamps.get(path)
+                && (*nofollow || !st.symlink)
+                && !st.dir
+                && st.atime != *ns as i128
+            {
+                out.push(format!(
+                    "{path:?} in the {side}: atime {} after setting {ns}",
+                    st.atime
+                ));
+            }
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
 // One case.
 
 struct Case<'a> {
@@ -1039,6 +1271,14 @@ impl Case<'_> {
                 offset: *offset,
                 data: *data,
             },
+            Op::ReadRenamedOver { path, over } => Step::ReadRenamedOver {
+                path: self.resolve(path),
+                over: self.resolve(over),
+            },
+            Op::Link { from, to } => Step::Link {
+                from: self.resolve(from),
+                to: self.resolve(to),
+            },
             Op::Check => Step::Check,
             Op::Commit => Step::Commit,
         }
@@ -1088,6 +1328,9 @@ impl Case<'_> {
                 meta.mode()
             ));
         }
+        // A version records each name of a hard-linked file as a file of its own
+        // (docs/SEMANTICS.md), and the next draft shows them so: so must the plain directory.
+        separate_hard_links(&self.plain);
         let plain = try_snapshot(&self.plain)?;
         // A tree with the digest of the draft's base (latest) makes no new version: changes of
         // mtimes and of permission bits other than the executable bit are then not recorded
@@ -1171,8 +1414,11 @@ impl Case<'_> {
                 }
                 _ => {
                     let label = label(&self.plain, &step);
+                    let before = (stamps(&self.plain), stamps(&self.draft));
+                    tick();
                     let plain = apply(&self.plain, &step);
                     let draft = apply(&self.draft, &step);
+                    let after = (stamps(&self.plain), stamps(&self.draft));
                     let same = plain == draft;
                     *self
                         .stats
@@ -1196,11 +1442,35 @@ impl Case<'_> {
                             show(&draft)
                         ));
                     }
+                    let wrong =
+                        time_differences(&step, (&before.0, &after.0), (&before.1, &after.1));
+                    if !wrong.is_empty() {
+                        return Err(format!(
+                            "step {i} ({step}) changed times or links differently:\n  {}",
+                            wrong.join("\n  ")
+                        ));
+                    }
                 }
             }
         }
         self.compare_draft("at the end")?;
         self.commit("at the final commit")
+    }
+}
+
+/// Replaces every name of a file with several by a copy of its own, with the same content,
+/// mode and mtime.
+fn separate_hard_links(dir: &Path) {
+    for rel in paths(dir) {
+        let p = dir.join(&rel);
+        let m = fs::symlink_metadata(&p).unwrap();
+        if m.is_file() && m.nlink() > 1 {
+            let data = fs::read(&p).unwrap();
+            fs::remove_file(&p).unwrap();
+            fs::write(&p, data).unwrap();
+            set_mode(&p, m.mode() & 0o7777);
+            set_times(&p, m.mtime() * 1_000_000_000 + m.mtime_nsec());
+        }
     }
 }
 

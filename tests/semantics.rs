@@ -1,6 +1,7 @@
-//! docs/SEMANTICS.md, "Operations by area": the table of what each filesystem operation does in
-//! each area of the mount is read out of the document and every cell is checked against a real
-//! mount. An operation or area the table names that this file cannot perform, or one it can
+//! docs/SEMANTICS.md, "Operations by area" and "Operations by another user": the tables of what
+//! each filesystem operation does in each area of the mount, for root (who mounted) and for an
+//! unprivileged user, are read out of the document and every cell is checked against a real
+//! mount. An operation or area a table names that this file cannot perform, or one it can
 //! that the table lacks, fails the test, so the document and the test cannot drift apart.
 //! Every mismatching cell is reported at once. Mounted for real; this test fails, never skips.
 
@@ -14,8 +15,12 @@ use std::path::{Path, PathBuf};
 use common::mount::*;
 use common::*;
 
-/// The subsection holding the table, and the section it belongs in.
-const HEADING: &str = "### Operations by area";
+/// The subsections holding the tables, each with the user its cells run as (None: root, who
+/// mounted), and the section they belong in.
+const TABLES: &[(&str, Option<u32>)] = &[
+    ("### Operations by area", None),
+    ("### Operations by another user", Some(NOBODY)),
+];
 const SECTION: &str = "## The mount";
 
 /// Each area the table may have as a column: its header, its path in the mount, and whether
@@ -104,8 +109,9 @@ const OPERATIONS: &[(&str, &str)] = &[
 ];
 
 /// Runs every cell in one Python process: before each, the drafts are put back as they were
-/// (through the mount: emptied, removed, made again), so no cell sees another's changes.
-/// Prints one result per cell, 0 for success or the errno.
+/// (through the mount, as root: emptied, removed, made again), so no cell sees another's
+/// changes. A cell with a `uid` runs in a child process as that user (and group). Prints one
+/// result per cell, 0 for success or the errno.
 const RUNNER: &str = r#"
 import ctypes, json, os, shutil, stat, sys
 
@@ -156,11 +162,29 @@ for cell in cells:
         'beside': os.path.join(os.path.dirname(p), 'new'),
         'DRAFT_FILE': DRAFT_FILE, 'OTHER': OTHER, 'OTHER_FILE': OTHER_FILE,
     }
-    try:
-        exec(cell['code'], env)
-        results.append(0)
-    except OSError as e:
-        results.append(e.errno)
+    uid = cell.get('uid')
+    if uid is None:
+        try:
+            exec(cell['code'], env)
+            results.append(0)
+        except OSError as e:
+            results.append(e.errno)
+        continue
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            os.setgroups([])
+            os.setgid(uid)
+            os.setuid(uid)
+            exec(cell['code'], env)
+        except OSError as e:
+            code = e.errno
+        except BaseException:
+            code = 255
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    results.append(os.waitstatus_to_exitcode(status))
 reset()
 print(json.dumps(results))
 "#;
@@ -211,15 +235,15 @@ struct Row {
     cells: Vec<i32>,
 }
 
-/// The table under HEADING: its areas and rows. Every problem (a malformed table, an unknown
+/// The table under `heading`: its areas and rows. Every problem (a malformed table, an unknown
 /// operation, area or errno, an operation or area of this file that the table lacks) is
 /// collected, and the test fails listing them all.
-fn parse_table(doc: &str) -> (Vec<String>, Vec<Row>) {
+fn parse_table(doc: &str, heading: &str) -> (Vec<String>, Vec<Row>) {
     let lines: Vec<&str> = doc.lines().collect();
     let at = lines
         .iter()
-        .position(|l| l.trim_end() == HEADING)
-        .unwrap_or_else(|| panic!("docs/SEMANTICS.md has no subsection {HEADING:?}"));
+        .position(|l| l.trim_end() == heading)
+        .unwrap_or_else(|| panic!("docs/SEMANTICS.md has no subsection {heading:?}"));
     let section = lines[..at]
         .iter()
         .rev()
@@ -228,7 +252,7 @@ fn parse_table(doc: &str) -> (Vec<String>, Vec<Row>) {
     assert_eq!(
         section,
         Some(SECTION),
-        "{HEADING:?} should be inside {SECTION:?}"
+        "{heading:?} should be inside {SECTION:?}"
     );
     let table: Vec<&str> = lines[at + 1..]
         .iter()
@@ -238,7 +262,7 @@ fn parse_table(doc: &str) -> (Vec<String>, Vec<Row>) {
         .collect();
     assert!(
         table.len() > 2,
-        "no table (a header, a separator and rows) under {HEADING:?}"
+        "no table (a header, a separator and rows) under {heading:?}"
     );
     let split = |line: &str| -> Vec<String> {
         let inner = line.trim().trim_start_matches('|').trim_end_matches('|');
@@ -331,7 +355,7 @@ fn parse_table(doc: &str) -> (Vec<String>, Vec<Row>) {
     }
     assert!(
         problems.is_empty(),
-        "the table under {HEADING:?} in docs/SEMANTICS.md and tests/semantics.rs disagree:\n{}",
+        "the table under {heading:?} in docs/SEMANTICS.md and tests/semantics.rs disagree:\n{}",
         problems.join("\n")
     );
     (areas, rows)
@@ -344,32 +368,39 @@ fn mountpoint(s: &TestStore) -> PathBuf {
 }
 
 #[test]
-fn every_cell_of_the_operations_table_is_what_the_mount_does() {
+fn every_cell_of_the_operations_tables_is_what_the_mount_does() {
     let doc_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/SEMANTICS.md");
     let doc = fs::read_to_string(&doc_path)
         .unwrap_or_else(|e| panic!("read {}: {e}", doc_path.display()));
-    let (areas, rows) = parse_table(&doc);
+    let tables: Vec<_> = TABLES
+        .iter()
+        .map(|(heading, uid)| (*heading, *uid, parse_table(&doc, heading)))
+        .collect();
 
     let s = TestStore::new();
     let src = s.tree("src", &[("a.txt", "a\n")]);
     log(&s, "mnist", &src);
+    s.open_scratch_to_others();
     let m = Mounted::new(&s, &mountpoint(&s));
 
     let area = |header: &str| AREAS.iter().find(|(h, _, _)| *h == header).unwrap();
     let mut cells = Vec::new();
-    for row in &rows {
-        let code = OPERATIONS
-            .iter()
-            .find(|(o, _)| *o == row.operation)
-            .unwrap()
-            .1;
-        for header in &areas {
-            let (_, rel, dir) = area(header);
-            cells.push(serde_json::json!({
-                "path": m.path(rel),
-                "dir": dir,
-                "code": code,
-            }));
+    for (_, uid, (areas, rows)) in &tables {
+        for row in rows {
+            let code = OPERATIONS
+                .iter()
+                .find(|(o, _)| *o == row.operation)
+                .unwrap()
+                .1;
+            for header in areas {
+                let (_, rel, dir) = area(header);
+                cells.push(serde_json::json!({
+                    "path": m.path(rel),
+                    "dir": dir,
+                    "code": code,
+                    "uid": uid,
+                }));
+            }
         }
     }
     let cells_file = s.path("cells.json");
@@ -377,29 +408,33 @@ fn every_cell_of_the_operations_table_is_what_the_mount_does() {
     let out = python_ok(RUNNER, &[m.mp.as_os_str(), OsStr::new(&cells_file)]);
     let actual: Vec<i32> = serde_json::from_str(out.trim())
         .unwrap_or_else(|e| panic!("the runner printed no list of results ({e}):\n{out}"));
-    assert_eq!(actual.len(), rows.len() * areas.len(), "results per cell");
+    let total: usize = tables.iter().map(|(_, _, (a, r))| a.len() * r.len()).sum();
+    assert_eq!(actual.len(), total, "results per cell");
 
     let mut wrong = Vec::new();
-    for (r, row) in rows.iter().enumerate() {
-        for (a, header) in areas.iter().enumerate() {
-            let (want, got) = (row.cells[a], actual[r * areas.len() + a]);
-            if want != got {
-                wrong.push(format!(
-                    "{:<28} {:<24} documented {:<10} actual {}",
-                    row.operation,
-                    header,
-                    errno_name(want),
-                    errno_name(got)
-                ));
+    let mut next = actual.into_iter();
+    for (heading, _, (areas, rows)) in &tables {
+        for row in rows {
+            for (a, header) in areas.iter().enumerate() {
+                let (want, got) = (row.cells[a], next.next().expect("counted above"));
+                if want != got {
+                    wrong.push(format!(
+                        "{:<30} {:<28} {:<24} documented {:<10} actual {}",
+                        heading.trim_start_matches("### "),
+                        row.operation,
+                        header,
+                        errno_name(want),
+                        errno_name(got)
+                    ));
+                }
             }
         }
     }
     assert!(
         wrong.is_empty(),
-        "{} of {} cells of {HEADING:?} in docs/SEMANTICS.md differ from the mount:\n{}\n\
+        "{} of {total} cells of the tables in docs/SEMANTICS.md differ from the mount:\n{}\n\
          mount.log:\n{}",
         wrong.len(),
-        rows.len() * areas.len(),
         wrong.join("\n"),
         tail(&m.log(), 2000)
     );

@@ -24,46 +24,53 @@ pub struct DraftRow {
     pub owner: Option<(u32, u32)>,
 }
 
-/// An entry's permission bits and times, as a local filesystem keeps them.
+/// An entry's permission bits, times and owner, as a local filesystem keeps them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Meta {
     pub mode: u32,
     pub mtime_ns: i64,
     pub atime_ns: i64,
     pub ctime_ns: i64,
+    /// Who made it, when not the draft's owner (see [`DraftRow::owner`]).
+    pub owner: Option<(u32, u32)>,
 }
 
-/// An entry's access and change times, beside the mode and mtime a tree entry carries.
+/// What a draft keeps of an entry that a version does not: its access and change times, and
+/// who made it when not the draft's owner.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Times {
+pub struct Local {
     pub atime_ns: i64,
     pub ctime_ns: i64,
+    pub owner: Option<(u32, u32)>,
 }
 
-impl Times {
-    /// Those of an entry a version records: its mtime stands for both.
-    pub fn recorded(mtime_ns: i64) -> Times {
-        Times {
+impl Local {
+    /// That of an entry a version records: its mtime stands for both times.
+    pub fn recorded(mtime_ns: i64) -> Local {
+        Local {
             atime_ns: mtime_ns,
             ctime_ns: mtime_ns,
+            owner: None,
         }
     }
 }
 
 impl Meta {
-    pub fn with_times(mode: u32, mtime_ns: i64, times: Times) -> Meta {
+    pub fn with_local(mode: u32, mtime_ns: i64, local: Local) -> Meta {
         Meta {
             mode,
             mtime_ns,
-            atime_ns: times.atime_ns,
-            ctime_ns: times.ctime_ns,
+            atime_ns: local.atime_ns,
+            ctime_ns: local.ctime_ns,
+            owner: local.owner,
         }
     }
 
-    pub fn times(&self) -> Times {
-        Times {
+    pub fn local(&self) -> Local {
+        Local {
             atime_ns: self.atime_ns,
             ctime_ns: self.ctime_ns,
+            owner: self.owner,
         }
     }
 
@@ -74,18 +81,24 @@ impl Meta {
             mtime_ns,
             atime_ns: mtime_ns,
             ctime_ns: mtime_ns,
+            owner: None,
         }
+    }
+
+    /// The same, made by `owner` (None: the draft's owner).
+    pub fn by(self, owner: Option<(u32, u32)>) -> Meta {
+        Meta { owner, ..self }
     }
 
     /// Something made now.
     pub fn now(mode: u32) -> Meta {
-        Meta::recorded(mode, now_ns())
+        Meta::recorded(mode, crate::clock::now_ns())
     }
 
     /// The same, changed now (its ctime).
     pub fn changed(self) -> Meta {
         Meta {
-            ctime_ns: now_ns(),
+            ctime_ns: crate::clock::now_ns(),
             ..self
         }
     }
@@ -178,11 +191,9 @@ fn draft_from_row(r: &Row) -> rusqlite::Result<DraftRow> {
             mtime_ns: r.get(8)?,
             atime_ns: r.get(9)?,
             ctime_ns: r.get(10)?,
+            owner: None,
         },
-        owner: match (r.get::<_, Option<i64>>(11)?, r.get::<_, Option<i64>>(12)?) {
-            (Some(u), Some(g)) => Some((u as u32, g as u32)),
-            _ => None,
-        },
+        owner: owner_of_row(r, 11)?,
     })
 }
 
@@ -216,12 +227,26 @@ fn entry_from_row(r: &Row) -> rusqlite::Result<DraftEntry> {
             mtime_ns: r.get(5)?,
             atime_ns: r.get(10)?,
             ctime_ns: r.get(11)?,
+            owner: owner_of_row(r, 12)?,
         },
     })
 }
 
 const ENTRY_COLUMNS: &str = "name, kind, blob, size, mode, mtime_ns, target, opaque, staged, moved, \
-     coalesce(atime_ns, mtime_ns), coalesce(ctime_ns, mtime_ns)";
+     coalesce(atime_ns, mtime_ns), coalesce(ctime_ns, mtime_ns), owner_uid, owner_gid";
+
+/// An owner stored in columns `first` and `first + 1`, if one is.
+fn owner_of_row(r: &Row, first: usize) -> rusqlite::Result<Option<(u32, u32)>> {
+    Ok(
+        match (
+            r.get::<_, Option<i64>>(first)?,
+            r.get::<_, Option<i64>>(first + 1)?,
+        ) {
+            (Some(u), Some(g)) => Some((u as u32, g as u32)),
+            _ => None,
+        },
+    )
+}
 
 pub fn get(conn: &Connection, artifact: &str, dist_id: &str) -> Result<Option<DraftRow>> {
     conn.prepare_cached(&format!(
@@ -391,8 +416,8 @@ pub fn put(conn: &Connection, draft: i64, parent: &[u8], e: &DraftEntry) -> Resu
     conn.prepare_cached(
         "INSERT OR REPLACE INTO draft_entries
             (draft, parent, name, kind, blob, size, mode, mtime_ns, target, opaque, staged, moved,
-             atime_ns, ctime_ns)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+             atime_ns, ctime_ns, owner_uid, owner_gid)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
     )
     .and_then(|mut s| {
         s.execute(params![
@@ -409,7 +434,9 @@ pub fn put(conn: &Connection, draft: i64, parent: &[u8], e: &DraftEntry) -> Resu
             staged,
             moved,
             e.meta.atime_ns,
-            e.meta.ctime_ns
+            e.meta.ctime_ns,
+            e.meta.owner.map(|o| o.0 as i64),
+            e.meta.owner.map(|o| o.1 as i64)
         ])
     })
     .ctx(|| format!("record {} in draft", String::from_utf8_lossy(&e.name)))?;
@@ -548,18 +575,51 @@ pub fn store_staged(
     Ok(())
 }
 
-/// How many names staged file `id` of the draft has, and its mode (the same on every name).
-pub fn staged_links(conn: &Connection, draft: i64, id: i64) -> Result<(u64, u32)> {
+/// What the catalog keeps of staged file `id` of the draft, the same on every name it has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StagedInfo {
+    /// How many names it has.
+    pub links: u64,
+    pub mode: u32,
+    pub owner: Option<(u32, u32)>,
+    /// For a copy of a base file: its own ctime right after the copy, and the base's ctime,
+    /// which it shows until its own moves on.
+    pub copied: Option<(i64, i64)>,
+}
+
+pub fn staged_info(conn: &Connection, draft: i64, id: i64) -> Result<StagedInfo> {
     conn.prepare_cached(
-        "SELECT count(*), coalesce(max(mode), 0) FROM draft_entries
-          WHERE draft = ?1 AND staged = ?2",
+        "SELECT count(*), coalesce(max(mode), 0), max(owner_uid), max(owner_gid),
+                max(copied_ctime_ns), max(CASE WHEN copied_ctime_ns IS NOT NULL THEN ctime_ns END)
+           FROM draft_entries WHERE draft = ?1 AND staged = ?2",
     )
     .and_then(|mut s| {
         s.query_row(params![draft, id], |r| {
-            Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u32))
+            let copied = match (r.get::<_, Option<i64>>(4)?, r.get::<_, Option<i64>>(5)?) {
+                (Some(c), Some(shown)) => Some((c, shown)),
+                _ => None,
+            };
+            Ok(StagedInfo {
+                links: r.get::<_, i64>(0)? as u64,
+                mode: r.get::<_, i64>(1)? as u32,
+                owner: owner_of_row(r, 2)?,
+                copied,
+            })
         })
     })
     .ctx(|| format!("count the names of staged file {id}"))
+}
+
+/// Records that staged file `id` is a copy of a base file whose ctime was `shown`, and that
+/// the copy's own ctime was `copied` when it was made (see [`StagedInfo::copied`]).
+pub fn set_copied(conn: &Connection, draft: i64, id: i64, copied: i64, shown: i64) -> Result<()> {
+    conn.prepare_cached(
+        "UPDATE draft_entries SET copied_ctime_ns = ?3, ctime_ns = ?4
+          WHERE draft = ?1 AND staged = ?2",
+    )
+    .and_then(|mut s| s.execute(params![draft, id, copied, shown]))
+    .ctx(|| format!("record where staged file {id} was copied from"))?;
+    Ok(())
 }
 
 /// Sets the mode of staged file `id` on every name it has (they are one file), and its
@@ -582,10 +642,11 @@ pub fn subdirs(
 ) -> Result<u64> {
     let what = || "count subdirectories".to_string();
     let recorded: i64 = conn
-        .prepare_cached(
-            "SELECT count(*) FROM draft_entries WHERE draft = ?1 AND parent = ?2 AND kind = ?3",
-        )
-        .and_then(|mut s| s.query_row(params![draft, parent, KIND_DIR], |r| r.get(0)))
+        // The kind spelled out, so that the partial index on directory rows serves it.
+        .prepare_cached(&format!(
+            "SELECT count(*) FROM draft_entries WHERE draft = ?1 AND parent = ?2 AND kind = {KIND_DIR}"
+        ))
+        .and_then(|mut s| s.query_row(params![draft, parent], |r| r.get(0)))
         .ctx(what)?;
     let Some((node, base_subdirs)) = base.filter(|b| b.1 > 0) else {
         return Ok(recorded as u64);

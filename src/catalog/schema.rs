@@ -189,10 +189,15 @@ ALTER TABLE nodes ADD COLUMN refs INTEGER NOT NULL DEFAULT 0;
 /// Drafts as local directories (docs/SEMANTICS.md, "Inside a draft"):
 /// - `atime_ns`, `ctime_ns`: an entry's access and change times, and the draft directory's own
 ///   (`root_atime_ns`, `root_ctime_ns`); NULL means its mtime, as for rows made before.
-/// - `owner_uid`, `owner_gid`: who a draft made through a mount belongs to, with everything in
-///   it (versions record no owners, so a draft has one owner); NULL is whoever mounted.
+/// - `owner_uid`, `owner_gid`: who a draft made through a mount belongs to (NULL: whoever
+///   mounted), and who made an entry in it when not the draft's owner (NULL: the draft's).
+///   Versions record no owners.
+/// - `copied_ctime_ns`: a staged file copied from its base keeps showing the base's ctime
+///   (`ctime_ns`) for as long as its own ctime is still this one, right after the copy:
+///   opening a file for writing is no change to it.
 /// - `draft_entries_staged`: the names of one staged file, which hard links share and which
-///   give it its link count.
+///   give it its link count; `draft_entries_dirs`: a directory's subdirectories, which its
+///   link count counts.
 const V5: &str = r#"
 ALTER TABLE draft_entries ADD COLUMN atime_ns INTEGER;
 ALTER TABLE draft_entries ADD COLUMN ctime_ns INTEGER;
@@ -200,5 +205,9 @@ ALTER TABLE drafts ADD COLUMN root_atime_ns INTEGER;
 ALTER TABLE drafts ADD COLUMN root_ctime_ns INTEGER;
 ALTER TABLE drafts ADD COLUMN owner_uid INTEGER;
 ALTER TABLE drafts ADD COLUMN owner_gid INTEGER;
+ALTER TABLE draft_entries ADD COLUMN owner_uid INTEGER;
+ALTER TABLE draft_entries ADD COLUMN owner_gid INTEGER;
+ALTER TABLE draft_entries ADD COLUMN copied_ctime_ns INTEGER;
 CREATE INDEX draft_entries_staged ON draft_entries(draft, staged) WHERE staged IS NOT NULL;
+CREATE INDEX draft_entries_dirs ON draft_entries(draft, parent) WHERE kind = 1;
 "#;

@@ -142,6 +142,8 @@ struct Slot {
     lookups: u64,
     /// In the eviction queue (files and symlinks of versions only).
     queued: bool,
+    /// A draft directory some users may not search, as last seen.
+    closed: bool,
 }
 
 impl Slot {
@@ -180,6 +182,7 @@ impl Default for Inodes {
                     links: Vec::new(),
                     lookups: 1,
                     queued: false,
+                    closed: false,
                 },
             );
         }
@@ -275,6 +278,7 @@ impl Inodes {
                 links: Vec::new(),
                 lookups: count as u64,
                 queued,
+                closed: false,
             },
         );
         t.by_name.insert(key, ino);
@@ -308,6 +312,20 @@ impl Inodes {
                 t.by_file.remove(&f);
             }
         }
+    }
+
+    /// Records whether draft directory `ino` lets only some users search it, as its mode
+    /// shows now.
+    pub fn set_closed(&self, ino: Ino, closed: bool) {
+        if let Some(slot) = self.lock().slots.get_mut(&ino) {
+            slot.closed = closed;
+        }
+    }
+
+    /// Whether `ino` is a draft directory that only some users may search: the kernel must
+    /// then ask again for each name in it, so that each user's search permission is checked.
+    pub fn is_closed(&self, ino: Ino) -> bool {
+        self.lock().slots.get(&ino).is_some_and(|s| s.closed)
     }
 
     /// The inode of staged file `id` of draft `draft`, if the kernel holds one.

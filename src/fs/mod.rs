@@ -30,7 +30,7 @@ use std::time::{Duration, SystemTime};
 use rusqlite::Connection;
 
 use crate::blobs::BlobStore;
-use crate::catalog::drafts::{self, DraftRow, Meta, Times};
+use crate::catalog::drafts::{self, DraftRow, Local, Meta};
 use crate::catalog::nodes::{self, NodeId, Page};
 use crate::catalog::versions;
 use crate::catalog::{Pool, rfc3339, time_of};
@@ -223,6 +223,7 @@ impl Fs {
             log::info!("removed {swept} staged files no draft refers to");
         }
         drop(store);
+        crate::clock::use_file_clock(&root.join("staged"));
         // SAFETY: getuid/getgid cannot fail.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
         Ok(Fs {
@@ -371,9 +372,14 @@ impl Fs {
         let Some(ino) = derived else {
             let ino = self.inodes.intern(parent, name, node.clone(), true);
             // The kernel only counts a lookup that succeeds.
-            return self
+            let mut entry = self
                 .entry_of(conn.conn(), ino, &node)
-                .inspect_err(|_| self.inodes.forget(ino, 1));
+                .inspect_err(|_| self.inodes.forget(ino, 1))?;
+            // A name the kernel kept would let the next user past without a lookup.
+            if self.inodes.is_closed(parent) {
+                entry.ttl = Duration::ZERO;
+            }
+            return Ok(entry);
         };
         self.entry_of(conn.conn(), ino, &node)
     }
@@ -555,14 +561,20 @@ impl Fs {
             mtime: time_of(meta.mtime_ns),
             atime: time_of(meta.atime_ns),
             ctime: time_of(meta.ctime_ns),
-            uid: self.uid,
-            gid: self.gid,
+            uid: meta.owner.map_or(self.uid, |o| o.0),
+            gid: meta.owner.map_or(self.gid, |o| o.1),
         }
     }
 
-    /// Who a draft and everything in it belongs to.
+    /// Who a draft belongs to, with everything in it that nobody else made.
     fn owner_of(&self, d: &DraftRow) -> (u32, u32) {
         d.owner.unwrap_or((self.uid, self.gid))
+    }
+
+    /// Attributes of something in draft `d`: owned by whoever made it, else by the draft's
+    /// owner.
+    fn in_draft_attr(&self, attr: Attr, made_by: Option<(u32, u32)>, d: &DraftRow) -> Attr {
+        self.owned(attr, made_by.unwrap_or_else(|| self.owner_of(d)))
     }
 
     fn owned(&self, mut attr: Attr, owner: (u32, u32)) -> Attr {
@@ -636,9 +648,10 @@ impl Fs {
             }
             Node::Draft { .. } => {
                 let (d, found) = self.find_with_draft(conn, ino)?.ok_or_else(gone)?;
-                let attr = match found {
-                    Found::File(e, times) | Found::Symlink(e, times) => {
-                        self.tree_attr(conn, ino, &e, Some(times))?
+                match found {
+                    Found::File(e, local) | Found::Symlink(e, local) => {
+                        let attr = self.tree_attr(conn, ino, &e, Some(local))?;
+                        self.in_draft_attr(attr, local.owner, &d)
                     }
                     Found::Staged { id, .. } => self.staged_attr(conn, ino, &d, id)?,
                     Found::Dir { base, meta } => {
@@ -651,15 +664,15 @@ impl Fs {
                         };
                         let key = draft::parse_path(path)?.join(&b'/');
                         let subdirs = drafts::subdirs(conn, d.id, &key, base)?;
-                        self.attr(ino, Kind::Dir, 0, 2 + subdirs, meta)
+                        let attr = self.attr(ino, Kind::Dir, 0, 2 + subdirs, meta);
+                        self.inodes.set_closed(ino, attr.perm & 0o111 != 0o111);
+                        self.in_draft_attr(attr, meta.owner, &d)
                     }
-                };
-                self.owned(attr, self.owner_of(&d))
+                }
             }
             Node::Staged { draft, id, .. } => {
                 let d = drafts::by_id(conn, *draft)?.ok_or_else(gone)?;
-                let attr = self.staged_attr(conn, ino, &d, *id)?;
-                self.owned(attr, self.owner_of(&d))
+                self.staged_attr(conn, ino, &d, *id)?
             }
             Node::Detached(o) => self.orphan_attr(ino, &o.0)?,
         };
@@ -674,18 +687,24 @@ impl Fs {
     /// A staged file's attributes: its size and times are the file's own, its mode and link
     /// count the catalog's.
     fn staged_attr(&self, conn: &Connection, ino: Ino, d: &DraftRow, id: i64) -> Result<Attr> {
-        let (links, mode) = drafts::staged_links(conn, d.id, id)?;
-        if links == 0 {
+        let info = drafts::staged_info(conn, d.id, id)?;
+        if info.links == 0 {
             return Err(Error::not_found(self.describe(ino, None)));
         }
         let st = self.staging.meta(d, id)?;
+        let ctime_ns = match info.copied {
+            Some((copied, shown)) if copied == st.ctime_ns => shown,
+            _ => st.ctime_ns,
+        };
         let meta = Meta {
-            mode,
+            mode: info.mode,
             mtime_ns: st.mtime_ns,
             atime_ns: st.atime_ns,
-            ctime_ns: st.ctime_ns,
+            ctime_ns,
+            owner: None,
         };
-        Ok(self.attr(ino, Kind::File, st.size, links, meta))
+        let attr = self.attr(ino, Kind::File, st.size, info.links, meta);
+        Ok(self.in_draft_attr(attr, info.owner, d))
     }
 
     /// What the kernel still holds of something removed from a draft: no links, its last
@@ -720,10 +739,10 @@ impl Fs {
         conn: &Connection,
         ino: Ino,
         e: &TreeEntry,
-        times: Option<Times>,
+        times: Option<Local>,
     ) -> Result<Attr> {
         let meta = |committed_mode: u32| match times {
-            Some(t) => Meta::with_times(e.mode, e.mtime_ns, t),
+            Some(t) => Meta::with_local(e.mode, e.mtime_ns, t),
             None => Meta::recorded(committed_mode, e.mtime_ns),
         };
         let file_mode = if tree::is_executable(e.mode) {

@@ -27,23 +27,11 @@ pub(super) struct Writer {
 struct Create {
     mode: u32,
     exclusive: bool,
+    /// The user and group making it.
+    by: (u32, u32),
 }
 
-/// A time to set: now, or a given one (which only the owner may set).
-#[derive(Clone, Copy, Debug)]
-pub enum SetTime {
-    Now,
-    At(SystemTime),
-}
-
-impl SetTime {
-    fn ns(self) -> i64 {
-        match self {
-            SetTime::Now => now_ns(),
-            SetTime::At(t) => crate::catalog::ns_of(t),
-        }
-    }
-}
+pub use crate::staging::SetTime;
 
 /// A setattr(2) request: what to change, and the open file it came through, if any.
 #[derive(Clone, Copy, Debug, Default)]
@@ -90,7 +78,8 @@ impl Fs {
                 if draft::find(tx, d, &path)?.is_some() {
                     return Err(Error::AlreadyExists(self.describe(parent, Some(name))));
                 }
-                draft::put_dir(tx, d, &path, Meta::now(mode & 0o7777))?;
+                let made_by = self.made_by(caller, d);
+                draft::put_dir(tx, d, &path, Meta::now(mode & 0o7777).by(made_by))?;
                 draft::touch_dir(tx, d, &dir)
             })?;
             return self.lookup(caller, parent, name);
@@ -226,12 +215,16 @@ impl Fs {
         let owner = self.owner_of(d);
         let kind = kind_of_found(&found);
         let (ino, entry, meta) = match found {
-            Found::Staged { id, mode } => {
-                let links = self
+            Found::Staged {
+                id,
+                mode,
+                owner: made_by,
+            } => {
+                let info = self
                     .pool
                     .get()
-                    .and_then(|c| drafts::staged_links(c.conn(), d.id, id))
-                    .map_or(0, |(n, _)| n);
+                    .and_then(|c| drafts::staged_info(c.conn(), d.id, id));
+                let links = info.as_ref().map_or(0, |i| i.links);
                 // Losing a name changes the file's ctime, as on a local filesystem.
                 if let Err(e) = self.staging.touch(d, id) {
                     log::debug!("{}: {e}", self.describe(parent, Some(name)));
@@ -247,7 +240,7 @@ impl Fs {
                                 file: Some(Arc::new(file)),
                                 entry: None,
                                 meta: Mutex::new(Meta::recorded(mode, 0)),
-                                owner,
+                                owner: made_by.unwrap_or(owner),
                             };
                             self.inodes
                                 .set_node(ino, Node::Detached(Detached(Arc::new(orphan))));
@@ -262,8 +255,8 @@ impl Fs {
                 self.staging.remove(d, &[id]);
                 return;
             }
-            Found::File(e, times) | Found::Symlink(e, times) => {
-                let meta = Meta::with_times(e.mode, e.mtime_ns, times);
+            Found::File(e, local) | Found::Symlink(e, local) => {
+                let meta = Meta::with_local(e.mode, e.mtime_ns, local);
                 (held, Some(e), meta)
             }
             Found::Dir { meta, .. } => (held, None, meta),
@@ -275,11 +268,21 @@ impl Fs {
                 file: None,
                 entry,
                 meta: Mutex::new(meta.changed()),
-                owner,
+                owner: meta.owner.unwrap_or(owner),
             };
             self.inodes
                 .set_node(ino, Node::Detached(Detached(Arc::new(orphan))));
         }
+    }
+
+    /// Who to record as the maker of an entry `caller` makes in draft `d`: nobody when it is
+    /// the draft's owner, who owns what nobody else made.
+    fn made_by(&self, caller: &Caller, d: &DraftRow) -> Option<(u32, u32)> {
+        self.maker((caller.uid, caller.gid), d)
+    }
+
+    fn maker(&self, who: (u32, u32), d: &DraftRow) -> Option<(u32, u32)> {
+        (who != self.owner_of(d)).then_some(who)
     }
 
     /// Files open for writing whose staged file has no name left are no longer the draft's:
@@ -329,7 +332,8 @@ impl Fs {
             let change = drafts::Change::Symlink {
                 target: target.to_vec(),
             };
-            draft::put_leaf(tx, d, &path, change, Meta::now(0o777))?;
+            let meta = Meta::now(0o777).by(self.made_by(caller, d));
+            draft::put_leaf(tx, d, &path, change, meta)?;
             draft::touch_dir(tx, d, &dir)
         })?;
         self.lookup(caller, parent, name)
@@ -388,43 +392,39 @@ impl Fs {
             ));
         }
         let path = tree::join(&dir, new_name);
-        let change = match &node {
+        // A file's names share its staged file; a symlink's new name is a copy of it.
+        let (id, symlink) = match &node {
             Node::Draft {
                 path: from,
                 kind: Kind::Symlink,
                 ..
-            } => {
-                let conn = self.pool.get()?;
-                let d = require_draft(conn.conn(), &draft_name(&artifact, &dist_id)?)?;
-                match draft::find(conn.conn(), &d, from)? {
-                    Some(Found::Symlink(
-                        TreeEntry {
-                            item: Item::Symlink { target },
-                            ..
-                        },
-                        _,
-                    )) => drafts::Change::Symlink { target },
-                    _ => return Err(Error::not_found(self.describe(ino, None))),
-                }
-            }
-            _ => drafts::Change::Staged {
-                id: self.staged_file_of(ino, &node)?,
-            },
-        };
-        let id = match change {
-            drafts::Change::Staged { id } => Some(id),
-            _ => None,
+            } => (None, Some(from.clone())),
+            _ => (Some(self.staged_file_of(ino, &node)?), None),
         };
         let d = self.in_draft(&artifact, &dist_id, |tx, d| {
             if draft::find(tx, d, &path)?.is_some() {
                 return Err(Error::AlreadyExists(what()));
             }
-            let meta = Meta::now(if id.is_some() {
-                attr.perm as u32
-            } else {
-                0o777
-            });
-            draft::put_leaf(tx, d, &path, change, meta)?;
+            match (id, &symlink) {
+                (Some(id), _) => {
+                    // Another name of the same file, with its mode and owner.
+                    let meta = Meta::now(attr.perm as u32).by(self.maker((attr.uid, attr.gid), d));
+                    draft::put_leaf(tx, d, &path, drafts::Change::Staged { id }, meta)?;
+                }
+                (None, Some(from)) => {
+                    let Some(Found::Symlink(e, local)) = draft::find(tx, d, from)? else {
+                        return Err(Error::not_found(self.describe(ino, None)));
+                    };
+                    let Item::Symlink { target } = e.item else {
+                        unreachable!("found a symlink")
+                    };
+                    // The link changes the original's ctime, as it would a shared inode's.
+                    let meta = Meta::with_local(e.mode, e.mtime_ns, local).changed();
+                    draft::set_meta(tx, d, from, meta)?;
+                    draft::put_leaf(tx, d, &path, drafts::Change::Symlink { target }, meta)?;
+                }
+                (None, None) => unreachable!("a file or a symlink"),
+            }
             draft::touch_dir(tx, d, &dir)?;
             Ok(d.clone())
         })?;
@@ -552,7 +552,11 @@ impl Fs {
                 if others.changes_anything() || set.size.is_some_and(|s| s != 0) {
                     return Err(self.refuse_change(ino, None));
                 }
-                return self.getattr(ino);
+                let current = self.getattr(ino)?;
+                if set.size.is_some() && set.fh.is_none() {
+                    caller.check(&current.attr, WRITE, || self.describe(ino, None))?;
+                }
+                return Ok(current);
             }
             Node::Draft { .. } | Node::Staged { .. } | Node::Detached(_) => {}
             _ if set.changes_anything() => return Err(self.refuse_change(ino, None)),
@@ -590,9 +594,9 @@ impl Fs {
             self.truncate(ino, size, set.fh, !caller.is_root())?;
         }
         let mode = set.mode.map(|m| caller.chmod_mode(&current, m) & 0o7777);
-        if mode.is_some() || set.atime.is_some() || set.mtime.is_some() || set.uid.is_some() {
-            let times = (set.atime.map(SetTime::ns), set.mtime.map(SetTime::ns));
-            self.set_meta(ino, mode, times)?;
+        let owner = set.uid.is_some() || set.gid.is_some();
+        if mode.is_some() || set.atime.is_some() || set.mtime.is_some() || owner {
+            self.set_meta(ino, mode, (set.atime, set.mtime))?;
         }
         self.getattr(ino)
     }
@@ -603,7 +607,7 @@ impl Fs {
         &self,
         ino: Ino,
         mode: Option<u32>,
-        times: (Option<i64>, Option<i64>),
+        times: (Option<SetTime>, Option<SetTime>),
     ) -> Result<()> {
         let (atime, mtime) = times;
         let what = || self.describe(ino, None);
@@ -636,8 +640,8 @@ impl Fs {
                         touched.map_err(|e| Error::io(what(), e))?;
                     }
                     None => {
-                        meta.atime_ns = atime.unwrap_or(meta.atime_ns);
-                        meta.mtime_ns = mtime.unwrap_or(meta.mtime_ns);
+                        meta.atime_ns = atime.map_or(meta.atime_ns, |t| stamp(t, meta.ctime_ns));
+                        meta.mtime_ns = mtime.map_or(meta.mtime_ns, |t| stamp(t, meta.ctime_ns));
                     }
                 }
                 o.0.set_meta(meta);
@@ -661,16 +665,18 @@ impl Fs {
                         draft::find(tx, d, &path)?.ok_or_else(|| Error::not_found(what()))?;
                     let current = match &found {
                         Found::File(e, t) | Found::Symlink(e, t) => {
-                            Meta::with_times(e.mode, e.mtime_ns, *t)
+                            Meta::with_local(e.mode, e.mtime_ns, *t)
                         }
                         Found::Dir { meta, .. } => *meta,
                         Found::Staged { id, .. } => return Ok(Some((d.clone(), *id))),
                     };
+                    let now = crate::clock::now_ns();
                     let meta = Meta {
                         mode: mode.unwrap_or(current.mode),
-                        mtime_ns: mtime.unwrap_or(current.mtime_ns),
-                        atime_ns: atime.unwrap_or(current.atime_ns),
-                        ctime_ns: now_ns(),
+                        mtime_ns: mtime.map_or(current.mtime_ns, |t| stamp(t, now)),
+                        atime_ns: atime.map_or(current.atime_ns, |t| stamp(t, now)),
+                        ctime_ns: now,
+                        owner: current.owner,
                     };
                     draft::set_meta(tx, d, &path, meta)?;
                     Ok(None)
@@ -728,6 +734,7 @@ impl Fs {
         let create = Create {
             mode: mode & 0o7777,
             exclusive,
+            by: (caller.uid, caller.gid),
         };
         let (file, writer) = self.stage_and_open(&artifact, &dist_id, &path, open, Some(create))?;
         if open.truncate && !caller.is_root() {
@@ -762,7 +769,7 @@ impl Fs {
                 let conn = self.pool.get()?;
                 let d = drafts::by_id(conn.conn(), draft)?
                     .ok_or_else(|| Error::not_found(self.describe(ino, None)))?;
-                if drafts::staged_links(conn.conn(), draft, id)?.0 == 0 {
+                if drafts::staged_info(conn.conn(), draft, id)?.links == 0 {
                     return Err(Error::not_found(self.describe(ino, None)));
                 }
                 drop(conn);
@@ -855,7 +862,9 @@ impl Fs {
         loop {
             let found = draft::find(self.pool.get()?.conn(), d, path)?;
             let exists = || Error::AlreadyExists(what());
-            let ((id, file), mode) = match &found {
+            // A copy of a base file keeps showing the base's ctime until it changes.
+            let mut shown_ctime = None;
+            let ((id, file), meta) = match &found {
                 Some(_) if create.is_some_and(|c| c.exclusive) => return Err(exists()),
                 Some(Found::Staged { id, .. }) => return Ok((*id, None)),
                 Some(Found::File(
@@ -865,11 +874,13 @@ impl Fs {
                         mtime_ns,
                         ..
                     },
-                    _,
+                    local,
                 )) => {
                     let from = self.blobs.path(blob);
                     let from = (!truncate).then_some((Fill::File(&from), *mtime_ns));
-                    (self.staging.create(d, from)?, *mode)
+                    let meta = Meta::recorded(*mode, 0).by(local.owner);
+                    shown_ctime = from.is_some().then_some(local.ctime_ns);
+                    (self.staging.create(d, from)?, meta)
                 }
                 // Editing a reference turns it into a file of the draft: its content, checked
                 // as reading it would be, is copied into staging.
@@ -880,15 +891,23 @@ impl Fs {
                         mtime_ns,
                         ..
                     },
-                    _,
+                    local,
                 )) => {
                     let from = (!truncate).then_some((Fill::Reference(r), *mtime_ns));
-                    (self.staging.create(d, from)?, *mode)
+                    let meta = Meta::recorded(*mode, 0).by(local.owner);
+                    shown_ctime = from.is_some().then_some(local.ctime_ns);
+                    (self.staging.create(d, from)?, meta)
                 }
                 Some(Found::Dir { .. }) => return Err(Error::IsADirectory(what())),
                 Some(_) => return Err(exists()),
                 None => match create {
-                    Some(c) => (self.staging.create(d, None)?, c.mode),
+                    Some(c) => {
+                        let made_by = self.maker(c.by, d);
+                        (
+                            self.staging.create(d, None)?,
+                            Meta::recorded(c.mode, 0).by(made_by),
+                        )
+                    }
                     None => return Err(Error::not_found(what())),
                 },
             };
@@ -898,7 +917,12 @@ impl Fs {
                     return Ok(false);
                 }
                 let change = drafts::Change::Staged { id };
-                draft::put_leaf(tx, d, path, change, Meta::recorded(mode, 0))?;
+                draft::put_leaf(tx, d, path, change, meta)?;
+                if let Some(shown) = shown_ctime {
+                    let own = file.metadata().map_err(|e| Error::io(what(), e))?;
+                    let copied = crate::staging::meta_of(&own).ctime_ns;
+                    drafts::set_copied(tx, d.id, id, copied, shown)?;
+                }
                 // A new name in its directory, not a copy of what was there.
                 if found.is_none() {
                     draft::touch_dir(tx, d, draft::parent_of(path))?;
@@ -956,8 +980,9 @@ impl Fs {
             return Ok(());
         };
         let conn = self.pool.get()?;
-        let (links, mode) = drafts::staged_links(conn.conn(), d.id, *id)?;
-        if links > 0 && without_setid(mode) != mode {
+        let info = drafts::staged_info(conn.conn(), d.id, *id)?;
+        let mode = info.mode;
+        if info.links > 0 && without_setid(mode) != mode {
             drop(conn);
             self.pool
                 .get()?
@@ -1164,5 +1189,13 @@ fn staged_node(d: &DraftRow, id: i64) -> Node {
         dist_id: d.dist_id.clone(),
         draft: d.id,
         id,
+    }
+}
+
+/// The time `t` stands for, `now` being now.
+fn stamp(t: SetTime, now: i64) -> i64 {
+    match t {
+        SetTime::Now => now,
+        SetTime::At(ns) => ns,
     }
 }
