@@ -381,3 +381,90 @@ fn the_control_file_refuses_attribute_changes() {
     assert!(status.contains("based on m:v0"), "{status}");
     assert_eq!(drafts_listed(&s), ["m"]);
 }
+
+/// What a commit request came to reaches the user where they are: through the descriptor that
+/// wrote it (the version made, or the error), and at the top of the status after a refusal.
+#[test]
+fn the_control_file_answers_each_request() {
+    let s = TestStore::new();
+    let src = s.tree("src", &[("a.txt", "alpha")]);
+    log(&s, "m", &src);
+    let m = Mounted::new(&s, &mountpoint(&s));
+    let control = m.path("drafts/m/.commit");
+
+    // Python, in the one `with` that writes the request.
+    fs::create_dir(m.path("drafts/m")).unwrap();
+    fs::write(m.path("drafts/m/b.txt"), "bee").unwrap();
+    let script = r#"
+import sys
+with open(sys.argv[1], "r+") as f:
+    f.write("commit")
+    f.flush()
+    print(f.read(), end="")
+"#;
+    assert_eq!(python_ok(script, &[control.as_os_str()]), "m:v1\n");
+    // A draft equal to its base makes no version, and says which it is.
+    fs::create_dir(m.path("drafts/m")).unwrap();
+    assert_eq!(
+        python_ok(script, &[control.as_os_str()]),
+        "m:v1 (unchanged)\n"
+    );
+
+    // The shell, through one descriptor opened for reading and writing.
+    fs::create_dir(m.path("drafts/m")).unwrap();
+    fs::write(m.path("drafts/m/c.txt"), "sea").unwrap();
+    let out = sh_ok(
+        r#"exec 3<>"$1" && echo commit >&3 && cat <&3"#,
+        &[control.as_os_str()],
+    );
+    assert_eq!(out, "m:v2\n");
+
+    // A refused request: the error through the descriptor, then in the status.
+    fs::create_dir(m.path("drafts/m")).unwrap();
+    let open = fs::File::create(m.path("drafts/m/busy.txt")).unwrap();
+    // (Unbuffered: a buffered file would send the refused request again when read.)
+    let refused = r#"
+import os, sys
+fd = os.open(sys.argv[1], os.O_RDWR)
+try:
+    os.write(fd, b"commit")
+    print("committed")
+except OSError as e:
+    print(e.strerror)
+    print(os.read(fd, 4096).decode(), end="")
+"#;
+    let out = python_ok(refused, &[control.as_os_str()]);
+    assert_eq!(
+        out,
+        "Device or resource busy\nerror: draft m: busy.txt is open for writing; close it \
+         before committing\n"
+    );
+    let status = fs::read_to_string(&control).unwrap();
+    assert!(
+        status.starts_with(
+            "the last commit request was refused: draft m: busy.txt is open for writing; \
+             close it before committing\n"
+        ),
+        "{status}"
+    );
+    drop(open);
+    assert_eq!(write_control(&control, "{\"colour\": 1}"), "EINVAL");
+    let status = fs::read_to_string(&control).unwrap();
+    assert!(
+        status.starts_with("the last commit request was refused: ")
+            && status
+                .lines()
+                .next()
+                .unwrap()
+                .contains("unknown field \"colour\""),
+        "{status}"
+    );
+    assert_eq!(
+        versions(&s, "m"),
+        ["v0", "v1", "v2"],
+        "nothing was committed"
+    );
+    // A request that succeeds clears the refusal (the draft is gone with it).
+    assert_eq!(write_control(&control, "commit"), "ok");
+    assert_eq!(versions(&s, "m"), ["v0", "v1", "v2", "v3"]);
+}

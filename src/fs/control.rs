@@ -1,5 +1,7 @@
 //! A draft's control file, `.commit`: writing `commit` or a JSON object to it commits the
-//! draft; reading it shows the draft's status.
+//! draft; reading it shows the draft's status. What a request came to (the version made, or
+//! why it was refused) is read back through the descriptor that wrote it, and a refusal is
+//! shown at the top of the status until the next request.
 
 use serde_json::Value;
 
@@ -14,6 +16,10 @@ pub(super) struct ControlHandle {
     draft: DraftName,
     written: Vec<u8>,
     status: Vec<u8>,
+    /// What the last request written through this handle came to, still to be read:
+    /// `NAME:vN`, `NAME:vN (unchanged)` or `error: …`, each on a line. A read returns it
+    /// wherever the file offset is, since writing the request moved it.
+    answer: Vec<u8>,
 }
 
 impl Fs {
@@ -25,7 +31,11 @@ impl Fs {
             Vec::new()
         } else {
             let mut catalog = self.pool.get()?;
-            let mut text = query::draft_status(&mut catalog, &self.staging, &draft)?.text();
+            let mut text = String::new();
+            if let Some(why) = lock(&self.refusals).get(&draft.to_string()) {
+                text = format!("the last commit request was refused: {why}\n");
+            }
+            text.push_str(&query::draft_status(&mut catalog, &self.staging, &draft)?.text());
             text.push('\n');
             text.into_bytes()
         };
@@ -36,23 +46,56 @@ impl Fs {
                 draft,
                 written: Vec::new(),
                 status,
+                answer: Vec::new(),
             },
         );
         Ok(fh)
     }
 
-    /// The status text of an open control file, if `fh` is one.
+    /// What a read of an open control file returns, if `fh` is one: the answer to the last
+    /// request written through it, or else the status text.
     pub(super) fn read_control(&self, fh: u64, offset: u64, size: u32) -> Option<Vec<u8>> {
-        let controls = lock(&self.controls);
-        let h = controls.get(&fh)?;
+        let mut controls = lock(&self.controls);
+        let h = controls.get_mut(&fh)?;
+        if !h.answer.is_empty() {
+            let n = h.answer.len().min(size as usize);
+            return Some(h.answer.drain(..n).collect());
+        }
         let start = (offset as usize).min(h.status.len());
         let end = start.saturating_add(size as usize).min(h.status.len());
         Some(h.status[start..end].to_vec())
     }
 
     /// A write to a control file. Once what was written is a whole request, the draft is
-    /// committed before the write returns; a request still being written is kept.
+    /// committed before the write returns; a request still being written is kept. What the
+    /// request came to is kept for reading back.
     pub(super) fn write_control(&self, ino: Ino, fh: u64, data: &[u8]) -> Result<u32> {
+        let result = self.commit_request(ino, fh, data);
+        let answer = match &result {
+            Ok(Some(answer)) => answer.clone(),
+            Ok(None) => return result.map(|_| data.len() as u32),
+            Err(e) => {
+                self.refused(fh, e);
+                format!("error: {e}\n")
+            }
+        };
+        if let Some(h) = lock(&self.controls).get_mut(&fh) {
+            h.answer = answer.into_bytes();
+        }
+        result.map(|_| data.len() as u32)
+    }
+
+    /// Remembers why the request written through `fh` was refused, for the draft's status.
+    fn refused(&self, fh: u64, e: &Error) {
+        let draft = lock(&self.controls).get(&fh).map(|h| h.draft.to_string());
+        if let Some(draft) = draft {
+            lock(&self.refusals).insert(draft, e.to_string());
+        }
+    }
+
+    /// Takes what `data` adds to the request written through `fh`; once it is whole, commits
+    /// the draft and returns the answer to read back.
+    fn commit_request(&self, ino: Ino, fh: u64, data: &[u8]) -> Result<Option<String>> {
         let (draft, request) = {
             let mut controls = lock(&self.controls);
             let Some(h) = controls.get_mut(&fh) else {
@@ -72,7 +115,7 @@ impl Fs {
                 h.written.clear();
             }
             let Some(request) = parsed? else {
-                return Ok(data.len() as u32);
+                return Ok(None);
             };
             (h.draft.clone(), request)
         };
@@ -86,10 +129,11 @@ impl Fs {
             &request,
         )?;
         lock(&self.stale).push((DRAFTS, draft.to_string().into_bytes()));
+        lock(&self.refusals).remove(&draft.to_string());
         self.drafts_changed
             .store(crate::catalog::now_ns(), Ordering::Relaxed);
-        log::info!(
-            "committed draft {draft} as {}{}",
+        let answer = format!(
+            "{}{}",
             outcome.version().reference(),
             if outcome.is_unchanged() {
                 " (unchanged)"
@@ -97,18 +141,24 @@ impl Fs {
                 ""
             }
         );
-        Ok(data.len() as u32)
+        log::info!("committed draft {draft} as {answer}");
+        Ok(Some(answer + "\n"))
     }
 
     /// close(2) of a control file: an incomplete request is an error then.
     pub fn flush(&self, ino: Ino, fh: u64) -> Result<()> {
-        match lock(&self.controls).get(&fh) {
-            Some(h) if !h.written.iter().all(u8::is_ascii_whitespace) => Err(Error::invalid(
-                self.describe(ino, None),
-                "an incomplete commit request was written (expected `commit` or a JSON object)",
-            )),
-            _ => Ok(()),
+        let incomplete = lock(&self.controls)
+            .get(&fh)
+            .is_some_and(|h| !h.written.iter().all(u8::is_ascii_whitespace));
+        if !incomplete {
+            return Ok(());
         }
+        let e = Error::invalid(
+            self.describe(ino, None),
+            "an incomplete commit request was written (expected `commit` or a JSON object)",
+        );
+        self.refused(fh, &e);
+        Err(e)
     }
 
     pub(super) fn release_control(&self, fh: u64) {

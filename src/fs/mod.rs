@@ -150,6 +150,9 @@ pub struct Fs {
     staging: Staging,
     files: Mutex<HashMap<u64, OpenFile>>,
     controls: Mutex<HashMap<u64, control::ControlHandle>>,
+    /// Why the last commit request written to each draft's control file was refused, by
+    /// draft name, until the next request.
+    refusals: Mutex<HashMap<String, String>>,
     /// Names the kernel must forget now rather than when their cache time runs out: a draft
     /// committed through its control file is gone at once.
     stale: Mutex<Vec<(Ino, Vec<u8>)>>,
@@ -239,6 +242,7 @@ impl Fs {
             dirs: Mutex::new(HashMap::new()),
             files: Mutex::new(HashMap::new()),
             controls: Mutex::new(HashMap::new()),
+            refusals: Mutex::new(HashMap::new()),
             stale: Mutex::new(Vec::new()),
             next_fh: AtomicU64::new(1),
             drafts_changed: std::sync::atomic::AtomicI64::new(0),
@@ -639,13 +643,16 @@ impl Fs {
                 self.attr(ino, Kind::Symlink, len, 1, Meta::recorded(0o777, mounted))
             }
             Node::Entry(e) => self.tree_attr(conn, ino, e, None)?,
-            Node::Control { artifact, dist_id } => {
-                let d = drafts::get(conn, artifact, dist_id)?.ok_or_else(gone)?;
+            Node::Control { artifact, dist_id } => match drafts::get(conn, artifact, dist_id)? {
                 // Its content is generated on open and read without the page cache.
-                let meta = Meta::recorded(0o644, d.created_ns);
-                let attr = self.attr(ino, Kind::File, 0, 1, meta);
-                self.owned(attr, self.owner_of(&d))
-            }
+                Some(d) => {
+                    let meta = Meta::recorded(0o644, d.created_ns);
+                    let attr = self.attr(ino, Kind::File, 0, 1, meta);
+                    self.owned(attr, self.owner_of(&d))
+                }
+                // Committed through it: whoever still holds it open reads the answer.
+                None => self.attr(ino, Kind::File, 0, 0, Meta::recorded(0o644, mounted)),
+            },
             Node::Draft { .. } => {
                 let (d, found) = self.find_with_draft(conn, ino)?.ok_or_else(gone)?;
                 match found {
