@@ -246,22 +246,19 @@ fn examine_fuse(r: &mut Report) {
 }
 
 fn examine_mounts(r: &mut Report) {
-    let Ok(all) = crate::mount::mounts() else {
+    let Ok(all) = crate::mounts::mounts() else {
         return;
     };
     let want = r.store.to_string_lossy().into_owned();
     // Mounted through /dev/fuse the type is plain "fuse" (fusermount3 adds the subtype), so
     // a mount is ours if its source is the store and its root says who serves it.
-    for m in all
-        .into_iter()
-        .filter(|m| (m.fstype == "fuse" || m.fstype.starts_with("fuse.")) && m.source == want)
-    {
+    for m in all.into_iter().filter(|m| m.is_fuse() && m.source == want) {
         let path = Path::new(&m.mountpoint);
         let answering = !matches!(
             fs::metadata(path),
             Err(e) if e.raw_os_error() == Some(libc::ENOTCONN)
         );
-        let server_pid = crate::mount::server_pid(path);
+        let server_pid = crate::mounts::server_pid(path);
         if answering && server_pid.is_none() {
             continue; // another filesystem over the same directory (bindfs, say)
         }
@@ -278,7 +275,7 @@ fn examine_mounts(r: &mut Report) {
         }
         r.mounts.push(MountState {
             server_pid,
-            passthrough: crate::mount::root_xattr(path, crate::fs::XATTR_PASSTHROUGH),
+            passthrough: crate::mounts::root_xattr(path, crate::mounts::XATTR_PASSTHROUGH),
             answering,
             mountpoint: m.mountpoint,
         });

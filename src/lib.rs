@@ -20,6 +20,7 @@ pub mod maintenance;
 pub mod materialize;
 pub mod mount;
 pub mod mount_helper;
+pub mod mounts;
 pub mod names;
 pub mod progress;
 pub mod query;
