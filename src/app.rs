@@ -18,29 +18,12 @@ use crate::names::{DraftName, TypeName};
 use crate::query::{self, VersionSummary, change_code};
 use crate::reference::OffLimits;
 use crate::store::{DraftBase, Store};
+use crate::store_dir::{self, Location};
 use crate::tree::{Change, Item, TreeEntry};
 
 /// Exit status of a check that ran and found something wrong: `verify` damaged blobs,
 /// `doctor` a problem.
 pub const EXIT_DAMAGED: u8 = 3;
-
-/// The store directory: `--store`, else `$ARTIFACTFS_STORE`, else the XDG data directory.
-pub fn store_dir(flag: Option<PathBuf>) -> Result<PathBuf> {
-    let from_env = |k: &str| {
-        std::env::var_os(k)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    };
-    flag.or_else(|| from_env("ARTIFACTFS_STORE"))
-        .or_else(|| from_env("XDG_DATA_HOME").map(|d| d.join("artifactfs")))
-        .or_else(|| from_env("HOME").map(|h| h.join(".local/share/artifactfs")))
-        .ok_or_else(|| {
-            Error::invalid(
-                "store",
-                "no --store given and neither $ARTIFACTFS_STORE nor $HOME is set",
-            )
-        })
-}
 
 /// Logs go to standard error, except for the mount server, which logs to a file in the store
 /// (it runs in the background). `RUST_LOG` sets the level.
@@ -52,15 +35,14 @@ fn init_logging(command: &Command, store: &std::path::Path) {
             "warn"
         },
     ));
-    if let Command::Mount { .. } = command {
-        let _ = std::fs::create_dir_all(store);
-        if let Ok(f) = std::fs::OpenOptions::new()
+    // The store exists by now: `mount` refuses to run without one.
+    if let Command::Mount { .. } = command
+        && let Ok(f) = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(store.join(crate::mount::LOG_FILE))
-        {
-            builder.target(env_logger::Target::Pipe(Box::new(f)));
-        }
+    {
+        builder.target(env_logger::Target::Pipe(Box::new(f)));
     }
     let _ = builder.try_init();
 }
@@ -80,8 +62,36 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         }
         _ => {}
     }
-    let dir = store_dir(cli.store)?;
+    let location = Location::find(cli.store.clone())?;
+    // Only commands that make something create a store; the rest need one.
+    match &cli.command {
+        Command::Log { .. }
+        | Command::Draft(DraftCommand::New { .. })
+        | Command::Upsert { .. }
+        | Command::Finish { .. } => location.prepare()?,
+        Command::Init { .. } | Command::Doctor | Command::Umount { .. } => {}
+        _ => location.require()?,
+    }
+    let dir = location.path;
     init_logging(&cli.command, &dir);
+    if let Command::Init { dir: given } = &cli.command {
+        let dir = &std::path::absolute(given.as_ref().unwrap_or(&dir)).at(&dir)?;
+        let done = store_dir::init(dir)?;
+        let shown = dir.display();
+        out_of(&cli).print(
+            json!({"store": json_path(dir.as_os_str().as_encoded_bytes()), "existed": !done.created}),
+            || match (done.created, done.others) {
+                (false, _) => format!("{shown} is already a store; nothing changed"),
+                (true, 0) => format!("created store {shown}"),
+                (true, n) => format!(
+                    "created store {shown} beside the {} already there, left as {}",
+                    plural(n as u64, "entry", "entries"),
+                    if n == 1 { "it was" } else { "they were" }
+                ),
+            },
+        )?;
+        return Ok(ExitCode::SUCCESS);
+    }
     if let Command::Doctor = cli.command {
         let report = crate::doctor::examine(&dir);
         print_doctor(&report, cli.json)?;
@@ -115,10 +125,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         | Command::Verify { .. } => Some(store.shared_lock()?),
         _ => None,
     };
-    let out = Output {
-        json: cli.json,
-        quiet: cli.quiet,
-    };
+    let out = out_of(&cli);
     match cli.command {
         Command::Log {
             name,
@@ -291,6 +298,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         | Command::Umount { .. }
         | Command::Completions { .. }
         | Command::Man { .. }
+        | Command::Init { .. }
         | Command::Doctor => unreachable!("handled above"),
         Command::Gc => {
             let r = maintenance::gc(&mut store)?;
@@ -422,6 +430,18 @@ fn commit_options(type_name: Option<TypeName>, c: &CommitArgs) -> Result<CommitO
         description: c.description.clone(),
         metadata: c.metadata.as_deref().map(parse_metadata).transpose()?,
     })
+}
+
+fn out_of(cli: &Cli) -> Output {
+    Output {
+        json: cli.json,
+        quiet: cli.quiet,
+    }
+}
+
+/// `1 file`, `2 files`: a count with its noun.
+pub fn plural(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 struct Output {

@@ -127,6 +127,12 @@ pub enum Command {
     },
     /// Unmount MOUNTPOINT and wait for its server to finish
     Umount { mountpoint: PathBuf },
+    /// Create a store in DIR (the store directory by default), or find the one there; other
+    /// commands that add versions create it on first use, in a new or empty directory only
+    Init {
+        /// Directory to make the store in [default: the store directory]
+        dir: Option<PathBuf>,
+    },
     /// Check the store and this machine: sizes, schema, mounts, kernel passthrough, and
     /// anything wrong with a fix for it (exit status 3 if something is)
     Doctor,

@@ -101,8 +101,11 @@ pub fn examine(store_root: &Path) -> Report {
             Severity::Warning,
             format!("store {}", store_root.display()),
             "there is no store here yet",
-            "`artifactfs log NAME PATH --type TYPE` creates it; or point --store or \
-             $ARTIFACTFS_STORE at an existing one",
+            format!(
+                "`artifactfs init {}` creates it (so does logging a first version into it); \
+                 or point --store or $ARTIFACTFS_STORE at an existing one",
+                store_root.display()
+            ),
         );
     }
     examine_fuse(&mut r);

@@ -27,4 +27,5 @@ pub mod query;
 pub mod reference;
 pub mod staging;
 pub mod store;
+pub mod store_dir;
 pub mod tree;

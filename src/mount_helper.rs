@@ -138,7 +138,14 @@ pub fn run(args: &[OsString]) -> ExitCode {
     if request.fake {
         return ExitCode::SUCCESS;
     }
-    match crate::mount::mount(&request.store, &request.mountpoint, false) {
+    let location = crate::store_dir::Location {
+        path: request.store.clone(),
+        origin: crate::store_dir::Origin::Flag,
+    };
+    let mounted = location
+        .require()
+        .and_then(|()| crate::mount::mount(&request.store, &request.mountpoint, false));
+    match mounted {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");

@@ -108,6 +108,19 @@ name_type!(
     |_| None
 );
 
+/// The candidate closest to `want`, if one is close enough to be a typo of it (`mnsit` for
+/// `mnist`, `bset` for `best`): for "did you mean" hints.
+pub fn closest<'a>(want: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let limit = (want.chars().count() / 3).max(1);
+    candidates
+        .into_iter()
+        .filter(|c| *c != want)
+        .map(|c| (strsim::damerau_levenshtein(want, c), c))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
 /// Which version of an artifact a reference selects.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Selector {
@@ -236,6 +249,20 @@ mod tests {
         let d: DraftName = "mnist@run-1".parse().unwrap();
         assert_eq!(d.id_key(), "run-1");
         assert!("mnist@".parse::<DraftName>().is_err());
+    }
+
+    #[test]
+    fn close_names_are_suggested_and_far_ones_not() {
+        let names = ["mnist", "cifar10", "best", "latest"];
+        assert_eq!(closest("mnsit", names), Some("mnist"));
+        assert_eq!(closest("bset", names), Some("best"));
+        assert_eq!(closest("lates", names), Some("latest"));
+        assert_eq!(closest("imagenet", names), None);
+        assert_eq!(
+            closest("mnist", names),
+            None,
+            "the name itself is no suggestion"
+        );
     }
 
     #[test]

@@ -17,7 +17,7 @@ use crate::draft;
 use crate::error::{Error, IoContext, Result};
 use crate::hash::Digest;
 use crate::ingest::{self, Inputs, Stored};
-use crate::names::{AliasName, ArtifactName, DraftName, LATEST, TypeName, VersionRef};
+use crate::names::{AliasName, ArtifactName, DraftName, LATEST, TypeName, VersionRef, closest};
 use crate::staging::Staging;
 use rayon::prelude::*;
 
@@ -327,8 +327,17 @@ impl Store {
         refuse_latest(alias, "removed")?;
         self.catalog.write(|tx| {
             let art = versions::require_artifact(tx, name.as_str())?;
-            versions::remove_alias(tx, art.id, alias.as_str())?
-                .ok_or_else(|| Error::not_found(format!("alias {name}:{alias}")))
+            if let Some(n) = versions::remove_alias(tx, art.id, alias.as_str())? {
+                return Ok(n);
+            }
+            let aliases = versions::aliases_of_artifact(tx, art.id)?;
+            let hint = closest(alias.as_str(), aliases.iter().map(|(a, _)| a.as_str()))
+                .map(|c| format!("did you mean {name}:{c}?"));
+            Err(crate::catalog::absent(
+                tx,
+                format!("alias {name}:{alias}"),
+                hint,
+            ))
         })
     }
 
@@ -571,9 +580,19 @@ pub fn require_draft(conn: &Connection, name: &DraftName) -> Result<DraftRow> {
         return Ok(d);
     }
     refuse_sealed(conn, name)?;
-    Err(Error::not_found(format!(
-        "draft {name} (create it with `artifactfs draft new {name}`)"
-    )))
+    let names: Vec<String> = drafts::list(conn)?
+        .iter()
+        .map(|d| d.display_name())
+        .collect();
+    let hint = match closest(&name.to_string(), names.iter().map(|n| n.as_str())) {
+        Some(c) => format!("did you mean {c}?"),
+        None => format!("create it with `artifactfs draft new {name}`"),
+    };
+    Err(crate::catalog::absent(
+        conn,
+        format!("draft {name}"),
+        Some(hint),
+    ))
 }
 
 fn open_distributed(tx: &Connection, name: &DraftName, type_name: &TypeName) -> Result<DraftRow> {

@@ -232,6 +232,7 @@ fn differences(expected: &Tree, actual: &Tree, mtimes: Mtimes, volatile: &[&str]
 /// can name the request that got an error.
 fn mount(s: &TestStore) -> Mounted<'_> {
     require_fuse();
+    s.ensure_store();
     let mp = mountpoint(s);
     let mut cmd = s.command(&[os("mount"), os(&mp)]);
     cmd.env("RUST_LOG", "info,artifactfs::fuse=debug");

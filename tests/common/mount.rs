@@ -239,8 +239,10 @@ impl<'a> Mounted<'a> {
         Self::background(store, mp, Some(uid))
     }
 
+    /// Mounting needs a store: one that nothing was logged into yet is made with `init` first.
     fn background(store: &'a TestStore, mp: &Path, uid: Option<u32>) -> Self {
         require_fuse();
+        store.ensure_store();
         let mp = canonical_mountpoint(mp);
         let args = [OsStr::new("mount"), mp.as_os_str()];
         let out = match uid {
@@ -276,6 +278,7 @@ impl<'a> Mounted<'a> {
     /// `artifactfs --store S mount MP --foreground`, spawned; returns once the mount answers.
     pub fn foreground(store: &'a TestStore, mp: &Path) -> Self {
         require_fuse();
+        store.ensure_store();
         let mp = canonical_mountpoint(mp);
         let mut cmd =
             store.command(&[OsStr::new("mount"), mp.as_os_str(), "--foreground".as_ref()]);
