@@ -134,7 +134,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             type_name,
             commit,
         } => {
-            let opts = commit_options(Some(type_name), &commit)?;
+            let opts = commit_options(type_name, &commit)?;
             let inputs = inputs(&store, paths, &references)?;
             let outcome = store.log(&name, &inputs, &opts)?;
             out.outcome(&store, &outcome)?;
@@ -152,7 +152,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 id: Some(distributed_id),
             };
             let inputs = inputs(&store, paths, &references)?;
-            let n = store.upsert(&draft, &inputs, &type_name)?;
+            let n = store.upsert(&draft, &inputs, type_name.as_ref())?;
             out.print(json!({"draft": draft.to_string(), "files": n}), || {
                 format!("added {n} files to draft {draft}")
             })?;
@@ -169,7 +169,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 artifact: name,
                 id: Some(distributed_id),
             };
-            let opts = commit_options(Some(type_name), &commit)?;
+            let opts = commit_options(type_name, &commit)?;
             let inputs = inputs(&store, paths, &references)?;
             let outcome = store.finish(&draft, &inputs, &opts)?;
             out.outcome(&store, &outcome)?;

@@ -51,8 +51,9 @@ pub enum Command {
         #[command(flatten)]
         references: ReferenceArgs,
         /// Artifact type, fixed when the artifact is created (dataset, model, …)
+        /// [default: the artifact's type; dataset for a new artifact]
         #[arg(long = "type", value_name = "TYPE")]
-        type_name: TypeName,
+        type_name: Option<TypeName>,
         #[command(flatten)]
         commit: CommitArgs,
     },
@@ -66,9 +67,12 @@ pub enum Command {
         paths: Vec<PathBuf>,
         #[command(flatten)]
         references: ReferenceArgs,
+        /// Artifact type, fixed when the artifact is created (dataset, model, …)
+        /// [default: the draft's or the artifact's type; dataset for a new artifact]
         #[arg(long = "type", value_name = "TYPE")]
-        type_name: TypeName,
-        #[arg(long)]
+        type_name: Option<TypeName>,
+        /// The id all writers of one distributed version share (W&B's distributed_id)
+        #[arg(long, value_name = "ID")]
         distributed_id: DistributedId,
     },
     /// Add any last PATHs to NAME@ID and commit it; the id is sealed afterwards
@@ -77,9 +81,12 @@ pub enum Command {
         paths: Vec<PathBuf>,
         #[command(flatten)]
         references: ReferenceArgs,
+        /// Artifact type, fixed when the artifact is created (dataset, model, …)
+        /// [default: the draft's or the artifact's type; dataset for a new artifact]
         #[arg(long = "type", value_name = "TYPE")]
-        type_name: TypeName,
-        #[arg(long)]
+        type_name: Option<TypeName>,
+        /// The id all writers of one distributed version share (W&B's distributed_id)
+        #[arg(long, value_name = "ID")]
         distributed_id: DistributedId,
         #[command(flatten)]
         commit: CommitArgs,

@@ -272,7 +272,7 @@ impl Store {
         &mut self,
         name: &DraftName,
         inputs: &Inputs,
-        type_name: &TypeName,
+        type_name: Option<&TypeName>,
     ) -> Result<usize> {
         self.ingest_into(
             inputs,
@@ -290,10 +290,6 @@ impl Store {
         inputs: &Inputs,
         opts: &CommitOptions,
     ) -> Result<Outcome> {
-        let type_name = opts
-            .type_name
-            .clone()
-            .ok_or_else(|| Error::invalid("finish", "--type is required"))?;
         // With no files of its own, finish commits what was upserted; it must not create an
         // empty draft (a mistyped id would otherwise become an empty version).
         let open = |tx: &Connection| {
@@ -306,7 +302,7 @@ impl Store {
                     "nothing was upserted to this distributed id and no files were given",
                 ));
             }
-            open_distributed(tx, name, &type_name)
+            open_distributed(tx, name, opts.type_name.as_ref())
         };
         self.ingest_into(inputs, None, true, open, |tx, d, _| {
             commit::commit(tx, d, opts)
@@ -595,10 +591,23 @@ pub fn require_draft(conn: &Connection, name: &DraftName) -> Result<DraftRow> {
     ))
 }
 
-fn open_distributed(tx: &Connection, name: &DraftName, type_name: &TypeName) -> Result<DraftRow> {
+/// Finds or starts the distributed draft `name`. Without a type, the draft keeps the one it
+/// has (or none: the commit then takes the artifact's, or `dataset`).
+fn open_distributed(
+    tx: &Connection,
+    name: &DraftName,
+    type_name: Option<&TypeName>,
+) -> Result<DraftRow> {
     refuse_sealed(tx, name)?;
-    check_type(tx, &name.artifact, Some(type_name))?;
-    match drafts::get(tx, name.artifact.as_str(), name.id_key())? {
+    check_type(tx, &name.artifact, type_name)?;
+    let existing = drafts::get(tx, name.artifact.as_str(), name.id_key())?;
+    let Some(type_name) = type_name else {
+        return match existing {
+            Some(d) => Ok(d),
+            None => drafts::create(tx, name.artifact.as_str(), name.id_key(), None, None),
+        };
+    };
+    match existing {
         Some(d) => {
             if d.type_name
                 .as_deref()

@@ -527,3 +527,80 @@ fn a_catalog_being_created_by_another_process_is_waited_for() {
     assert_success(&out, &["log while the catalog is being created"]);
     assert_eq!(stdout(&out), "mnist:v0\n");
 }
+
+/// `--type` may be left out of `log`, `upsert` and `finish`: a new artifact is a `dataset`, an
+/// existing one keeps its type, and a distributed draft keeps the type it was given; a type
+/// that conflicts is still refused.
+#[test]
+fn type_defaults_to_the_artifacts_then_to_dataset() {
+    let s = TestStore::new();
+    let a = s.tree("a", &[("a.txt", "a")]);
+    let b = s.tree("b", &[("b.txt", "b")]);
+    let type_of = |r: &str| s.json(&["show", r])["type"].as_str().unwrap().to_string();
+
+    assert_eq!(s.ok(&["log", "mnist", p(&a)]).trim(), "mnist:v0");
+    assert_eq!(type_of("mnist"), "dataset");
+    s.ok(&["log", "net", p(&a), "--type", "model"]);
+    assert_eq!(s.ok(&["log", "net", p(&b)]).trim(), "net:v1");
+    assert_eq!(type_of("net:v1"), "model");
+    refused(
+        &s,
+        &["log", "net", p(&a), "--type", "dataset"],
+        &["artifact net has type model, not dataset"],
+    );
+
+    // Distributed: an existing artifact's type, with no --type on either command.
+    s.ok(&["upsert", "net", p(&a), "--distributed-id", "r1"]);
+    assert_eq!(
+        s.json(&["finish", "net", p(&b), "--distributed-id", "r1"])["type"],
+        "model"
+    );
+    // The type given to the first upsert holds for the finish that gives none.
+    s.ok(&[
+        "upsert",
+        "ckpt",
+        p(&a),
+        "--type",
+        "model",
+        "--distributed-id",
+        "r1",
+    ]);
+    s.ok(&["upsert", "ckpt", p(&b), "--distributed-id", "r1"]);
+    assert_eq!(
+        s.json(&["finish", "ckpt", "--distributed-id", "r1"])["type"],
+        "model"
+    );
+    // And a new artifact with no type anywhere is a dataset.
+    s.ok(&["upsert", "shards", p(&a), "--distributed-id", "r1"]);
+    assert_eq!(
+        s.json(&["finish", "shards", "--distributed-id", "r1"])["type"],
+        "dataset"
+    );
+    s.ok(&[
+        "upsert",
+        "ckpt",
+        p(&a),
+        "--type",
+        "model",
+        "--distributed-id",
+        "r2",
+    ]);
+    refused(
+        &s,
+        &[
+            "finish",
+            "ckpt",
+            "--type",
+            "dataset",
+            "--distributed-id",
+            "r2",
+        ],
+        &["has type model, not dataset"],
+    );
+    // Leaving the type out does not let a mistyped id through.
+    refused(
+        &s,
+        &["finish", "ckpt", "--distributed-id", "r3"],
+        &["nothing was upserted to this distributed id"],
+    );
+}
