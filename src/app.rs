@@ -137,7 +137,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             let opts = commit_options(type_name, &commit)?;
             let inputs = inputs(&store, paths, &references)?;
             let outcome = store.log(&name, &inputs, &opts)?;
-            out.outcome(&store, &outcome)?;
+            out.outcome(&store, &outcome, &opts)?;
         }
         Command::Draft(cmd) => draft(&mut store, &out, cmd)?,
         Command::Upsert {
@@ -172,7 +172,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             let opts = commit_options(type_name, &commit)?;
             let inputs = inputs(&store, paths, &references)?;
             let outcome = store.finish(&draft, &inputs, &opts)?;
-            out.outcome(&store, &outcome)?;
+            out.outcome(&store, &outcome, &opts)?;
         }
         Command::List { name: None } => {
             let list = query::artifacts(store.conn())?;
@@ -418,7 +418,7 @@ fn draft(store: &mut Store, out: &Output, cmd: DraftCommand) -> Result<()> {
         } => {
             let opts = commit_options(type_name, &commit)?;
             let outcome = store.draft_commit(&draft, &opts)?;
-            out.outcome(store, &outcome)
+            out.outcome(store, &outcome, &opts)
         }
     }
 }
@@ -464,16 +464,32 @@ impl Output {
         Ok(())
     }
 
-    fn outcome(&self, store: &Store, outcome: &Outcome) -> Result<()> {
+    /// The version a commit made or found. An unchanged commit sets its aliases on the
+    /// version found but leaves its description and metadata alone: say which were dropped.
+    fn outcome(&self, store: &Store, outcome: &Outcome, opts: &CommitOptions) -> Result<()> {
         let r = outcome.version().reference();
         let (type_name, summary) = query::show(store.conn(), &r.parse()?)?;
         let mut value = version_json(&type_name, &summary);
+        let given = [
+            ("description", opts.description.is_some()),
+            ("metadata", opts.metadata.is_some()),
+        ];
+        let not_applied: Vec<&str> = match outcome.is_unchanged() {
+            true => given.iter().filter(|(_, g)| *g).map(|(k, _)| *k).collect(),
+            false => Vec::new(),
+        };
         value["unchanged"] = Value::Bool(outcome.is_unchanged());
+        value["not_applied"] = json!(not_applied);
         self.print(value, || {
-            if outcome.is_unchanged() {
-                format!("{r} (unchanged)")
-            } else {
-                r
+            let flags: Vec<String> = not_applied.iter().map(|k| format!("--{k}")).collect();
+            match (outcome.is_unchanged(), flags.len()) {
+                (false, _) => r,
+                (true, 0) => format!("{r} (unchanged)"),
+                (true, n) => format!(
+                    "{r} (unchanged; {} {} not applied: {r} keeps its own)",
+                    flags.join(" and "),
+                    if n == 1 { "was" } else { "were" }
+                ),
             }
         })
     }

@@ -78,6 +78,72 @@ fn log_prints_the_version_and_json_describes_it() {
     assert_eq!(v["digest"].as_str().unwrap().len(), 64);
 }
 
+/// An unchanged `log` (or commit) sets its aliases on the version it found but never its
+/// description or metadata, and says which of those it did not apply.
+#[test]
+fn an_unchanged_commit_says_which_description_and_metadata_it_did_not_apply() {
+    let s = TestStore::new();
+    let d = s.tree("data", &[("x.txt", "hello\n")]);
+    s.ok(&[
+        "log",
+        "ds",
+        p(&d),
+        "--description",
+        "first",
+        "--metadata",
+        r#"{"n": 1}"#,
+    ]);
+    let before = s.fingerprint();
+    let out = s.ok(&[
+        "log",
+        "ds",
+        p(&d),
+        "--description",
+        "second",
+        "--metadata",
+        "{}",
+    ]);
+    assert_eq!(
+        out,
+        "ds:v0 (unchanged; --description and --metadata were not applied: ds:v0 keeps its own)\n"
+    );
+    assert_unchanged(&before, &s.fingerprint(), "an unchanged log");
+    let v = s.json(&[
+        "log",
+        "ds",
+        p(&d),
+        "--metadata",
+        r#"{"n": 2}"#,
+        "--alias",
+        "best",
+    ]);
+    assert_eq!(v["unchanged"], true);
+    assert_eq!(v["not_applied"], json!(["metadata"]));
+    assert_eq!(v["metadata"], json!({"n": 1}), "the version's own");
+    assert_eq!(v["description"], "first");
+    assert_eq!(
+        v["aliases"],
+        json!(["latest", "best"]),
+        "aliases are applied"
+    );
+    // Nothing given, nothing to report; a new version applies both.
+    assert_eq!(s.ok(&["log", "ds", p(&d)]), "ds:v0 (unchanged)\n");
+    assert_eq!(s.json(&["log", "ds", p(&d)])["not_applied"], json!([]));
+    // The same for a draft commit equal to its base.
+    s.ok(&["draft", "new", "ds"]);
+    assert_eq!(
+        s.ok(&["draft", "commit", "ds", "--description", "again"]),
+        "ds:v0 (unchanged; --description was not applied: ds:v0 keeps its own)\n"
+    );
+    let d2 = s.tree("data2", &[("x.txt", "changed\n")]);
+    let v = s.json(&["log", "ds", p(&d2), "--description", "third"]);
+    assert_eq!(
+        (v["unchanged"].clone(), v["not_applied"].clone()),
+        (json!(false), json!([]))
+    );
+    assert_eq!(v["description"], "third");
+}
+
 #[test]
 fn list_artifacts_and_versions() {
     let s = TestStore::new();
