@@ -131,11 +131,12 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             name,
             paths,
             references,
+            overwrite,
             type_name,
             commit,
         } => {
             let opts = commit_options(type_name, &commit)?;
-            let inputs = inputs(&store, paths, &references)?;
+            let inputs = inputs(&store, paths, &references, overwrite)?;
             let outcome = store.log(&name, &inputs, &opts)?;
             out.outcome(&store, &outcome, &opts)?;
         }
@@ -144,6 +145,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             name,
             paths,
             references,
+            overwrite,
             type_name,
             distributed_id,
         } => {
@@ -151,16 +153,32 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 artifact: name,
                 id: Some(distributed_id),
             };
-            let inputs = inputs(&store, paths, &references)?;
-            let n = store.upsert(&draft, &inputs, type_name.as_ref())?;
-            out.print(json!({"draft": draft.to_string(), "files": n}), || {
-                format!("added {n} files to draft {draft}")
-            })?;
+            let inputs = inputs(&store, paths, &references, overwrite)?;
+            let (n, replaced) = store.upsert(&draft, &inputs, type_name.as_ref())?;
+            let replaced: Vec<String> = replaced.iter().map(|p| json_path(p)).collect();
+            out.print(
+                json!({"draft": draft.to_string(), "files": n, "replaced": replaced}),
+                || {
+                    let mut text = format!(
+                        "added {} to draft {draft}",
+                        plural(n as u64, "file", "files")
+                    );
+                    if !replaced.is_empty() {
+                        text.push_str(&format!(
+                            "\nreplaced what an earlier writer had added at {}: {}",
+                            plural(replaced.len() as u64, "path", "paths"),
+                            replaced.join(", ")
+                        ));
+                    }
+                    text
+                },
+            )?;
         }
         Command::Finish {
             name,
             paths,
             references,
+            overwrite,
             type_name,
             distributed_id,
             commit,
@@ -170,7 +188,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 id: Some(distributed_id),
             };
             let opts = commit_options(type_name, &commit)?;
-            let inputs = inputs(&store, paths, &references)?;
+            let inputs = inputs(&store, paths, &references, overwrite)?;
             let outcome = store.finish(&draft, &inputs, &opts)?;
             out.outcome(&store, &outcome, &opts)?;
         }
@@ -344,9 +362,10 @@ fn draft(store: &mut Store, out: &Output, cmd: DraftCommand) -> Result<()> {
             draft,
             paths,
             references,
+            overwrite,
             dest,
         } => {
-            let inputs = inputs(store, paths, &references)?;
+            let inputs = inputs(store, paths, &references, overwrite)?;
             let n = store.draft_add(&draft, &inputs, dest.as_deref())?;
             out.print(json!({"draft": draft.to_string(), "files": n}), || {
                 format!("added {n} files to draft {draft}")
@@ -558,12 +577,21 @@ fn long_json(path: &[u8], e: &TreeEntry) -> Value {
 }
 
 /// What `log` and `draft add` were given to add.
-fn inputs(store: &Store, paths: Vec<PathBuf>, refs: &ReferenceArgs) -> Result<Inputs> {
+fn inputs(
+    store: &Store,
+    paths: Vec<PathBuf>,
+    refs: &ReferenceArgs,
+    overwrite: bool,
+) -> Result<Inputs> {
     if refs.references.is_empty() {
-        return Ok(Inputs::paths(&paths));
+        return Ok(Inputs {
+            overwrite,
+            ..Inputs::paths(&paths)
+        });
     }
     let off_limits = OffLimits::of(store.root())?;
     Ok(Inputs {
+        overwrite,
         paths,
         references: ingest::references(&refs.references, &off_limits)?,
         checksum: !refs.no_checksum,

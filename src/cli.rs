@@ -50,6 +50,9 @@ pub enum Command {
         paths: Vec<PathBuf>,
         #[command(flatten)]
         references: ReferenceArgs,
+        /// When two inputs give the same path, keep the one named last instead of refusing
+        #[arg(long)]
+        overwrite: bool,
         /// Artifact type, fixed when the artifact is created (dataset, model, …)
         /// [default: the artifact's type; dataset for a new artifact]
         #[arg(long = "type", value_name = "TYPE")]
@@ -67,6 +70,9 @@ pub enum Command {
         paths: Vec<PathBuf>,
         #[command(flatten)]
         references: ReferenceArgs,
+        /// When two inputs give the same path, keep the one named last instead of refusing
+        #[arg(long)]
+        overwrite: bool,
         /// Artifact type, fixed when the artifact is created (dataset, model, …)
         /// [default: the draft's or the artifact's type; dataset for a new artifact]
         #[arg(long = "type", value_name = "TYPE")]
@@ -81,6 +87,9 @@ pub enum Command {
         paths: Vec<PathBuf>,
         #[command(flatten)]
         references: ReferenceArgs,
+        /// When two inputs give the same path, keep the one named last instead of refusing
+        #[arg(long)]
+        overwrite: bool,
         /// Artifact type, fixed when the artifact is created (dataset, model, …)
         /// [default: the draft's or the artifact's type; dataset for a new artifact]
         #[arg(long = "type", value_name = "TYPE")]
@@ -171,6 +180,9 @@ pub enum DraftCommand {
         paths: Vec<PathBuf>,
         #[command(flatten)]
         references: ReferenceArgs,
+        /// When two inputs give the same path, keep the one named last instead of refusing
+        #[arg(long)]
+        overwrite: bool,
         /// Destination in the draft: the file's path for one file, else a directory prefix
         #[arg(long = "as", value_name = "DEST")]
         dest: Option<String>,

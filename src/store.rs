@@ -135,19 +135,25 @@ impl Store {
         inputs: &Inputs,
         dest: Option<&str>,
         rehearse: bool,
+        track_replaced: bool,
         open: impl Fn(&Connection) -> Result<DraftRow>,
-        then: impl FnOnce(&Connection, &DraftRow, usize) -> Result<T>,
+        then: impl FnOnce(&Connection, &DraftRow, usize, Vec<Vec<u8>>) -> Result<T>,
     ) -> Result<T> {
         self.catalog.check_writable()?;
         let dest = dest.map(ingest::parse_dest).transpose()?;
         let dest = dest.as_deref();
         let mut total = 0;
+        let mut collisions = ingest::Collisions::of(inputs)?;
         let mut check = |tx: Option<(&Connection, &DraftRow)>| {
             ingest::scan(inputs, dest, INGEST_CHUNK, &mut |chunk| {
                 total += ingest::bytes_of(&chunk);
+                if let Some(c) = collisions.as_mut() {
+                    c.check(&chunk)?;
+                }
                 match tx {
                     Some((tx, d)) => {
-                        record(tx, d, chunk.iter().map(ingest::placeholder).collect()).map(|_| ())
+                        let placeholders = chunk.iter().map(ingest::placeholder).collect();
+                        record(tx, d, placeholders, None).map(|_| ())
                     }
                     None => Ok(()),
                 }
@@ -174,11 +180,12 @@ impl Store {
             self.catalog.write(|tx| {
                 let d = open(tx)?;
                 let mut n = 0;
+                let mut replaced = track_replaced.then(Vec::new);
                 spool.replay(INGEST_CHUNK, &mut |chunk| {
-                    n += record(tx, &d, chunk)?;
+                    n += record(tx, &d, chunk, replaced.as_mut())?;
                     Ok(())
                 })?;
-                then(tx, &d, n)
+                then(tx, &d, n, replaced.unwrap_or_default())
             })
         });
         drop(lock);
@@ -204,8 +211,9 @@ impl Store {
             inputs,
             None,
             false,
+            false,
             |tx| drafts::create(tx, name.as_str(), LOG_DRAFT_ID, None, None),
-            |tx, d, _| commit::commit(tx, d, opts),
+            |tx, d, _, _| commit::commit(tx, d, opts),
         )
     }
 
@@ -229,8 +237,9 @@ impl Store {
             inputs,
             dest,
             true,
+            false,
             |tx| require_draft(tx, name),
-            |_, _, n| Ok(n),
+            |_, _, n, _| Ok(n),
         )
     }
 
@@ -267,19 +276,22 @@ impl Store {
     }
 
     /// `upsert`: adds files to the distributed draft `name`, creating it if needed. Safe to
-    /// run from many processes at once: each adds its files in its own transaction.
+    /// run from many processes at once: each adds its files in its own transaction, and the
+    /// later of two that add one path wins. Returns how many files it added, and the paths
+    /// where it replaced other content that an earlier writer had added.
     pub fn upsert(
         &mut self,
         name: &DraftName,
         inputs: &Inputs,
         type_name: Option<&TypeName>,
-    ) -> Result<usize> {
+    ) -> Result<(usize, Vec<Vec<u8>>)> {
         self.ingest_into(
             inputs,
             None,
             true,
+            true,
             |tx| open_distributed(tx, name, type_name),
-            |_, _, n| Ok(n),
+            |_, _, n, replaced| Ok((n, replaced)),
         )
     }
 
@@ -304,7 +316,7 @@ impl Store {
             }
             open_distributed(tx, name, opts.type_name.as_ref())
         };
-        self.ingest_into(inputs, None, true, open, |tx, d, _| {
+        self.ingest_into(inputs, None, true, false, open, |tx, d, _, _| {
             commit::commit(tx, d, opts)
         })
     }
@@ -556,13 +568,30 @@ pub fn new_draft(
     )
 }
 
-/// Records stored sources in draft `d`. Returns how many files and symlinks were recorded.
-fn record(tx: &Connection, d: &DraftRow, stored: Vec<Stored>) -> Result<usize> {
+/// Records stored sources in draft `d`. Returns how many files and symlinks were recorded;
+/// adds to `replaced` the paths where the draft had recorded other content before.
+fn record(
+    tx: &Connection,
+    d: &DraftRow,
+    stored: Vec<Stored>,
+    mut replaced: Option<&mut Vec<Vec<u8>>>,
+) -> Result<usize> {
     let mut files = 0;
     for s in stored {
         match s.change {
             Change::Dir { .. } => draft::put_dir(tx, d, &s.dest, s.mode, s.mtime_ns)?,
             change => {
+                if let Some(replaced) = replaced.as_mut() {
+                    let (parent, name) = match s.dest.iter().rposition(|b| *b == b'/') {
+                        Some(i) => (&s.dest[..i], &s.dest[i + 1..]),
+                        None => (&b""[..], &s.dest[..]),
+                    };
+                    let before = drafts::entry(tx, d.id, parent, name)?.map(|e| e.change);
+                    let leaf = |c: &Change| !matches!(c, Change::Dir { .. } | Change::Removed);
+                    if before.is_some_and(|b| leaf(&b) && b != change) {
+                        replaced.push(s.dest.clone());
+                    }
+                }
                 draft::put_leaf(tx, d, &s.dest, change, s.mode, s.mtime_ns)?;
                 files += 1;
             }

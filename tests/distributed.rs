@@ -604,3 +604,31 @@ fn type_defaults_to_the_artifacts_then_to_dataset() {
         &["nothing was upserted to this distributed id"],
     );
 }
+
+/// When two workers upsert the same path the later still wins, and says which paths it
+/// replaced; the same content upserted again is no replacement.
+#[test]
+fn an_upsert_that_replaces_an_earlier_writers_file_says_so() {
+    let s = TestStore::new();
+    let w1 = s.tree("w1", &[("shared.csv", "from worker 1\n"), ("a.csv", "a")]);
+    let w2 = s.tree("w2", &[("shared.csv", "from worker 2\n"), ("b.csv", "b")]);
+    let w3 = s.tree("w3", &[("a.csv", "a")]);
+    assert_eq!(
+        s.ok(&["upsert", "shards", p(&w1), "--distributed-id", "run"]),
+        "added 2 files to draft shards@run\n"
+    );
+    assert_eq!(
+        s.ok(&["upsert", "shards", p(&w2), "--distributed-id", "run"]),
+        "added 2 files to draft shards@run\nreplaced what an earlier writer had added at 1 \
+         path: shared.csv\n"
+    );
+    let v = s.json(&["upsert", "shards", p(&w3), "--distributed-id", "run"]);
+    assert_eq!(
+        v,
+        json!({"draft": "shards@run", "files": 1, "replaced": []})
+    );
+    let v = s.json(&["upsert", "shards", p(&w1), "--distributed-id", "run"]);
+    assert_eq!(v["replaced"], json!(["shared.csv"]));
+    s.ok(&["finish", "shards", "--distributed-id", "run"]);
+    assert_eq!(cat(&s, "shards", "shared.csv"), "from worker 1\n");
+}
