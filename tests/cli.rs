@@ -767,7 +767,7 @@ fn draft_and_distributed_commands_print_json() {
             "--distributed-id",
             "r"
         ]),
-        json!({"draft": "m@r", "files": 1})
+        json!({"draft": "m@r", "files": 1, "replaced": []})
     );
     let list = s.json(&["draft", "list"]);
     assert_eq!(list[0]["draft"], "m@r");
