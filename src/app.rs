@@ -13,7 +13,7 @@ use crate::commit::{CommitOptions, Outcome, parse_metadata};
 use crate::error::{Error, IoContext, Result};
 use crate::ingest::{self, Inputs};
 use crate::maintenance;
-use crate::materialize;
+use crate::materialize::{self, Existing};
 use crate::names::{DraftName, TypeName};
 use crate::query::{self, VersionSummary, change_code};
 use crate::reference::OffLimits;
@@ -278,13 +278,42 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             let changes = query::diff(store.conn(), &from, &to)?;
             out.changes(&changes)?;
         }
-        Command::Get { reference, dest } => {
-            let report = materialize::get(&store, &reference, &dest)?;
+        Command::Get {
+            reference,
+            dest,
+            delete,
+            merge,
+        } => {
+            let existing = match (delete, merge) {
+                (true, _) => Existing::Delete,
+                (_, true) => Existing::Merge,
+                _ => Existing::Refuse,
+            };
+            let report = materialize::get(&store, &reference, &dest, existing)?;
             let r = report.version.reference();
+            let (removed, kept) = match existing {
+                Existing::Delete => (report.extra, 0),
+                _ => (0, report.extra),
+            };
             out.print(
                 json!({"ref": r, "dest": json_path(dest.as_os_str().as_encoded_bytes()),
-                    "files": report.files, "reflinked": report.reflinked}),
-                || format!("{r} -> {} ({} files)", dest.display(), report.files),
+                    "files": report.files, "reflinked": report.reflinked,
+                    "extra_removed": removed, "extra_kept": kept}),
+                || {
+                    let files = plural(report.files, "file", "files");
+                    let extra = match (removed, kept) {
+                        (0, 0) => String::new(),
+                        (n, 0) => format!(
+                            "; removed {} the version does not have",
+                            plural(n, "file", "files")
+                        ),
+                        (_, n) => format!(
+                            "; kept {} the version does not have",
+                            plural(n, "file", "files")
+                        ),
+                    };
+                    format!("{r} -> {} ({files}{extra})", dest.display())
+                },
             )?;
         }
         Command::Alias(AliasCommand::Set { reference, alias }) => {

@@ -120,10 +120,17 @@ pub enum Command {
     },
     /// Files added (A), removed (D) and modified (M) from the first version to the second
     Diff { from: VersionRef, to: VersionRef },
-    /// Write a version out into directory DEST
+    /// Write a version out into directory DEST (new or empty, unless --delete or --merge)
     Get {
         reference: VersionRef,
         dest: PathBuf,
+        /// DEST may hold files: make it exactly the version, removing what the version does
+        /// not have (as rsync --delete does)
+        #[arg(long, conflicts_with = "merge")]
+        delete: bool,
+        /// DEST may hold files: write the version over them and keep those it does not have
+        #[arg(long)]
+        merge: bool,
     },
     /// Set or remove aliases
     #[command(subcommand)]

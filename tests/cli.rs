@@ -363,15 +363,122 @@ fn get_materializes_files_modes_mtimes_and_symlinks() {
     fs::write(dest.join("plain.txt"), "changed").unwrap();
     assert_eq!(cat(&s, "m", "plain.txt"), "plain\n");
 
-    // --json, into an existing directory whose files are replaced.
-    let v = s.json(&["get", "m", p(&dest)]);
+    // --json, into an existing directory whose files are replaced (--merge: it holds files).
+    let v = s.json(&["get", "m", p(&dest), "--merge"]);
     assert_eq!(v["ref"], "m:v0");
     assert_eq!(v["files"], 5);
     assert_eq!(v["dest"], p(&dest));
     assert_eq!(
+        (v["extra_kept"].clone(), v["extra_removed"].clone()),
+        (json!(0), json!(0))
+    );
+    assert_eq!(
         fs::read_to_string(dest.join("plain.txt")).unwrap(),
         "plain\n"
     );
+}
+
+/// `get` into a directory that holds files is refused, changing nothing, unless `--delete`
+/// (the destination becomes exactly the version) or `--merge` (files the version does not
+/// have are kept, and counted).
+#[test]
+fn get_into_a_non_empty_directory_needs_delete_or_merge() {
+    let s = TestStore::new();
+    two_versions(&s);
+    let dest = s.path("checkout");
+    s.ok(&["get", "mnist:v0", p(&dest)]);
+    // A user's own files beside the checkout, and a directory where v1 has a file.
+    write_tree(&dest, &[("notes.txt", "mine"), ("results/run1.csv", "r")]);
+    fs::remove_file(dest.join("a.txt")).unwrap();
+    write_tree(&dest, &[("a.txt/inner", "in the way")]);
+    let snapshot = || {
+        let mut out = Vec::new();
+        for e in walk(&dest) {
+            let content = fs::read(dest.join(&e)).unwrap_or_default();
+            out.push((e, content));
+        }
+        out
+    };
+    let before = snapshot();
+    let err = s.fail(&["get", "mnist:v1", p(&dest)]);
+    assert_eq!(
+        err.trim(),
+        format!(
+            "error: get into {}: the directory is not empty (a.txt, link, notes.txt, …); add \
+             --delete to make it exactly mnist:v1, removing what the version does not have, or \
+             --merge to write the version over it and keep the rest",
+            p(&dest)
+        )
+    );
+    assert_eq!(snapshot(), before, "a refused get changed the destination");
+    // --merge will not replace a directory with a file: refused before anything is written.
+    let err = s.fail(&["get", "mnist:v1", p(&dest), "--merge"]);
+    assert!(
+        err.contains("a.txt, where the version has a file, is a directory"),
+        "{err}"
+    );
+    assert_eq!(snapshot(), before);
+    fs::remove_dir_all(dest.join("a.txt")).unwrap();
+    assert_eq!(
+        s.ok(&["get", "mnist:v1", p(&dest), "--merge"]).trim(),
+        format!(
+            "mnist:v1 -> {} (4 files; kept 3 files the version does not have)",
+            p(&dest)
+        )
+    );
+    assert_eq!(fs::read_to_string(dest.join("notes.txt")).unwrap(), "mine");
+    assert!(dest.join("sub/b.txt").exists(), "v0's file, kept");
+    // --delete: exactly the version, whatever was there.
+    fs::remove_file(dest.join("c.txt")).unwrap();
+    write_tree(&dest, &[("c.txt/x", "a directory where v1 has a file")]);
+    let v = s.json(&["get", "mnist:v1", p(&dest), "--delete"]);
+    assert_eq!(
+        (
+            v["files"].clone(),
+            v["extra_removed"].clone(),
+            v["extra_kept"].clone()
+        ),
+        (json!(4), json!(4), json!(0)),
+        "{v}"
+    );
+    assert_eq!(walk(&dest), ["a.txt", "c.txt", "link", "run.sh"]);
+    assert_eq!(fs::read_to_string(dest.join("c.txt")).unwrap(), "charlie\n");
+    assert_eq!(
+        s.ok(&["get", "mnist:v1", p(&dest), "--delete"]).trim(),
+        format!("mnist:v1 -> {} (4 files)", p(&dest))
+    );
+    let out = s.run(&["get", "mnist:v1", p(&dest), "--delete", "--merge"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "the two flags exclude each other"
+    );
+}
+
+/// Every file and symlink under `dir`, relative, sorted; directories only when empty.
+fn walk(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    fn go(base: &std::path::Path, dir: &std::path::Path, out: &mut Vec<String>) {
+        let mut any = false;
+        for e in fs::read_dir(dir).unwrap() {
+            any = true;
+            let p = e.unwrap().path();
+            if fs::symlink_metadata(&p).unwrap().is_dir() {
+                go(base, &p, out);
+            } else {
+                out.push(p.strip_prefix(base).unwrap().to_string_lossy().into_owned());
+            }
+        }
+        if !any && dir != base {
+            out.push(format!(
+                "{}/",
+                dir.strip_prefix(base).unwrap().to_string_lossy()
+            ));
+        }
+    }
+    go(dir, dir, &mut out);
+    out.sort();
+    out
 }
 
 #[test]
