@@ -105,8 +105,27 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Mount {
             mountpoint,
             foreground,
+            nonempty,
         } => {
-            crate::mount::mount(&dir, mountpoint, *foreground)?;
+            let opts = crate::mount::Options {
+                foreground: *foreground,
+                nonempty: *nonempty,
+            };
+            let out = out_of(&cli);
+            crate::mount::mount(&dir, mountpoint, opts, &mut |at| {
+                let _ = out.print(
+                    json!({"store": json_path(dir.as_os_str().as_encoded_bytes()),
+                        "mountpoint": json_path(at.as_os_str().as_encoded_bytes())}),
+                    || {
+                        format!(
+                            "mounted store {} at {}; unmount with `artifactfs umount {}`",
+                            dir.display(),
+                            at.display(),
+                            at.display()
+                        )
+                    },
+                );
+            })?;
             return Ok(ExitCode::SUCCESS);
         }
         Command::Umount { mountpoint } => {

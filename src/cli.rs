@@ -143,10 +143,14 @@ pub enum Command {
     Gc,
     /// Mount the store at MOUNTPOINT: versions as read-only directories, drafts under drafts/
     Mount {
+        /// An empty directory to mount the store on
         mountpoint: PathBuf,
         /// Stay attached and serve until unmounted (for systemd and tests)
         #[arg(long)]
         foreground: bool,
+        /// Mount even if MOUNTPOINT holds files, hiding them until unmounted
+        #[arg(long)]
+        nonempty: bool,
     },
     /// Unmount MOUNTPOINT and wait for its server to finish
     Umount { mountpoint: PathBuf },

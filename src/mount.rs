@@ -40,8 +40,18 @@ fn worker_threads() -> usize {
         * 2
 }
 
-/// Refuses mount points that do not exist, are not directories, or are already mounts.
-fn check_mountpoint(mountpoint: &Path) -> Result<PathBuf> {
+/// How to mount.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Options {
+    /// Stay attached and serve until unmounted.
+    pub foreground: bool,
+    /// Mount over a directory that holds files (hiding them until unmounted).
+    pub nonempty: bool,
+}
+
+/// Refuses mount points that do not exist, are not directories, are already mounts, or hold
+/// files (unless `nonempty`): a mount hides what is below it.
+fn check_mountpoint(mountpoint: &Path, nonempty: bool) -> Result<PathBuf> {
     let stale = fs::metadata(mountpoint)
         .err()
         .is_some_and(|e| e.raw_os_error() == Some(libc::ENOTCONN));
@@ -70,11 +80,35 @@ fn check_mountpoint(mountpoint: &Path) -> Result<PathBuf> {
     }
     let abs = fs::canonicalize(mountpoint).at(mountpoint)?;
     if mount_type(&abs)?.is_some() {
-        return Err(Error::AlreadyExists(format!(
-            "a mount at {} (unmount it first: artifactfs umount {})",
-            abs.display(),
-            abs.display()
-        )));
+        return Err(Error::invalid(
+            format!("mount point {}", abs.display()),
+            format!(
+                "something is mounted there already; unmount it first with `artifactfs umount {}`",
+                abs.display()
+            ),
+        ));
+    }
+    if !nonempty {
+        let mut names: Vec<String> = fs::read_dir(&abs)
+            .at(&abs)?
+            .take(4)
+            .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+            .collect::<std::io::Result<_>>()
+            .at(&abs)?;
+        if !names.is_empty() {
+            names.sort();
+            if names.len() > 3 {
+                names[3] = "…".into();
+            }
+            return Err(Error::invalid(
+                format!("mount point {}", abs.display()),
+                format!(
+                    "is not empty ({}): the mount would hide its files until unmounted; use an \
+                     empty directory, or --nonempty (-o nonempty with mount -t) to mount over them",
+                    names.join(", ")
+                ),
+            ));
+        }
     }
     Ok(abs)
 }
@@ -103,8 +137,14 @@ fn detach(mountpoint: &Path) -> Result<()> {
     Ok(())
 }
 
-/// `artifactfs mount`: serves the store at `mountpoint`, in the background unless `foreground`.
-pub fn mount(store_root: &Path, mountpoint: &Path, foreground: bool) -> Result<()> {
+/// `artifactfs mount`: serves the store at `mountpoint`, in the background unless
+/// `opts.foreground`. `ready` is told the mount point once the mount answers.
+pub fn mount(
+    store_root: &Path,
+    mountpoint: &Path,
+    opts: Options,
+    ready: &mut dyn FnMut(&Path),
+) -> Result<()> {
     // Two mounts on one mount point at once must not both pass the checks and stack: the
     // second waits here, then finds the first mounted. A server started by `mount` below
     // runs under its parent's lock.
@@ -114,10 +154,10 @@ pub fn mount(store_root: &Path, mountpoint: &Path, foreground: bool) -> Result<(
     } else {
         Some(lock_parent_of(mountpoint)?)
     };
-    let mountpoint = check_mountpoint(mountpoint)?;
+    let mountpoint = check_mountpoint(mountpoint, opts.nonempty)?;
     let store_root = &std::path::absolute(store_root).at(store_root)?;
-    if foreground {
-        return serve(store_root, &mountpoint, lock);
+    if opts.foreground {
+        return serve(store_root, &mountpoint, lock, ready);
     }
     // Open the store here too, so its errors reach the user directly.
     drop(crate::store::Store::open(store_root)?);
@@ -129,6 +169,7 @@ pub fn mount(store_root: &Path, mountpoint: &Path, foreground: bool) -> Result<(
         .arg("mount")
         .arg(&mountpoint)
         .arg("--foreground")
+        .args(opts.nonempty.then_some("--nonempty"))
         .env(READY_FD_ENV, READY_FD.to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -167,6 +208,7 @@ pub fn mount(store_root: &Path, mountpoint: &Path, foreground: bool) -> Result<(
         ));
     };
     if report.trim() == "ready" {
+        ready(&mountpoint);
         return Ok(());
     }
     let _ = child.wait();
@@ -246,9 +288,19 @@ fn report(pipe: &mut Option<fs::File>, msg: &str) {
     }
 }
 
-fn serve(store_root: &Path, mountpoint: &Path, lock: Option<fs::File>) -> Result<()> {
+fn serve(
+    store_root: &Path,
+    mountpoint: &Path,
+    lock: Option<fs::File>,
+    ready: &mut dyn FnMut(&Path),
+) -> Result<()> {
     let mut pipe = take_ready_pipe();
-    let result = serve_inner(store_root, mountpoint, &mut pipe, lock);
+    // Started by `mount`, which tells the user; else this process is the one to.
+    let mut told: &mut dyn FnMut(&Path) = &mut |_: &Path| {};
+    if pipe.is_none() {
+        told = ready;
+    }
+    let result = serve_inner(store_root, mountpoint, &mut pipe, lock, told);
     if let Err(e) = &result {
         log::error!("{e}");
         report(&mut pipe, &format!("{e}\n"));
@@ -261,6 +313,7 @@ fn serve_inner(
     mountpoint: &Path,
     pipe: &mut Option<fs::File>,
     lock: Option<fs::File>,
+    ready: &mut dyn FnMut(&Path),
 ) -> Result<()> {
     // Request threads allocate and free inode data in turns; with an arena per thread, glibc
     // keeps memory freed in one from serving another, and the server grows for nothing.
@@ -271,9 +324,16 @@ fn serve_inner(
     // SAFETY: geteuid cannot fail.
     let root = unsafe { libc::geteuid() } == 0;
     let mut config = Config::default();
+    // The type shows as fuse.artifactfs in /proc/mounts, so `findmnt -t fuse.artifactfs` and
+    // `df -t fuse.artifactfs` find the mount. fusermount3 is given the subtype as such; a
+    // mount made directly, as root, passes it to the kernel as an option.
+    let subtype = match root {
+        true => MountOption::CUSTOM("subtype=artifactfs".into()),
+        false => MountOption::Subtype("artifactfs".into()),
+    };
     config.mount_options = vec![
         MountOption::FSName(store_root.display().to_string()),
-        MountOption::Subtype("artifactfs".into()),
+        subtype,
         MountOption::NoAtime,
         MountOption::NoDev,
         MountOption::NoSuid,
@@ -314,6 +374,7 @@ fn serve_inner(
         .at(Path::new("evict thread"))?;
     drop(lock);
     report(pipe, "ready\n");
+    ready(mountpoint);
     session.run().map_err(|e| Error::io(mountpoint, e))?;
     log::info!("unmounted {}", mountpoint.display());
     Ok(())
@@ -367,8 +428,7 @@ fn evict_entries(inodes: &Inodes, notifier: &fuser::Notifier, limit: usize) {
 pub fn umount(mountpoint: &Path) -> Result<()> {
     let abs = fs::canonicalize(mountpoint).unwrap_or_else(|_| mountpoint.to_path_buf());
     match mount_type(&abs)? {
-        // Mounted directly by root the type is plain "fuse"; through fusermount3 it carries
-        // the subtype.
+        // Mounts made by older versions directly as root have the plain type "fuse".
         Some(t) if t == FS_TYPE || t == "fuse" => {}
         _ => {
             return Err(Error::invalid(
