@@ -222,35 +222,38 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 })
                 .collect();
             out.print(Value::Array(rows), || {
-                list.iter()
-                    .map(|a| {
-                        let latest = a.latest.map_or("-".into(), |n| format!("v{n}"));
-                        format!(
-                            "{}\t{}\t{} versions\tlatest {latest}",
-                            a.name, a.type_name, a.versions
-                        )
-                    })
-                    .collect::<Vec<_>>()
-                    .join("\n")
+                if list.is_empty() {
+                    return format!("no artifacts in store {} yet", store.root().display());
+                }
+                let rows = list.iter().map(|a| {
+                    let latest = a.latest.map_or("-".into(), |n| format!("v{n}"));
+                    vec![
+                        a.name.clone(),
+                        a.type_name.clone(),
+                        a.versions.to_string(),
+                        latest,
+                    ]
+                });
+                table(&["ARTIFACT", "TYPE", "VERSIONS", "LATEST"], rows)
             })?;
         }
         Command::List { name: Some(name) } => {
             let (type_name, list) = query::versions(store.conn(), &name)?;
             let rows: Vec<Value> = list.iter().map(|v| version_json(&type_name, v)).collect();
             out.print(Value::Array(rows), || {
-                list.iter()
-                    .map(|v| {
-                        format!(
-                            "v{}\t{}\t{} files\t{} bytes\t{}",
-                            v.version.number,
-                            time(v.version.created_ns),
-                            v.files,
-                            v.bytes,
-                            v.aliases.join(",")
-                        )
-                    })
-                    .collect::<Vec<_>>()
-                    .join("\n")
+                if list.is_empty() {
+                    return format!("{name} has no versions left: every one was deleted");
+                }
+                let rows = list.iter().map(|v| {
+                    vec![
+                        format!("v{}", v.version.number),
+                        time(v.version.created_ns),
+                        v.files.to_string(),
+                        indicatif::HumanBytes(v.bytes).to_string(),
+                        v.aliases.join(", "),
+                    ]
+                });
+                table(&["VERSION", "CREATED", "FILES", "SIZE", "ALIASES"], rows)
             })?;
         }
         Command::Show { reference } => {
@@ -343,12 +346,13 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 || format!("{}:{alias} -> {r}", v.artifact),
             )?;
         }
-        Command::Alias(AliasCommand::Rm { name, alias }) => {
-            let number = store.alias_rm(&name, &alias)?;
+        Command::Alias(AliasCommand::Rm { owner, alias }) => {
+            let name = &owner.artifact;
+            let number = store.alias_rm(name, &alias, owner.version.as_ref())?;
             let r = format!("{name}:v{number}");
             out.print(
                 json!({"artifact": name.as_str(), "alias": alias.as_str(), "ref": r}),
-                || format!("removed alias {name}:{alias} (it named {r})"),
+                || format!("removed alias {name}:{alias} from {r}"),
             )?;
         }
         Command::Delete { reference } => {
@@ -373,8 +377,11 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                     "nodes_removed": r.nodes_removed, "staging_removed": r.staging_removed}),
                 || {
                     format!(
-                        "removed {} blobs ({} bytes), {} tree nodes, {} staging files",
-                        r.blobs_removed, r.bytes_freed, r.nodes_removed, r.staging_removed
+                        "removed {} ({}), {} and {}",
+                        plural(r.blobs_removed, "blob", "blobs"),
+                        plural(r.bytes_freed, "byte", "bytes"),
+                        plural(r.nodes_removed as u64, "tree node", "tree nodes"),
+                        plural(r.staging_removed as u64, "staging file", "staging files")
                     )
                 },
             )?;
@@ -416,7 +423,10 @@ fn draft(store: &mut Store, out: &Output, cmd: DraftCommand) -> Result<()> {
             let inputs = inputs(store, paths, &references, overwrite)?;
             let n = store.draft_add(&draft, &inputs, dest.as_deref())?;
             out.print(json!({"draft": draft.to_string(), "files": n}), || {
-                format!("added {n} files to draft {draft}")
+                format!(
+                    "added {} to draft {draft}",
+                    plural(n as u64, "file", "files")
+                )
             })
         }
         DraftCommand::Rm { draft, paths } => {
@@ -461,15 +471,16 @@ fn draft(store: &mut Store, out: &Output, cmd: DraftCommand) -> Result<()> {
                 })
                 .collect();
             out.print(Value::Array(rows), || {
-                list.iter()
-                    .map(|(d, n)| {
-                        let base = d
-                            .base_number
-                            .map_or("empty".into(), |b| format!("from v{b}"));
-                        format!("{}\t{base}\t{n} changes", d.display_name())
-                    })
-                    .collect::<Vec<_>>()
-                    .join("\n")
+                if list.is_empty() {
+                    return "no drafts".into();
+                }
+                let rows = list.iter().map(|(d, n)| {
+                    let base = d
+                        .base_number
+                        .map_or("(empty)".into(), |b| format!("{}:v{b}", d.artifact));
+                    vec![d.display_name(), base, n.to_string()]
+                });
+                table(&["DRAFT", "BASE", "CHANGES"], rows)
             })
         }
         DraftCommand::Discard { draft } => {
@@ -504,6 +515,29 @@ fn out_of(cli: &Cli) -> Output {
         json: cli.json,
         quiet: cli.quiet,
     }
+}
+
+/// Rows under a header, in columns two spaces apart; no line ends in white space.
+fn table(header: &[&str], rows: impl Iterator<Item = Vec<String>>) -> String {
+    let mut all: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
+    all.extend(rows);
+    let mut widths = vec![0; header.len()];
+    for row in &all {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    all.iter()
+        .map(|row| {
+            let cells: Vec<String> = row
+                .iter()
+                .zip(&widths)
+                .map(|(c, w)| format!("{c:<w$}"))
+                .collect();
+            cells.join("  ").trim_end().to_string()
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// `1 file`, `2 files`: a count with its noun.
@@ -703,14 +737,14 @@ fn verify_output(out: &Output, report: &maintenance::VerifyReport) -> Result<Exi
             eprintln!("reference {} {}; used by {users}", d.uri, d.why);
         }
         println!(
-            "checked {} blobs: {} damaged",
-            report.checked,
+            "checked {}: {} damaged",
+            plural(report.checked, "blob", "blobs"),
             report.damaged.len()
         );
         if report.references_checked > 0 {
             println!(
-                "checked {} references: {} changed or vanished",
-                report.references_checked,
+                "checked {}: {} changed or vanished",
+                plural(report.references_checked, "reference", "references"),
                 report.drifted.len()
             );
         }

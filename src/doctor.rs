@@ -186,7 +186,10 @@ fn examine_store(r: &mut Report) {
         r.find(
             Severity::Warning,
             format!("{}", store.blobs.staging_dir().display()),
-            format!("{leftovers} file(s) being written, or left by writers that were interrupted"),
+            format!(
+                "{} being written, or left by writers that were interrupted",
+                crate::app::plural(leftovers as u64, "file", "files")
+            ),
             "`artifactfs gc` removes leftovers (it waits for writers that are still running)",
         );
     }

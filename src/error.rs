@@ -107,7 +107,7 @@ pub enum Error {
         supported: i64,
     },
 
-    #[error("store {} is read-only ({why}); only commands that read work", path.display())]
+    #[error("store {} is read-only: {why}; only commands that read work", path.display())]
     StoreReadOnly { path: PathBuf, why: String },
 
     #[error("{what} is damaged: {why}")]

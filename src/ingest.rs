@@ -357,7 +357,7 @@ fn scan_reference(
             if meta.is_dir() {
                 if entry.file_type().at(&p)?.is_symlink() {
                     return Err(Error::invalid(
-                        format!("{} (in reference {uri})", p.display()),
+                        format!("{} in reference {uri}", p.display()),
                         "is a symlink to a directory; reference its target instead",
                     ));
                 }
@@ -367,7 +367,7 @@ fn scan_reference(
                 if let Some(off) = &inputs.off_limits
                     && entry.file_type().at(&p)?.is_symlink()
                 {
-                    off.check(&p, &format!("{} (in reference {uri})", p.display()))?;
+                    off.check(&p, &format!("{} in reference {uri}", p.display()))?;
                 }
                 files += 1;
                 if files > inputs.max_objects {
@@ -382,7 +382,7 @@ fn scan_reference(
                 out.push(source(d, &p, &meta)?)?;
             } else {
                 return Err(Error::invalid(
-                    format!("{} (in reference {uri})", p.display()),
+                    format!("{} in reference {uri}", p.display()),
                     "is not a regular file or directory (devices, FIFOs and sockets cannot be referenced)",
                 ));
             }

@@ -178,6 +178,32 @@ impl FromStr for VersionRef {
     }
 }
 
+/// What `alias rm` takes first: a bare `NAME` (the alias is removed from whichever version
+/// it names), or a version as `alias set` takes it (`NAME:vN`, `NAME:ALIAS`), which the alias
+/// must name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AliasOwner {
+    pub artifact: ArtifactName,
+    pub version: Option<VersionRef>,
+}
+
+impl FromStr for AliasOwner {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        if s.contains(':') {
+            let r: VersionRef = s.parse()?;
+            return Ok(AliasOwner {
+                artifact: r.artifact.clone(),
+                version: Some(r),
+            });
+        }
+        Ok(AliasOwner {
+            artifact: ArtifactName::new(s)?,
+            version: None,
+        })
+    }
+}
+
 /// A draft: `NAME` (the artifact's one plain draft) or `NAME@ID` (a distributed draft).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct DraftName {

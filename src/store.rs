@@ -330,11 +330,31 @@ impl Store {
         })
     }
 
-    /// Removes an alias; returns the number of the version it named.
-    pub fn alias_rm(&mut self, name: &ArtifactName, alias: &AliasName) -> Result<u64> {
+    /// Removes an alias (from version `on` only, if given); returns the number of the
+    /// version it named.
+    pub fn alias_rm(
+        &mut self,
+        name: &ArtifactName,
+        alias: &AliasName,
+        on: Option<&VersionRef>,
+    ) -> Result<u64> {
         refuse_latest(alias, "removed")?;
         self.catalog.write(|tx| {
             let art = versions::require_artifact(tx, name.as_str())?;
+            if let Some(on) = on {
+                let want = versions::resolve(tx, on)?;
+                let now = versions::by_alias(tx, art.id, alias.as_str())?;
+                if let Some(now) = now.filter(|v| v.id != want.id) {
+                    return Err(Error::invalid(
+                        format!("alias rm {on} {alias}"),
+                        format!(
+                            "alias {alias} names {}, not {}; nothing was removed",
+                            now.reference(),
+                            want.reference()
+                        ),
+                    ));
+                }
+            }
             if let Some(n) = versions::remove_alias(tx, art.id, alias.as_str())? {
                 return Ok(n);
             }

@@ -151,16 +151,12 @@ fn list_artifacts_and_versions() {
     let m = s.tree("model", &[("weights.bin", "0123456789")]);
     s.ok(&["log", "net", p(&m), "--type", "model"]);
 
-    let text = s.ok(&["list"]);
-    let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines.len(), 2, "{text}");
-    assert!(
-        lines[0].starts_with("mnist\tdataset\t2 versions\tlatest v1"),
-        "{text}"
-    );
-    assert!(
-        lines[1].starts_with("net\tmodel\t1 versions\tlatest v0"),
-        "{text}"
+    // A header, columns two spaces apart, nothing trailing.
+    assert_eq!(
+        s.ok(&["list"]),
+        "ARTIFACT  TYPE     VERSIONS  LATEST\n\
+         mnist     dataset  2         v1\n\
+         net       model    1         v0\n"
     );
 
     let v = s.json(&["list"]);
@@ -174,13 +170,26 @@ fn list_artifacts_and_versions() {
     assert_eq!(arr[1]["type"], "model");
 
     let text = s.ok(&["list", "mnist"]);
-    let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines.len(), 2, "{text}");
-    assert!(lines[0].starts_with("v0\t"), "{text}");
-    assert!(lines[0].contains("4 files"), "{text}");
-    assert!(!lines[0].contains("latest"), "{text}");
-    assert!(lines[1].starts_with("v1\t"), "{text}");
-    assert!(lines[1].ends_with("latest"), "{text}");
+    let lines: Vec<Vec<&str>> = text
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert_eq!(lines[0], ["VERSION", "CREATED", "FILES", "SIZE", "ALIASES"]);
+    assert_eq!(
+        (lines[1][0], lines[1][2], lines[1].len()),
+        ("v0", "4", 5),
+        "{text}"
+    );
+    assert_eq!(
+        (lines[2][0], lines[2][2], lines[2][5]),
+        ("v1", "4", "latest"),
+        "{text}"
+    );
+    assert!(
+        !text.contains('\t') && !text.lines().any(|l| l.ends_with(' ')),
+        "{text:?}"
+    );
 
     let v = s.json(&["list", "mnist"]);
     let arr = v.as_array().unwrap();
@@ -481,6 +490,90 @@ fn walk(dir: &std::path::Path) -> Vec<String> {
     out
 }
 
+/// `alias rm` takes the form `alias set` takes: the version, then the alias (refused, naming
+/// where the alias is, when it names another version); a bare NAME still removes it wherever
+/// it is.
+#[test]
+fn alias_rm_takes_the_version_as_alias_set_does() {
+    let s = TestStore::new();
+    two_versions(&s);
+    s.ok(&["alias", "set", "mnist:v0", "best"]);
+    let err = refused(&s, &["alias", "rm", "mnist:v1", "best"], &[]);
+    assert_eq!(
+        err.trim(),
+        "error: alias rm mnist:v1 best: alias best names mnist:v0, not mnist:v1; nothing was \
+         removed"
+    );
+    assert_eq!(
+        s.ok(&["alias", "rm", "mnist:v0", "best"]),
+        "removed alias mnist:best from mnist:v0\n"
+    );
+    s.ok(&["alias", "set", "mnist:v1", "prod"]);
+    assert_eq!(
+        s.json(&["alias", "rm", "mnist:prod", "prod"]),
+        json!({"artifact": "mnist", "alias": "prod", "ref": "mnist:v1"})
+    );
+}
+
+/// Empty listings say so; counts are singular for one.
+#[test]
+fn listings_say_when_they_are_empty_and_counts_agree_with_their_nouns() {
+    let s = TestStore::new();
+    s.init();
+    let root = p(&s.root);
+    assert_eq!(
+        s.ok(&["list"]),
+        format!("no artifacts in store {root} yet\n")
+    );
+    assert_eq!(s.ok(&["draft", "list"]), "no drafts\n");
+    let d = s.tree("d", &[("a.txt", "a")]);
+    s.ok(&["log", "m", p(&d)]);
+    s.ok(&["draft", "new", "m"]);
+    assert_eq!(
+        s.ok(&["draft", "add", "m", p(&d.join("a.txt")), "--as", "b.txt"]),
+        "added 1 file to draft m\n"
+    );
+    assert_eq!(
+        s.ok(&["draft", "list"]),
+        "DRAFT  BASE  CHANGES\nm      m:v0  1\n"
+    );
+    assert_eq!(s.ok(&["verify"]), "checked 1 blob: 0 damaged\n");
+    s.ok(&["draft", "discard", "m"]);
+    s.ok(&["delete", "m:v0"]);
+    assert_eq!(
+        s.ok(&["list", "m"]),
+        "m has no versions left: every one was deleted\n"
+    );
+    assert_eq!(
+        s.ok(&["gc"]),
+        "removed 1 blob (1 byte), 1 tree node and 0 staging files\n"
+    );
+}
+
+/// A mistyped command gets the closest one as a tip, swapped letters included.
+#[test]
+fn mistyped_commands_get_a_suggestion() {
+    let s = TestStore::new();
+    for (args, tip) in [
+        (vec!["lgo"], "'log'"),
+        (vec!["draft", "comit"], "'commit'"),
+        (vec!["moutn"], "'mount'"),
+    ] {
+        let out = s.run(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = stderr(&out);
+        let tip_line = err
+            .lines()
+            .find(|l| l.contains("tip: "))
+            .unwrap_or_default();
+        assert!(tip_line.contains(tip), "{args:?}: {err}");
+    }
+    assert!(
+        !stderr(&s.run(&["xyzzy"])).contains("tip:"),
+        "no tip for what is far from any"
+    );
+}
+
 #[test]
 fn alias_set_and_rm_with_json() {
     let s = TestStore::new();
@@ -497,7 +590,7 @@ fn alias_set_and_rm_with_json() {
     );
     assert_eq!(
         s.ok(&["alias", "rm", "mnist", "best"]),
-        "removed alias mnist:best (it named mnist:v0)\n"
+        "removed alias mnist:best from mnist:v0\n"
     );
     let v = s.json(&["alias", "rm", "mnist", "prod"]);
     assert_eq!(
@@ -689,7 +782,7 @@ fn gc_removes_unreferenced_blobs_only() {
 
     s.ok(&["delete", "m:v0"]);
     let text = s.ok(&["gc"]);
-    assert!(text.starts_with("removed 1 blobs ("), "{text}");
+    assert!(text.starts_with("removed 1 blob ("), "{text}");
     assert!(!s.blob_path_of(b"only in v0\n").exists());
     assert!(s.blob_path_of(b"keep\n").exists());
     assert!(s.blob_path_of(b"only in v1\n").exists());

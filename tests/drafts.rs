@@ -407,7 +407,7 @@ fn drafts_survive_process_exit() {
     fs::remove_file(&f).unwrap();
     s.ok(&["draft", "rm", "m", "z.txt"]);
     let text = s.ok(&["draft", "list"]);
-    assert_eq!(text, "m\tfrom v1\t2 changes\n");
+    assert_eq!(text, "DRAFT  BASE  CHANGES\nm      m:v1  2\n");
     let n = s.sql("SELECT count(*) FROM draft_entries");
     assert_ne!(n[0][0], "0");
     assert_eq!(commit(&s, "m"), "m:v2");
