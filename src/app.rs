@@ -56,8 +56,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
         Command::Man { dir } => {
-            std::fs::create_dir_all(dir).at(dir)?;
-            clap_mangen::generate_to(Cli::command(), dir).at(dir)?;
+            crate::manual::write_pages(Cli::command(), dir)?;
             return Ok(ExitCode::SUCCESS);
         }
         _ => {}

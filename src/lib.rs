@@ -17,6 +17,7 @@ pub mod fuse;
 pub mod hash;
 pub mod ingest;
 pub mod maintenance;
+pub mod manual;
 pub mod materialize;
 pub mod mount;
 pub mod mount_helper;

@@ -83,7 +83,10 @@ fn concurrent_upserts(s: &TestStore) -> (Vec<String>, BTreeSet<String>) {
             _ => panic!("writer {i} printed {text:?}"),
         }
     }
-    assert_eq!(replacements, 3, "every later writer of contested.txt says so");
+    assert_eq!(
+        replacements, 3,
+        "every later writer of contested.txt says so"
+    );
     let contested: BTreeSet<String> = (4..8).map(|w| format!("writer {w} wins\n")).collect();
     (expected, contested)
 }

@@ -235,6 +235,53 @@ fn man_pages_cover_every_command_and_render() {
         text.contains("Log PATHs as the whole new version of NAME") && text.contains("--type"),
         "man artifactfs-log shows the command's help:\n{text}"
     );
+    // Every page has the sections a man page reader looks for; every command's page shows
+    // examples; the main page and mount's show the mount's layout and the .commit protocol.
+    let render = |page: &str| {
+        bash(&format!(
+            "MANWIDTH=200 man -l '{}' 2>&1 | col -b",
+            dir.join(page).display()
+        ))
+    };
+    for page in &pages {
+        let text = render(page);
+        for section in [
+            "\nNAME\n",
+            "\nSYNOPSIS\n",
+            "\nENVIRONMENT\n",
+            "\nFILES\n",
+            "\nSEE ALSO\n",
+        ] {
+            assert!(text.contains(section), "{page} has no {section:?}:\n{text}");
+        }
+        assert!(
+            text.contains("ARTIFACTFS_STORE") && text.contains("catalog.db"),
+            "{page}"
+        );
+        assert!(
+            text.contains("\nEXAMPLES\n"),
+            "{page} has no examples:\n{text}"
+        );
+        assert!(
+            !text.contains("warning:"),
+            "{page} renders with a warning:\n{text}"
+        );
+    }
+    for page in ["artifactfs.1", "artifactfs-mount.1"] {
+        let text = render(page);
+        for want in [
+            "\nTHE MOUNT\n",
+            "drafts/",
+            "ALIAS -> vN",
+            "\nCOMMITTING THROUGH THE MOUNT\n",
+            "EBUSY",
+            "with open(",
+        ] {
+            assert!(text.contains(want), "{page}: no {want:?}:\n{text}");
+        }
+    }
+    let text = render("artifactfs-alias-rm.1");
+    assert!(text.contains("artifactfs alias rm mnist:v3 best"), "{text}");
     // Not a store command: nothing is created where the store would be.
     assert!(
         !s.root.exists(),
