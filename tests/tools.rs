@@ -536,8 +536,9 @@ fn the_training_example_reads_from_the_mount_and_commits_a_model() {
     let through_mount = fs::read(m.path("linear/best/weights.npy")).unwrap();
     let out = s.run(&["cat", "linear:v1", "weights.npy"]);
     assert_eq!(out.stdout, through_mount);
-    assert!(
-        s.ok(&["draft", "list"]).trim().is_empty(),
+    assert_eq!(
+        s.ok(&["draft", "list"]),
+        "no drafts\n",
         "the drafts were committed"
     );
 }
