@@ -6,6 +6,9 @@
 #
 #   scripts/bench.sh [--quick] [--keep] [--out FILE] [--runs N] [--meta-runs N]
 #                    [--commit-runs N] [--bindfs-cap SECONDS] [--no-build]
+#   scripts/bench.sh core|mount|drafts [OPTIONS]   the smaller suites: scripts/bench_core.sh
+#                    (log, hashing, commits), bench_mount.sh (reads and listings through the
+#                    mount), bench_drafts.sh (writing drafts through the mount); --help each
 #
 #   1. fio on a big file of a version (MOUNT/big/v0/big.bin) vs the blob file itself (native)
 #      vs that blob through `bindfs -r STORE/blobs`: sequential 1 MiB and random 4 KiB reads,
@@ -46,8 +49,18 @@
 # Needs root (drop_caches), /dev/fuse, fuse3, bindfs, fio, sqlite3, python3, /usr/bin/time,
 # coreutils, findutils, cargo; installs bindfs, fio and time with apt-get if they are missing.
 set -euo pipefail
+# Helpers every benchmark script shares: usage, commas, stamp.
+source "$(dirname "${BASH_SOURCE[0]}")/bench_lib.sh"
 
-usage() { awk 'NR > 1 && /^#/ {sub(/^# ?/, ""); print; next} NR > 1 {exit}' "$0"; exit "${1:-0}"; }
+# One entry point: `bench.sh core|mount|drafts [OPTIONS]` runs that suite.
+case ${1:-} in
+core | mount | drafts)
+    suite=$1
+    shift
+    exec bash "$(dirname "${BASH_SOURCE[0]}")/bench_$suite.sh" "$@"
+    ;;
+esac
+
 
 CMDLINE="scripts/bench.sh${*:+ $*}"
 [[ -z ${BENCH_DIR:-} ]] || CMDLINE="BENCH_DIR=$BENCH_DIR $CMDLINE"
@@ -88,7 +101,6 @@ fi
 TREE_FILES=1000 TREE_FSIZE=1K TREE_FSIZE_B=1024
 TREE_COUNT=$((TREE_DIRS * TREE_FILES))
 # 1000000 -> 1,000,000
-commas() { echo "$1" | sed -e ':a' -e 's/\([0-9]\)\([0-9]\{3\}\)\($\|,\)/\1,\2\3/' -e 'ta'; }
 TREE_N=$(commas $TREE_COUNT)
 BIG_LABEL="${BIG_SIZE%G} GiB"
 
@@ -226,9 +238,6 @@ hwm_kb() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status"; }
 drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 
 # --- timing ------------------------------------------------------------------------------
-stamp() {
-    if [[ -n ${EPOCHREALTIME:-} ]]; then _T=${EPOCHREALTIME/,/.}; else _T=$(date +%s.%N); fi
-}
 elapsed() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.5f", b - a}'; }
 median() { sort -g | awk '{a[NR]=$1} END {if (NR) print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 med() { median <"$W/t/$1"; }

@@ -26,8 +26,9 @@
 #
 # Needs bash, python3 (the data generator scripts/bench_gen.py), coreutils, cargo.
 set -euo pipefail
+# Helpers every benchmark script shares: usage, commas, stamp.
+source "$(dirname "${BASH_SOURCE[0]}")/bench_lib.sh"
 
-usage() { awk 'NR > 1 && /^#/ {sub(/^# ?/, ""); print; next} NR > 1 {exit}' "$0"; exit "${1:-0}"; }
 
 QUICK=0 KEEP=0 OUT="" RUNS=3 COMMIT_RUNS=5
 while [[ $# -gt 0 ]]; do
@@ -63,7 +64,6 @@ fi
 # (1,000 entries) in both artifacts: the comparison isolates the size of the whole artifact.
 CS_DIRS=1 CS_FILES=1000
 # 20000 -> 20,000
-commas() { echo "$1" | sed -e ':a' -e 's/\([0-9]\)\([0-9]\{3\}\)\($\|,\)/\1,\2\3/' -e 'ta'; }
 SMALL_N=$(commas $((SMALL_DIRS * SMALL_FILES)))
 CB_N=$(commas $((CB_DIRS * CB_FILES)))
 CS_N=$(commas $((CS_DIRS * CS_FILES)))
@@ -91,10 +91,6 @@ trap cleanup EXIT
 say "work dir $W ($(findmnt -no FSTYPE -T "$W" 2>/dev/null || echo '?'))"
 
 # --- timing ------------------------------------------------------------------------------
-# $EPOCHREALTIME (bash 5) costs no fork, which matters for millisecond commits.
-stamp() {
-    if [[ -n ${EPOCHREALTIME:-} ]]; then _T=${EPOCHREALTIME/,/.}; else _T=$(date +%s.%N); fi
-}
 
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 

@@ -56,8 +56,9 @@
 # exit, also on failure or interrupt. The mount logs of every store used are collected in
 # WORKDIR/mount.all.log. Needs root-free FUSE or root, /dev/fuse, python3, coreutils, cargo.
 set -euo pipefail
+# Helpers every benchmark script shares: usage, commas, stamp.
+source "$(dirname "${BASH_SOURCE[0]}")/bench_lib.sh"
 
-usage() { awk 'NR > 1 && /^#/ {sub(/^# ?/, ""); print; next} NR > 1 {exit}' "$0"; exit "${1:-0}"; }
 
 QUICK=0 KEEP=0 OUT="" RUNS="" COMMIT_RUNS="" TIMEOUT=600 ONLY=1,2,3 DROP=1
 while [[ $# -gt 0 ]]; do
@@ -96,7 +97,6 @@ else
 fi
 CS_DIRS=1 CS_FILES=1000
 # 20000 -> 20,000
-commas() { echo "$1" | sed -e ':a' -e 's/\([0-9]\)\([0-9]\{3\}\)\($\|,\)/\1,\2\3/' -e 'ta'; }
 SMALL_COUNT=$((SMALL_DIRS * SMALL_FILES))
 SMALL_N=$(commas $SMALL_COUNT)
 SMALL_BYTES=$((SMALL_COUNT * SMALL_SIZE_B))
@@ -213,10 +213,6 @@ prepare() {
 }
 
 # --- timing ------------------------------------------------------------------------------
-# $EPOCHREALTIME (bash 5) costs no fork, which matters for millisecond commits.
-stamp() {
-    if [[ -n ${EPOCHREALTIME:-} ]]; then _T=${EPOCHREALTIME/,/.}; else _T=$(date +%s.%N); fi
-}
 elapsed() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.5f", b - a}'; }
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 med() { median <"$W/t/$1"; }

@@ -43,8 +43,9 @@
 # generator scripts/bench_gen.py), coreutils, findutils, cargo; installs bindfs with apt-get
 # if it is missing.
 set -euo pipefail
+# Helpers every benchmark script shares: usage, commas, stamp.
+source "$(dirname "${BASH_SOURCE[0]}")/bench_lib.sh"
 
-usage() { awk 'NR > 1 && /^#/ {sub(/^# ?/, ""); print; next} NR > 1 {exit}' "$0"; exit "${1:-0}"; }
 
 QUICK=0 KEEP=0 OUT="" RUNS="" META_RUNS="" COUNT=0
 while [[ $# -gt 0 ]]; do
@@ -75,7 +76,6 @@ else
     : "${RUNS:=5}" "${META_RUNS:=3}"
 fi
 # 100000 -> 100,000
-commas() { echo "$1" | sed -e ':a' -e 's/\([0-9]\)\([0-9]\{3\}\)\($\|,\)/\1,\2\3/' -e 'ta'; }
 TREE_N=$(commas $((TREE_DIRS * TREE_FILES)))
 WARM_RUNS=$((3 * RUNS))
 
@@ -164,9 +164,6 @@ mount_bindfs() { # SRC MOUNTPOINT
 drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 
 # --- timing ------------------------------------------------------------------------------
-stamp() {
-    if [[ -n ${EPOCHREALTIME:-} ]]; then _T=${EPOCHREALTIME/,/.}; else _T=$(date +%s.%N); fi
-}
 
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 

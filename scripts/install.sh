@@ -10,7 +10,9 @@ sudo=""
 [ "$(id -u)" -eq 0 ] || sudo=sudo
 
 cargo build --release --quiet
-$sudo install -D -m 0755 target/release/artifactfs "$prefix/bin/artifactfs"
+# -s strips the installed copy: the release profile keeps line tables (debug = 1) for
+# benchmarks and profiling in target/, which the installed command does not need.
+$sudo install -D -s -m 0755 target/release/artifactfs "$prefix/bin/artifactfs"
 # mount(8) looks for the helper of type fuse.artifactfs as /sbin/mount.fuse.artifactfs.
 $sudo ln -sfn "$prefix/bin/artifactfs" /sbin/mount.fuse.artifactfs
 completions=/usr/share/bash-completion/completions

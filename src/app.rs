@@ -13,34 +13,17 @@ use crate::commit::{CommitOptions, Outcome, parse_metadata};
 use crate::error::{Error, IoContext, Result};
 use crate::ingest::{self, Inputs};
 use crate::maintenance;
-use crate::materialize;
+use crate::materialize::{self, Existing};
 use crate::names::{DraftName, TypeName};
 use crate::query::{self, VersionSummary, change_code};
 use crate::reference::OffLimits;
 use crate::store::{DraftBase, Store};
+use crate::store_dir::{self, Location};
 use crate::tree::{Change, Item, TreeEntry};
 
 /// Exit status of a check that ran and found something wrong: `verify` damaged blobs,
 /// `doctor` a problem.
 pub const EXIT_DAMAGED: u8 = 3;
-
-/// The store directory: `--store`, else `$ARTIFACTFS_STORE`, else the XDG data directory.
-pub fn store_dir(flag: Option<PathBuf>) -> Result<PathBuf> {
-    let from_env = |k: &str| {
-        std::env::var_os(k)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    };
-    flag.or_else(|| from_env("ARTIFACTFS_STORE"))
-        .or_else(|| from_env("XDG_DATA_HOME").map(|d| d.join("artifactfs")))
-        .or_else(|| from_env("HOME").map(|h| h.join(".local/share/artifactfs")))
-        .ok_or_else(|| {
-            Error::invalid(
-                "store",
-                "no --store given and neither $ARTIFACTFS_STORE nor $HOME is set",
-            )
-        })
-}
 
 /// Logs go to standard error, except for the mount server, which logs to a file in the store
 /// (it runs in the background). `RUST_LOG` sets the level.
@@ -52,15 +35,14 @@ fn init_logging(command: &Command, store: &std::path::Path) {
             "warn"
         },
     ));
-    if let Command::Mount { .. } = command {
-        let _ = std::fs::create_dir_all(store);
-        if let Ok(f) = std::fs::OpenOptions::new()
+    // The store exists by now: `mount` refuses to run without one.
+    if let Command::Mount { .. } = command
+        && let Ok(f) = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(store.join(crate::mount::LOG_FILE))
-        {
-            builder.target(env_logger::Target::Pipe(Box::new(f)));
-        }
+    {
+        builder.target(env_logger::Target::Pipe(Box::new(f)));
     }
     let _ = builder.try_init();
 }
@@ -74,14 +56,41 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
         Command::Man { dir } => {
-            std::fs::create_dir_all(dir).at(dir)?;
-            clap_mangen::generate_to(Cli::command(), dir).at(dir)?;
+            crate::manual::write_pages(Cli::command(), dir)?;
             return Ok(ExitCode::SUCCESS);
         }
         _ => {}
     }
-    let dir = store_dir(cli.store)?;
+    let location = Location::find(cli.store.clone())?;
+    // Only commands that make something create a store; the rest need one.
+    match &cli.command {
+        Command::Log { .. }
+        | Command::Draft(DraftCommand::New { .. })
+        | Command::Upsert { .. }
+        | Command::Finish { .. } => location.prepare()?,
+        Command::Init { .. } | Command::Doctor | Command::Umount { .. } => {}
+        _ => location.require()?,
+    }
+    let dir = location.path;
     init_logging(&cli.command, &dir);
+    if let Command::Init { dir: given } = &cli.command {
+        let dir = &std::path::absolute(given.as_ref().unwrap_or(&dir)).at(&dir)?;
+        let done = store_dir::init(dir)?;
+        let shown = dir.display();
+        out_of(&cli).print(
+            json!({"store": json_path(dir.as_os_str().as_encoded_bytes()), "existed": !done.created}),
+            || match (done.created, done.others) {
+                (false, _) => format!("{shown} is already a store; nothing changed"),
+                (true, 0) => format!("created store {shown}"),
+                (true, n) => format!(
+                    "created store {shown} beside the {} already there, left as {}",
+                    plural(n as u64, "entry", "entries"),
+                    if n == 1 { "it was" } else { "they were" }
+                ),
+            },
+        )?;
+        return Ok(ExitCode::SUCCESS);
+    }
     if let Command::Doctor = cli.command {
         let report = crate::doctor::examine(&dir);
         print_doctor(&report, cli.json)?;
@@ -95,8 +104,27 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Mount {
             mountpoint,
             foreground,
+            nonempty,
         } => {
-            crate::mount::mount(&dir, mountpoint, *foreground)?;
+            let opts = crate::mount::Options {
+                foreground: *foreground,
+                nonempty: *nonempty,
+            };
+            let out = out_of(&cli);
+            crate::mount::mount(&dir, mountpoint, opts, &mut |at| {
+                let _ = out.print(
+                    json!({"store": json_path(dir.as_os_str().as_encoded_bytes()),
+                        "mountpoint": json_path(at.as_os_str().as_encoded_bytes())}),
+                    || {
+                        format!(
+                            "mounted store {} at {}; unmount with `artifactfs umount {}`",
+                            dir.display(),
+                            at.display(),
+                            at.display()
+                        )
+                    },
+                );
+            })?;
             return Ok(ExitCode::SUCCESS);
         }
         Command::Umount { mountpoint } => {
@@ -115,28 +143,27 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         | Command::Verify { .. } => Some(store.shared_lock()?),
         _ => None,
     };
-    let out = Output {
-        json: cli.json,
-        quiet: cli.quiet,
-    };
+    let out = out_of(&cli);
     match cli.command {
         Command::Log {
             name,
             paths,
             references,
+            overwrite,
             type_name,
             commit,
         } => {
-            let opts = commit_options(Some(type_name), &commit)?;
-            let inputs = inputs(&store, paths, &references)?;
+            let opts = commit_options(type_name, &commit)?;
+            let inputs = inputs(&store, paths, &references, overwrite)?;
             let outcome = store.log(&name, &inputs, &opts)?;
-            out.outcome(&store, &outcome)?;
+            out.outcome(&store, &outcome, &opts)?;
         }
         Command::Draft(cmd) => draft(&mut store, &out, cmd)?,
         Command::Upsert {
             name,
             paths,
             references,
+            overwrite,
             type_name,
             distributed_id,
         } => {
@@ -144,16 +171,32 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 artifact: name,
                 id: Some(distributed_id),
             };
-            let inputs = inputs(&store, paths, &references)?;
-            let n = store.upsert(&draft, &inputs, &type_name)?;
-            out.print(json!({"draft": draft.to_string(), "files": n}), || {
-                format!("added {n} files to draft {draft}")
-            })?;
+            let inputs = inputs(&store, paths, &references, overwrite)?;
+            let (n, replaced) = store.upsert(&draft, &inputs, type_name.as_ref())?;
+            let replaced: Vec<String> = replaced.iter().map(|p| json_path(p)).collect();
+            out.print(
+                json!({"draft": draft.to_string(), "files": n, "replaced": replaced}),
+                || {
+                    let mut text = format!(
+                        "added {} to draft {draft}",
+                        plural(n as u64, "file", "files")
+                    );
+                    if !replaced.is_empty() {
+                        text.push_str(&format!(
+                            "\nreplaced what an earlier writer had added at {}: {}",
+                            plural(replaced.len() as u64, "path", "paths"),
+                            replaced.join(", ")
+                        ));
+                    }
+                    text
+                },
+            )?;
         }
         Command::Finish {
             name,
             paths,
             references,
+            overwrite,
             type_name,
             distributed_id,
             commit,
@@ -162,10 +205,10 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 artifact: name,
                 id: Some(distributed_id),
             };
-            let opts = commit_options(Some(type_name), &commit)?;
-            let inputs = inputs(&store, paths, &references)?;
+            let opts = commit_options(type_name, &commit)?;
+            let inputs = inputs(&store, paths, &references, overwrite)?;
             let outcome = store.finish(&draft, &inputs, &opts)?;
-            out.outcome(&store, &outcome)?;
+            out.outcome(&store, &outcome, &opts)?;
         }
         Command::List { name: None } => {
             let list = query::artifacts(store.conn())?;
@@ -178,35 +221,38 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 })
                 .collect();
             out.print(Value::Array(rows), || {
-                list.iter()
-                    .map(|a| {
-                        let latest = a.latest.map_or("-".into(), |n| format!("v{n}"));
-                        format!(
-                            "{}\t{}\t{} versions\tlatest {latest}",
-                            a.name, a.type_name, a.versions
-                        )
-                    })
-                    .collect::<Vec<_>>()
-                    .join("\n")
+                if list.is_empty() {
+                    return format!("no artifacts in store {} yet", store.root().display());
+                }
+                let rows = list.iter().map(|a| {
+                    let latest = a.latest.map_or("-".into(), |n| format!("v{n}"));
+                    vec![
+                        a.name.clone(),
+                        a.type_name.clone(),
+                        a.versions.to_string(),
+                        latest,
+                    ]
+                });
+                table(&["ARTIFACT", "TYPE", "VERSIONS", "LATEST"], rows)
             })?;
         }
         Command::List { name: Some(name) } => {
             let (type_name, list) = query::versions(store.conn(), &name)?;
             let rows: Vec<Value> = list.iter().map(|v| version_json(&type_name, v)).collect();
             out.print(Value::Array(rows), || {
-                list.iter()
-                    .map(|v| {
-                        format!(
-                            "v{}\t{}\t{} files\t{} bytes\t{}",
-                            v.version.number,
-                            time(v.version.created_ns),
-                            v.files,
-                            v.bytes,
-                            v.aliases.join(",")
-                        )
-                    })
-                    .collect::<Vec<_>>()
-                    .join("\n")
+                if list.is_empty() {
+                    return format!("{name} has no versions left: every one was deleted");
+                }
+                let rows = list.iter().map(|v| {
+                    vec![
+                        format!("v{}", v.version.number),
+                        time(v.version.created_ns),
+                        v.files.to_string(),
+                        indicatif::HumanBytes(v.bytes).to_string(),
+                        v.aliases.join(", "),
+                    ]
+                });
+                table(&["VERSION", "CREATED", "FILES", "SIZE", "ALIASES"], rows)
             })?;
         }
         Command::Show { reference } => {
@@ -253,13 +299,42 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             let changes = query::diff(store.conn(), &from, &to)?;
             out.changes(&changes)?;
         }
-        Command::Get { reference, dest } => {
-            let report = materialize::get(&store, &reference, &dest)?;
+        Command::Get {
+            reference,
+            dest,
+            delete,
+            merge,
+        } => {
+            let existing = match (delete, merge) {
+                (true, _) => Existing::Delete,
+                (_, true) => Existing::Merge,
+                _ => Existing::Refuse,
+            };
+            let report = materialize::get(&store, &reference, &dest, existing)?;
             let r = report.version.reference();
+            let (removed, kept) = match existing {
+                Existing::Delete => (report.extra, 0),
+                _ => (0, report.extra),
+            };
             out.print(
                 json!({"ref": r, "dest": json_path(dest.as_os_str().as_encoded_bytes()),
-                    "files": report.files, "reflinked": report.reflinked}),
-                || format!("{r} -> {} ({} files)", dest.display(), report.files),
+                    "files": report.files, "reflinked": report.reflinked,
+                    "extra_removed": removed, "extra_kept": kept}),
+                || {
+                    let files = plural(report.files, "file", "files");
+                    let extra = match (removed, kept) {
+                        (0, 0) => String::new(),
+                        (n, 0) => format!(
+                            "; removed {} the version does not have",
+                            plural(n, "file", "files")
+                        ),
+                        (_, n) => format!(
+                            "; kept {} the version does not have",
+                            plural(n, "file", "files")
+                        ),
+                    };
+                    format!("{r} -> {} ({files}{extra})", dest.display())
+                },
             )?;
         }
         Command::Alias(AliasCommand::Set { reference, alias }) => {
@@ -270,12 +345,13 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 || format!("{}:{alias} -> {r}", v.artifact),
             )?;
         }
-        Command::Alias(AliasCommand::Rm { name, alias }) => {
-            let number = store.alias_rm(&name, &alias)?;
+        Command::Alias(AliasCommand::Rm { owner, alias }) => {
+            let name = &owner.artifact;
+            let number = store.alias_rm(name, &alias, owner.version.as_ref())?;
             let r = format!("{name}:v{number}");
             out.print(
                 json!({"artifact": name.as_str(), "alias": alias.as_str(), "ref": r}),
-                || format!("removed alias {name}:{alias} (it named {r})"),
+                || format!("removed alias {name}:{alias} from {r}"),
             )?;
         }
         Command::Delete { reference } => {
@@ -291,6 +367,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         | Command::Umount { .. }
         | Command::Completions { .. }
         | Command::Man { .. }
+        | Command::Init { .. }
         | Command::Doctor => unreachable!("handled above"),
         Command::Gc => {
             let r = maintenance::gc(&mut store)?;
@@ -299,8 +376,11 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                     "nodes_removed": r.nodes_removed, "staging_removed": r.staging_removed}),
                 || {
                     format!(
-                        "removed {} blobs ({} bytes), {} tree nodes, {} staging files",
-                        r.blobs_removed, r.bytes_freed, r.nodes_removed, r.staging_removed
+                        "removed {} ({}), {} and {}",
+                        plural(r.blobs_removed, "blob", "blobs"),
+                        plural(r.bytes_freed, "byte", "bytes"),
+                        plural(r.nodes_removed as u64, "tree node", "tree nodes"),
+                        plural(r.staging_removed as u64, "staging file", "staging files")
                     )
                 },
             )?;
@@ -336,12 +416,16 @@ fn draft(store: &mut Store, out: &Output, cmd: DraftCommand) -> Result<()> {
             draft,
             paths,
             references,
+            overwrite,
             dest,
         } => {
-            let inputs = inputs(store, paths, &references)?;
+            let inputs = inputs(store, paths, &references, overwrite)?;
             let n = store.draft_add(&draft, &inputs, dest.as_deref())?;
             out.print(json!({"draft": draft.to_string(), "files": n}), || {
-                format!("added {n} files to draft {draft}")
+                format!(
+                    "added {} to draft {draft}",
+                    plural(n as u64, "file", "files")
+                )
             })
         }
         DraftCommand::Rm { draft, paths } => {
@@ -386,15 +470,16 @@ fn draft(store: &mut Store, out: &Output, cmd: DraftCommand) -> Result<()> {
                 })
                 .collect();
             out.print(Value::Array(rows), || {
-                list.iter()
-                    .map(|(d, n)| {
-                        let base = d
-                            .base_number
-                            .map_or("empty".into(), |b| format!("from v{b}"));
-                        format!("{}\t{base}\t{n} changes", d.display_name())
-                    })
-                    .collect::<Vec<_>>()
-                    .join("\n")
+                if list.is_empty() {
+                    return "no drafts".into();
+                }
+                let rows = list.iter().map(|(d, n)| {
+                    let base = d
+                        .base_number
+                        .map_or("(empty)".into(), |b| format!("{}:v{b}", d.artifact));
+                    vec![d.display_name(), base, n.to_string()]
+                });
+                table(&["DRAFT", "BASE", "CHANGES"], rows)
             })
         }
         DraftCommand::Discard { draft } => {
@@ -410,7 +495,7 @@ fn draft(store: &mut Store, out: &Output, cmd: DraftCommand) -> Result<()> {
         } => {
             let opts = commit_options(type_name, &commit)?;
             let outcome = store.draft_commit(&draft, &opts)?;
-            out.outcome(store, &outcome)
+            out.outcome(store, &outcome, &opts)
         }
     }
 }
@@ -422,6 +507,41 @@ fn commit_options(type_name: Option<TypeName>, c: &CommitArgs) -> Result<CommitO
         description: c.description.clone(),
         metadata: c.metadata.as_deref().map(parse_metadata).transpose()?,
     })
+}
+
+fn out_of(cli: &Cli) -> Output {
+    Output {
+        json: cli.json,
+        quiet: cli.quiet,
+    }
+}
+
+/// Rows under a header, in columns two spaces apart; no line ends in white space.
+fn table(header: &[&str], rows: impl Iterator<Item = Vec<String>>) -> String {
+    let mut all: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
+    all.extend(rows);
+    let mut widths = vec![0; header.len()];
+    for row in &all {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    all.iter()
+        .map(|row| {
+            let cells: Vec<String> = row
+                .iter()
+                .zip(&widths)
+                .map(|(c, w)| format!("{c:<w$}"))
+                .collect();
+            cells.join("  ").trim_end().to_string()
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// `1 file`, `2 files`: a count with its noun.
+pub fn plural(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 struct Output {
@@ -444,16 +564,32 @@ impl Output {
         Ok(())
     }
 
-    fn outcome(&self, store: &Store, outcome: &Outcome) -> Result<()> {
+    /// The version a commit made or found. An unchanged commit sets its aliases on the
+    /// version found but leaves its description and metadata alone: say which were dropped.
+    fn outcome(&self, store: &Store, outcome: &Outcome, opts: &CommitOptions) -> Result<()> {
         let r = outcome.version().reference();
         let (type_name, summary) = query::show(store.conn(), &r.parse()?)?;
         let mut value = version_json(&type_name, &summary);
+        let given = [
+            ("description", opts.description.is_some()),
+            ("metadata", opts.metadata.is_some()),
+        ];
+        let not_applied: Vec<&str> = match outcome.is_unchanged() {
+            true => given.iter().filter(|(_, g)| *g).map(|(k, _)| *k).collect(),
+            false => Vec::new(),
+        };
         value["unchanged"] = Value::Bool(outcome.is_unchanged());
+        value["not_applied"] = json!(not_applied);
         self.print(value, || {
-            if outcome.is_unchanged() {
-                format!("{r} (unchanged)")
-            } else {
-                r
+            let flags: Vec<String> = not_applied.iter().map(|k| format!("--{k}")).collect();
+            match (outcome.is_unchanged(), flags.len()) {
+                (false, _) => r,
+                (true, 0) => format!("{r} (unchanged)"),
+                (true, n) => format!(
+                    "{r} (unchanged; {} {} not applied: {r} keeps its own)",
+                    flags.join(" and "),
+                    if n == 1 { "was" } else { "were" }
+                ),
             }
         })
     }
@@ -522,12 +658,21 @@ fn long_json(path: &[u8], e: &TreeEntry) -> Value {
 }
 
 /// What `log` and `draft add` were given to add.
-fn inputs(store: &Store, paths: Vec<PathBuf>, refs: &ReferenceArgs) -> Result<Inputs> {
+fn inputs(
+    store: &Store,
+    paths: Vec<PathBuf>,
+    refs: &ReferenceArgs,
+    overwrite: bool,
+) -> Result<Inputs> {
     if refs.references.is_empty() {
-        return Ok(Inputs::paths(&paths));
+        return Ok(Inputs {
+            overwrite,
+            ..Inputs::paths(&paths)
+        });
     }
     let off_limits = OffLimits::of(store.root())?;
     Ok(Inputs {
+        overwrite,
         paths,
         references: ingest::references(&refs.references, &off_limits)?,
         checksum: !refs.no_checksum,
@@ -591,14 +736,14 @@ fn verify_output(out: &Output, report: &maintenance::VerifyReport) -> Result<Exi
             eprintln!("reference {} {}; used by {users}", d.uri, d.why);
         }
         println!(
-            "checked {} blobs: {} damaged",
-            report.checked,
+            "checked {}: {} damaged",
+            plural(report.checked, "blob", "blobs"),
             report.damaged.len()
         );
         if report.references_checked > 0 {
             println!(
-                "checked {} references: {} changed or vanished",
-                report.references_checked,
+                "checked {}: {} changed or vanished",
+                plural(report.references_checked, "reference", "references"),
                 report.drifted.len()
             );
         }

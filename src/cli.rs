@@ -3,9 +3,11 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
-use crate::names::{AliasName, ArtifactName, DistributedId, DraftName, TypeName, VersionRef};
+use crate::names::{
+    AliasName, AliasOwner, ArtifactName, DistributedId, DraftName, TypeName, VersionRef,
+};
 
 /// Versioned datasets and models: a local artifact store you can mount.
 #[derive(Parser, Debug)]
@@ -28,6 +30,35 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// Parses the command line; a mistyped command gets the closest one as a tip, as clap gives
+/// for close spellings (and also for swapped letters: `lgo` -> `log`).
+pub fn parse(args: Vec<std::ffi::OsString>) -> Cli {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    let mut err = match Cli::try_parse_from(args) {
+        Ok(cli) => return cli,
+        Err(e) => e,
+    };
+    let typed = match err.get(ContextKind::InvalidSubcommand) {
+        Some(ContextValue::String(t)) if err.kind() == ErrorKind::InvalidSubcommand => t.clone(),
+        _ => err.exit(),
+    };
+    if err.get(ContextKind::SuggestedSubcommand).is_none() {
+        let cmd = Cli::command();
+        let names: Vec<&str> = cmd
+            .get_subcommands()
+            .flat_map(|c| std::iter::once(c).chain(c.get_subcommands()))
+            .map(|c| c.get_name())
+            .collect();
+        if let Some(close) = crate::names::closest(&typed, names) {
+            err.insert(
+                ContextKind::SuggestedSubcommand,
+                ContextValue::Strings(vec![close.to_string()]),
+            );
+        }
+    }
+    err.exit()
+}
+
 #[derive(Args, Debug, Clone, Default)]
 pub struct CommitArgs {
     /// Alias to put on the new version (repeatable); moves it from any other version
@@ -45,14 +76,20 @@ pub struct CommitArgs {
 pub enum Command {
     /// Log PATHs as the whole new version of NAME (a directory adds its contents)
     Log {
+        /// The artifact to log a version of (created on its first version)
         name: ArtifactName,
+        /// Files and directories that form the version (a directory adds its contents)
         #[arg(required_unless_present = "references")]
         paths: Vec<PathBuf>,
         #[command(flatten)]
         references: ReferenceArgs,
+        /// When two inputs give the same path, keep the one named last instead of refusing
+        #[arg(long)]
+        overwrite: bool,
         /// Artifact type, fixed when the artifact is created (dataset, model, …)
+        /// [default: the artifact's type; dataset for a new artifact]
         #[arg(long = "type", value_name = "TYPE")]
-        type_name: TypeName,
+        type_name: Option<TypeName>,
         #[command(flatten)]
         commit: CommitArgs,
     },
@@ -61,36 +98,62 @@ pub enum Command {
     Draft(DraftCommand),
     /// Add PATHs to the distributed draft NAME@ID, creating it if needed
     Upsert {
+        /// The artifact the distributed draft will be a version of
         name: ArtifactName,
+        /// Files and directories to add to the draft (a directory adds its contents)
         #[arg(required_unless_present = "references")]
         paths: Vec<PathBuf>,
         #[command(flatten)]
         references: ReferenceArgs,
-        #[arg(long = "type", value_name = "TYPE")]
-        type_name: TypeName,
+        /// When two inputs give the same path, keep the one named last instead of refusing
         #[arg(long)]
+        overwrite: bool,
+        /// Artifact type, fixed when the artifact is created (dataset, model, …)
+        /// [default: the draft's or the artifact's type; dataset for a new artifact]
+        #[arg(long = "type", value_name = "TYPE")]
+        type_name: Option<TypeName>,
+        /// The id all writers of one distributed version share (W&B's distributed_id)
+        #[arg(long, value_name = "ID")]
         distributed_id: DistributedId,
     },
     /// Add any last PATHs to NAME@ID and commit it; the id is sealed afterwards
     Finish {
+        /// The artifact the distributed draft becomes a version of
         name: ArtifactName,
+        /// Last files and directories to add before committing (optional)
         paths: Vec<PathBuf>,
         #[command(flatten)]
         references: ReferenceArgs,
-        #[arg(long = "type", value_name = "TYPE")]
-        type_name: TypeName,
+        /// When two inputs give the same path, keep the one named last instead of refusing
         #[arg(long)]
+        overwrite: bool,
+        /// Artifact type, fixed when the artifact is created (dataset, model, …)
+        /// [default: the draft's or the artifact's type; dataset for a new artifact]
+        #[arg(long = "type", value_name = "TYPE")]
+        type_name: Option<TypeName>,
+        /// The id all writers of one distributed version share (W&B's distributed_id)
+        #[arg(long, value_name = "ID")]
         distributed_id: DistributedId,
         #[command(flatten)]
         commit: CommitArgs,
     },
     /// List artifacts, or the versions of NAME with their aliases
-    List { name: Option<ArtifactName> },
+    List {
+        /// An artifact whose versions to list [default: list the artifacts]
+        name: Option<ArtifactName>,
+    },
     /// Show a version: digest, size, file count, aliases, metadata
-    Show { reference: VersionRef },
+    Show {
+        /// A version: NAME:vN, NAME:ALIAS, or NAME for NAME:latest (not a --reference URI)
+        #[arg(value_name = "REF")]
+        reference: VersionRef,
+    },
     /// List every file path of a version under PREFIX
     Ls {
+        /// A version: NAME:vN, NAME:ALIAS, or NAME for NAME:latest (not a --reference URI)
+        #[arg(value_name = "REF")]
         reference: VersionRef,
+        /// A directory (or file) of the version to list under [default: all of it]
         prefix: Option<std::ffi::OsString>,
         /// Each entry's type (file, symlink, reference), size and SHA-256, and a reference's
         /// URI or a symlink's target
@@ -99,52 +162,104 @@ pub enum Command {
     },
     /// Write one file of a version to standard output
     Cat {
+        /// A version: NAME:vN, NAME:ALIAS, or NAME for NAME:latest (not a --reference URI)
+        #[arg(value_name = "REF")]
         reference: VersionRef,
+        /// The file's path in the version
         path: std::ffi::OsString,
     },
     /// Files added (A), removed (D) and modified (M) from the first version to the second
-    Diff { from: VersionRef, to: VersionRef },
-    /// Write a version out into directory DEST
+    Diff {
+        /// The version to compare from: NAME:vN, NAME:ALIAS, or NAME for NAME:latest
+        #[arg(value_name = "REF")]
+        from: VersionRef,
+        /// The version to compare to, in the same form
+        #[arg(value_name = "REF")]
+        to: VersionRef,
+    },
+    /// Write a version out into directory DEST (new or empty, unless --delete or --merge)
     Get {
+        /// A version: NAME:vN, NAME:ALIAS, or NAME for NAME:latest (not a --reference URI)
+        #[arg(value_name = "REF")]
         reference: VersionRef,
+        /// The directory to write the version into (created if missing)
         dest: PathBuf,
+        /// DEST may hold files: make it exactly the version, removing what the version does
+        /// not have (as rsync --delete does)
+        #[arg(long, conflicts_with = "merge")]
+        delete: bool,
+        /// DEST may hold files: write the version over them and keep those it does not have
+        #[arg(long)]
+        merge: bool,
     },
     /// Set or remove aliases
     #[command(subcommand)]
     Alias(AliasCommand),
     /// Delete a version (refused while an alias other than latest names it)
-    Delete { reference: VersionRef },
+    Delete {
+        /// A version: NAME:vN, NAME:ALIAS, or NAME for NAME:latest (not a --reference URI)
+        #[arg(value_name = "REF")]
+        reference: VersionRef,
+    },
     /// Re-hash stored blobs and report any that are missing or damaged
-    Verify { reference: Option<VersionRef> },
+    Verify {
+        /// Check only this version's blobs and references: NAME:vN, NAME:ALIAS, or NAME
+        /// [default: every blob and reference of the store]
+        #[arg(value_name = "REF")]
+        reference: Option<VersionRef>,
+    },
     /// Remove blobs that no version and no draft references
     Gc,
     /// Mount the store at MOUNTPOINT: versions as read-only directories, drafts under drafts/
     Mount {
+        /// An empty directory to mount the store on
         mountpoint: PathBuf,
         /// Stay attached and serve until unmounted (for systemd and tests)
         #[arg(long)]
         foreground: bool,
+        /// Mount even if MOUNTPOINT holds files, hiding them until unmounted
+        #[arg(long)]
+        nonempty: bool,
     },
     /// Unmount MOUNTPOINT and wait for its server to finish
-    Umount { mountpoint: PathBuf },
+    Umount {
+        /// Where the store is mounted
+        mountpoint: PathBuf,
+    },
+    /// Create a store in DIR (the store directory by default), or find the one there; other
+    /// commands that add versions create it on first use, in a new or empty directory only
+    Init {
+        /// Directory to make the store in [default: the store directory]
+        dir: Option<PathBuf>,
+    },
     /// Check the store and this machine: sizes, schema, mounts, kernel passthrough, and
     /// anything wrong with a fix for it (exit status 3 if something is)
     Doctor,
     /// Print a completion script for SHELL (bash: save it as
     /// /usr/share/bash-completion/completions/artifactfs)
-    Completions { shell: clap_complete::Shell },
+    Completions {
+        /// The shell to complete for
+        shell: clap_complete::Shell,
+    },
     /// Write man pages, artifactfs.1 and one per command (artifactfs-log.1, …), into DIR
-    Man { dir: PathBuf },
+    Man {
+        /// The directory to write the pages into (created if missing), such as
+        /// ~/.local/share/man/man1
+        dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
 pub enum DraftCommand {
     /// Start a draft: of NAME from its latest version, or of NAME@ID (empty) for distributed writers
     New {
+        /// The draft: NAME, or NAME@ID for a distributed draft
         draft: DraftName,
+        /// Artifact type for the commit (must match an existing artifact's)
+        /// [default: the artifact's type; dataset for a new artifact]
         #[arg(long = "type", value_name = "TYPE")]
         type_name: Option<TypeName>,
-        /// Start from this version of the same artifact
+        /// Start from this version of the same artifact: NAME:vN, NAME:ALIAS or NAME
         #[arg(long, value_name = "REF", conflicts_with = "empty")]
         from: Option<VersionRef>,
         /// Start with no files
@@ -153,29 +268,43 @@ pub enum DraftCommand {
     },
     /// Add files or directory contents to a draft (re-adding a path replaces it)
     Add {
+        /// The draft: NAME, or NAME@ID
         draft: DraftName,
+        /// Files and directories to add (a directory adds its contents)
         #[arg(required_unless_present = "references")]
         paths: Vec<PathBuf>,
         #[command(flatten)]
         references: ReferenceArgs,
+        /// When two inputs give the same path, keep the one named last instead of refusing
+        #[arg(long)]
+        overwrite: bool,
         /// Destination in the draft: the file's path for one file, else a directory prefix
         #[arg(long = "as", value_name = "DEST")]
         dest: Option<String>,
     },
     /// Remove files, or everything under a directory path, from a draft
     Rm {
+        /// The draft: NAME, or NAME@ID
         draft: DraftName,
+        /// Paths in the draft to remove (a directory's path removes everything under it)
         #[arg(required = true)]
         paths: Vec<std::ffi::OsString>,
     },
     /// What the draft adds, modifies and removes against its base
-    Status { draft: DraftName },
+    Status {
+        /// The draft: NAME, or NAME@ID
+        draft: DraftName,
+    },
     /// List drafts
     List,
     /// Throw a draft away
-    Discard { draft: DraftName },
+    Discard {
+        /// The draft: NAME, or NAME@ID
+        draft: DraftName,
+    },
     /// Commit a draft as the next version
     Commit {
+        /// The draft: NAME, or NAME@ID (a distributed id is sealed once committed)
         draft: DraftName,
         /// Type for a new artifact (must match an existing one)
         #[arg(long = "type", value_name = "TYPE")]
@@ -189,12 +318,20 @@ pub enum DraftCommand {
 pub enum AliasCommand {
     /// Point ALIAS at the version REF names, moving it if it is elsewhere
     Set {
+        /// The version: NAME:vN, NAME:ALIAS, or NAME for NAME:latest
+        #[arg(value_name = "REF")]
         reference: VersionRef,
+        /// The alias to set (not latest, which follows the newest version by itself)
         alias: AliasName,
     },
-    /// Remove ALIAS from artifact NAME
+    /// Remove ALIAS, as set: from the version REF (NAME:vN, NAME:ALIAS), or from whichever
+    /// version of NAME it names
     Rm {
-        name: ArtifactName,
+        /// The version the alias is on (NAME:vN, NAME:ALIAS; refused if it is elsewhere), or
+        /// a bare NAME for wherever it is
+        #[arg(value_name = "REF")]
+        owner: AliasOwner,
+        /// The alias to remove
         alias: AliasName,
     },
 }
@@ -202,8 +339,9 @@ pub enum AliasCommand {
 /// Content recorded where it lives instead of copied into the store.
 #[derive(Args, Debug, Clone)]
 pub struct ReferenceArgs {
-    /// Record file:///abs/path without copying it: a file as one entry, a directory as one per
-    /// file below it, versioned by SHA-256, size and mtime (repeatable)
+    /// Record data where it lives, by URI (file:///abs/path), instead of copying it in: a file
+    /// as one entry, a directory as one per file below it, versioned by SHA-256, size and
+    /// mtime (repeatable; W&B's add_reference; not a version REF)
     #[arg(long = "reference", value_name = "URI")]
     pub references: Vec<String>,
     /// Record references by URI alone: nothing is hashed, and reads are not checked
@@ -217,4 +355,33 @@ pub struct ReferenceArgs {
         requires = "references"
     )]
     pub max_objects: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Every argument and option of every command has a description in --help and the
+    /// man pages.
+    #[test]
+    fn every_argument_is_described() {
+        fn check(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if arg.get_help().is_none() && !["help", "version"].contains(&id) {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                if sub.get_about().is_none() {
+                    missing.push(format!("{path} {} (the command)", sub.get_name()));
+                }
+                check(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        check(&Cli::command(), "artifactfs", &mut missing);
+        assert!(missing.is_empty(), "not described: {missing:#?}");
+    }
 }

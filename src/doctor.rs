@@ -101,8 +101,11 @@ pub fn examine(store_root: &Path) -> Report {
             Severity::Warning,
             format!("store {}", store_root.display()),
             "there is no store here yet",
-            "`artifactfs log NAME PATH --type TYPE` creates it; or point --store or \
-             $ARTIFACTFS_STORE at an existing one",
+            format!(
+                "`artifactfs init {}` creates it (so does logging a first version into it); \
+                 or point --store or $ARTIFACTFS_STORE at an existing one",
+                store_root.display()
+            ),
         );
     }
     examine_fuse(&mut r);
@@ -183,7 +186,10 @@ fn examine_store(r: &mut Report) {
         r.find(
             Severity::Warning,
             format!("{}", store.blobs.staging_dir().display()),
-            format!("{leftovers} file(s) being written, or left by writers that were interrupted"),
+            format!(
+                "{} being written, or left by writers that were interrupted",
+                crate::app::plural(leftovers as u64, "file", "files")
+            ),
             "`artifactfs gc` removes leftovers (it waits for writers that are still running)",
         );
     }
@@ -246,22 +252,19 @@ fn examine_fuse(r: &mut Report) {
 }
 
 fn examine_mounts(r: &mut Report) {
-    let Ok(all) = crate::mount::mounts() else {
+    let Ok(all) = crate::mounts::mounts() else {
         return;
     };
     let want = r.store.to_string_lossy().into_owned();
     // Mounted through /dev/fuse the type is plain "fuse" (fusermount3 adds the subtype), so
     // a mount is ours if its source is the store and its root says who serves it.
-    for m in all
-        .into_iter()
-        .filter(|m| (m.fstype == "fuse" || m.fstype.starts_with("fuse.")) && m.source == want)
-    {
+    for m in all.into_iter().filter(|m| m.is_fuse() && m.source == want) {
         let path = Path::new(&m.mountpoint);
         let answering = !matches!(
             fs::metadata(path),
             Err(e) if e.raw_os_error() == Some(libc::ENOTCONN)
         );
-        let server_pid = crate::mount::server_pid(path);
+        let server_pid = crate::mounts::server_pid(path);
         if answering && server_pid.is_none() {
             continue; // another filesystem over the same directory (bindfs, say)
         }
@@ -278,7 +281,7 @@ fn examine_mounts(r: &mut Report) {
         }
         r.mounts.push(MountState {
             server_pid,
-            passthrough: crate::mount::root_xattr(path, crate::fs::XATTR_PASSTHROUGH),
+            passthrough: crate::mounts::root_xattr(path, crate::mounts::XATTR_PASSTHROUGH),
             answering,
             mountpoint: m.mountpoint,
         });

@@ -23,6 +23,19 @@ pub enum Error {
     #[error("{0} does not exist")]
     NotFound(String),
 
+    /// A named object of a store that is not there: the store searched, and what to do (a
+    /// name close to the one given, or the command that makes it), if anything.
+    #[error("{what} does not exist in store {store}{}", hint.as_deref().map(|h| format!("; {h}")).unwrap_or_default())]
+    Absent {
+        what: String,
+        store: String,
+        hint: Option<String>,
+    },
+
+    /// No store where one is needed, or a directory that may not become one unasked.
+    #[error("no artifactfs store at {}: {why}", path.display())]
+    NoStore { path: PathBuf, why: String },
+
     #[error("{0} already exists")]
     AlreadyExists(String),
 
@@ -94,7 +107,7 @@ pub enum Error {
         supported: i64,
     },
 
-    #[error("store {} is read-only ({why}); only commands that read work", path.display())]
+    #[error("store {} is read-only: {why}; only commands that read work", path.display())]
     StoreReadOnly { path: PathBuf, why: String },
 
     #[error("{what} is damaged: {why}")]
@@ -135,7 +148,7 @@ impl Error {
     pub fn errno(&self) -> i32 {
         match self {
             Error::InvalidName { .. } | Error::InvalidInput { .. } => libc::EINVAL,
-            Error::NotFound(_) => libc::ENOENT,
+            Error::NotFound(_) | Error::Absent { .. } | Error::NoStore { .. } => libc::ENOENT,
             Error::AlreadyExists(_) | Error::TypeConflict { .. } | Error::Sealed { .. } => {
                 libc::EEXIST
             }

@@ -58,6 +58,8 @@ pub struct Inputs {
     pub max_objects: u64,
     /// Where references must not lead.
     pub off_limits: Option<OffLimits>,
+    /// When two inputs give the same path, keep the one named last instead of refusing.
+    pub overwrite: bool,
 }
 
 impl Inputs {
@@ -87,6 +89,78 @@ pub fn references(uris: &[String], off_limits: &OffLimits) -> Result<Vec<(String
             Ok((uri.clone(), path))
         })
         .collect()
+}
+
+/// Finds paths that two inputs of one command both give (W&B refuses to add a name twice
+/// unless asked to overwrite). Directories that several inputs fill are merged, not a
+/// collision. The paths seen wait in a temporary database on disk, not in memory.
+pub struct Collisions {
+    seen: rusqlite::Connection,
+}
+
+impl Collisions {
+    /// A checker for `inputs`, or None when no two of them can collide: a single input
+    /// (names in one directory are unique), or `--overwrite`.
+    pub fn of(inputs: &Inputs) -> Result<Option<Self>> {
+        if inputs.len() < 2 || inputs.overwrite {
+            return Ok(None);
+        }
+        let fail = |e: rusqlite::Error| Error::Catalog {
+            context: "open a temporary table of the paths added".into(),
+            source: e,
+        };
+        let seen = rusqlite::Connection::open("").map_err(fail)?;
+        seen.execute_batch(
+            "CREATE TABLE seen (path BLOB PRIMARY KEY, origin TEXT NOT NULL) WITHOUT ROWID",
+        )
+        .map_err(fail)?;
+        Ok(Some(Collisions { seen }))
+    }
+
+    /// Refuses the first file, symlink or reference of `chunk` whose path an earlier one gave.
+    pub fn check(&mut self, chunk: &[Source]) -> Result<()> {
+        let fail = |e: rusqlite::Error| Error::Catalog {
+            context: "record the paths added".into(),
+            source: e,
+        };
+        let tx = self.seen.transaction().map_err(fail)?;
+        for s in chunk.iter().filter(|s| !matches!(s.kind, SourceKind::Dir)) {
+            let origin = s.origin();
+            let added = tx
+                .prepare_cached("INSERT OR IGNORE INTO seen (path, origin) VALUES (?1, ?2)")
+                .and_then(|mut st| st.execute(rusqlite::params![&s.dest, &origin]))
+                .map_err(fail)?;
+            if added == 0 {
+                let first: String = tx
+                    .query_row("SELECT origin FROM seen WHERE path = ?1", [&s.dest], |r| {
+                        r.get(0)
+                    })
+                    .map_err(fail)?;
+                return Err(Error::invalid(
+                    String::from_utf8_lossy(&s.dest),
+                    format!(
+                        "two inputs give this path, {first} and {origin}; give one of them \
+                         another name, or add --overwrite to keep the one named last"
+                    ),
+                ));
+            }
+        }
+        tx.commit().map_err(fail)
+    }
+}
+
+impl Source {
+    /// Where it comes from, for messages: the local path, or the reference's URI.
+    fn origin(&self) -> String {
+        match &self.kind {
+            SourceKind::File { path, .. } => path.display().to_string(),
+            SourceKind::Reference { uri, .. } => uri.clone(),
+            SourceKind::Symlink { target } => {
+                format!("a symlink to {}", String::from_utf8_lossy(target))
+            }
+            SourceKind::Dir => "a directory".into(),
+        }
+    }
 }
 
 /// A source whose content is in the blob store: ready to be recorded.
@@ -283,7 +357,7 @@ fn scan_reference(
             if meta.is_dir() {
                 if entry.file_type().at(&p)?.is_symlink() {
                     return Err(Error::invalid(
-                        format!("{} (in reference {uri})", p.display()),
+                        format!("{} in reference {uri}", p.display()),
                         "is a symlink to a directory; reference its target instead",
                     ));
                 }
@@ -293,7 +367,7 @@ fn scan_reference(
                 if let Some(off) = &inputs.off_limits
                     && entry.file_type().at(&p)?.is_symlink()
                 {
-                    off.check(&p, &format!("{} (in reference {uri})", p.display()))?;
+                    off.check(&p, &format!("{} in reference {uri}", p.display()))?;
                 }
                 files += 1;
                 if files > inputs.max_objects {
@@ -308,7 +382,7 @@ fn scan_reference(
                 out.push(source(d, &p, &meta)?)?;
             } else {
                 return Err(Error::invalid(
-                    format!("{} (in reference {uri})", p.display()),
+                    format!("{} in reference {uri}", p.display()),
                     "is not a regular file or directory (devices, FIFOs and sockets cannot be referenced)",
                 ));
             }

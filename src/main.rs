@@ -1,7 +1,5 @@
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if args
@@ -10,7 +8,7 @@ fn main() -> ExitCode {
     {
         return artifactfs::mount_helper::run(&args[1..]);
     }
-    let cli = artifactfs::cli::Cli::parse_from(args);
+    let cli = artifactfs::cli::parse(args);
     if let Err(e) = artifactfs::faults::arm_from_env() {
         eprintln!("error: {e}");
         return ExitCode::FAILURE;

@@ -7,7 +7,10 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use rusqlite::Connection;
+
 use crate::blobs::BlobStore;
+use crate::catalog::nodes::{self, NodeId};
 use crate::catalog::versions::{self, VersionRow};
 use crate::error::{Error, IoContext, Result};
 use crate::names::VersionRef;
@@ -20,15 +23,43 @@ pub struct GetReport {
     pub version: VersionRow,
     pub files: u64,
     pub reflinked: u64,
+    /// Files and symlinks in the destination that the version does not have, removed
+    /// ([`Existing::Delete`]) or kept ([`Existing::Merge`]).
+    pub extra: u64,
 }
 
-/// Writes version `r` into `dest` (created if missing; files already there are replaced),
-/// keeping each file's permission bits and modification time. Every blob is checked to be
-/// present before anything is written, and nothing is written through a symlink found in
-/// `dest`: a link where the version has a directory is replaced by the directory.
-pub fn get(store: &Store, r: &VersionRef, dest: &Path) -> Result<GetReport> {
+/// What `get` does with a destination that already holds something.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Existing {
+    /// Refuse it: an empty or new directory only.
+    Refuse,
+    /// Write the version over it and keep what the version does not have (`--merge`).
+    Merge,
+    /// Make it exactly the version, removing what the version does not have (`--delete`).
+    Delete,
+}
+
+/// Writes version `r` into `dest` (created if missing), keeping each file's permission bits
+/// and modification time. A destination that holds something is refused unless `existing`
+/// says to merge into it or to make it exact. Every blob is checked to be present before
+/// anything is written, and nothing is written through a symlink found in `dest`: a link
+/// where the version has a directory is replaced by the directory.
+pub fn get(store: &Store, r: &VersionRef, dest: &Path, existing: Existing) -> Result<GetReport> {
     let conn = store.conn();
     let version = versions::resolve(conn, r)?;
+    let occupied = first_names(dest)?;
+    if existing == Existing::Refuse && !occupied.is_empty() {
+        return Err(Error::refused(
+            format!("get into {}", dest.display()),
+            format!(
+                "the directory is not empty ({}); add --delete to make it exactly {}, removing \
+                 what the version does not have, or --merge to write the version over it and \
+                 keep the rest",
+                occupied.join(", "),
+                version.reference()
+            ),
+        ));
+    }
     // Everything that would stop the copy halfway is found before anything is written.
     let base_len = std::path::absolute(dest).at(dest)?.as_os_str().len();
     tree::walk(conn, version.root, b"", &mut |path, e| {
@@ -55,12 +86,17 @@ pub fn get(store: &Store, r: &VersionRef, dest: &Path) -> Result<GetReport> {
         }
     })?;
     fs::create_dir_all(dest).at(dest)?;
+    let extra = match (occupied.is_empty(), existing) {
+        (true, _) | (_, Existing::Refuse) => 0,
+        (false, mode) => sweep(conn, version.root, dest, mode == Existing::Delete)?,
+    };
     let info = crate::catalog::nodes::info(conn, version.root)?;
     let bar = progress::bytes(info.bytes);
     let mut report = GetReport {
         version: version.clone(),
         files: 0,
         reflinked: 0,
+        extra,
     };
     let mut dirs: Vec<(PathBuf, u32, i64)> = Vec::new();
     tree::walk_all(conn, version.root, b"", &mut |path, e| {
@@ -111,6 +147,77 @@ pub fn get(store: &Store, r: &VersionRef, dest: &Path) -> Result<GetReport> {
     Ok(report)
 }
 
+/// The first few names in `dir` (and `…` when there are more); empty when it is missing or
+/// empty.
+fn first_names(dir: &Path) -> Result<Vec<String>> {
+    const SHOWN: usize = 3;
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        // Not a directory: creating it fails below, naming it.
+        Err(_) => return Ok(Vec::new()),
+    };
+    let mut names = Vec::new();
+    for e in entries {
+        names.push(e.at(dir)?.file_name().to_string_lossy().into_owned());
+    }
+    names.sort();
+    if names.len() > SHOWN {
+        names.truncate(SHOWN);
+        names.push("…".into());
+    }
+    Ok(names)
+}
+
+/// Counts the files and symlinks under `dir` that the version's directory `node` does not
+/// have at the same path (or has as a directory), and with `remove` removes them, along with
+/// directories the version does not have. Symlinks are never followed.
+fn sweep(conn: &Connection, node: NodeId, dir: &Path, remove: bool) -> Result<u64> {
+    let mut extra = 0;
+    for entry in fs::read_dir(dir).at(dir)? {
+        let entry = entry.at(dir)?;
+        let path = entry.path();
+        let is_dir = entry.file_type().at(&path)?.is_dir();
+        let wanted = nodes::lookup(conn, node, entry.file_name().as_bytes())?.map(|e| e.item);
+        match (wanted, is_dir) {
+            (Some(Item::Dir { node }), true) => extra += sweep(conn, node, &path, remove)?,
+            // A link or file where the version has a directory is replaced by it; a file
+            // where it has a file, by the version's.
+            (Some(Item::Dir { .. }), false) => {}
+            (Some(_), false) => {}
+            // A directory where the version has a file: only --delete replaces it.
+            (Some(_), true) if !remove => {
+                return Err(Error::IsADirectory(format!(
+                    "{}, where the version has a file,",
+                    path.display()
+                )));
+            }
+            (_, _) => {
+                extra += files_in(&path)?;
+                if remove {
+                    match is_dir {
+                        true => fs::remove_dir_all(&path).at(&path)?,
+                        false => fs::remove_file(&path).at(&path)?,
+                    }
+                }
+            }
+        }
+    }
+    Ok(extra)
+}
+
+/// How many files and symlinks `path` is or holds.
+fn files_in(path: &Path) -> Result<u64> {
+    if !fs::symlink_metadata(path).at(path)?.is_dir() {
+        return Ok(1);
+    }
+    let mut n = 0;
+    for e in fs::read_dir(path).at(path)? {
+        n += files_in(&e.at(path)?.path())?;
+    }
+    Ok(n)
+}
+
 /// Ensures `path` is a directory of its own: a symlink or file there is replaced, so
 /// nothing is written outside the destination through a link.
 fn make_real_dir(path: &Path) -> Result<()> {
@@ -155,7 +262,7 @@ fn set_link_mtime(path: &Path, mtime_ns: i64) -> Result<()> {
 fn remove_existing(path: &Path) -> Result<()> {
     match fs::symlink_metadata(path) {
         Ok(m) if m.is_dir() => Err(Error::IsADirectory(format!(
-            "{} (a version file would replace it)",
+            "{}, where the version has a file,",
             path.display()
         ))),
         Ok(_) => fs::remove_file(path).at(path),

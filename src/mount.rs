@@ -18,15 +18,15 @@ use std::time::{Duration, Instant};
 use fuser::{Config, MountOption, SessionACL};
 
 use crate::error::{Error, IoContext, Result};
-use crate::fs::{Fs, Inodes, XATTR_PID};
+use crate::fs::{Fs, Inodes};
 use crate::fuse::Adapter;
+use crate::mounts::{FS_TYPE, mount_type, server_pid};
 
 /// The environment variable naming the descriptor a background mount reports readiness on.
 const READY_FD_ENV: &str = "ARTIFACTFS_READY_FD";
 const READY_FD: i32 = 3;
 /// Where the mount process logs, inside the store.
 pub const LOG_FILE: &str = "mount.log";
-const FS_TYPE: &str = "fuse.artifactfs";
 /// Inodes of version entries the server keeps before asking the kernel to drop some: about
 /// 40 MB of its memory.
 const MAX_CACHED_ENTRIES: usize = 100_000;
@@ -40,8 +40,18 @@ fn worker_threads() -> usize {
         * 2
 }
 
-/// Refuses mount points that do not exist, are not directories, or are already mounts.
-fn check_mountpoint(mountpoint: &Path) -> Result<PathBuf> {
+/// How to mount.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Options {
+    /// Stay attached and serve until unmounted.
+    pub foreground: bool,
+    /// Mount over a directory that holds files (hiding them until unmounted).
+    pub nonempty: bool,
+}
+
+/// Refuses mount points that do not exist, are not directories, are already mounts, or hold
+/// files (unless `nonempty`): a mount hides what is below it.
+fn check_mountpoint(mountpoint: &Path, nonempty: bool) -> Result<PathBuf> {
     let stale = fs::metadata(mountpoint)
         .err()
         .is_some_and(|e| e.raw_os_error() == Some(libc::ENOTCONN));
@@ -70,11 +80,35 @@ fn check_mountpoint(mountpoint: &Path) -> Result<PathBuf> {
     }
     let abs = fs::canonicalize(mountpoint).at(mountpoint)?;
     if mount_type(&abs)?.is_some() {
-        return Err(Error::AlreadyExists(format!(
-            "a mount at {} (unmount it first: artifactfs umount {})",
-            abs.display(),
-            abs.display()
-        )));
+        return Err(Error::invalid(
+            format!("mount point {}", abs.display()),
+            format!(
+                "something is mounted there already; unmount it first with `artifactfs umount {}`",
+                abs.display()
+            ),
+        ));
+    }
+    if !nonempty {
+        let mut names: Vec<String> = fs::read_dir(&abs)
+            .at(&abs)?
+            .take(4)
+            .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+            .collect::<std::io::Result<_>>()
+            .at(&abs)?;
+        if !names.is_empty() {
+            names.sort();
+            if names.len() > 3 {
+                names[3] = "…".into();
+            }
+            return Err(Error::invalid(
+                format!("mount point {}", abs.display()),
+                format!(
+                    "is not empty ({}): the mount would hide its files until unmounted; use an \
+                     empty directory, or --nonempty (-o nonempty with mount -t) to mount over them",
+                    names.join(", ")
+                ),
+            ));
+        }
     }
     Ok(abs)
 }
@@ -103,62 +137,14 @@ fn detach(mountpoint: &Path) -> Result<()> {
     Ok(())
 }
 
-/// One line of /proc/self/mountinfo.
-pub struct MountEntry {
-    pub mountpoint: String,
-    pub fstype: String,
-    pub source: String,
-}
-
-/// This process's mounts, in mount order.
-pub fn mounts() -> Result<Vec<MountEntry>> {
-    let info = fs::read_to_string("/proc/self/mountinfo").at(Path::new("/proc/self/mountinfo"))?;
-    Ok(info
-        .lines()
-        .filter_map(|line| {
-            // id parent major:minor root mountpoint options [optional...] - fstype source super
-            let fields: Vec<&str> = line.split(' ').collect();
-            let sep = fields.iter().position(|f| *f == "-")?;
-            Some(MountEntry {
-                mountpoint: unescape(fields.get(4)?),
-                fstype: fields.get(sep + 1)?.to_string(),
-                source: unescape(fields.get(sep + 2)?),
-            })
-        })
-        .collect())
-}
-
-/// The filesystem type mounted exactly at `path`.
-fn mount_type(path: &Path) -> Result<Option<String>> {
-    let want = path.to_string_lossy();
-    // The last mount there is what shows.
-    Ok(mounts()?
-        .into_iter()
-        .rev()
-        .find(|m| m.mountpoint == want)
-        .map(|m| m.fstype))
-}
-
-/// mountinfo escapes space, tab, newline and backslash as octal.
-fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(u8::is_ascii_digit) {
-            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
-            out.push(v);
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// `artifactfs mount`: serves the store at `mountpoint`, in the background unless `foreground`.
-pub fn mount(store_root: &Path, mountpoint: &Path, foreground: bool) -> Result<()> {
+/// `artifactfs mount`: serves the store at `mountpoint`, in the background unless
+/// `opts.foreground`. `ready` is told the mount point once the mount answers.
+pub fn mount(
+    store_root: &Path,
+    mountpoint: &Path,
+    opts: Options,
+    ready: &mut dyn FnMut(&Path),
+) -> Result<()> {
     // Two mounts on one mount point at once must not both pass the checks and stack: the
     // second waits here, then finds the first mounted. A server started by `mount` below
     // runs under its parent's lock.
@@ -168,10 +154,10 @@ pub fn mount(store_root: &Path, mountpoint: &Path, foreground: bool) -> Result<(
     } else {
         Some(lock_parent_of(mountpoint)?)
     };
-    let mountpoint = check_mountpoint(mountpoint)?;
+    let mountpoint = check_mountpoint(mountpoint, opts.nonempty)?;
     let store_root = &std::path::absolute(store_root).at(store_root)?;
-    if foreground {
-        return serve(store_root, &mountpoint, lock);
+    if opts.foreground {
+        return serve(store_root, &mountpoint, lock, ready);
     }
     // Open the store here too, so its errors reach the user directly.
     drop(crate::store::Store::open(store_root)?);
@@ -183,6 +169,7 @@ pub fn mount(store_root: &Path, mountpoint: &Path, foreground: bool) -> Result<(
         .arg("mount")
         .arg(&mountpoint)
         .arg("--foreground")
+        .args(opts.nonempty.then_some("--nonempty"))
         .env(READY_FD_ENV, READY_FD.to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -221,6 +208,7 @@ pub fn mount(store_root: &Path, mountpoint: &Path, foreground: bool) -> Result<(
         ));
     };
     if report.trim() == "ready" {
+        ready(&mountpoint);
         return Ok(());
     }
     let _ = child.wait();
@@ -300,9 +288,19 @@ fn report(pipe: &mut Option<fs::File>, msg: &str) {
     }
 }
 
-fn serve(store_root: &Path, mountpoint: &Path, lock: Option<fs::File>) -> Result<()> {
+fn serve(
+    store_root: &Path,
+    mountpoint: &Path,
+    lock: Option<fs::File>,
+    ready: &mut dyn FnMut(&Path),
+) -> Result<()> {
     let mut pipe = take_ready_pipe();
-    let result = serve_inner(store_root, mountpoint, &mut pipe, lock);
+    // Started by `mount`, which tells the user; else this process is the one to.
+    let mut told: &mut dyn FnMut(&Path) = &mut |_: &Path| {};
+    if pipe.is_none() {
+        told = ready;
+    }
+    let result = serve_inner(store_root, mountpoint, &mut pipe, lock, told);
     if let Err(e) = &result {
         log::error!("{e}");
         report(&mut pipe, &format!("{e}\n"));
@@ -315,6 +313,7 @@ fn serve_inner(
     mountpoint: &Path,
     pipe: &mut Option<fs::File>,
     lock: Option<fs::File>,
+    ready: &mut dyn FnMut(&Path),
 ) -> Result<()> {
     // Request threads allocate and free inode data in turns; with an arena per thread, glibc
     // keeps memory freed in one from serving another, and the server grows for nothing.
@@ -325,9 +324,16 @@ fn serve_inner(
     // SAFETY: geteuid cannot fail.
     let root = unsafe { libc::geteuid() } == 0;
     let mut config = Config::default();
+    // The type shows as fuse.artifactfs in /proc/mounts, so `findmnt -t fuse.artifactfs` and
+    // `df -t fuse.artifactfs` find the mount. fusermount3 is given the subtype as such; a
+    // mount made directly, as root, passes it to the kernel as an option.
+    let subtype = match root {
+        true => MountOption::CUSTOM("subtype=artifactfs".into()),
+        false => MountOption::Subtype("artifactfs".into()),
+    };
     config.mount_options = vec![
         MountOption::FSName(store_root.display().to_string()),
-        MountOption::Subtype("artifactfs".into()),
+        subtype,
         MountOption::NoAtime,
         MountOption::NoDev,
         MountOption::NoSuid,
@@ -368,6 +374,7 @@ fn serve_inner(
         .at(Path::new("evict thread"))?;
     drop(lock);
     report(pipe, "ready\n");
+    ready(mountpoint);
     session.run().map_err(|e| Error::io(mountpoint, e))?;
     log::info!("unmounted {}", mountpoint.display());
     Ok(())
@@ -421,8 +428,7 @@ fn evict_entries(inodes: &Inodes, notifier: &fuser::Notifier, limit: usize) {
 pub fn umount(mountpoint: &Path) -> Result<()> {
     let abs = fs::canonicalize(mountpoint).unwrap_or_else(|_| mountpoint.to_path_buf());
     match mount_type(&abs)? {
-        // Mounted directly by root the type is plain "fuse"; through fusermount3 it carries
-        // the subtype.
+        // Mounts made by older versions directly as root have the plain type "fuse".
         Some(t) if t == FS_TYPE || t == "fuse" => {}
         _ => {
             return Err(Error::invalid(
@@ -474,35 +480,6 @@ fn umount_error(path: &Path, e: std::io::Error) -> Error {
     } else {
         Error::io(path, e)
     }
-}
-
-/// The pid of the process serving `mountpoint`, which it publishes as an xattr of the root.
-pub fn server_pid(mountpoint: &Path) -> Option<i32> {
-    root_xattr(mountpoint, XATTR_PID)?.parse().ok()
-}
-
-/// An attribute the server publishes on the root of its mount, as text.
-pub fn root_xattr(mountpoint: &Path, name: &str) -> Option<String> {
-    let c = std::ffi::CString::new(mountpoint.as_os_str().as_encoded_bytes()).ok()?;
-    let name = std::ffi::CString::new(name).ok()?;
-    let mut buf = [0u8; 64];
-    // SAFETY: buffers are valid for the given length.
-    let n = unsafe {
-        libc::getxattr(
-            c.as_ptr(),
-            name.as_ptr(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-        )
-    };
-    if n <= 0 {
-        return None;
-    }
-    Some(
-        String::from_utf8_lossy(&buf[..n as usize])
-            .trim()
-            .to_string(),
-    )
 }
 
 fn wait_for_exit(pid: i32, limit: Duration) {

@@ -51,6 +51,8 @@ pub struct Request {
     pub mountpoint: PathBuf,
     /// `-f`: check everything but do not mount.
     pub fake: bool,
+    /// `-o nonempty`: mount over a directory that holds files.
+    pub nonempty: bool,
 }
 
 /// Whether the program was started under a helper's name (`mount.fuse.artifactfs`).
@@ -101,7 +103,12 @@ pub fn parse(args: &[OsString]) -> Result<Request> {
             p.len()
         ))
     })?;
+    let mut nonempty = false;
     for option in options.iter().flat_map(|o| o.split(',')) {
+        if option == "nonempty" {
+            nonempty = true;
+            continue;
+        }
         let known = option.is_empty()
             || GENERIC.contains(&option)
             || option.starts_with("x-")
@@ -123,6 +130,7 @@ pub fn parse(args: &[OsString]) -> Result<Request> {
         store,
         mountpoint,
         fake,
+        nonempty,
     })
 }
 
@@ -138,7 +146,18 @@ pub fn run(args: &[OsString]) -> ExitCode {
     if request.fake {
         return ExitCode::SUCCESS;
     }
-    match crate::mount::mount(&request.store, &request.mountpoint, false) {
+    let location = crate::store_dir::Location {
+        path: request.store.clone(),
+        origin: crate::store_dir::Origin::Flag,
+    };
+    let mounted = location.require().and_then(|()| {
+        let opts = crate::mount::Options {
+            foreground: false,
+            nonempty: request.nonempty,
+        };
+        crate::mount::mount(&request.store, &request.mountpoint, opts, &mut |_| {})
+    });
+    match mounted {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
@@ -166,6 +185,8 @@ mod tests {
         assert!(!r.fake);
         let r = parse(&args("s m -fnv -t fuse.artifactfs -orw")).unwrap();
         assert!(r.fake);
+        assert!(!r.nonempty);
+        assert!(parse(&args("s m -o rw,nonempty")).unwrap().nonempty);
     }
 
     #[test]

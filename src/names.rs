@@ -108,6 +108,19 @@ name_type!(
     |_| None
 );
 
+/// The candidate closest to `want`, if one is close enough to be a typo of it (`mnsit` for
+/// `mnist`, `bset` for `best`): for "did you mean" hints.
+pub fn closest<'a>(want: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let limit = (want.chars().count() / 3).max(1);
+    candidates
+        .into_iter()
+        .filter(|c| *c != want)
+        .map(|c| (strsim::damerau_levenshtein(want, c), c))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
 /// Which version of an artifact a reference selects.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Selector {
@@ -162,6 +175,32 @@ impl FromStr for VersionRef {
             Selector::Alias(AliasName::new(sel)?)
         };
         Ok(VersionRef { artifact, selector })
+    }
+}
+
+/// What `alias rm` takes first: a bare `NAME` (the alias is removed from whichever version
+/// it names), or a version as `alias set` takes it (`NAME:vN`, `NAME:ALIAS`), which the alias
+/// must name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AliasOwner {
+    pub artifact: ArtifactName,
+    pub version: Option<VersionRef>,
+}
+
+impl FromStr for AliasOwner {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        if s.contains(':') {
+            let r: VersionRef = s.parse()?;
+            return Ok(AliasOwner {
+                artifact: r.artifact.clone(),
+                version: Some(r),
+            });
+        }
+        Ok(AliasOwner {
+            artifact: ArtifactName::new(s)?,
+            version: None,
+        })
     }
 }
 
@@ -236,6 +275,20 @@ mod tests {
         let d: DraftName = "mnist@run-1".parse().unwrap();
         assert_eq!(d.id_key(), "run-1");
         assert!("mnist@".parse::<DraftName>().is_err());
+    }
+
+    #[test]
+    fn close_names_are_suggested_and_far_ones_not() {
+        let names = ["mnist", "cifar10", "best", "latest"];
+        assert_eq!(closest("mnsit", names), Some("mnist"));
+        assert_eq!(closest("bset", names), Some("best"));
+        assert_eq!(closest("lates", names), Some("latest"));
+        assert_eq!(closest("imagenet", names), None);
+        assert_eq!(
+            closest("mnist", names),
+            None,
+            "the name itself is no suggestion"
+        );
     }
 
     #[test]

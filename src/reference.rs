@@ -173,9 +173,8 @@ impl OffLimits {
     pub fn of(store: &Path) -> Result<Self> {
         let real = fs::canonicalize(store).map_err(|e| Error::io(store, e))?;
         let mut places = vec![(real.clone(), format!("the store {}", real.display()))];
-        for m in crate::mount::mounts()? {
-            let ours = (m.fstype == "fuse" || m.fstype.starts_with("fuse."))
-                && Path::new(&m.source).join("catalog.db").is_file();
+        for m in crate::mounts::mounts()? {
+            let ours = m.is_fuse() && Path::new(&m.source).join("catalog.db").is_file();
             if ours {
                 let at = PathBuf::from(&m.mountpoint);
                 places.push((at.clone(), format!("the artifactfs mount {}", at.display())));

@@ -17,7 +17,7 @@ use crate::draft;
 use crate::error::{Error, IoContext, Result};
 use crate::hash::Digest;
 use crate::ingest::{self, Inputs, Stored};
-use crate::names::{AliasName, ArtifactName, DraftName, LATEST, TypeName, VersionRef};
+use crate::names::{AliasName, ArtifactName, DraftName, LATEST, TypeName, VersionRef, closest};
 use crate::staging::Staging;
 use rayon::prelude::*;
 
@@ -73,9 +73,23 @@ impl Store {
         // collect their blobs). A new catalog's first transactions live in its write-ahead
         // log until a checkpoint, so while another process fills a new store the file is
         // empty and the log is not.
-        let size = fs::metadata(&db).map(|m| m.len()).ok();
-        let logged = fs::metadata(root.join("catalog.db-wal")).is_ok_and(|m| m.len() > 0);
-        if size.is_none_or(|n| n == 0) && !logged && !blobs.is_empty()? {
+        // The last connection to close copies the log into the file, then removes the log:
+        // so the log is looked at first, and a catalog that looks lost is looked at again a
+        // few times before it is called so, in case another process was between the two.
+        let wal = root.join("catalog.db-wal");
+        let mut lost = None;
+        for attempt in 0..5 {
+            if attempt > 0 {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            let logged = fs::metadata(&wal).is_ok_and(|m| m.len() > 0);
+            let size = fs::metadata(&db).map(|m| m.len()).ok();
+            lost = (size.is_none_or(|n| n == 0) && !logged && !blobs.is_empty()?).then_some(size);
+            if lost.is_none() {
+                break;
+            }
+        }
+        if let Some(size) = lost {
             let state = match size {
                 None => "missing",
                 Some(_) => "empty (0 bytes)",
@@ -135,19 +149,25 @@ impl Store {
         inputs: &Inputs,
         dest: Option<&str>,
         rehearse: bool,
+        track_replaced: bool,
         open: impl Fn(&Connection) -> Result<DraftRow>,
-        then: impl FnOnce(&Connection, &DraftRow, usize) -> Result<T>,
+        then: impl FnOnce(&Connection, &DraftRow, usize, Vec<Vec<u8>>) -> Result<T>,
     ) -> Result<T> {
         self.catalog.check_writable()?;
         let dest = dest.map(ingest::parse_dest).transpose()?;
         let dest = dest.as_deref();
         let mut total = 0;
+        let mut collisions = ingest::Collisions::of(inputs)?;
         let mut check = |tx: Option<(&Connection, &DraftRow)>| {
             ingest::scan(inputs, dest, INGEST_CHUNK, &mut |chunk| {
                 total += ingest::bytes_of(&chunk);
+                if let Some(c) = collisions.as_mut() {
+                    c.check(&chunk)?;
+                }
                 match tx {
                     Some((tx, d)) => {
-                        record(tx, d, chunk.iter().map(ingest::placeholder).collect()).map(|_| ())
+                        let placeholders = chunk.iter().map(ingest::placeholder).collect();
+                        record(tx, d, placeholders, None).map(|_| ())
                     }
                     None => Ok(()),
                 }
@@ -174,11 +194,12 @@ impl Store {
             self.catalog.write(|tx| {
                 let d = open(tx)?;
                 let mut n = 0;
+                let mut replaced = track_replaced.then(Vec::new);
                 spool.replay(INGEST_CHUNK, &mut |chunk| {
-                    n += record(tx, &d, chunk)?;
+                    n += record(tx, &d, chunk, replaced.as_mut())?;
                     Ok(())
                 })?;
-                then(tx, &d, n)
+                then(tx, &d, n, replaced.unwrap_or_default())
             })
         });
         drop(lock);
@@ -204,8 +225,9 @@ impl Store {
             inputs,
             None,
             false,
+            false,
             |tx| drafts::create(tx, name.as_str(), LOG_DRAFT_ID, None, None),
-            |tx, d, _| commit::commit(tx, d, opts),
+            |tx, d, _, _| commit::commit(tx, d, opts),
         )
     }
 
@@ -229,8 +251,9 @@ impl Store {
             inputs,
             dest,
             true,
+            false,
             |tx| require_draft(tx, name),
-            |_, _, n| Ok(n),
+            |_, _, n, _| Ok(n),
         )
     }
 
@@ -268,19 +291,22 @@ impl Store {
     }
 
     /// `upsert`: adds files to the distributed draft `name`, creating it if needed. Safe to
-    /// run from many processes at once: each adds its files in its own transaction.
+    /// run from many processes at once: each adds its files in its own transaction, and the
+    /// later of two that add one path wins. Returns how many files it added, and the paths
+    /// where it replaced other content that an earlier writer had added.
     pub fn upsert(
         &mut self,
         name: &DraftName,
         inputs: &Inputs,
-        type_name: &TypeName,
-    ) -> Result<usize> {
+        type_name: Option<&TypeName>,
+    ) -> Result<(usize, Vec<Vec<u8>>)> {
         self.ingest_into(
             inputs,
             None,
             true,
+            true,
             |tx| open_distributed(tx, name, type_name),
-            |_, _, n| Ok(n),
+            |_, _, n, replaced| Ok((n, replaced)),
         )
     }
 
@@ -291,10 +317,6 @@ impl Store {
         inputs: &Inputs,
         opts: &CommitOptions,
     ) -> Result<Outcome> {
-        let type_name = opts
-            .type_name
-            .clone()
-            .ok_or_else(|| Error::invalid("finish", "--type is required"))?;
         // With no files of its own, finish commits what was upserted; it must not create an
         // empty draft (a mistyped id would otherwise become an empty version).
         let open = |tx: &Connection| {
@@ -307,7 +329,7 @@ impl Store {
                     "nothing was upserted to this distributed id and no files were given",
                 ));
             }
-            open_distributed(tx, name, &type_name)
+            open_distributed(tx, name, opts.type_name.as_ref())
         };
         // Workers may have filled the draft through a mount: their files are stored first,
         // as `draft commit` stores them, and nobody writes more until the version is sealed.
@@ -325,7 +347,7 @@ impl Store {
             }
             None => None,
         };
-        let outcome = self.ingest_into(inputs, None, true, open, |tx, d, _| {
+        let outcome = self.ingest_into(inputs, None, true, false, open, |tx, d, _, _| {
             commit::commit(tx, d, opts)
         })?;
         if let Some(d) = existing {
@@ -343,13 +365,42 @@ impl Store {
         })
     }
 
-    /// Removes an alias; returns the number of the version it named.
-    pub fn alias_rm(&mut self, name: &ArtifactName, alias: &AliasName) -> Result<u64> {
+    /// Removes an alias (from version `on` only, if given); returns the number of the
+    /// version it named.
+    pub fn alias_rm(
+        &mut self,
+        name: &ArtifactName,
+        alias: &AliasName,
+        on: Option<&VersionRef>,
+    ) -> Result<u64> {
         refuse_latest(alias, "removed")?;
         self.catalog.write(|tx| {
             let art = versions::require_artifact(tx, name.as_str())?;
-            versions::remove_alias(tx, art.id, alias.as_str())?
-                .ok_or_else(|| Error::not_found(format!("alias {name}:{alias}")))
+            if let Some(on) = on {
+                let want = versions::resolve(tx, on)?;
+                let now = versions::by_alias(tx, art.id, alias.as_str())?;
+                if let Some(now) = now.filter(|v| v.id != want.id) {
+                    return Err(Error::invalid(
+                        format!("alias rm {on} {alias}"),
+                        format!(
+                            "alias {alias} names {}, not {}; nothing was removed",
+                            now.reference(),
+                            want.reference()
+                        ),
+                    ));
+                }
+            }
+            if let Some(n) = versions::remove_alias(tx, art.id, alias.as_str())? {
+                return Ok(n);
+            }
+            let aliases = versions::aliases_of_artifact(tx, art.id)?;
+            let hint = closest(alias.as_str(), aliases.iter().map(|(a, _)| a.as_str()))
+                .map(|c| format!("did you mean {name}:{c}?"));
+            Err(crate::catalog::absent(
+                tx,
+                format!("alias {name}:{alias}"),
+                hint,
+            ))
         })
     }
 
@@ -591,8 +642,14 @@ pub fn new_draft(
     )
 }
 
-/// Records stored sources in draft `d`. Returns how many files and symlinks were recorded.
-fn record(tx: &Connection, d: &DraftRow, stored: Vec<Stored>) -> Result<usize> {
+/// Records stored sources in draft `d`. Returns how many files and symlinks were recorded;
+/// adds to `replaced` the paths where the draft had recorded other content before.
+fn record(
+    tx: &Connection,
+    d: &DraftRow,
+    stored: Vec<Stored>,
+    mut replaced: Option<&mut Vec<Vec<u8>>>,
+) -> Result<usize> {
     let mut files = 0;
     for s in stored {
         match s.change {
@@ -600,6 +657,17 @@ fn record(tx: &Connection, d: &DraftRow, stored: Vec<Stored>) -> Result<usize> {
                 draft::put_dir(tx, d, &s.dest, Meta::recorded(s.mode, s.mtime_ns))?
             }
             change => {
+                if let Some(replaced) = replaced.as_mut() {
+                    let (parent, name) = match s.dest.iter().rposition(|b| *b == b'/') {
+                        Some(i) => (&s.dest[..i], &s.dest[i + 1..]),
+                        None => (&b""[..], &s.dest[..]),
+                    };
+                    let before = drafts::entry(tx, d.id, parent, name)?.map(|e| e.change);
+                    let leaf = |c: &Change| !matches!(c, Change::Dir { .. } | Change::Removed);
+                    if before.is_some_and(|b| leaf(&b) && b != change) {
+                        replaced.push(s.dest.clone());
+                    }
+                }
                 draft::put_leaf(tx, d, &s.dest, change, Meta::recorded(s.mode, s.mtime_ns))?;
                 files += 1;
             }
@@ -613,15 +681,38 @@ pub fn require_draft(conn: &Connection, name: &DraftName) -> Result<DraftRow> {
         return Ok(d);
     }
     refuse_sealed(conn, name)?;
-    Err(Error::not_found(format!(
-        "draft {name} (create it with `artifactfs draft new {name}`)"
-    )))
+    let names: Vec<String> = drafts::list(conn)?
+        .iter()
+        .map(|d| d.display_name())
+        .collect();
+    let hint = match closest(&name.to_string(), names.iter().map(|n| n.as_str())) {
+        Some(c) => format!("did you mean {c}?"),
+        None => format!("create it with `artifactfs draft new {name}`"),
+    };
+    Err(crate::catalog::absent(
+        conn,
+        format!("draft {name}"),
+        Some(hint),
+    ))
 }
 
-fn open_distributed(tx: &Connection, name: &DraftName, type_name: &TypeName) -> Result<DraftRow> {
+/// Finds or starts the distributed draft `name`. Without a type, the draft keeps the one it
+/// has (or none: the commit then takes the artifact's, or `dataset`).
+fn open_distributed(
+    tx: &Connection,
+    name: &DraftName,
+    type_name: Option<&TypeName>,
+) -> Result<DraftRow> {
     refuse_sealed(tx, name)?;
-    check_type(tx, &name.artifact, Some(type_name))?;
-    match drafts::get(tx, name.artifact.as_str(), name.id_key())? {
+    check_type(tx, &name.artifact, type_name)?;
+    let existing = drafts::get(tx, name.artifact.as_str(), name.id_key())?;
+    let Some(type_name) = type_name else {
+        return match existing {
+            Some(d) => Ok(d),
+            None => drafts::create(tx, name.artifact.as_str(), name.id_key(), None, None),
+        };
+    };
+    match existing {
         Some(d) => {
             if d.type_name
                 .as_deref()

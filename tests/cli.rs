@@ -78,6 +78,72 @@ fn log_prints_the_version_and_json_describes_it() {
     assert_eq!(v["digest"].as_str().unwrap().len(), 64);
 }
 
+/// An unchanged `log` (or commit) sets its aliases on the version it found but never its
+/// description or metadata, and says which of those it did not apply.
+#[test]
+fn an_unchanged_commit_says_which_description_and_metadata_it_did_not_apply() {
+    let s = TestStore::new();
+    let d = s.tree("data", &[("x.txt", "hello\n")]);
+    s.ok(&[
+        "log",
+        "ds",
+        p(&d),
+        "--description",
+        "first",
+        "--metadata",
+        r#"{"n": 1}"#,
+    ]);
+    let before = s.fingerprint();
+    let out = s.ok(&[
+        "log",
+        "ds",
+        p(&d),
+        "--description",
+        "second",
+        "--metadata",
+        "{}",
+    ]);
+    assert_eq!(
+        out,
+        "ds:v0 (unchanged; --description and --metadata were not applied: ds:v0 keeps its own)\n"
+    );
+    assert_unchanged(&before, &s.fingerprint(), "an unchanged log");
+    let v = s.json(&[
+        "log",
+        "ds",
+        p(&d),
+        "--metadata",
+        r#"{"n": 2}"#,
+        "--alias",
+        "best",
+    ]);
+    assert_eq!(v["unchanged"], true);
+    assert_eq!(v["not_applied"], json!(["metadata"]));
+    assert_eq!(v["metadata"], json!({"n": 1}), "the version's own");
+    assert_eq!(v["description"], "first");
+    assert_eq!(
+        v["aliases"],
+        json!(["latest", "best"]),
+        "aliases are applied"
+    );
+    // Nothing given, nothing to report; a new version applies both.
+    assert_eq!(s.ok(&["log", "ds", p(&d)]), "ds:v0 (unchanged)\n");
+    assert_eq!(s.json(&["log", "ds", p(&d)])["not_applied"], json!([]));
+    // The same for a draft commit equal to its base.
+    s.ok(&["draft", "new", "ds"]);
+    assert_eq!(
+        s.ok(&["draft", "commit", "ds", "--description", "again"]),
+        "ds:v0 (unchanged; --description was not applied: ds:v0 keeps its own)\n"
+    );
+    let d2 = s.tree("data2", &[("x.txt", "changed\n")]);
+    let v = s.json(&["log", "ds", p(&d2), "--description", "third"]);
+    assert_eq!(
+        (v["unchanged"].clone(), v["not_applied"].clone()),
+        (json!(false), json!([]))
+    );
+    assert_eq!(v["description"], "third");
+}
+
 #[test]
 fn list_artifacts_and_versions() {
     let s = TestStore::new();
@@ -85,16 +151,12 @@ fn list_artifacts_and_versions() {
     let m = s.tree("model", &[("weights.bin", "0123456789")]);
     s.ok(&["log", "net", p(&m), "--type", "model"]);
 
-    let text = s.ok(&["list"]);
-    let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines.len(), 2, "{text}");
-    assert!(
-        lines[0].starts_with("mnist\tdataset\t2 versions\tlatest v1"),
-        "{text}"
-    );
-    assert!(
-        lines[1].starts_with("net\tmodel\t1 versions\tlatest v0"),
-        "{text}"
+    // A header, columns two spaces apart, nothing trailing.
+    assert_eq!(
+        s.ok(&["list"]),
+        "ARTIFACT  TYPE     VERSIONS  LATEST\n\
+         mnist     dataset  2         v1\n\
+         net       model    1         v0\n"
     );
 
     let v = s.json(&["list"]);
@@ -108,13 +170,26 @@ fn list_artifacts_and_versions() {
     assert_eq!(arr[1]["type"], "model");
 
     let text = s.ok(&["list", "mnist"]);
-    let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines.len(), 2, "{text}");
-    assert!(lines[0].starts_with("v0\t"), "{text}");
-    assert!(lines[0].contains("4 files"), "{text}");
-    assert!(!lines[0].contains("latest"), "{text}");
-    assert!(lines[1].starts_with("v1\t"), "{text}");
-    assert!(lines[1].ends_with("latest"), "{text}");
+    let lines: Vec<Vec<&str>> = text
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert_eq!(lines[0], ["VERSION", "CREATED", "FILES", "SIZE", "ALIASES"]);
+    assert_eq!(
+        (lines[1][0], lines[1][2], lines[1].len()),
+        ("v0", "4", 5),
+        "{text}"
+    );
+    assert_eq!(
+        (lines[2][0], lines[2][2], lines[2][5]),
+        ("v1", "4", "latest"),
+        "{text}"
+    );
+    assert!(
+        !text.contains('\t') && !text.lines().any(|l| l.ends_with(' ')),
+        "{text:?}"
+    );
 
     let v = s.json(&["list", "mnist"]);
     let arr = v.as_array().unwrap();
@@ -297,14 +372,205 @@ fn get_materializes_files_modes_mtimes_and_symlinks() {
     fs::write(dest.join("plain.txt"), "changed").unwrap();
     assert_eq!(cat(&s, "m", "plain.txt"), "plain\n");
 
-    // --json, into an existing directory whose files are replaced.
-    let v = s.json(&["get", "m", p(&dest)]);
+    // --json, into an existing directory whose files are replaced (--merge: it holds files).
+    let v = s.json(&["get", "m", p(&dest), "--merge"]);
     assert_eq!(v["ref"], "m:v0");
     assert_eq!(v["files"], 5);
     assert_eq!(v["dest"], p(&dest));
     assert_eq!(
+        (v["extra_kept"].clone(), v["extra_removed"].clone()),
+        (json!(0), json!(0))
+    );
+    assert_eq!(
         fs::read_to_string(dest.join("plain.txt")).unwrap(),
         "plain\n"
+    );
+}
+
+/// `get` into a directory that holds files is refused, changing nothing, unless `--delete`
+/// (the destination becomes exactly the version) or `--merge` (files the version does not
+/// have are kept, and counted).
+#[test]
+fn get_into_a_non_empty_directory_needs_delete_or_merge() {
+    let s = TestStore::new();
+    two_versions(&s);
+    let dest = s.path("checkout");
+    s.ok(&["get", "mnist:v0", p(&dest)]);
+    // A user's own files beside the checkout, and a directory where v1 has a file.
+    write_tree(&dest, &[("notes.txt", "mine"), ("results/run1.csv", "r")]);
+    fs::remove_file(dest.join("a.txt")).unwrap();
+    write_tree(&dest, &[("a.txt/inner", "in the way")]);
+    let snapshot = || {
+        let mut out = Vec::new();
+        for e in walk(&dest) {
+            let content = fs::read(dest.join(&e)).unwrap_or_default();
+            out.push((e, content));
+        }
+        out
+    };
+    let before = snapshot();
+    let err = s.fail(&["get", "mnist:v1", p(&dest)]);
+    assert_eq!(
+        err.trim(),
+        format!(
+            "error: get into {}: the directory is not empty (a.txt, link, notes.txt, …); add \
+             --delete to make it exactly mnist:v1, removing what the version does not have, or \
+             --merge to write the version over it and keep the rest",
+            p(&dest)
+        )
+    );
+    assert_eq!(snapshot(), before, "a refused get changed the destination");
+    // --merge will not replace a directory with a file: refused before anything is written.
+    let err = s.fail(&["get", "mnist:v1", p(&dest), "--merge"]);
+    assert!(
+        err.contains("a.txt, where the version has a file, is a directory"),
+        "{err}"
+    );
+    assert_eq!(snapshot(), before);
+    fs::remove_dir_all(dest.join("a.txt")).unwrap();
+    assert_eq!(
+        s.ok(&["get", "mnist:v1", p(&dest), "--merge"]).trim(),
+        format!(
+            "mnist:v1 -> {} (4 files; kept 3 files the version does not have)",
+            p(&dest)
+        )
+    );
+    assert_eq!(fs::read_to_string(dest.join("notes.txt")).unwrap(), "mine");
+    assert!(dest.join("sub/b.txt").exists(), "v0's file, kept");
+    // --delete: exactly the version, whatever was there.
+    fs::remove_file(dest.join("c.txt")).unwrap();
+    write_tree(&dest, &[("c.txt/x", "a directory where v1 has a file")]);
+    let v = s.json(&["get", "mnist:v1", p(&dest), "--delete"]);
+    assert_eq!(
+        (
+            v["files"].clone(),
+            v["extra_removed"].clone(),
+            v["extra_kept"].clone()
+        ),
+        (json!(4), json!(4), json!(0)),
+        "{v}"
+    );
+    assert_eq!(walk(&dest), ["a.txt", "c.txt", "link", "run.sh"]);
+    assert_eq!(fs::read_to_string(dest.join("c.txt")).unwrap(), "charlie\n");
+    assert_eq!(
+        s.ok(&["get", "mnist:v1", p(&dest), "--delete"]).trim(),
+        format!("mnist:v1 -> {} (4 files)", p(&dest))
+    );
+    let out = s.run(&["get", "mnist:v1", p(&dest), "--delete", "--merge"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "the two flags exclude each other"
+    );
+}
+
+/// Every file and symlink under `dir`, relative, sorted; directories only when empty.
+fn walk(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    fn go(base: &std::path::Path, dir: &std::path::Path, out: &mut Vec<String>) {
+        let mut any = false;
+        for e in fs::read_dir(dir).unwrap() {
+            any = true;
+            let p = e.unwrap().path();
+            if fs::symlink_metadata(&p).unwrap().is_dir() {
+                go(base, &p, out);
+            } else {
+                out.push(p.strip_prefix(base).unwrap().to_string_lossy().into_owned());
+            }
+        }
+        if !any && dir != base {
+            out.push(format!(
+                "{}/",
+                dir.strip_prefix(base).unwrap().to_string_lossy()
+            ));
+        }
+    }
+    go(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+/// `alias rm` takes the form `alias set` takes: the version, then the alias (refused, naming
+/// where the alias is, when it names another version); a bare NAME still removes it wherever
+/// it is.
+#[test]
+fn alias_rm_takes_the_version_as_alias_set_does() {
+    let s = TestStore::new();
+    two_versions(&s);
+    s.ok(&["alias", "set", "mnist:v0", "best"]);
+    let err = refused(&s, &["alias", "rm", "mnist:v1", "best"], &[]);
+    assert_eq!(
+        err.trim(),
+        "error: alias rm mnist:v1 best: alias best names mnist:v0, not mnist:v1; nothing was \
+         removed"
+    );
+    assert_eq!(
+        s.ok(&["alias", "rm", "mnist:v0", "best"]),
+        "removed alias mnist:best from mnist:v0\n"
+    );
+    s.ok(&["alias", "set", "mnist:v1", "prod"]);
+    assert_eq!(
+        s.json(&["alias", "rm", "mnist:prod", "prod"]),
+        json!({"artifact": "mnist", "alias": "prod", "ref": "mnist:v1"})
+    );
+}
+
+/// Empty listings say so; counts are singular for one.
+#[test]
+fn listings_say_when_they_are_empty_and_counts_agree_with_their_nouns() {
+    let s = TestStore::new();
+    s.init();
+    let root = p(&s.root);
+    assert_eq!(
+        s.ok(&["list"]),
+        format!("no artifacts in store {root} yet\n")
+    );
+    assert_eq!(s.ok(&["draft", "list"]), "no drafts\n");
+    let d = s.tree("d", &[("a.txt", "a")]);
+    s.ok(&["log", "m", p(&d)]);
+    s.ok(&["draft", "new", "m"]);
+    assert_eq!(
+        s.ok(&["draft", "add", "m", p(&d.join("a.txt")), "--as", "b.txt"]),
+        "added 1 file to draft m\n"
+    );
+    assert_eq!(
+        s.ok(&["draft", "list"]),
+        "DRAFT  BASE  CHANGES\nm      m:v0  1\n"
+    );
+    assert_eq!(s.ok(&["verify"]), "checked 1 blob: 0 damaged\n");
+    s.ok(&["draft", "discard", "m"]);
+    s.ok(&["delete", "m:v0"]);
+    assert_eq!(
+        s.ok(&["list", "m"]),
+        "m has no versions left: every one was deleted\n"
+    );
+    assert_eq!(
+        s.ok(&["gc"]),
+        "removed 1 blob (1 byte), 1 tree node and 0 staging files\n"
+    );
+}
+
+/// A mistyped command gets the closest one as a tip, swapped letters included.
+#[test]
+fn mistyped_commands_get_a_suggestion() {
+    let s = TestStore::new();
+    for (args, tip) in [
+        (vec!["lgo"], "'log'"),
+        (vec!["draft", "comit"], "'commit'"),
+        (vec!["moutn"], "'mount'"),
+    ] {
+        let out = s.run(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = stderr(&out);
+        let tip_line = err
+            .lines()
+            .find(|l| l.contains("tip: "))
+            .unwrap_or_default();
+        assert!(tip_line.contains(tip), "{args:?}: {err}");
+    }
+    assert!(
+        !stderr(&s.run(&["xyzzy"])).contains("tip:"),
+        "no tip for what is far from any"
     );
 }
 
@@ -324,7 +590,7 @@ fn alias_set_and_rm_with_json() {
     );
     assert_eq!(
         s.ok(&["alias", "rm", "mnist", "best"]),
-        "removed alias mnist:best (it named mnist:v0)\n"
+        "removed alias mnist:best from mnist:v0\n"
     );
     let v = s.json(&["alias", "rm", "mnist", "prod"]);
     assert_eq!(
@@ -516,7 +782,7 @@ fn gc_removes_unreferenced_blobs_only() {
 
     s.ok(&["delete", "m:v0"]);
     let text = s.ok(&["gc"]);
-    assert!(text.starts_with("removed 1 blobs ("), "{text}");
+    assert!(text.starts_with("removed 1 blob ("), "{text}");
     assert!(!s.blob_path_of(b"only in v0\n").exists());
     assert!(s.blob_path_of(b"keep\n").exists());
     assert!(s.blob_path_of(b"only in v1\n").exists());
@@ -701,7 +967,7 @@ fn draft_and_distributed_commands_print_json() {
             "--distributed-id",
             "r"
         ]),
-        json!({"draft": "m@r", "files": 1})
+        json!({"draft": "m@r", "files": 1, "replaced": []})
     );
     let list = s.json(&["draft", "list"]);
     assert_eq!(list[0]["draft"], "m@r");

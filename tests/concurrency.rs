@@ -931,23 +931,9 @@ fn manifest_diff(expected: &Manifest, actual: &Manifest) -> Vec<String> {
     d
 }
 
-/// Mounts the store with the FUSE adapter's failed requests in STORE/mount.log.
+/// Mounts the store, logging failed requests (see [`Mounted::logging_requests`]).
 fn mount(s: &TestStore) -> Mounted<'_> {
-    require_fuse();
-    let mp = s.path("mnt");
-    fs::create_dir_all(&mp).unwrap();
-    let mut cmd = s.command(&[os("mount"), os(&mp)]);
-    cmd.env("RUST_LOG", "info,artifactfs::fuse=debug");
-    let out = run_command(cmd);
-    assert!(
-        out.status.success(),
-        "artifactfs mount {} failed ({}): FUSE mounting is unusable here, and this test fails \
-         rather than skips.\nstderr: {}",
-        mp.display(),
-        out.status,
-        stderr(&out)
-    );
-    Mounted::adopt(s, &mp)
+    Mounted::logging_requests(s, &s.path("mnt"))
 }
 
 fn forbidden_in(text: &str) -> Vec<String> {

@@ -67,10 +67,26 @@ fn concurrent_upserts(s: &TestStore) -> (Vec<String>, BTreeSet<String>) {
     expected.push("shared/contested.txt".into());
     expected.sort();
     let outs = run_all(s, &commands);
+    let mut replacements = 0;
     for (i, out) in outs.iter().enumerate() {
         assert_success(out, &commands[i]);
-        assert_eq!(stdout(out), "added 6 files to draft mnist@run-1\n");
+        let text = stdout(out);
+        match text.strip_prefix("added 6 files to draft mnist@run-1\n") {
+            Some("") => {}
+            // Each writer of contested.txt but the first replaced another's; common.txt,
+            // the same bytes from everyone, replaces nothing.
+            Some("replaced what an earlier writer had added at 1 path: shared/contested.txt\n")
+                if i >= 4 =>
+            {
+                replacements += 1
+            }
+            _ => panic!("writer {i} printed {text:?}"),
+        }
     }
+    assert_eq!(
+        replacements, 3,
+        "every later writer of contested.txt says so"
+    );
     let contested: BTreeSet<String> = (4..8).map(|w| format!("writer {w} wins\n")).collect();
     (expected, contested)
 }
@@ -614,4 +630,109 @@ fn finish_refuses_a_file_open_for_writing_naming_it() {
         s.ok(&["cat", "x:v0", "sub-open.txt"]),
         "partial and whole\n"
     );
+}
+
+/// `--type` may be left out of `log`, `upsert` and `finish`: a new artifact is a `dataset`, an
+/// existing one keeps its type, and a distributed draft keeps the type it was given; a type
+/// that conflicts is still refused.
+#[test]
+fn type_defaults_to_the_artifacts_then_to_dataset() {
+    let s = TestStore::new();
+    let a = s.tree("a", &[("a.txt", "a")]);
+    let b = s.tree("b", &[("b.txt", "b")]);
+    let type_of = |r: &str| s.json(&["show", r])["type"].as_str().unwrap().to_string();
+
+    assert_eq!(s.ok(&["log", "mnist", p(&a)]).trim(), "mnist:v0");
+    assert_eq!(type_of("mnist"), "dataset");
+    s.ok(&["log", "net", p(&a), "--type", "model"]);
+    assert_eq!(s.ok(&["log", "net", p(&b)]).trim(), "net:v1");
+    assert_eq!(type_of("net:v1"), "model");
+    refused(
+        &s,
+        &["log", "net", p(&a), "--type", "dataset"],
+        &["artifact net has type model, not dataset"],
+    );
+
+    // Distributed: an existing artifact's type, with no --type on either command.
+    s.ok(&["upsert", "net", p(&a), "--distributed-id", "r1"]);
+    assert_eq!(
+        s.json(&["finish", "net", p(&b), "--distributed-id", "r1"])["type"],
+        "model"
+    );
+    // The type given to the first upsert holds for the finish that gives none.
+    s.ok(&[
+        "upsert",
+        "ckpt",
+        p(&a),
+        "--type",
+        "model",
+        "--distributed-id",
+        "r1",
+    ]);
+    s.ok(&["upsert", "ckpt", p(&b), "--distributed-id", "r1"]);
+    assert_eq!(
+        s.json(&["finish", "ckpt", "--distributed-id", "r1"])["type"],
+        "model"
+    );
+    // And a new artifact with no type anywhere is a dataset.
+    s.ok(&["upsert", "shards", p(&a), "--distributed-id", "r1"]);
+    assert_eq!(
+        s.json(&["finish", "shards", "--distributed-id", "r1"])["type"],
+        "dataset"
+    );
+    s.ok(&[
+        "upsert",
+        "ckpt",
+        p(&a),
+        "--type",
+        "model",
+        "--distributed-id",
+        "r2",
+    ]);
+    refused(
+        &s,
+        &[
+            "finish",
+            "ckpt",
+            "--type",
+            "dataset",
+            "--distributed-id",
+            "r2",
+        ],
+        &["has type model, not dataset"],
+    );
+    // Leaving the type out does not let a mistyped id through.
+    refused(
+        &s,
+        &["finish", "ckpt", "--distributed-id", "r3"],
+        &["nothing was upserted to this distributed id"],
+    );
+}
+
+/// When two workers upsert the same path the later still wins, and says which paths it
+/// replaced; the same content upserted again is no replacement.
+#[test]
+fn an_upsert_that_replaces_an_earlier_writers_file_says_so() {
+    let s = TestStore::new();
+    let w1 = s.tree("w1", &[("shared.csv", "from worker 1\n"), ("a.csv", "a")]);
+    let w2 = s.tree("w2", &[("shared.csv", "from worker 2\n"), ("b.csv", "b")]);
+    let w3 = s.tree("w3", &[("a.csv", "a")]);
+    assert_eq!(
+        s.ok(&["upsert", "shards", p(&w1), "--distributed-id", "run"]),
+        "added 2 files to draft shards@run\n"
+    );
+    assert_eq!(
+        s.ok(&["upsert", "shards", p(&w2), "--distributed-id", "run"]),
+        "added 2 files to draft shards@run\nreplaced what an earlier writer had added at 1 \
+         path: shared.csv\n"
+    );
+    let v = s.json(&["upsert", "shards", p(&w3), "--distributed-id", "run"]);
+    assert_eq!(
+        v,
+        json!({"draft": "shards@run", "files": 1, "replaced": []})
+    );
+    let v = s.json(&["upsert", "shards", p(&w1), "--distributed-id", "run"]);
+    assert_eq!(v["replaced"], json!(["shared.csv"]));
+    s.ok(&["finish", "shards", "--distributed-id", "run"]);
+    assert_eq!(cat(&s, "shards", "shared.csv"), "from worker 1\n");
 }

@@ -407,7 +407,7 @@ fn drafts_survive_process_exit() {
     fs::remove_file(&f).unwrap();
     s.ok(&["draft", "rm", "m", "z.txt"]);
     let text = s.ok(&["draft", "list"]);
-    assert_eq!(text, "m\tfrom v1\t2 changes\n");
+    assert_eq!(text, "DRAFT  BASE  CHANGES\nm      m:v1  2\n");
     let n = s.sql("SELECT count(*) FROM draft_entries");
     assert_ne!(n[0][0], "0");
     assert_eq!(commit(&s, "m"), "m:v2");
@@ -494,4 +494,62 @@ fn special_files_are_refused_and_nothing_is_stored() {
     let err = refused(&s, &["draft", "add", "m", p(&src)], &[p(&fifo)]);
     assert!(err.contains("FIFO") || err.contains("fifo"), "{err}");
     refused(&s, &["log", "m", p(&src), "--type", "dataset"], &[p(&fifo)]);
+}
+
+/// Two inputs of one `log`, `draft add`, `upsert` or `finish` that give the same path are
+/// refused, naming the path and both inputs, and nothing is stored; `--overwrite` keeps the one
+/// named last. Directories that several inputs fill are merged.
+#[test]
+fn colliding_inputs_are_refused_unless_overwrite_is_given() {
+    let s = TestStore::new();
+    let w1 = s.tree("w1", &[("same.csv", "one\n"), ("sub/a.txt", "a")]);
+    let w2 = s.tree("w2", &[("same.csv", "two\n"), ("sub/b.txt", "b")]);
+    let (a, b) = (p(&w1), p(&w2));
+    let why = format!(
+        "error: same.csv: two inputs give this path, {a}/same.csv and {b}/same.csv; give one \
+         of them another name, or add --overwrite to keep the one named last"
+    );
+    s.ok(&["log", "other", p(&s.tree("x", &[("x", "x")]))]);
+    s.ok(&["draft", "new", "coll"]);
+    for args in [
+        vec!["log", "coll", a, b],
+        vec!["draft", "add", "coll", a, b],
+        vec!["upsert", "coll", a, b, "--distributed-id", "r"],
+        vec!["finish", "coll", a, b, "--distributed-id", "r"],
+    ] {
+        let err = refused(&s, &args, &[]);
+        assert_eq!(err.trim(), why, "{args:?}");
+        assert!(s.blob_files().len() == 1, "{args:?} stored content");
+    }
+    // The same file named twice, and a file beside a reference to another with its name.
+    let file = w1.join("same.csv");
+    let f = p(&file);
+    refused(
+        &s,
+        &["log", "coll", f, f],
+        &["same.csv: two inputs give this path"],
+    );
+    let uri = format!("file://{b}/same.csv");
+    refused(
+        &s,
+        &["log", "coll", f, "--reference", &uri],
+        &[&format!(
+            "same.csv: two inputs give this path, {uri} and {f}"
+        )],
+    );
+
+    // Asked to, the one named last wins; the directories both fill are merged.
+    assert_eq!(
+        s.ok(&["log", "coll", a, b, "--overwrite"]).trim(),
+        "coll:v0"
+    );
+    assert_eq!(cat(&s, "coll", "same.csv"), "two\n");
+    assert_eq!(ls(&s, "coll"), ["same.csv", "sub/a.txt", "sub/b.txt"]);
+    s.ok(&["draft", "add", "coll", b, a, "--overwrite"]);
+    assert_eq!(
+        s.ok(&["draft", "commit", "coll"]).trim(),
+        "coll:v1",
+        "w1's same.csv, named last, replaced w2's"
+    );
+    assert_eq!(cat(&s, "coll", "same.csv"), "one\n");
 }

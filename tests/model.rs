@@ -367,7 +367,7 @@ impl Harness {
             )),
             Step::RemoveAlias { art, alias } => {
                 self.store
-                    .alias_rm(&art_name(*art), &AliasName::new(alias).unwrap())?;
+                    .alias_rm(&art_name(*art), &AliasName::new(alias).unwrap(), None)?;
                 Ok(Res::Unit)
             }
             Step::Reopen => {

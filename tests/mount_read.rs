@@ -1938,7 +1938,7 @@ fn concurrent_mounts_of_one_mount_point_do_not_stack() {
     assert_eq!(ok, 1, "exactly one mount should succeed: {outs:?}");
     for o in outs.iter().filter(|o| !o.status.success()) {
         assert!(
-            stderr(o).contains("already exists"),
+            stderr(o).contains("something is mounted there already"),
             "refusal should say so: {}",
             stderr(o)
         );
@@ -2065,4 +2065,119 @@ print(json.dumps(out))
     assert_eq!(walk(), first, "inode numbers changed between two walks");
     fs::write("/proc/sys/vm/drop_caches", "2").unwrap();
     check(&walk());
+}
+
+/// A mount hides what its directory holds, so a mount point with files is refused (naming
+/// them) unless `--nonempty` or `-o nonempty` asks for it; `mount` says where it mounted what.
+#[test]
+fn mounting_over_files_needs_nonempty_and_mount_says_what_it_mounted_where() {
+    require_fuse();
+    let s = TestStore::new();
+    log(&s, "m", &s.tree("src", &[("a.txt", "a")]));
+    let mp = fs::canonicalize(mountpoint(&s)).unwrap();
+    write_file(&mp.join("notes.txt"), b"mine");
+    let store = fs::canonicalize(&s.root).unwrap();
+    for fg in [false, true] {
+        let mut args = vec![os("mount"), mp.as_os_str()];
+        if fg {
+            args.push(os("--foreground"));
+        }
+        let err = s.fail(&args);
+        assert_eq!(
+            err.trim(),
+            format!(
+                "error: mount point {}: is not empty (notes.txt): the mount would hide its \
+                 files until unmounted; use an empty directory, or --nonempty (-o nonempty \
+                 with mount -t) to mount over them",
+                mp.display()
+            )
+        );
+        assert!(!is_mounted(&mp));
+    }
+    // Through mount(8)'s helper too, where -o nonempty is the way to ask.
+    let helper = s.path("bin/mount.fuse.artifactfs");
+    fs::create_dir_all(helper.parent().unwrap()).unwrap();
+    std::os::unix::fs::symlink(common::BIN, &helper).unwrap();
+    let out = run_tool(p(&helper), &[s.root.as_os_str(), mp.as_os_str()], None);
+    assert_eq!(out.status.code(), Some(32), "{}", stderr(&out));
+    assert!(stderr(&out).contains("is not empty (notes.txt)"));
+    assert!(!is_mounted(&mp));
+    let out = run_tool(
+        p(&helper),
+        &[
+            s.root.as_os_str(),
+            mp.as_os_str(),
+            os("-o"),
+            os("rw,nonempty"),
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let m = Mounted::adopt(&s, &mp);
+    assert_eq!(fs::read_to_string(m.path("m/v0/a.txt")).unwrap(), "a");
+    drop(m);
+    assert_eq!(
+        fs::read_to_string(mp.join("notes.txt")).unwrap(),
+        "mine",
+        "back once unmounted"
+    );
+
+    let out = s.ok(&[os("mount"), mp.as_os_str(), os("--nonempty")]);
+    let m = Mounted::adopt(&s, &mp);
+    assert_eq!(
+        out,
+        format!(
+            "mounted store {} at {}; unmount with `artifactfs umount {}`\n",
+            store.display(),
+            mp.display(),
+            mp.display()
+        )
+    );
+    assert!(!m.path("notes.txt").exists(), "hidden while mounted");
+    drop(m);
+    fs::remove_file(mp.join("notes.txt")).unwrap();
+    let v = s.json(&[os("mount"), mp.as_os_str()]);
+    let _m = Mounted::adopt(&s, &mp);
+    assert_eq!(
+        v,
+        serde_json::json!({"store": p(&store), "mountpoint": p(&mp)})
+    );
+}
+
+/// The mount's type is fuse.artifactfs, so the usual tools find it by type.
+#[test]
+fn the_mount_shows_as_fuse_artifactfs_to_findmnt_and_df() {
+    require_fuse();
+    let s = TestStore::new();
+    log(&s, "m", &s.tree("src", &[("a.txt", "a")]));
+    let mp = fs::canonicalize(mountpoint(&s)).unwrap();
+    let _m = Mounted::new(&s, &mp);
+    let store = fs::canonicalize(&s.root).unwrap();
+    assert_eq!(
+        mounts_at(&mp),
+        [("fuse.artifactfs".to_string(), p(&store).to_string())]
+    );
+    let found = tool_ok(
+        "findmnt",
+        &[
+            os("-n"),
+            os("-t"),
+            os("fuse.artifactfs"),
+            os("-o"),
+            os("TARGET,SOURCE"),
+        ],
+        None,
+    );
+    assert!(
+        found
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == [p(&mp), p(&store)]),
+        "{found}"
+    );
+    let df = tool_ok(
+        "df",
+        &[os("-t"), os("fuse.artifactfs"), mp.as_os_str()],
+        None,
+    );
+    assert!(df.lines().any(|l| l.ends_with(p(&mp))), "{df}");
 }

@@ -227,24 +227,9 @@ fn differences(expected: &Tree, actual: &Tree, mtimes: Mtimes, volatile: &[&str]
     out
 }
 
-/// Mounts the store as `Mounted::new` does, with the FUSE adapter's failed requests in
-/// STORE/mount.log (which logs only unexpected failures by default), so that a test's failure
-/// can name the request that got an error.
+/// Mounts the store, logging failed requests (see [`Mounted::logging_requests`]).
 fn mount(s: &TestStore) -> Mounted<'_> {
-    require_fuse();
-    let mp = mountpoint(s);
-    let mut cmd = s.command(&[os("mount"), os(&mp)]);
-    cmd.env("RUST_LOG", "info,artifactfs::fuse=debug");
-    let out = run_command(cmd);
-    assert!(
-        out.status.success(),
-        "artifactfs mount {} failed ({}): FUSE mounting is unusable here, and these tests fail \
-         rather than skip.\nstderr: {}",
-        mp.display(),
-        out.status,
-        stderr(&out)
-    );
-    Mounted::adopt(s, &mp)
+    Mounted::logging_requests(s, &mountpoint(s))
 }
 
 /// The first and last lines of a tool's output, for a failure message.

@@ -962,8 +962,9 @@ fn get_into_the_referenced_directory_keeps_the_files() {
         "--type",
         "dataset",
     ]);
-    for r in ["m:v0", "n:v0"] {
-        s.ok(&["get", r, p(&dir)]);
+    // The directory holds the files, so get needs to be told what to do with them.
+    for (r, mode) in [("m:v0", "--merge"), ("n:v0", "--delete")] {
+        s.ok(&["get", r, p(&dir), mode]);
         assert_eq!(
             fs::read_to_string(dir.join("a.txt")).unwrap(),
             "alpha\n",

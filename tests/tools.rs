@@ -129,8 +129,8 @@ fn long_commands_draw_progress_on_a_terminal_only() {
     }
     assert_eq!(
         s3.ok(&["list", "big"]).lines().count(),
-        1,
-        "quiet log made a version"
+        2,
+        "quiet log made a version (under the header)"
     );
 }
 
@@ -235,6 +235,53 @@ fn man_pages_cover_every_command_and_render() {
         text.contains("Log PATHs as the whole new version of NAME") && text.contains("--type"),
         "man artifactfs-log shows the command's help:\n{text}"
     );
+    // Every page has the sections a man page reader looks for; every command's page shows
+    // examples; the main page and mount's show the mount's layout and the .commit protocol.
+    let render = |page: &str| {
+        bash(&format!(
+            "MANWIDTH=200 man -l '{}' 2>&1 | col -b",
+            dir.join(page).display()
+        ))
+    };
+    for page in &pages {
+        let text = render(page);
+        for section in [
+            "\nNAME\n",
+            "\nSYNOPSIS\n",
+            "\nENVIRONMENT\n",
+            "\nFILES\n",
+            "\nSEE ALSO\n",
+        ] {
+            assert!(text.contains(section), "{page} has no {section:?}:\n{text}");
+        }
+        assert!(
+            text.contains("ARTIFACTFS_STORE") && text.contains("catalog.db"),
+            "{page}"
+        );
+        assert!(
+            text.contains("\nEXAMPLES\n"),
+            "{page} has no examples:\n{text}"
+        );
+        assert!(
+            !text.contains("warning:"),
+            "{page} renders with a warning:\n{text}"
+        );
+    }
+    for page in ["artifactfs.1", "artifactfs-mount.1"] {
+        let text = render(page);
+        for want in [
+            "\nTHE MOUNT\n",
+            "drafts/",
+            "ALIAS -> vN",
+            "\nCOMMITTING THROUGH THE MOUNT\n",
+            "EBUSY",
+            "with open(",
+        ] {
+            assert!(text.contains(want), "{page}: no {want:?}:\n{text}");
+        }
+    }
+    let text = render("artifactfs-alias-rm.1");
+    assert!(text.contains("artifactfs alias rm mnist:v3 best"), "{text}");
     // Not a store command: nothing is created where the store would be.
     assert!(
         !s.root.exists(),
@@ -489,8 +536,9 @@ fn the_training_example_reads_from_the_mount_and_commits_a_model() {
     let through_mount = fs::read(m.path("linear/best/weights.npy")).unwrap();
     let out = s.run(&["cat", "linear:v1", "weights.npy"]);
     assert_eq!(out.stdout, through_mount);
-    assert!(
-        s.ok(&["draft", "list"]).trim().is_empty(),
+    assert_eq!(
+        s.ok(&["draft", "list"]),
+        "no drafts\n",
         "the drafts were committed"
     );
 }
@@ -660,4 +708,144 @@ fn doctor_describes_the_store_and_its_mounts_and_names_what_is_wrong_with_a_fix(
     });
     assert_eq!(out.status.code(), Some(3));
     assert!(stdout(&out).contains("not a directory"), "{}", stdout(&out));
+}
+
+const README: &str = include_str!("../README.md");
+const REPO: &str = env!("CARGO_MANIFEST_DIR");
+
+/// The README's commands for completions and man pages work as printed in a new home
+/// directory (where neither ~/.zfunc nor a man directory exists), and every mount it shows
+/// is preceded by the `mkdir` its mount point needs.
+#[test]
+fn the_readme_commands_work_as_printed_on_a_fresh_home() {
+    let s = TestStore::new();
+    let home = s.path("home");
+    fs::create_dir_all(&home).unwrap();
+    let bin_dir = s.path("bin");
+    fs::create_dir_all(&bin_dir).unwrap();
+    std::os::unix::fs::symlink(BIN, bin_dir.join("artifactfs")).unwrap();
+    let lines: Vec<&str> = README
+        .lines()
+        .filter(|l| l.starts_with("mkdir -p ~/.zfunc") || l.starts_with("artifactfs man ~/"))
+        .collect();
+    assert_eq!(
+        lines.len(),
+        2,
+        "the README's completion and man lines: {lines:?}"
+    );
+    for line in lines {
+        let out = run_command({
+            let mut c = std::process::Command::new("bash");
+            c.arg("-c")
+                .arg(line)
+                .env("HOME", &home)
+                .env("PATH", format!("{}:/usr/bin:/bin", bin_dir.display()))
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            c
+        });
+        assert_success(&out, &[line]);
+    }
+    assert!(
+        fs::read_to_string(home.join(".zfunc/_artifactfs"))
+            .unwrap()
+            .contains("artifactfs")
+    );
+    assert!(
+        home.join(".local/share/man/man1/artifactfs-draft-commit.1")
+            .is_file()
+    );
+
+    for (i, line) in README.lines().enumerate() {
+        let Some(rest) = line.strip_prefix("artifactfs mount ") else {
+            continue;
+        };
+        let mp = rest.split_whitespace().next().unwrap();
+        let before: Vec<&str> = README.lines().take(i).collect();
+        assert!(
+            before
+                .iter()
+                .rev()
+                .take(3)
+                .any(|l| l.contains(&format!("mkdir -p {mp}"))),
+            "README line {}: `{line}` without `mkdir -p {mp}` before it",
+            i + 1
+        );
+    }
+}
+
+/// demo.sh prints each command as a shell reads it back: the words it ran, quotes and all.
+#[test]
+fn demo_sh_prints_commands_that_can_be_pasted() {
+    require_fuse();
+    let s = TestStore::new();
+    let dir = s.path("demo");
+    let out = run_command({
+        let mut c = std::process::Command::new("bash");
+        c.arg(format!("{REPO}/scripts/demo.sh"))
+            .env("ARTIFACTFS_BIN", BIN)
+            .env("DEMO_DIR", &dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        c
+    });
+    assert_success(&out, &["scripts/demo.sh"]);
+    let text = stdout(&out);
+    let commands: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("$ ")).collect();
+    assert!(commands.len() > 10, "{text}");
+    assert_eq!(
+        commands[0],
+        format!("export ARTIFACTFS_STORE={}/store", dir.display())
+    );
+    let words = |line: &str| -> Vec<String> {
+        bash(&format!("set -- {line}; printf '%s\\n' \"$@\""))
+            .lines()
+            .map(str::to_string)
+            .collect()
+    };
+    let log = commands
+        .iter()
+        .find(|c| c.contains("--metadata"))
+        .expect("the demo logs with metadata");
+    let w = words(log);
+    assert_eq!(w[0], "artifactfs");
+    let after = |flag: &str| w[w.iter().position(|x| x == flag).unwrap() + 1].clone();
+    assert_eq!(after("--description"), "first cut");
+    assert_eq!(after("--metadata"), r#"{"source": "bundled example"}"#);
+    for c in &commands[1..] {
+        let first = words(c)[0].clone();
+        assert!(
+            ["artifactfs", "ls", "cat", "sha256sum", "mkdir"].contains(&first.as_str()),
+            "{c}: the binary is printed as artifactfs"
+        );
+    }
+    // A pasted query gives what the demo printed.
+    let show = commands
+        .iter()
+        .find(|c| c.starts_with("artifactfs show"))
+        .unwrap();
+    let pasted = bash(&format!(
+        "export ARTIFACTFS_STORE='{}/store'; PATH='{}':$PATH; {}",
+        dir.display(),
+        std::path::Path::new(BIN).parent().unwrap().display(),
+        show
+    ));
+    assert!(text.contains(&pasted), "{pasted}\nnot in\n{text}");
+}
+
+/// The installed binary is stripped; the build keeps its line tables for profiling.
+#[test]
+fn install_sh_strips_the_binary_it_installs() {
+    let install = fs::read_to_string(format!("{REPO}/scripts/install.sh")).unwrap();
+    assert!(
+        install
+            .lines()
+            .any(|l| l.contains("install -D -s") && l.contains("target/release/artifactfs")),
+        "install.sh installs with -s (strip)"
+    );
+    let cargo = fs::read_to_string(format!("{REPO}/Cargo.toml")).unwrap();
+    assert!(
+        cargo.contains("[profile.release]\ndebug = 1"),
+        "release keeps line tables"
+    );
 }

@@ -61,6 +61,22 @@ fn reference_of_row(
     }))
 }
 
+/// The store a catalog connection belongs to, for naming it in errors.
+pub fn store_of(conn: &Connection) -> String {
+    conn.path()
+        .and_then(|p| Path::new(p).parent())
+        .map_or_else(|| "?".into(), |d| d.display().to_string())
+}
+
+/// Something of the store `conn` belongs to that is not there, with a hint.
+pub fn absent(conn: &Connection, what: String, hint: Option<String>) -> Error {
+    Error::Absent {
+        what,
+        store: store_of(conn),
+        hint,
+    }
+}
+
 /// How long a writer waits for another one before the operation fails.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(120);
 

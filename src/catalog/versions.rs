@@ -3,10 +3,10 @@
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::catalog::nodes::NodeId;
-use crate::catalog::now_ns;
-use crate::error::{CatalogContext, Error, Result};
+use crate::catalog::{absent, now_ns};
+use crate::error::{CatalogContext, Result};
 use crate::hash::Digest;
-use crate::names::{LATEST, Selector, VersionRef};
+use crate::names::{LATEST, Selector, VersionRef, closest};
 
 #[derive(Clone, Debug)]
 pub struct ArtifactRow {
@@ -81,7 +81,13 @@ pub fn artifact(conn: &Connection, name: &str) -> Result<Option<ArtifactRow>> {
 }
 
 pub fn require_artifact(conn: &Connection, name: &str) -> Result<ArtifactRow> {
-    artifact(conn, name)?.ok_or_else(|| Error::not_found(format!("artifact {name}")))
+    if let Some(a) = artifact(conn, name)? {
+        return Ok(a);
+    }
+    let all = artifacts(conn)?;
+    let hint =
+        closest(name, all.iter().map(|a| a.name.as_str())).map(|c| format!("did you mean {c}?"));
+    Err(absent(conn, format!("artifact {name}"), hint))
 }
 
 pub fn artifacts(conn: &Connection) -> Result<Vec<ArtifactRow>> {
@@ -139,12 +145,27 @@ pub fn resolve(conn: &Connection, r: &VersionRef) -> Result<VersionRow> {
         Selector::Number(n) => by_number(conn, art.id, *n)?,
         Selector::Alias(a) => by_alias(conn, art.id, a.as_str())?,
     };
-    found.ok_or_else(|| match &r.selector {
-        Selector::Alias(a) if a.as_str() == LATEST => {
-            Error::not_found(format!("{r} (artifact {} has no versions)", r.artifact))
+    if let Some(v) = found {
+        return Ok(v);
+    }
+    let name = &r.artifact;
+    Err(match &r.selector {
+        Selector::Alias(a) if a.as_str() == LATEST => absent(
+            conn,
+            r.to_string(),
+            Some(format!("every version of {name} was deleted")),
+        ),
+        Selector::Alias(a) => {
+            let aliases = aliases_of_artifact(conn, art.id)?;
+            let hint = closest(a.as_str(), aliases.iter().map(|(n, _)| n.as_str()))
+                .map(|c| format!("did you mean {name}:{c}?"));
+            absent(conn, format!("alias {r}"), hint)
         }
-        Selector::Alias(_) => Error::not_found(format!("alias {r}")),
-        Selector::Number(_) => Error::not_found(format!("version {r}")),
+        Selector::Number(_) => {
+            let newest = latest(conn, art.id)?.map(|v| v.reference());
+            let hint = newest.map(|n| format!("the newest version of {name} is {n}"));
+            absent(conn, format!("version {r}"), hint)
+        }
     })
 }
 

@@ -60,9 +60,7 @@ const XATTR_DIGEST: &str = "user.artifactfs.digest";
 const XATTR_REF: &str = "user.artifactfs.ref";
 const XATTR_CREATED: &str = "user.artifactfs.created";
 const XATTR_TYPE: &str = "user.artifactfs.type";
-/// On the root: the serving process, so `umount` can wait for it to finish.
-pub const XATTR_PID: &str = "user.artifactfs.pid";
-pub const XATTR_PASSTHROUGH: &str = "user.artifactfs.passthrough";
+pub use crate::mounts::{XATTR_PASSTHROUGH, XATTR_PID};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Attr {

@@ -76,7 +76,8 @@ pub const TABLES: &[&str] = &[
 /// A store in its own temporary directory, plus a scratch area for source files.
 pub struct TestStore {
     pub tmp: tempfile::TempDir,
-    /// The store directory passed with `--store` (created by the binary on first use).
+    /// The store directory passed with `--store` (created by `init` or by the first command
+    /// that adds a version).
     pub root: PathBuf,
 }
 
@@ -88,6 +89,19 @@ impl TestStore {
             .expect("create temp dir");
         let root = tmp.path().join("store");
         TestStore { tmp, root }
+    }
+
+    /// `artifactfs init`: makes the (empty) store, as a user does before reading from or
+    /// mounting a store nothing was logged into yet.
+    pub fn init(&self) {
+        self.ok(&["init"]);
+    }
+
+    /// Makes the store with `init` unless it exists already.
+    pub fn ensure_store(&self) {
+        if !self.root.join("catalog.db").exists() {
+            self.init();
+        }
     }
 
     /// A path in the scratch area (outside the store).

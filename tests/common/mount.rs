@@ -239,8 +239,10 @@ impl<'a> Mounted<'a> {
         Self::background(store, mp, Some(uid))
     }
 
+    /// Mounting needs a store: one that nothing was logged into yet is made with `init` first.
     fn background(store: &'a TestStore, mp: &Path, uid: Option<u32>) -> Self {
         require_fuse();
+        store.ensure_store();
         let mp = canonical_mountpoint(mp);
         let args = [OsStr::new("mount"), mp.as_os_str()];
         let out = match uid {
@@ -273,9 +275,31 @@ impl<'a> Mounted<'a> {
         guard
     }
 
+    /// The same, with the FUSE adapter's failed requests in STORE/mount.log too (it logs only
+    /// unexpected failures by default), so that a test's failure can name the request that
+    /// got an error.
+    pub fn logging_requests(store: &'a TestStore, mp: &Path) -> Self {
+        require_fuse();
+        store.ensure_store();
+        fs::create_dir_all(mp).unwrap();
+        let mut cmd = store.command(&[OsStr::new("mount"), mp.as_os_str()]);
+        cmd.env("RUST_LOG", "info,artifactfs::fuse=debug");
+        let out = run_command(cmd);
+        assert!(
+            out.status.success(),
+            "artifactfs mount {} failed ({}): FUSE mounting is unusable here, and mount tests \
+             fail rather than skip.\nstderr: {}",
+            mp.display(),
+            out.status,
+            stderr(&out)
+        );
+        Self::adopt(store, mp)
+    }
+
     /// `artifactfs --store S mount MP --foreground`, spawned; returns once the mount answers.
     pub fn foreground(store: &'a TestStore, mp: &Path) -> Self {
         require_fuse();
+        store.ensure_store();
         let mp = canonical_mountpoint(mp);
         let mut cmd =
             store.command(&[OsStr::new("mount"), mp.as_os_str(), "--foreground".as_ref()]);
