@@ -2,7 +2,7 @@
 //! a commit is one catalog transaction: build the tree, compare digests, allocate the number,
 //! record version and aliases, drop the draft. It happens entirely or not at all.
 
-use rusqlite::Connection;
+use crate::catalog::Db;
 
 use crate::catalog::drafts::{self, DraftRow};
 use crate::catalog::versions::{self, VersionInfo, VersionRow};
@@ -62,11 +62,7 @@ pub fn parse_metadata(text: &str) -> Result<String> {
 }
 
 /// The type a commit will use, refusing one that conflicts with the artifact's.
-pub fn effective_type(
-    conn: &Connection,
-    d: &DraftRow,
-    requested: Option<&TypeName>,
-) -> Result<String> {
+pub fn effective_type(conn: &Db, d: &DraftRow, requested: Option<&TypeName>) -> Result<String> {
     if let (Some(r), Some(t)) = (requested, &d.type_name)
         && r.as_str() != t
     {
@@ -91,7 +87,7 @@ pub fn effective_type(
 }
 
 /// Commits draft `d` inside the caller's write transaction.
-pub fn commit(conn: &Connection, d: &DraftRow, opts: &CommitOptions) -> Result<Outcome> {
+pub fn commit(conn: &Db, d: &DraftRow, opts: &CommitOptions) -> Result<Outcome> {
     let type_name = effective_type(conn, d, opts.type_name.as_ref())?;
     // Staged files were stored as blobs before this transaction, under the draft's commit
     // lock, so none can remain.

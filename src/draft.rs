@@ -3,7 +3,7 @@
 //! ancestor of a recorded change is a recorded directory, and builds the draft's final tree.
 //! All functions run inside the caller's transaction.
 
-use rusqlite::Connection;
+use crate::catalog::Db;
 
 use crate::catalog::drafts::{self, Change, DraftEntry, DraftRow, Local, Meta};
 use crate::catalog::nodes::{self, NodeId, NodeInfo};
@@ -63,7 +63,7 @@ fn entry_of(e: &DraftEntry, item: Item) -> TreeEntry {
 }
 
 /// The base directory under `base` called `name`, if it is one.
-fn base_dir(conn: &Connection, base: Option<NodeId>, name: &[u8]) -> Result<Option<NodeId>> {
+fn base_dir(conn: &Db, base: Option<NodeId>, name: &[u8]) -> Result<Option<NodeId>> {
     let Some(b) = base else { return Ok(None) };
     Ok(match nodes::lookup(conn, b, name)? {
         Some(TreeEntry {
@@ -77,7 +77,7 @@ fn base_dir(conn: &Connection, base: Option<NodeId>, name: &[u8]) -> Result<Opti
 /// The base directory a recorded directory shows through: the one it was moved from, none
 /// if it hides the base, else the base's directory at the same path.
 fn shown_base(
-    conn: &Connection,
+    conn: &Db,
     opaque: bool,
     moved: Option<NodeId>,
     parent_base: Option<NodeId>,
@@ -91,7 +91,7 @@ fn shown_base(
 }
 
 /// Resolves `path` in the draft; `None` if nothing is there.
-pub fn find(conn: &Connection, draft: &DraftRow, path: &[u8]) -> Result<Option<Found>> {
+pub fn find(conn: &Db, draft: &DraftRow, path: &[u8]) -> Result<Option<Found>> {
     let parts = parse_path(path)?;
     let mut base = draft.base_root;
     let mut meta = draft.root;
@@ -168,7 +168,7 @@ fn found_in_base(e: TreeEntry) -> Found {
 
 /// Records directory rows for every ancestor of `parts` (all but the last component), so a
 /// change can be recorded at the full path. Fails if an ancestor is a file or symlink.
-fn ensure_parents(conn: &Connection, draft: &DraftRow, parts: &[&[u8]]) -> Result<Vec<u8>> {
+fn ensure_parents(conn: &Db, draft: &DraftRow, parts: &[&[u8]]) -> Result<Vec<u8>> {
     let mut base = draft.base_root;
     let mut parent: Vec<u8> = Vec::new();
     for part in &parts[..parts.len().saturating_sub(1)] {
@@ -251,7 +251,7 @@ fn ensure_parents(conn: &Connection, draft: &DraftRow, parts: &[&[u8]]) -> Resul
 }
 
 fn put(
-    conn: &Connection,
+    conn: &Db,
     draft: &DraftRow,
     parent: &[u8],
     name: &[u8],
@@ -273,7 +273,7 @@ fn put(
 /// Records a file or symlink at `path`, replacing a file or symlink already there. A directory
 /// at `path`, or a file where a parent directory should be, is an error.
 pub fn put_leaf(
-    conn: &Connection,
+    conn: &Db,
     draft: &DraftRow,
     path: &[u8],
     change: Change,
@@ -294,7 +294,7 @@ pub fn put_leaf(
 }
 
 /// Records a directory at `path` (and its parents); an existing directory is kept as it is.
-pub fn put_dir(conn: &Connection, draft: &DraftRow, path: &[u8], meta: Meta) -> Result<()> {
+pub fn put_dir(conn: &Db, draft: &DraftRow, path: &[u8], meta: Meta) -> Result<()> {
     let parts = parse_path(path)?;
     let Some(name) = parts.last() else {
         return Ok(());
@@ -324,7 +324,7 @@ pub fn put_dir(conn: &Connection, draft: &DraftRow, path: &[u8], meta: Meta) -> 
 }
 
 /// Removes the file, symlink or whole directory at `path`.
-pub fn remove(conn: &Connection, draft: &DraftRow, path: &[u8]) -> Result<()> {
+pub fn remove(conn: &Db, draft: &DraftRow, path: &[u8]) -> Result<()> {
     let parts = parse_path(path)?;
     let Some(name) = parts.last() else {
         return Err(Error::invalid(
@@ -350,7 +350,7 @@ pub fn remove(conn: &Connection, draft: &DraftRow, path: &[u8]) -> Result<()> {
 
 /// Records that directory `dir` of the draft changed now (an entry was made, removed or
 /// renamed in it): its mtime and ctime, as a local filesystem keeps them.
-pub fn touch_dir(conn: &Connection, draft: &DraftRow, dir: &[u8]) -> Result<()> {
+pub fn touch_dir(conn: &Db, draft: &DraftRow, dir: &[u8]) -> Result<()> {
     let now = crate::clock::now_ns();
     let changed = |meta: Meta| Meta {
         mtime_ns: now,
@@ -379,12 +379,12 @@ pub type StagedContent<'a> = &'a dyn Fn(i64) -> Result<(Digest, u64, i64)>;
 
 /// Builds and stores the draft's complete tree, touching only directories with changes.
 /// `staged` gives the content of staged files (a commit stores them first and has none).
-pub fn build_tree(conn: &Connection, draft: &DraftRow, staged: StagedContent) -> Result<NodeInfo> {
+pub fn build_tree(conn: &Db, draft: &DraftRow, staged: StagedContent) -> Result<NodeInfo> {
     build_dir(conn, draft.id, b"", draft.base_root, staged)
 }
 
 fn build_dir(
-    conn: &Connection,
+    conn: &Db,
     draft: i64,
     path: &[u8],
     base: Option<NodeId>,
@@ -439,7 +439,7 @@ fn build_dir(
 
 /// The entries of directory `path` in the draft, sorted by name: the base directory's
 /// entries with the draft's changes applied.
-pub fn list(conn: &Connection, draft: &DraftRow, path: &[u8]) -> Result<Vec<(Vec<u8>, Found)>> {
+pub fn list(conn: &Db, draft: &DraftRow, path: &[u8]) -> Result<Vec<(Vec<u8>, Found)>> {
     let base = match find(conn, draft, path)? {
         Some(Found::Dir { base, .. }) => base,
         Some(_) => {
@@ -485,7 +485,7 @@ pub fn list(conn: &Connection, draft: &DraftRow, path: &[u8]) -> Result<Vec<(Vec
 
 /// Records new permission bits and times for whatever is at `path` (a file keeps its content,
 /// a directory its contents).
-pub fn set_meta(conn: &Connection, draft: &DraftRow, path: &[u8], meta: Meta) -> Result<()> {
+pub fn set_meta(conn: &Db, draft: &DraftRow, path: &[u8], meta: Meta) -> Result<()> {
     let parts = parse_path(path)?;
     let Some(name) = parts.last() else {
         return drafts::set_root_meta(conn, draft.id, &meta);
@@ -543,13 +543,7 @@ fn leaf_change(found: &Found) -> Option<(Change, Meta)> {
 /// Moves what is at `from` to `to` within the draft, as rename(2) does: a file or symlink
 /// replaces a file or symlink, a directory replaces an empty directory, unless `no_replace`.
 /// A directory moves with everything recorded below it and keeps showing its base directory.
-pub fn rename(
-    conn: &Connection,
-    draft: &DraftRow,
-    from: &[u8],
-    to: &[u8],
-    no_replace: bool,
-) -> Result<()> {
+pub fn rename(conn: &Db, draft: &DraftRow, from: &[u8], to: &[u8], no_replace: bool) -> Result<()> {
     let source = find(conn, draft, from)?.ok_or_else(|| Error::not_found(at(draft, from)))?;
     let target = find(conn, draft, to)?;
     if no_replace && target.is_some() {

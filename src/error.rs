@@ -97,7 +97,7 @@ pub enum Error {
     Catalog {
         context: String,
         #[source]
-        source: rusqlite::Error,
+        source: crate::catalog::sql::DbError,
     },
 
     #[error("{}: written by a newer artifactfs (schema {found}, this build knows up to {supported}); upgrade artifactfs", path.display())]
@@ -164,14 +164,16 @@ impl Error {
             Error::AttributeUnsupported(..) => libc::EOPNOTSUPP,
             Error::Refused { .. } => libc::EPERM,
             Error::Io { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
-            Error::Catalog { source, .. } => match source.sqlite_error_code() {
-                Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
-                    libc::EBUSY
+            Error::Catalog { source, .. } => {
+                use crate::catalog::sql::Failure;
+                match source.failure() {
+                    Failure::Busy => libc::EBUSY,
+                    Failure::Full => libc::ENOSPC,
+                    Failure::ReadOnly => libc::EROFS,
+                    Failure::Duplicate => libc::EEXIST,
+                    Failure::Unreachable | Failure::Corrupt | Failure::Other => libc::EIO,
                 }
-                Some(rusqlite::ErrorCode::DiskFull) => libc::ENOSPC,
-                Some(rusqlite::ErrorCode::ReadOnly) => libc::EROFS,
-                _ => libc::EIO,
-            },
+            }
             Error::NewerSchema { .. } | Error::Corrupt { .. } | Error::ReferenceDrift { .. } => {
                 libc::EIO
             }
@@ -184,7 +186,7 @@ pub trait CatalogContext<T> {
     fn ctx(self, context: impl FnOnce() -> String) -> Result<T>;
 }
 
-impl<T> CatalogContext<T> for rusqlite::Result<T> {
+impl<T> CatalogContext<T> for crate::catalog::sql::DbResult<T> {
     fn ctx(self, context: impl FnOnce() -> String) -> Result<T> {
         self.map_err(|source| Error::Catalog {
             context: context(),

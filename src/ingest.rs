@@ -107,7 +107,7 @@ impl Collisions {
         }
         let fail = |e: rusqlite::Error| Error::Catalog {
             context: "open a temporary table of the paths added".into(),
-            source: e,
+            source: e.into(),
         };
         let seen = rusqlite::Connection::open("").map_err(fail)?;
         seen.execute_batch(
@@ -121,7 +121,7 @@ impl Collisions {
     pub fn check(&mut self, chunk: &[Source]) -> Result<()> {
         let fail = |e: rusqlite::Error| Error::Catalog {
             context: "record the paths added".into(),
-            source: e,
+            source: e.into(),
         };
         let tx = self.seen.transaction().map_err(fail)?;
         for s in chunk.iter().filter(|s| !matches!(s.kind, SourceKind::Dir)) {

@@ -175,7 +175,7 @@ pub fn gc(store: &mut Store) -> Result<GcReport> {
         staging_removed: store.blobs.clear_staging()? + store.staging.sweep(store.conn())?,
         ..Default::default()
     };
-    report.nodes_removed = store.catalog.write(|tx| nodes::remove_unreachable(tx))?;
+    report.nodes_removed = store.catalog.write(nodes::remove_unreachable)?;
     nodes::collect_live_blobs(store.conn())?;
     let mut unused = Vec::new();
     let scanned = progress::counter("blobs scanned");

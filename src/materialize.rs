@@ -7,7 +7,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use rusqlite::Connection;
+use crate::catalog::Db;
 
 use crate::blobs::BlobStore;
 use crate::catalog::nodes::{self, NodeId};
@@ -172,7 +172,7 @@ fn first_names(dir: &Path) -> Result<Vec<String>> {
 /// Counts the files and symlinks under `dir` that the version's directory `node` does not
 /// have at the same path (or has as a directory), and with `remove` removes them, along with
 /// directories the version does not have. Symlinks are never followed.
-fn sweep(conn: &Connection, node: NodeId, dir: &Path, remove: bool) -> Result<u64> {
+fn sweep(conn: &Db, node: NodeId, dir: &Path, remove: bool) -> Result<u64> {
     let mut extra = 0;
     for entry in fs::read_dir(dir).at(dir)? {
         let entry = entry.at(dir)?;

@@ -2,7 +2,7 @@
 
 use std::io::{self, Write};
 
-use rusqlite::Connection;
+use crate::catalog::Db;
 
 use crate::blobs::BlobStore;
 use crate::catalog::Catalog;
@@ -32,7 +32,7 @@ pub struct VersionSummary {
     pub references: u64,
 }
 
-pub fn artifacts(conn: &Connection) -> Result<Vec<ArtifactSummary>> {
+pub fn artifacts(conn: &Db) -> Result<Vec<ArtifactSummary>> {
     versions::artifacts(conn)?
         .into_iter()
         .map(|a| {
@@ -48,7 +48,7 @@ pub fn artifacts(conn: &Connection) -> Result<Vec<ArtifactSummary>> {
         .collect()
 }
 
-fn summarize(conn: &Connection, v: VersionRow) -> Result<VersionSummary> {
+fn summarize(conn: &Db, v: VersionRow) -> Result<VersionSummary> {
     let info = nodes::info(conn, v.root)?;
     Ok(VersionSummary {
         aliases: versions::aliases_of(conn, v.id)?,
@@ -59,7 +59,7 @@ fn summarize(conn: &Connection, v: VersionRow) -> Result<VersionSummary> {
     })
 }
 
-pub fn versions(conn: &Connection, name: &ArtifactName) -> Result<(String, Vec<VersionSummary>)> {
+pub fn versions(conn: &Db, name: &ArtifactName) -> Result<(String, Vec<VersionSummary>)> {
     let art = versions::require_artifact(conn, name.as_str())?;
     let list = versions::versions(conn, art.id)?
         .into_iter()
@@ -69,7 +69,7 @@ pub fn versions(conn: &Connection, name: &ArtifactName) -> Result<(String, Vec<V
 }
 
 /// One version with everything `show` reports.
-pub fn show(conn: &Connection, r: &VersionRef) -> Result<(String, VersionSummary)> {
+pub fn show(conn: &Db, r: &VersionRef) -> Result<(String, VersionSummary)> {
     let v = versions::resolve(conn, r)?;
     let art = versions::require_artifact(conn, &v.artifact)?;
     Ok((art.type_name, summarize(conn, v)?))
@@ -77,7 +77,7 @@ pub fn show(conn: &Connection, r: &VersionRef) -> Result<(String, VersionSummary
 
 /// Calls `f` with every file path of version `r` under `prefix` (a directory or a file).
 pub fn ls(
-    conn: &Connection,
+    conn: &Db,
     r: &VersionRef,
     prefix: Option<&[u8]>,
     f: &mut dyn FnMut(&[u8], &TreeEntry) -> Result<()>,
@@ -113,7 +113,7 @@ fn trim_slashes(path: &[u8]) -> &[u8] {
 
 /// Writes the contents of one file of a version to `out`.
 pub fn cat(
-    conn: &Connection,
+    conn: &Db,
     blobs: &BlobStore,
     r: &VersionRef,
     path: &[u8],
@@ -146,7 +146,7 @@ pub fn cat(
 }
 
 /// The files added, removed and modified from `a` to `b`, in path order.
-pub fn diff(conn: &Connection, a: &VersionRef, b: &VersionRef) -> Result<Vec<(Change, Vec<u8>)>> {
+pub fn diff(conn: &Db, a: &VersionRef, b: &VersionRef) -> Result<Vec<(Change, Vec<u8>)>> {
     let va = versions::resolve(conn, a)?;
     let vb = versions::resolve(conn, b)?;
     let mut out = Vec::new();
@@ -232,7 +232,7 @@ pub fn draft_status(
     })
 }
 
-pub fn drafts(conn: &Connection) -> Result<Vec<(DraftRow, u64)>> {
+pub fn drafts(conn: &Db) -> Result<Vec<(DraftRow, u64)>> {
     drafts::list(conn)?
         .into_iter()
         .map(|d| {

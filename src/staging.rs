@@ -20,7 +20,7 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use rusqlite::Connection;
+use crate::catalog::Db;
 
 use crate::catalog::drafts::{self, DraftRow};
 use crate::error::{Error, IoContext, Result};
@@ -83,7 +83,7 @@ impl Staging {
 
     /// Taken by a commit; refused while any file of the draft is open for writing, naming
     /// the files that are.
-    pub fn lock_for_commit(&self, conn: &Connection, d: &DraftRow) -> Result<DraftLock> {
+    pub fn lock_for_commit(&self, conn: &Db, d: &DraftRow) -> Result<DraftLock> {
         match self.lock(
             d,
             libc::LOCK_EX,
@@ -110,7 +110,7 @@ impl Staging {
 
     /// The paths of the draft's staged files that a writer holds open: each writer holds
     /// its staged file's lock shared (see [`hold_for_writing`]).
-    fn open_for_writing(&self, conn: &Connection, d: &DraftRow) -> Result<Vec<Vec<u8>>> {
+    fn open_for_writing(&self, conn: &Db, d: &DraftRow) -> Result<Vec<Vec<u8>>> {
         let mut busy = Vec::new();
         for s in drafts::staged(conn, d.id)? {
             let Ok(f) = File::open(self.path(d.id, s.id)) else {
@@ -331,7 +331,7 @@ impl Staging {
     /// Removes staged files no draft refers to: those of drafts that are gone, and files a
     /// draft replaced or removed. Drafts being written are left alone. Returns how many
     /// files were removed.
-    pub fn sweep(&self, conn: &Connection) -> Result<usize> {
+    pub fn sweep(&self, conn: &Db) -> Result<usize> {
         let mut removed = 0;
         for (draft, dir) in numbered(&self.root)? {
             let Some(d) = drafts::by_id(conn, draft)? else {

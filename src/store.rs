@@ -4,7 +4,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
 
-use rusqlite::Connection;
+use crate::catalog::Db;
 
 use crate::blobs::BlobStore;
 use crate::catalog::Catalog;
@@ -115,7 +115,7 @@ impl Store {
         &self.root
     }
 
-    pub fn conn(&self) -> &Connection {
+    pub fn conn(&self) -> &Db {
         self.catalog.conn()
     }
 
@@ -150,15 +150,15 @@ impl Store {
         dest: Option<&str>,
         rehearse: bool,
         track_replaced: bool,
-        open: impl Fn(&Connection) -> Result<DraftRow>,
-        then: impl FnOnce(&Connection, &DraftRow, usize, Vec<Vec<u8>>) -> Result<T>,
+        open: impl Fn(&Db) -> Result<DraftRow>,
+        then: impl FnOnce(&Db, &DraftRow, usize, Vec<Vec<u8>>) -> Result<T>,
     ) -> Result<T> {
         self.catalog.check_writable()?;
         let dest = dest.map(ingest::parse_dest).transpose()?;
         let dest = dest.as_deref();
         let mut total = 0;
         let mut collisions = ingest::Collisions::of(inputs)?;
-        let mut check = |tx: Option<(&Connection, &DraftRow)>| {
+        let mut check = |tx: Option<(&Db, &DraftRow)>| {
             ingest::scan(inputs, dest, INGEST_CHUNK, &mut |chunk| {
                 total += ingest::bytes_of(&chunk);
                 if let Some(c) = collisions.as_mut() {
@@ -319,7 +319,7 @@ impl Store {
     ) -> Result<Outcome> {
         // With no files of its own, finish commits what was upserted; it must not create an
         // empty draft (a mistyped id would otherwise become an empty version).
-        let open = |tx: &Connection| {
+        let open = |tx: &Db| {
             if inputs.is_empty()
                 && drafts::get(tx, name.artifact.as_str(), name.id_key())?.is_none()
             {
@@ -603,7 +603,7 @@ fn check_writable(dir: &Path) -> Result<()> {
 
 /// Starts draft `name` (inside the caller's write transaction).
 pub fn new_draft(
-    tx: &Connection,
+    tx: &Db,
     name: &DraftName,
     type_name: Option<&TypeName>,
     base: DraftBase,
@@ -645,7 +645,7 @@ pub fn new_draft(
 /// Records stored sources in draft `d`. Returns how many files and symlinks were recorded;
 /// adds to `replaced` the paths where the draft had recorded other content before.
 fn record(
-    tx: &Connection,
+    tx: &Db,
     d: &DraftRow,
     stored: Vec<Stored>,
     mut replaced: Option<&mut Vec<Vec<u8>>>,
@@ -676,7 +676,7 @@ fn record(
     Ok(files)
 }
 
-pub fn require_draft(conn: &Connection, name: &DraftName) -> Result<DraftRow> {
+pub fn require_draft(conn: &Db, name: &DraftName) -> Result<DraftRow> {
     if let Some(d) = drafts::get(conn, name.artifact.as_str(), name.id_key())? {
         return Ok(d);
     }
@@ -698,11 +698,7 @@ pub fn require_draft(conn: &Connection, name: &DraftName) -> Result<DraftRow> {
 
 /// Finds or starts the distributed draft `name`. Without a type, the draft keeps the one it
 /// has (or none: the commit then takes the artifact's, or `dataset`).
-fn open_distributed(
-    tx: &Connection,
-    name: &DraftName,
-    type_name: Option<&TypeName>,
-) -> Result<DraftRow> {
+fn open_distributed(tx: &Db, name: &DraftName, type_name: Option<&TypeName>) -> Result<DraftRow> {
     refuse_sealed(tx, name)?;
     check_type(tx, &name.artifact, type_name)?;
     let existing = drafts::get(tx, name.artifact.as_str(), name.id_key())?;
@@ -739,7 +735,7 @@ fn open_distributed(
     }
 }
 
-fn refuse_sealed(conn: &Connection, name: &DraftName) -> Result<()> {
+fn refuse_sealed(conn: &Db, name: &DraftName) -> Result<()> {
     if let Some(id) = &name.id
         && let Some(n) = drafts::sealed(conn, name.artifact.as_str(), id.as_str())?
     {
@@ -751,7 +747,7 @@ fn refuse_sealed(conn: &Connection, name: &DraftName) -> Result<()> {
     Ok(())
 }
 
-fn check_type(conn: &Connection, name: &ArtifactName, type_name: Option<&TypeName>) -> Result<()> {
+fn check_type(conn: &Db, name: &ArtifactName, type_name: Option<&TypeName>) -> Result<()> {
     if let (Some(t), Some(a)) = (type_name, versions::artifact(conn, name.as_str())?)
         && a.type_name != t.as_str()
     {

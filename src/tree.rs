@@ -2,11 +2,11 @@
 //! by the SHA-256 of its canonical encoding, so versions share every unchanged subtree and a
 //! commit only writes the nodes on changed paths.
 
+use crate::catalog::Db;
 use crate::catalog::nodes::{self, NodeId, NodeInfo};
 use crate::error::Result;
 use crate::hash::{Digest, Encoding, Hasher};
 use crate::reference::Reference;
-use rusqlite::Connection;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Item {
@@ -180,7 +180,7 @@ pub fn join(parent: &[u8], name: &[u8]) -> Vec<u8> {
 }
 
 /// Finds the entry at `path` under `root`: one index probe per component.
-pub fn lookup(conn: &Connection, root: NodeId, path: &[u8]) -> Result<Option<TreeEntry>> {
+pub fn lookup(conn: &Db, root: NodeId, path: &[u8]) -> Result<Option<TreeEntry>> {
     let Some(parts) = components(path) else {
         return Ok(None);
     };
@@ -203,7 +203,7 @@ pub fn lookup(conn: &Connection, root: NodeId, path: &[u8]) -> Result<Option<Tre
 /// Calls `f(path, entry)` for every file and symlink under `node`, depth first in name order.
 /// Only one directory listing per level is held in memory.
 pub fn walk(
-    conn: &Connection,
+    conn: &Db,
     node: NodeId,
     prefix: &[u8],
     f: &mut dyn FnMut(&[u8], &TreeEntry) -> Result<()>,
@@ -215,7 +215,7 @@ pub fn walk(
 
 /// Like [`walk`], but also reports directories (before their contents).
 pub fn walk_all(
-    conn: &Connection,
+    conn: &Db,
     node: NodeId,
     prefix: &[u8],
     f: &mut dyn FnMut(&[u8], &TreeEntry) -> Result<()>,
@@ -249,7 +249,7 @@ pub enum Change {
 /// A change of kind (file to symlink) is `Modified`; mode changes count only for the
 /// executable bit, and mtimes not at all, matching the version digest.
 pub fn diff(
-    conn: &Connection,
+    conn: &Db,
     old: Option<NodeId>,
     new: Option<NodeId>,
     prefix: &[u8],
@@ -332,7 +332,7 @@ pub fn diff(
 /// directory, and a directory with no files anywhere under it as `path/` (it is part of the
 /// version and its digest, so a diff must show it).
 fn side(
-    conn: &Connection,
+    conn: &Db,
     entry: &TreeEntry,
     prefix: &[u8],
     change: Change,

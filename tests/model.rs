@@ -464,7 +464,7 @@ impl Harness {
             .collect()
     }
 
-    fn walk(conn: &rusqlite::Connection, root: i64) -> Vec<(Vec<u8>, TreeEntry)> {
+    fn walk(conn: &artifactfs::catalog::Db, root: i64) -> Vec<(Vec<u8>, TreeEntry)> {
         let mut out = Vec::new();
         tree::walk_all(conn, root, b"", &mut |p, e| {
             out.push((p.to_vec(), e.clone()));

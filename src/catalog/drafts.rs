@@ -1,6 +1,7 @@
 //! Drafts and their recorded changes, and the seals of finished distributed drafts.
 
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use super::sql::{Db, DbResult, Row};
+use crate::params;
 
 use crate::catalog::nodes::NodeId;
 use crate::catalog::now_ns;
@@ -177,17 +178,17 @@ const DRAFT_COLUMNS: &str = "id, artifact, dist_id, type, base_number, base_root
      coalesce(root_atime_ns, root_mtime_ns, created_ns), \
      coalesce(root_ctime_ns, root_mtime_ns, created_ns), owner_uid, owner_gid";
 
-fn draft_from_row(r: &Row) -> rusqlite::Result<DraftRow> {
+fn draft_from_row(r: &Row) -> DbResult<DraftRow> {
     Ok(DraftRow {
         id: r.get(0)?,
         artifact: r.get(1)?,
         dist_id: r.get(2)?,
         type_name: r.get(3)?,
-        base_number: r.get::<_, Option<i64>>(4)?.map(|n| n as u64),
+        base_number: r.get::<Option<i64>>(4)?.map(|n| n as u64),
         base_root: r.get(5)?,
         created_ns: r.get(6)?,
         root: Meta {
-            mode: r.get::<_, i64>(7)? as u32,
+            mode: r.get::<i64>(7)? as u32,
             mtime_ns: r.get(8)?,
             atime_ns: r.get(9)?,
             ctime_ns: r.get(10)?,
@@ -197,7 +198,7 @@ fn draft_from_row(r: &Row) -> rusqlite::Result<DraftRow> {
     })
 }
 
-fn entry_from_row(r: &Row) -> rusqlite::Result<DraftEntry> {
+fn entry_from_row(r: &Row) -> DbResult<DraftEntry> {
     let kind: i64 = r.get(1)?;
     let change = if let Some(reference) = super::reference_of_row(r, kind, (2, 3, 6))? {
         Change::Reference(reference)
@@ -207,7 +208,7 @@ fn entry_from_row(r: &Row) -> rusqlite::Result<DraftEntry> {
                 let blob: Vec<u8> = r.get(2)?;
                 Change::File {
                     blob: Digest::from_slice(&blob).unwrap_or(Digest([0; 32])),
-                    size: r.get::<_, i64>(3)? as u64,
+                    size: r.get::<i64>(3)? as u64,
                 }
             }
             KIND_DIR => Change::Dir {
@@ -223,7 +224,7 @@ fn entry_from_row(r: &Row) -> rusqlite::Result<DraftEntry> {
         name: r.get(0)?,
         change,
         meta: Meta {
-            mode: r.get::<_, i64>(4)? as u32,
+            mode: r.get::<i64>(4)? as u32,
             mtime_ns: r.get(5)?,
             atime_ns: r.get(10)?,
             ctime_ns: r.get(11)?,
@@ -236,11 +237,11 @@ const ENTRY_COLUMNS: &str = "name, kind, blob, size, mode, mtime_ns, target, opa
      coalesce(atime_ns, mtime_ns), coalesce(ctime_ns, mtime_ns), owner_uid, owner_gid";
 
 /// An owner stored in columns `first` and `first + 1`, if one is.
-fn owner_of_row(r: &Row, first: usize) -> rusqlite::Result<Option<(u32, u32)>> {
+fn owner_of_row(r: &Row, first: usize) -> DbResult<Option<(u32, u32)>> {
     Ok(
         match (
-            r.get::<_, Option<i64>>(first)?,
-            r.get::<_, Option<i64>>(first + 1)?,
+            r.get::<Option<i64>>(first)?,
+            r.get::<Option<i64>>(first + 1)?,
         ) {
             (Some(u), Some(g)) => Some((u as u32, g as u32)),
             _ => None,
@@ -248,58 +249,60 @@ fn owner_of_row(r: &Row, first: usize) -> rusqlite::Result<Option<(u32, u32)>> {
     )
 }
 
-pub fn get(conn: &Connection, artifact: &str, dist_id: &str) -> Result<Option<DraftRow>> {
-    conn.prepare_cached(&format!(
-        "SELECT {DRAFT_COLUMNS} FROM drafts WHERE artifact = ?1 AND dist_id = ?2"
-    ))
-    .and_then(|mut s| s.query_row(params![artifact, dist_id], draft_from_row))
-    .optional()
+pub fn get(conn: &Db, artifact: &str, dist_id: &str) -> Result<Option<DraftRow>> {
+    conn.query_opt(
+        &format!("SELECT {DRAFT_COLUMNS} FROM drafts WHERE artifact = ?1 AND dist_id = ?2"),
+        params![artifact, dist_id],
+        draft_from_row,
+    )
     .ctx(|| format!("look up draft {artifact}"))
 }
 
-pub fn by_id(conn: &Connection, id: i64) -> Result<Option<DraftRow>> {
-    conn.prepare_cached(&format!("SELECT {DRAFT_COLUMNS} FROM drafts WHERE id = ?1"))
-        .and_then(|mut s| s.query_row([id], draft_from_row))
-        .optional()
-        .ctx(|| format!("look up draft {id}"))
+pub fn by_id(conn: &Db, id: i64) -> Result<Option<DraftRow>> {
+    conn.query_opt(
+        &format!("SELECT {DRAFT_COLUMNS} FROM drafts WHERE id = ?1"),
+        params![id],
+        draft_from_row,
+    )
+    .ctx(|| format!("look up draft {id}"))
 }
 
-pub fn list(conn: &Connection) -> Result<Vec<DraftRow>> {
-    let mut stmt = conn
-        .prepare(&format!(
+pub fn list(conn: &Db) -> Result<Vec<DraftRow>> {
+    conn.query(
+        &format!(
             "SELECT {DRAFT_COLUMNS} FROM drafts WHERE dist_id != '{LOG_DRAFT_ID}' ORDER BY artifact, dist_id"
-        ))
-        .ctx(|| "list drafts".into())?;
-    let rows = stmt
-        .query_map([], draft_from_row)
-        .ctx(|| "list drafts".into())?;
-    rows.collect::<rusqlite::Result<_>>()
-        .ctx(|| "list drafts".into())
+        ),
+        params![],
+        draft_from_row,
+    )
+    .ctx(|| "list drafts".into())
 }
 
 pub fn create(
-    conn: &Connection,
+    conn: &Db,
     artifact: &str,
     dist_id: &str,
     type_name: Option<&str>,
     base: Option<(u64, NodeId)>,
 ) -> Result<DraftRow> {
     let created_ns = now_ns();
-    conn.execute(
-        "INSERT INTO drafts (artifact, dist_id, type, base_number, base_root, created_ns)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![
-            artifact,
-            dist_id,
-            type_name,
-            base.map(|b| b.0 as i64),
-            base.map(|b| b.1),
-            created_ns
-        ],
-    )
-    .ctx(|| format!("create draft {artifact}"))?;
+    let id = conn
+        .query_one(
+            "INSERT INTO drafts (artifact, dist_id, type, base_number, base_root, created_ns)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) RETURNING id",
+            params![
+                artifact,
+                dist_id,
+                type_name,
+                base.map(|b| b.0),
+                base.map(|b| b.1),
+                created_ns
+            ],
+            |r| r.get(0),
+        )
+        .ctx(|| format!("create draft {artifact}"))?;
     Ok(DraftRow {
-        id: conn.last_insert_rowid(),
+        id,
         artifact: artifact.to_string(),
         dist_id: dist_id.to_string(),
         type_name: type_name.map(str::to_string),
@@ -311,27 +314,25 @@ pub fn create(
     })
 }
 
-pub fn set_root_meta(conn: &Connection, draft: i64, meta: &Meta) -> Result<()> {
-    conn.prepare_cached(
+pub fn set_root_meta(conn: &Db, draft: i64, meta: &Meta) -> Result<()> {
+    conn.execute(
         "UPDATE drafts SET root_mode = ?2, root_mtime_ns = ?3, root_atime_ns = ?4,
                 root_ctime_ns = ?5
           WHERE id = ?1",
-    )
-    .and_then(|mut s| {
-        s.execute(params![
+        params![
             draft,
-            meta.mode as i64,
+            meta.mode,
             meta.mtime_ns,
             meta.atime_ns,
             meta.ctime_ns
-        ])
-    })
+        ],
+    )
     .ctx(|| "record the draft directory's attributes".into())?;
     Ok(())
 }
 
 /// Records who a draft belongs to (see [`DraftRow::owner`]).
-pub fn set_owner(conn: &Connection, draft: i64, uid: u32, gid: u32) -> Result<()> {
+pub fn set_owner(conn: &Db, draft: i64, uid: u32, gid: u32) -> Result<()> {
     conn.execute(
         "UPDATE drafts SET owner_uid = ?2, owner_gid = ?3 WHERE id = ?1",
         params![draft, uid as i64, gid as i64],
@@ -340,7 +341,7 @@ pub fn set_owner(conn: &Connection, draft: i64, uid: u32, gid: u32) -> Result<()
     Ok(())
 }
 
-pub fn set_type(conn: &Connection, draft: i64, type_name: &str) -> Result<()> {
+pub fn set_type(conn: &Db, draft: i64, type_name: &str) -> Result<()> {
     conn.execute(
         "UPDATE drafts SET type = ?2 WHERE id = ?1",
         params![draft, type_name],
@@ -349,41 +350,36 @@ pub fn set_type(conn: &Connection, draft: i64, type_name: &str) -> Result<()> {
     Ok(())
 }
 
-pub fn delete(conn: &Connection, draft: i64) -> Result<()> {
-    conn.execute("DELETE FROM drafts WHERE id = ?1", [draft])
+pub fn delete(conn: &Db, draft: i64) -> Result<()> {
+    conn.execute("DELETE FROM drafts WHERE id = ?1", params![draft])
         .ctx(|| "delete draft".into())?;
     Ok(())
 }
 
-pub fn entry(
-    conn: &Connection,
-    draft: i64,
-    parent: &[u8],
-    name: &[u8],
-) -> Result<Option<DraftEntry>> {
-    conn.prepare_cached(&format!(
-        "SELECT {ENTRY_COLUMNS} FROM draft_entries WHERE draft = ?1 AND parent = ?2 AND name = ?3"
-    ))
-    .and_then(|mut s| s.query_row(params![draft, parent, name], entry_from_row))
-    .optional()
+pub fn entry(conn: &Db, draft: i64, parent: &[u8], name: &[u8]) -> Result<Option<DraftEntry>> {
+    conn.query_opt(
+        &format!(
+            "SELECT {ENTRY_COLUMNS} FROM draft_entries WHERE draft = ?1 AND parent = ?2 AND name = ?3"
+        ),
+        params![draft, parent, name],
+        entry_from_row,
+    )
     .ctx(|| format!("look up {} in draft", String::from_utf8_lossy(name)))
 }
 
 /// The changes recorded directly in directory `parent`, sorted by name.
-pub fn entries(conn: &Connection, draft: i64, parent: &[u8]) -> Result<Vec<DraftEntry>> {
-    let mut stmt = conn
-        .prepare_cached(&format!(
+pub fn entries(conn: &Db, draft: i64, parent: &[u8]) -> Result<Vec<DraftEntry>> {
+    conn.query(
+        &format!(
             "SELECT {ENTRY_COLUMNS} FROM draft_entries WHERE draft = ?1 AND parent = ?2 ORDER BY name"
-        ))
-        .ctx(|| "list draft changes".into())?;
-    let rows = stmt
-        .query_map(params![draft, parent], entry_from_row)
-        .ctx(|| "list draft changes".into())?;
-    rows.collect::<rusqlite::Result<_>>()
-        .ctx(|| "list draft changes".into())
+        ),
+        params![draft, parent],
+        entry_from_row,
+    )
+    .ctx(|| "list draft changes".into())
 }
 
-pub fn put(conn: &Connection, draft: i64, parent: &[u8], e: &DraftEntry) -> Result<()> {
+pub fn put(conn: &Db, draft: i64, parent: &[u8], e: &DraftEntry) -> Result<()> {
     let (mut staged, mut blob, mut size, mut target) = (None, None, 0, None);
     let (mut opaque, mut moved) = (false, None);
     let kind = match &e.change {
@@ -413,21 +409,28 @@ pub fn put(conn: &Connection, draft: i64, parent: &[u8], e: &DraftEntry) -> Resu
         }
         Change::Removed => KIND_REMOVED,
     };
-    conn.prepare_cached(
-        "INSERT OR REPLACE INTO draft_entries
+    // Every column is set, as replacing the row would: what the new one does not have
+    // (`copied_ctime_ns`) is cleared.
+    conn.execute(
+        "INSERT INTO draft_entries
             (draft, parent, name, kind, blob, size, mode, mtime_ns, target, opaque, staged, moved,
              atime_ns, ctime_ns, owner_uid, owner_gid)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
-    )
-    .and_then(|mut s| {
-        s.execute(params![
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
+         ON CONFLICT (draft, parent, name) DO UPDATE SET
+            kind = excluded.kind, blob = excluded.blob, size = excluded.size,
+            mode = excluded.mode, mtime_ns = excluded.mtime_ns, target = excluded.target,
+            opaque = excluded.opaque, staged = excluded.staged, moved = excluded.moved,
+            atime_ns = excluded.atime_ns, ctime_ns = excluded.ctime_ns,
+            owner_uid = excluded.owner_uid, owner_gid = excluded.owner_gid,
+            copied_ctime_ns = NULL",
+        params![
             draft,
             parent,
             &e.name,
             kind,
             blob,
             size,
-            e.meta.mode as i64,
+            e.meta.mode,
             e.meta.mtime_ns,
             target,
             opaque,
@@ -435,16 +438,16 @@ pub fn put(conn: &Connection, draft: i64, parent: &[u8], e: &DraftEntry) -> Resu
             moved,
             e.meta.atime_ns,
             e.meta.ctime_ns,
-            e.meta.owner.map(|o| o.0 as i64),
-            e.meta.owner.map(|o| o.1 as i64)
-        ])
-    })
+            e.meta.owner.map(|o| o.0),
+            e.meta.owner.map(|o| o.1)
+        ],
+    )
     .ctx(|| format!("record {} in draft", String::from_utf8_lossy(&e.name)))?;
     Ok(())
 }
 
 /// Forgets every change recorded strictly below directory `path`.
-pub fn clear_below(conn: &Connection, draft: i64, path: &[u8]) -> Result<usize> {
+pub fn clear_below(conn: &Db, draft: i64, path: &[u8]) -> Result<usize> {
     let mut lo = path.to_vec();
     lo.push(b'/');
     let mut hi = path.to_vec();
@@ -458,85 +461,73 @@ pub fn clear_below(conn: &Connection, draft: i64, path: &[u8]) -> Result<usize> 
         )
     };
     let direct = conn
-        .prepare_cached("DELETE FROM draft_entries WHERE draft = ?1 AND parent = ?2")
-        .and_then(|mut s| s.execute(params![draft, path]))
+        .execute(
+            "DELETE FROM draft_entries WHERE draft = ?1 AND parent = ?2",
+            params![draft, path],
+        )
         .ctx(what)?;
     let deeper = conn
-        .prepare_cached(
+        .execute(
             "DELETE FROM draft_entries WHERE draft = ?1 AND parent >= ?2 AND parent < ?3",
+            params![draft, &lo, &hi],
         )
-        .and_then(|mut s| s.execute(params![draft, lo, hi]))
         .ctx(what)?;
     Ok(direct + deeper)
 }
 
 /// Moves every change recorded strictly below directory `from` to below `to`, which has
 /// none.
-pub fn move_below(conn: &Connection, draft: i64, from: &[u8], to: &[u8]) -> Result<()> {
+pub fn move_below(conn: &Db, draft: i64, from: &[u8], to: &[u8]) -> Result<()> {
     let what = || format!("move draft changes under {}", String::from_utf8_lossy(from));
     let mut lo = from.to_vec();
     lo.push(b'/');
     let mut hi = from.to_vec();
     hi.push(b'/' + 1);
     let parents: Vec<Vec<u8>> = conn
-        .prepare_cached(
+        .query(
             "SELECT parent FROM draft_entries WHERE draft = ?1 AND parent = ?2
              UNION
              SELECT parent FROM draft_entries WHERE draft = ?1 AND parent >= ?3 AND parent < ?4",
+            params![draft, from, &lo, &hi],
+            |r| r.get(0),
         )
-        .and_then(|mut s| {
-            s.query_map(params![draft, from, lo, hi], |r| r.get(0))?
-                .collect()
-        })
-        .ctx(what)?;
-    let mut update = conn
-        .prepare_cached("UPDATE draft_entries SET parent = ?3 WHERE draft = ?1 AND parent = ?2")
         .ctx(what)?;
     for old in parents {
         let mut new = to.to_vec();
         new.extend_from_slice(&old[from.len()..]);
-        update.execute(params![draft, old, new]).ctx(what)?;
+        conn.execute(
+            "UPDATE draft_entries SET parent = ?3 WHERE draft = ?1 AND parent = ?2",
+            params![draft, &old, &new],
+        )
+        .ctx(what)?;
     }
     Ok(())
 }
 
-pub fn count(conn: &Connection, draft: i64) -> Result<u64> {
-    conn.query_row(
+pub fn count(conn: &Db, draft: i64) -> Result<u64> {
+    conn.query_one(
         "SELECT count(*) FROM draft_entries WHERE draft = ?1 AND kind != ?2",
         params![draft, KIND_DIR],
-        |r| r.get::<_, i64>(0),
+        |r| r.get::<i64>(0),
     )
     .map(|n| n as u64)
     .ctx(|| "count draft changes".into())
 }
 
-/// A new staged file number for the draft; numbers are never reused within a draft.
-pub fn next_staged(conn: &Connection, draft: i64) -> Result<i64> {
-    conn.prepare_cached(
-        "UPDATE drafts SET next_staged = next_staged + 1 WHERE id = ?1 RETURNING next_staged",
-    )
-    .and_then(|mut s| s.query_row([draft], |r| r.get(0)))
-    .ctx(|| "number a staged file".into())
-}
-
 /// Every staged file the draft records, with its path in the draft.
-pub fn staged(conn: &Connection, draft: i64) -> Result<Vec<StagedRow>> {
-    let mut stmt = conn
-        .prepare_cached(
-            "SELECT parent, name, staged FROM draft_entries WHERE draft = ?1 AND kind = ?2",
-        )
-        .ctx(|| "list staged files".into())?;
-    let rows = stmt
-        .query_map(params![draft, KIND_STAGED], |r| {
+pub fn staged(conn: &Db, draft: i64) -> Result<Vec<StagedRow>> {
+    conn.query(
+        "SELECT parent, name, staged FROM draft_entries WHERE draft = ?1 AND kind = ?2",
+        params![draft, KIND_STAGED],
+        |r| {
             Ok(StagedRow {
                 parent: r.get(0)?,
                 name: r.get(1)?,
                 id: r.get(2)?,
             })
-        })
-        .ctx(|| "list staged files".into())?;
-    rows.collect::<rusqlite::Result<_>>()
-        .ctx(|| "list staged files".into())
+        },
+    )
+    .ctx(|| "list staged files".into())
 }
 
 /// Where a draft records a staged file.
@@ -550,27 +541,18 @@ pub struct StagedRow {
 /// Replaces staged file `id` of the draft, wherever it is named (hard links share it), by the
 /// blob its bytes were stored as.
 pub fn store_staged(
-    conn: &Connection,
+    conn: &Db,
     draft: i64,
     id: i64,
     blob: &Digest,
     size: u64,
     mtime_ns: i64,
 ) -> Result<()> {
-    conn.prepare_cached(
+    conn.execute(
         "UPDATE draft_entries SET kind = ?3, blob = ?4, size = ?5, mtime_ns = ?6, staged = NULL
           WHERE draft = ?1 AND staged = ?2",
+        params![draft, id, KIND_FILE, &blob.0[..], size, mtime_ns],
     )
-    .and_then(|mut st| {
-        st.execute(params![
-            draft,
-            id,
-            KIND_FILE,
-            &blob.0[..],
-            size as i64,
-            mtime_ns
-        ])
-    })
     .ctx(|| format!("record staged file {id} as blob {blob}"))?;
     Ok(())
 }
@@ -587,83 +569,79 @@ pub struct StagedInfo {
     pub copied: Option<(i64, i64)>,
 }
 
-pub fn staged_info(conn: &Connection, draft: i64, id: i64) -> Result<StagedInfo> {
-    conn.prepare_cached(
+pub fn staged_info(conn: &Db, draft: i64, id: i64) -> Result<StagedInfo> {
+    conn.query_one(
         "SELECT count(*), coalesce(max(mode), 0), max(owner_uid), max(owner_gid),
                 max(copied_ctime_ns), max(CASE WHEN copied_ctime_ns IS NOT NULL THEN ctime_ns END)
            FROM draft_entries WHERE draft = ?1 AND staged = ?2",
-    )
-    .and_then(|mut s| {
-        s.query_row(params![draft, id], |r| {
-            let copied = match (r.get::<_, Option<i64>>(4)?, r.get::<_, Option<i64>>(5)?) {
+        params![draft, id],
+        |r| {
+            let copied = match (r.get::<Option<i64>>(4)?, r.get::<Option<i64>>(5)?) {
                 (Some(c), Some(shown)) => Some((c, shown)),
                 _ => None,
             };
             Ok(StagedInfo {
-                links: r.get::<_, i64>(0)? as u64,
-                mode: r.get::<_, i64>(1)? as u32,
+                links: r.get::<i64>(0)? as u64,
+                mode: r.get::<i64>(1)? as u32,
                 owner: owner_of_row(r, 2)?,
                 copied,
             })
-        })
-    })
+        },
+    )
     .ctx(|| format!("count the names of staged file {id}"))
 }
 
 /// Records that staged file `id` is a copy of a base file whose ctime was `shown`, and that
 /// the copy's own ctime was `copied` when it was made (see [`StagedInfo::copied`]).
-pub fn set_copied(conn: &Connection, draft: i64, id: i64, copied: i64, shown: i64) -> Result<()> {
-    conn.prepare_cached(
+pub fn set_copied(conn: &Db, draft: i64, id: i64, copied: i64, shown: i64) -> Result<()> {
+    conn.execute(
         "UPDATE draft_entries SET copied_ctime_ns = ?3, ctime_ns = ?4
           WHERE draft = ?1 AND staged = ?2",
+        params![draft, id, copied, shown],
     )
-    .and_then(|mut s| s.execute(params![draft, id, copied, shown]))
     .ctx(|| format!("record where staged file {id} was copied from"))?;
     Ok(())
 }
 
 /// Sets the mode of staged file `id` on every name it has (they are one file), and its
 /// change time, which the rows keep for nothing else.
-pub fn set_staged_mode(conn: &Connection, draft: i64, id: i64, mode: u32) -> Result<()> {
-    conn.prepare_cached("UPDATE draft_entries SET mode = ?3 WHERE draft = ?1 AND staged = ?2")
-        .and_then(|mut s| s.execute(params![draft, id, mode as i64]))
-        .ctx(|| format!("record the mode of staged file {id}"))?;
+pub fn set_staged_mode(conn: &Db, draft: i64, id: i64, mode: u32) -> Result<()> {
+    conn.execute(
+        "UPDATE draft_entries SET mode = ?3 WHERE draft = ?1 AND staged = ?2",
+        params![draft, id, mode as i64],
+    )
+    .ctx(|| format!("record the mode of staged file {id}"))?;
     Ok(())
 }
 
 /// How many subdirectories directory `parent` of the draft has, given that `base` (the base
 /// directory it shows, if any) has `base_subdirs`: those of the base that no change replaced,
 /// plus the directories recorded in it.
-pub fn subdirs(
-    conn: &Connection,
-    draft: i64,
-    parent: &[u8],
-    base: Option<(NodeId, u64)>,
-) -> Result<u64> {
+pub fn subdirs(conn: &Db, draft: i64, parent: &[u8], base: Option<(NodeId, u64)>) -> Result<u64> {
     let what = || "count subdirectories".to_string();
     let recorded: i64 = conn
         // The kind spelled out, so that the partial index on directory rows serves it.
-        .prepare_cached(&format!(
+        .query_one(&format!(
             "SELECT count(*) FROM draft_entries WHERE draft = ?1 AND parent = ?2 AND kind = {KIND_DIR}"
-        ))
-        .and_then(|mut s| s.query_row(params![draft, parent], |r| r.get(0)))
+        ), params![draft, parent], |r| r.get(0))
         .ctx(what)?;
     let Some((node, base_subdirs)) = base.filter(|b| b.1 > 0) else {
         return Ok(recorded as u64);
     };
     let replaced: i64 = conn
-        .prepare_cached(
+        .query_one(
             "SELECT count(*) FROM node_chunks nc JOIN chunk_entries ce ON ce.chunk = nc.chunk
               WHERE nc.node = ?1 AND ce.kind = 1
                 AND EXISTS (SELECT 1 FROM draft_entries d
                              WHERE d.draft = ?2 AND d.parent = ?3 AND d.name = ce.name)",
+            params![node, draft, parent],
+            |r| r.get(0),
         )
-        .and_then(|mut s| s.query_row(params![node, draft, parent], |r| r.get(0)))
         .ctx(what)?;
     Ok((base_subdirs as i64 - replaced + recorded).max(0) as u64)
 }
 
-pub fn seal(conn: &Connection, artifact: &str, dist_id: &str, number: u64) -> Result<()> {
+pub fn seal(conn: &Db, artifact: &str, dist_id: &str, number: u64) -> Result<()> {
     conn.execute(
         "INSERT INTO seals (artifact, dist_id, number) VALUES (?1, ?2, ?3)",
         params![artifact, dist_id, number as i64],
@@ -672,10 +650,12 @@ pub fn seal(conn: &Connection, artifact: &str, dist_id: &str, number: u64) -> Re
     Ok(())
 }
 
-pub fn sealed(conn: &Connection, artifact: &str, dist_id: &str) -> Result<Option<u64>> {
-    conn.prepare_cached("SELECT number FROM seals WHERE artifact = ?1 AND dist_id = ?2")
-        .and_then(|mut s| s.query_row(params![artifact, dist_id], |r| r.get::<_, i64>(0)))
-        .optional()
-        .map(|n| n.map(|n| n as u64))
-        .ctx(|| format!("look up seal of {artifact}@{dist_id}"))
+pub fn sealed(conn: &Db, artifact: &str, dist_id: &str) -> Result<Option<u64>> {
+    conn.query_opt(
+        "SELECT number FROM seals WHERE artifact = ?1 AND dist_id = ?2",
+        params![artifact, dist_id],
+        |r| r.get::<i64>(0),
+    )
+    .map(|n| n.map(|n| n as u64))
+    .ctx(|| format!("look up seal of {artifact}@{dist_id}"))
 }

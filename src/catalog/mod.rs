@@ -1,8 +1,13 @@
-//! The SQLite catalog: the single source of truth for artifacts, versions, aliases, manifest
-//! trees and drafts. Every change is one IMMEDIATE transaction, so concurrent writers queue on
-//! the database lock (bounded by `busy_timeout`) instead of failing.
+//! The catalog: the single source of truth for artifacts, versions, aliases, manifest trees
+//! and drafts. The queries (`drafts`, `nodes`, `versions`) are written once over the seam in
+//! `sql`; below it, SQLite keeps an embedded store's catalog in one file, and PostgreSQL a
+//! shared store's. Every change is one transaction that writers take one at a time: SQLite's
+//! IMMEDIATE transactions, PostgreSQL's store-wide lock; concurrent writers queue (bounded by
+//! `BUSY_TIMEOUT`) instead of failing.
 
 mod schema;
+pub mod sql;
+mod sqlite;
 
 pub mod drafts;
 pub mod nodes;
@@ -11,7 +16,9 @@ pub mod versions;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+
+pub use sql::{Db, DbError, DbResult, Dialect};
 
 use crate::error::{Error, Result};
 use crate::hash::Digest;
@@ -37,39 +44,31 @@ fn reference_columns(r: &Reference) -> (i64, &[u8], i64, &[u8]) {
 /// The reference in a row of kind `kind`, if it is one; `cols` are the indices of the
 /// `blob`, `size` and `target` columns.
 fn reference_of_row(
-    row: &rusqlite::Row,
+    row: &sql::Row,
     kind: i64,
     cols: (usize, usize, usize),
-) -> rusqlite::Result<Option<Reference>> {
+) -> DbResult<Option<Reference>> {
     if kind != KIND_REFERENCE && kind != KIND_UNCHECKED_REFERENCE {
         return Ok(None);
     }
-    let bad = |idx, why: &str| {
-        rusqlite::Error::FromSqlConversionFailure(
-            idx,
-            rusqlite::types::Type::Blob,
-            why.to_string().into(),
-        )
-    };
+    let bad = |idx, why: &str| DbError::Decode(format!("column {idx}: {why}"));
     let blob: Vec<u8> = row.get(cols.0)?;
     let uri: Vec<u8> = row.get(cols.2)?;
     Ok(Some(Reference {
         digest: Digest::from_slice(&blob).ok_or_else(|| bad(cols.0, "digest is not 32 bytes"))?,
-        size: row.get::<_, i64>(cols.1)? as u64,
+        size: row.get::<i64>(cols.1)? as u64,
         uri: String::from_utf8(uri).map_err(|_| bad(cols.2, "reference URI is not UTF-8"))?,
         checksum: kind == KIND_REFERENCE,
     }))
 }
 
 /// The store a catalog connection belongs to, for naming it in errors.
-pub fn store_of(conn: &Connection) -> String {
-    conn.path()
-        .and_then(|p| Path::new(p).parent())
-        .map_or_else(|| "?".into(), |d| d.display().to_string())
+pub fn store_of(conn: &Db) -> String {
+    conn.store()
 }
 
 /// Something of the store `conn` belongs to that is not there, with a hint.
-pub fn absent(conn: &Connection, what: String, hint: Option<String>) -> Error {
+pub fn absent(conn: &Db, what: String, hint: Option<String>) -> Error {
     Error::Absent {
         what,
         store: store_of(conn),
@@ -80,8 +79,14 @@ pub fn absent(conn: &Connection, what: String, hint: Option<String>) -> Error {
 /// How long a writer waits for another one before the operation fails.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// The engine below a catalog.
+enum Engine {
+    Sqlite(Connection),
+}
+
 pub struct Catalog {
-    conn: Connection,
+    engine: Engine,
+    /// The database file (SQLite), or the store directory (PostgreSQL): what errors name.
     path: PathBuf,
     /// Why this process cannot write the store, when it cannot.
     read_only: Option<String>,
@@ -102,12 +107,13 @@ impl Catalog {
         .map_err(|e| classify(path, "open", e))?;
         conn.busy_timeout(BUSY_TIMEOUT)
             .map_err(|e| classify(path, "set busy_timeout", e))?;
+        conn.set_prepared_statement_cache_capacity(sqlite::STATEMENT_CACHE);
         enable_wal(&conn).map_err(|e| classify(path, "enable WAL", e))?;
         // FULL makes each commit durable when it returns.
         conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
             .map_err(|e| classify(path, "set pragmas", e))?;
         let mut catalog = Catalog {
-            conn,
+            engine: Engine::Sqlite(conn),
             path: path.to_path_buf(),
             read_only: None,
         };
@@ -157,7 +163,7 @@ impl Catalog {
             _ => classify(path, "open read-only", e),
         })?;
         let catalog = Catalog {
-            conn,
+            engine: Engine::Sqlite(conn),
             path: path.to_path_buf(),
             read_only: Some(why),
         };
@@ -187,8 +193,10 @@ impl Catalog {
             what: format!("catalog {}", self.path.display()),
             why,
         };
-        let mut stmt = self
-            .conn
+        let Some(conn) = self.sqlite() else {
+            return Ok(());
+        };
+        let mut stmt = conn
             .prepare(pragma)
             .map_err(|e| classify(&self.path, "check integrity", e))?;
         let findings = stmt
@@ -240,32 +248,34 @@ impl Catalog {
         if current == supported {
             return Ok(());
         }
-        self.write(|tx| {
-            // Re-read inside the lock: another process may have migrated meanwhile.
-            let current: i64 = tx
-                .pragma_query_value(None, "user_version", |r| r.get(0))
-                .map_err(|e| classify(&path, "read schema version", e))?;
-            if current > supported {
-                return Err(Error::NewerSchema {
-                    path: path.clone(),
-                    found: current,
-                    supported,
-                });
-            }
-            for (n, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
-                tx.execute_batch(sql)
-                    .map_err(|e| classify(&path, &format!("migrate to schema {}", n + 1), e))?;
-            }
-            tx.pragma_update(None, "user_version", supported)
-                .map_err(|e| classify(&path, "record schema version", e))?;
-            Ok(())
-        })
+        let Engine::Sqlite(conn) = &mut self.engine;
+        let tx = begin_immediate(conn, &path)?;
+        // Re-read inside the lock: another process may have migrated meanwhile.
+        let current: i64 = tx
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(|e| classify(&path, "read schema version", e))?;
+        if current > supported {
+            return Err(Error::NewerSchema {
+                path: path.clone(),
+                found: current,
+                supported,
+            });
+        }
+        for (n, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+            tx.execute_batch(sql)
+                .map_err(|e| classify(&path, &format!("migrate to schema {}", n + 1), e))?;
+        }
+        tx.pragma_update(None, "user_version", supported)
+            .map_err(|e| classify(&path, "record schema version", e))?;
+        tx.commit().map_err(|e| classify(&path, "commit", e))
     }
 
     pub fn schema_version(&self) -> Result<i64> {
-        self.conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .map_err(|e| classify(&self.path, "read schema version", e))
+        match &self.engine {
+            Engine::Sqlite(conn) => conn
+                .pragma_query_value(None, "user_version", |r| r.get(0))
+                .map_err(|e| classify(&self.path, "read schema version", e)),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -273,33 +283,49 @@ impl Catalog {
     }
 
     /// Read access outside a transaction (each statement sees a consistent snapshot).
-    pub fn conn(&self) -> &Connection {
-        &self.conn
+    pub fn conn(&self) -> &Db {
+        match &self.engine {
+            Engine::Sqlite(conn) => conn,
+        }
     }
 
-    /// Runs `f` in one IMMEDIATE transaction: all of it is committed, or none of it.
-    pub fn write<T>(&mut self, f: impl FnOnce(&Transaction) -> Result<T>) -> Result<T> {
+    /// The SQLite connection of an embedded store's catalog, for what only SQLite has.
+    pub fn sqlite(&self) -> Option<&Connection> {
+        match &self.engine {
+            Engine::Sqlite(conn) => Some(conn),
+        }
+    }
+
+    /// Runs `f` in one write transaction: all of it is committed, or none of it.
+    pub fn write<T>(&mut self, f: impl FnOnce(&Db) -> Result<T>) -> Result<T> {
+        self.check_writable()?;
         let path = self.path.clone();
-        let tx = self.begin()?;
-        let value = f(&tx).map_err(|e| name_damage(&path, e))?;
-        crate::faults::check(crate::faults::Op::Commit).map_err(|e| Error::io(&path, e))?;
-        tx.commit().map_err(|e| classify(&path, "commit", e))?;
-        Ok(value)
+        match &mut self.engine {
+            Engine::Sqlite(conn) => {
+                let tx = begin_immediate(conn, &path)?;
+                let value = f(&*tx).map_err(|e| name_damage(&path, e))?;
+                crate::faults::check(crate::faults::Op::Commit).map_err(|e| Error::io(&path, e))?;
+                tx.commit().map_err(|e| classify(&path, "commit", e))?;
+                Ok(value)
+            }
+        }
     }
 
     /// Like [`Catalog::write`], but without waiting for the disk: the change survives this
     /// process being killed, not a power cut, until [`Catalog::sync`] or any later durable
     /// write. For draft edits through the mount, where every `create` and `rename` is a
     /// transaction and `fsync` is the user's way to ask for durability.
-    pub fn write_relaxed<T>(&mut self, f: impl FnOnce(&Transaction) -> Result<T>) -> Result<T> {
+    pub fn write_relaxed<T>(&mut self, f: impl FnOnce(&Db) -> Result<T>) -> Result<T> {
         let path = self.path.clone();
         let set = |conn: &Connection, mode: &str| {
             conn.execute_batch(&format!("PRAGMA synchronous = {mode}"))
                 .map_err(|e| classify(&path, "set synchronous", e))
         };
-        set(&self.conn, "NORMAL")?;
+        let Engine::Sqlite(conn) = &self.engine;
+        set(conn, "NORMAL")?;
         let result = self.write(f);
-        set(&self.conn, "FULL")?;
+        let Engine::Sqlite(conn) = &self.engine;
+        set(conn, "FULL")?;
         result
     }
 
@@ -317,29 +343,33 @@ impl Catalog {
         }
     }
 
-    /// Starts a write transaction, waiting up to `BUSY_TIMEOUT` for other writers; the error
-    /// after that names the catalog and how long it waited.
-    fn begin(&mut self) -> Result<Transaction<'_>> {
+    /// Runs `f` in a transaction that is always rolled back: for computing what a commit would
+    /// produce without keeping it. A write transaction like [`Catalog::write`]'s: one that
+    /// started reading and then wrote after another process committed would fail instead of
+    /// waiting.
+    pub fn dry_run<T>(&mut self, f: impl FnOnce(&Db) -> Result<T>) -> Result<T> {
         self.check_writable()?;
         let path = self.path.clone();
-        self.conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|e| {
-                let action = format!(
-                    "start a write; another process held it for {} s",
-                    BUSY_TIMEOUT.as_secs()
-                );
-                classify(&path, &action, e)
-            })
+        match &mut self.engine {
+            Engine::Sqlite(conn) => {
+                let tx = begin_immediate(conn, &path)?;
+                f(&*tx)
+            }
+        }
     }
+}
 
-    /// Runs `f` in a transaction that is always rolled back: for computing what a commit would
-    /// produce without keeping it. IMMEDIATE like [`Catalog::write`]: a deferred transaction
-    /// that starts writing after another process committed fails instead of waiting.
-    pub fn dry_run<T>(&mut self, f: impl FnOnce(&Transaction) -> Result<T>) -> Result<T> {
-        let tx = self.begin()?;
-        f(&tx)
-    }
+/// Starts an IMMEDIATE transaction, waiting up to `BUSY_TIMEOUT` for other writers; the error
+/// after that names the catalog and how long it waited.
+fn begin_immediate<'c>(conn: &'c mut Connection, path: &Path) -> Result<rusqlite::Transaction<'c>> {
+    conn.transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(|e| {
+            let action = format!(
+                "start a write; another process held it for {} s",
+                BUSY_TIMEOUT.as_secs()
+            );
+            classify(path, &action, e)
+        })
 }
 
 /// Catalog connections for a multi-threaded server: each request borrows one (a connection
@@ -366,10 +396,10 @@ impl Pool {
 
     fn open(path: &Path) -> Result<Catalog> {
         let catalog = Catalog::open(path)?;
-        catalog
-            .conn
-            .pragma_update(None, "cache_size", -POOLED_CACHE_KIB)
-            .map_err(|e| classify(path, "set cache_size", e))?;
+        if let Some(conn) = catalog.sqlite() {
+            conn.pragma_update(None, "cache_size", -POOLED_CACHE_KIB)
+                .map_err(|e| classify(path, "set cache_size", e))?;
+        }
         Ok(catalog)
     }
 
@@ -487,15 +517,12 @@ fn enable_wal(conn: &Connection) -> rusqlite::Result<()> {
 /// queries themselves only know what they were doing.
 fn name_damage(path: &Path, e: Error) -> Error {
     match e {
-        Error::Catalog { context, source } => match source.sqlite_error_code() {
-            Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt) => {
-                Error::Corrupt {
-                    what: format!("catalog {}", path.display()),
-                    why: format!("{context}: {source}"),
-                }
+        Error::Catalog { context, source } if source.failure() == sql::Failure::Corrupt => {
+            Error::Corrupt {
+                what: format!("catalog {}", path.display()),
+                why: format!("{context}: {source}"),
             }
-            _ => Error::Catalog { context, source },
-        },
+        }
         other => other,
     }
 }
@@ -511,7 +538,7 @@ fn classify(path: &Path, action: &str, e: rusqlite::Error) -> Error {
         }
         _ => Error::Catalog {
             context: format!("{} ({action})", path.display()),
-            source: e,
+            source: e.into(),
         },
     }
 }

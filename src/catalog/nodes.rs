@@ -8,7 +8,8 @@
 //! changes one entry of a large directory changes one chunk and shares all the others with the
 //! node it replaces. The cuts only decide how much is shared: any cut reads back the same.
 
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use super::sql::{Db, DbError, DbResult, Dialect, Row};
+use crate::params;
 use sha2::{Digest as _, Sha256};
 
 use crate::error::{CatalogContext, Error, Result};
@@ -98,31 +99,26 @@ fn chunk_starts(entries: &[TreeEntry]) -> Vec<usize> {
     starts
 }
 
-fn digest_col(row: &Row, idx: usize) -> rusqlite::Result<Digest> {
+fn digest_col(row: &Row, idx: usize) -> DbResult<Digest> {
     let bytes: Vec<u8> = row.get(idx)?;
-    Digest::from_slice(&bytes).ok_or_else(|| {
-        rusqlite::Error::FromSqlConversionFailure(
-            idx,
-            rusqlite::types::Type::Blob,
-            "digest is not 32 bytes".into(),
-        )
-    })
+    Digest::from_slice(&bytes)
+        .ok_or_else(|| DbError::Decode(format!("column {idx}: a digest is not 32 bytes")))
 }
 
-fn entry_from_row(row: &Row) -> rusqlite::Result<TreeEntry> {
+fn entry_from_row(row: &Row) -> DbResult<TreeEntry> {
     let kind: i64 = row.get(1)?;
     if let Some(r) = super::reference_of_row(row, kind, (2, 3, 7))? {
         return Ok(TreeEntry {
             name: row.get(0)?,
             item: Item::Reference(r),
-            mode: row.get::<_, i64>(4)? as u32,
+            mode: row.get::<i64>(4)? as u32,
             mtime_ns: row.get(5)?,
         });
     }
     let item = match kind {
         KIND_FILE => Item::File {
             blob: digest_col(row, 2)?,
-            size: row.get::<_, i64>(3)? as u64,
+            size: row.get::<i64>(3)? as u64,
         },
         KIND_DIR => Item::Dir { node: row.get(6)? },
         _ => Item::Symlink {
@@ -132,74 +128,65 @@ fn entry_from_row(row: &Row) -> rusqlite::Result<TreeEntry> {
     Ok(TreeEntry {
         name: row.get(0)?,
         item,
-        mode: row.get::<_, i64>(4)? as u32,
+        mode: row.get::<i64>(4)? as u32,
         mtime_ns: row.get(5)?,
     })
 }
 
 /// A node's info from `hash, digest, files, bytes, subdirs` (no references counted).
-fn info_from_row(r: &Row, id: NodeId) -> rusqlite::Result<NodeInfo> {
+fn info_from_row(r: &Row, id: NodeId) -> DbResult<NodeInfo> {
     Ok(NodeInfo {
         id,
         hash: digest_col(r, 0)?,
         digest: digest_col(r, 1)?,
-        files: r.get::<_, i64>(2)? as u64,
-        bytes: r.get::<_, i64>(3)? as u64,
-        subdirs: r.get::<_, i64>(4)? as u64,
+        files: r.get::<i64>(2)? as u64,
+        bytes: r.get::<i64>(3)? as u64,
+        subdirs: r.get::<i64>(4)? as u64,
         references: 0,
     })
 }
 
-pub fn info(conn: &Connection, id: NodeId) -> Result<NodeInfo> {
-    conn.prepare_cached("SELECT hash, digest, files, bytes, subdirs, refs FROM nodes WHERE id = ?1")
-        .and_then(|mut s| {
-            s.query_row([id], |r| {
-                Ok(NodeInfo {
-                    references: r.get::<_, i64>(5)? as u64,
-                    ..info_from_row(r, id)?
-                })
+pub fn info(conn: &Db, id: NodeId) -> Result<NodeInfo> {
+    conn.query_opt(
+        "SELECT hash, digest, files, bytes, subdirs, refs FROM nodes WHERE id = ?1",
+        params![id],
+        |r| {
+            Ok(NodeInfo {
+                references: r.get::<i64>(5)? as u64,
+                ..info_from_row(r, id)?
             })
-        })
-        .optional()
-        .ctx(|| format!("read tree node {id}"))?
-        .ok_or_else(|| Error::Corrupt {
-            what: "catalog".into(),
-            why: format!("tree node {id} is missing"),
-        })
+        },
+    )
+    .ctx(|| format!("read tree node {id}"))?
+    .ok_or_else(|| Error::Corrupt {
+        what: "catalog".into(),
+        why: format!("tree node {id} is missing"),
+    })
 }
 
 /// The listing of one directory node, sorted by name. A node that no longer exists (collected
 /// by `gc` under a reader that did not hold the store lock) is an error, never an empty list.
-pub fn list(conn: &Connection, node: NodeId) -> Result<Vec<TreeEntry>> {
+pub fn list(conn: &Db, node: NodeId) -> Result<Vec<TreeEntry>> {
     info(conn, node)?;
-    let mut stmt = conn
-        .prepare_cached(&Read::All.sql())
-        .ctx(|| "prepare listing".into())?;
-    let rows = stmt
-        .query_map([node], entry_from_row)
-        .ctx(|| format!("list tree node {node}"))?;
-    rows.collect::<rusqlite::Result<Vec<_>>>()
+    conn.query(&Read::All.sql(), params![node], entry_from_row)
         .ctx(|| format!("list tree node {node}"))
 }
 
 /// Up to `limit` entries of a node's listing, in name order, after the name `after` (or from
 /// the start), or skipping the first `skip` entries: listings are read a page at a time.
-pub fn list_page(
-    conn: &Connection,
-    node: NodeId,
-    from: Page<'_>,
-    limit: usize,
-) -> Result<Vec<TreeEntry>> {
+pub fn list_page(conn: &Db, node: NodeId, from: Page<'_>, limit: usize) -> Result<Vec<TreeEntry>> {
     let ctx = || format!("list tree node {node}");
     let rows = match from {
-        Page::After(name) => conn.prepare_cached(&Read::After.sql()).and_then(|mut s| {
-            s.query_map(params![node, name, limit as i64], entry_from_row)?
-                .collect::<rusqlite::Result<Vec<_>>>()
-        }),
-        Page::Skip(skip) => conn.prepare_cached(&Read::Skip.sql()).and_then(|mut s| {
-            s.query_map(params![node, limit as i64, skip as i64], entry_from_row)?
-                .collect::<rusqlite::Result<Vec<_>>>()
-        }),
+        Page::After(name) => conn.query(
+            &Read::After.sql(),
+            params![node, name, limit],
+            entry_from_row,
+        ),
+        Page::Skip(skip) => conn.query(
+            &Read::Skip.sql(),
+            params![node, limit, skip],
+            entry_from_row,
+        ),
     };
     rows.ctx(ctx)
 }
@@ -211,10 +198,8 @@ pub enum Page<'a> {
     Skip(u64),
 }
 
-pub fn lookup(conn: &Connection, node: NodeId, name: &[u8]) -> Result<Option<TreeEntry>> {
-    conn.prepare_cached(&Read::Lookup.sql())
-        .and_then(|mut s| s.query_row(params![node, name], entry_from_row))
-        .optional()
+pub fn lookup(conn: &Db, node: NodeId, name: &[u8]) -> Result<Option<TreeEntry>> {
+    conn.query_opt(&Read::Lookup.sql(), params![node, name], entry_from_row)
         .ctx(|| {
             format!(
                 "look up {} in tree node {node}",
@@ -225,7 +210,7 @@ pub fn lookup(conn: &Connection, node: NodeId, name: &[u8]) -> Result<Option<Tre
 
 /// Stores a directory listing (sorted by name, names unique) and returns its node, reusing an
 /// identical node if one exists, and each chunk of it that some other node already has.
-pub fn insert(conn: &Connection, entries: &[TreeEntry]) -> Result<NodeInfo> {
+pub fn insert(conn: &Db, entries: &[TreeEntry]) -> Result<NodeInfo> {
     let starts = chunk_starts(entries);
     let enc = tree::encode(entries, &starts, |child| info(conn, child))?;
     let subdirs = entries.iter().filter(|e| e.is_dir()).count() as u64;
@@ -239,61 +224,61 @@ pub fn insert(conn: &Connection, entries: &[TreeEntry]) -> Result<NodeInfo> {
         references: enc.references,
     };
     let existing: Option<NodeId> = conn
-        .prepare_cached("SELECT id FROM nodes WHERE hash = ?1")
-        .and_then(|mut s| s.query_row([&enc.hash.0[..]], |r| r.get(0)))
-        .optional()
+        .query_opt(
+            "SELECT id FROM nodes WHERE hash = ?1",
+            params![&enc.hash.0[..]],
+            |r| r.get(0),
+        )
         .ctx(|| "find tree node".into())?;
     if let Some(id) = existing {
         return Ok(node(id));
     }
-    conn.prepare_cached(
-        "INSERT INTO nodes (hash, digest, files, bytes, subdirs, refs)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )
-    .and_then(|mut s| {
-        s.execute(params![
-            &enc.hash.0[..],
-            &enc.digest.0[..],
-            enc.files as i64,
-            enc.bytes as i64,
-            subdirs as i64,
-            enc.references as i64
-        ])
-    })
-    .ctx(|| "insert tree node".into())?;
-    let id = conn.last_insert_rowid();
-    let mut add = conn
-        .prepare_cached("INSERT INTO node_chunks (node, first_name, chunk) VALUES (?1, ?2, ?3)")
-        .ctx(|| "prepare tree chunk insert".into())?;
+    let id: NodeId = conn
+        .query_one(
+            "INSERT INTO nodes (hash, digest, files, bytes, subdirs, refs)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) RETURNING id",
+            params![
+                &enc.hash.0[..],
+                &enc.digest.0[..],
+                enc.files,
+                enc.bytes,
+                subdirs,
+                enc.references
+            ],
+            |r| r.get(0),
+        )
+        .ctx(|| "insert tree node".into())?;
     for (i, (&start, hash)) in starts.iter().zip(&enc.chunks).enumerate() {
         let end = starts.get(i + 1).copied().unwrap_or(entries.len());
         let chunk = insert_chunk(conn, hash, &entries[start..end])?;
-        add.execute(params![id, &entries[start].name, chunk])
-            .ctx(|| format!("insert chunk {i} of tree node {id}"))?;
+        conn.execute(
+            "INSERT INTO node_chunks (node, first_name, chunk) VALUES (?1, ?2, ?3)",
+            params![id, &entries[start].name, chunk],
+        )
+        .ctx(|| format!("insert chunk {i} of tree node {id}"))?;
     }
     Ok(node(id))
 }
 
 /// Stores a chunk unless one with the same hash exists; returns its id.
-fn insert_chunk(conn: &Connection, hash: &Digest, entries: &[TreeEntry]) -> Result<i64> {
+fn insert_chunk(conn: &Db, hash: &Digest, entries: &[TreeEntry]) -> Result<i64> {
     let existing: Option<i64> = conn
-        .prepare_cached("SELECT id FROM chunks WHERE hash = ?1")
-        .and_then(|mut s| s.query_row([&hash.0[..]], |r| r.get(0)))
-        .optional()
+        .query_opt(
+            "SELECT id FROM chunks WHERE hash = ?1",
+            params![&hash.0[..]],
+            |r| r.get(0),
+        )
         .ctx(|| "find tree chunk".into())?;
     if let Some(id) = existing {
         return Ok(id);
     }
-    conn.prepare_cached("INSERT INTO chunks (hash) VALUES (?1)")
-        .and_then(|mut s| s.execute([&hash.0[..]]))
-        .ctx(|| "insert tree chunk".into())?;
-    let id = conn.last_insert_rowid();
-    let mut stmt = conn
-        .prepare_cached(
-            "INSERT INTO chunk_entries (chunk, name, kind, blob, size, mode, mtime_ns, child, target)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    let id: i64 = conn
+        .query_one(
+            "INSERT INTO chunks (hash) VALUES (?1) RETURNING id",
+            params![&hash.0[..]],
+            |r| r.get(0),
         )
-        .ctx(|| "prepare tree entry insert".into())?;
+        .ctx(|| "insert tree chunk".into())?;
     for e in entries {
         let (kind, blob, size, child, target) = match &e.item {
             Item::File { blob, size } => (KIND_FILE, Some(&blob.0[..]), *size as i64, None, None),
@@ -304,17 +289,11 @@ fn insert_chunk(conn: &Connection, hash: &Digest, entries: &[TreeEntry]) -> Resu
                 (kind, Some(blob), size, None, Some(uri))
             }
         };
-        stmt.execute(params![
-            id,
-            &e.name,
-            kind,
-            blob,
-            size,
-            e.mode as i64,
-            e.mtime_ns,
-            child,
-            target
-        ])
+        conn.execute(
+            "INSERT INTO chunk_entries (chunk, name, kind, blob, size, mode, mtime_ns, child, target)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![id, &e.name, kind, blob, size, e.mode, e.mtime_ns, child, target],
+        )
         .ctx(|| format!("insert tree entry {}", String::from_utf8_lossy(&e.name)))?;
     }
     Ok(id)
@@ -322,7 +301,7 @@ fn insert_chunk(conn: &Connection, hash: &Digest, entries: &[TreeEntry]) -> Resu
 
 /// Deletes nodes that no version and no draft can reach, then the chunks no remaining node
 /// uses. Returns how many nodes were removed.
-pub fn remove_unreachable(conn: &Connection) -> Result<usize> {
+pub fn remove_unreachable(conn: &Db) -> Result<usize> {
     let nodes = conn
         .execute(
             "WITH RECURSIVE live(id) AS (
@@ -335,12 +314,12 @@ pub fn remove_unreachable(conn: &Connection) -> Result<usize> {
                         WHERE e.child IS NOT NULL
              )
              DELETE FROM nodes WHERE id NOT IN (SELECT id FROM live)",
-            [],
+            params![],
         )
         .ctx(|| "remove unreachable tree nodes".into())?;
     conn.execute(
         "DELETE FROM chunks WHERE id NOT IN (SELECT chunk FROM node_chunks)",
-        [],
+        params![],
     )
     .ctx(|| "remove unused tree chunks".into())?;
     Ok(nodes)
@@ -348,22 +327,52 @@ pub fn remove_unreachable(conn: &Connection) -> Result<usize> {
 
 /// Collects every blob that a tree node or draft references into the temporary table
 /// `live_blobs`, in one scan, so that [`blob_in_use`] is an index probe.
-pub fn collect_live_blobs(conn: &Connection) -> Result<()> {
-    conn.execute_batch(
-        "DROP TABLE IF EXISTS temp.live_blobs;
-         CREATE TEMP TABLE live_blobs (blob BLOB PRIMARY KEY) WITHOUT ROWID;
-         INSERT OR IGNORE INTO live_blobs
+pub fn collect_live_blobs(conn: &Db) -> Result<()> {
+    conn.execute_batch(&format!(
+        "{}
+         INSERT INTO {} (key)
              SELECT blob FROM chunk_entries WHERE blob IS NOT NULL AND kind < 5
-             UNION ALL SELECT blob FROM draft_entries WHERE blob IS NOT NULL AND kind < 5;",
-    )
+             UNION SELECT blob FROM draft_entries WHERE blob IS NOT NULL AND kind < 5
+         ON CONFLICT DO NOTHING;",
+        temp_keys(conn, "live_blobs"),
+        temp_name(conn, "live_blobs")
+    ))
     .ctx(|| "collect referenced blobs".into())
 }
 
 /// Whether `blob` is in the set built by [`collect_live_blobs`].
-pub fn blob_in_use(conn: &Connection, blob: &Digest) -> Result<bool> {
-    conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM temp.live_blobs WHERE blob = ?1)")
-        .and_then(|mut s| s.query_row([&blob.0[..]], |r| r.get(0)))
-        .ctx(|| format!("check references to blob {blob}"))
+pub fn blob_in_use(conn: &Db, blob: &Digest) -> Result<bool> {
+    conn.query_one(
+        &format!(
+            "SELECT EXISTS (SELECT 1 FROM {} WHERE key = ?1)",
+            temp_name(conn, "live_blobs")
+        ),
+        params![&blob.0[..]],
+        |r| r.get(0),
+    )
+    .ctx(|| format!("check references to blob {blob}"))
+}
+
+/// A temporary table of this connection holding a set of keys, made empty.
+fn temp_keys(conn: &Db, name: &str) -> String {
+    match conn.dialect() {
+        Dialect::Sqlite => format!(
+            "DROP TABLE IF EXISTS temp.{name};
+             CREATE TEMP TABLE {name} (key BLOB PRIMARY KEY) WITHOUT ROWID;"
+        ),
+        Dialect::Postgres => format!(
+            "CREATE TEMP TABLE IF NOT EXISTS {name} (key BYTEA PRIMARY KEY);
+             TRUNCATE pg_temp.{name};"
+        ),
+    }
+}
+
+/// How queries name temporary table `name`.
+fn temp_name(conn: &Db, name: &str) -> String {
+    match conn.dialect() {
+        Dialect::Sqlite => format!("temp.{name}"),
+        Dialect::Postgres => format!("pg_temp.{name}"),
+    }
 }
 
 /// `sub`: node ?1 and every node below it; `IN_SUBTREE` keeps the chunk entries of those.
@@ -378,23 +387,20 @@ const IN_SUBTREE: &str =
 
 /// Every blob referenced by the trees under `roots` (or by every node when `roots` is None),
 /// plus those referenced by drafts when `roots` is None.
-pub fn referenced_blobs(conn: &Connection, roots: Option<&[NodeId]>) -> Result<Vec<Digest>> {
+pub fn referenced_blobs(conn: &Db, roots: Option<&[NodeId]>) -> Result<Vec<Digest>> {
     let mut out = Vec::new();
-    let mut collect = |sql: &str, params: &[&dyn rusqlite::ToSql]| -> Result<()> {
-        let mut stmt = conn.prepare(sql).ctx(|| "prepare blob listing".into())?;
-        let rows = stmt
-            .query_map(params, |r| digest_col(r, 0))
-            .ctx(|| "list referenced blobs".into())?;
-        for d in rows {
-            out.push(d.ctx(|| "list referenced blobs".into())?);
-        }
-        Ok(())
+    let mut collect = |sql: &str, params: &[super::sql::Param]| -> Result<()> {
+        conn.query_each(sql, params, &mut |r| {
+            out.push(digest_col(r, 0)?);
+            Ok(())
+        })
+        .ctx(|| "list referenced blobs".into())
     };
     match roots {
         None => collect(
             "SELECT blob FROM chunk_entries WHERE blob IS NOT NULL AND kind < 5
              UNION SELECT blob FROM draft_entries WHERE blob IS NOT NULL AND kind < 5",
-            &[],
+            params![],
         )?,
         Some(roots) => {
             for root in roots {
@@ -403,7 +409,7 @@ pub fn referenced_blobs(conn: &Connection, roots: Option<&[NodeId]>) -> Result<V
                         "{SUBTREE} SELECT DISTINCT blob FROM chunk_entries
                           WHERE blob IS NOT NULL AND kind < 5 AND {IN_SUBTREE}"
                     ),
-                    &[root],
+                    params![*root],
                 )?;
             }
             out.sort();
@@ -420,7 +426,7 @@ pub fn referenced_blobs(conn: &Connection, roots: Option<&[NodeId]>) -> Result<V
 /// (`None` for a draft).
 pub type BlobUse = (Digest, String, Option<Vec<u8>>);
 
-pub fn blob_users(conn: &Connection, blobs: &[Digest]) -> Result<Vec<BlobUse>> {
+pub fn blob_users(conn: &Db, blobs: &[Digest]) -> Result<Vec<BlobUse>> {
     let keys: Vec<&[u8]> = blobs.iter().map(|b| &b.0[..]).collect();
     let rows = users(conn, "e.blob", "e.kind < 5", &keys)?;
     rows.into_iter()
@@ -443,14 +449,22 @@ pub fn reference_key(r: &Reference, mtime_ns: i64) -> Vec<u8> {
     format!("{} {}:{mtime_ns}", r.uri, r.digest.to_hex().to_uppercase()).into_bytes()
 }
 
-const REFERENCE_KEY_SQL: &str = "CAST(e.target || ' ' || hex(e.blob) || ':' || e.mtime_ns AS BLOB)";
+/// [`reference_key`] of an entry `e`, in SQL.
+fn reference_key_sql(conn: &Db) -> &'static str {
+    match conn.dialect() {
+        Dialect::Sqlite => "CAST(e.target || ' ' || hex(e.blob) || ':' || e.mtime_ns AS BLOB)",
+        Dialect::Postgres => {
+            "e.target || convert_to(' ' || upper(encode(e.blob, 'hex')) || ':' || e.mtime_ns, 'UTF8')"
+        }
+    }
+}
 
 /// Where the references recorded as `keys` ([`reference_key`]) are used, as [`blob_users`]
 /// says for blobs: a file changed since one version recorded it is not blamed on another
 /// version that recorded it as it is now.
-pub fn reference_users(conn: &Connection, keys: &[Vec<u8>]) -> Result<Vec<ReferenceUse>> {
+pub fn reference_users(conn: &Db, keys: &[Vec<u8>]) -> Result<Vec<ReferenceUse>> {
     let keys: Vec<&[u8]> = keys.iter().map(|k| &k[..]).collect();
-    users(conn, REFERENCE_KEY_SQL, "e.kind IN (5, 6)", &keys)
+    users(conn, reference_key_sql(conn), "e.kind IN (5, 6)", &keys)
 }
 
 /// A use of an entry found by key: the key, then as in [`BlobUse`].
@@ -458,25 +472,33 @@ type KeyUse = (Vec<u8>, String, Option<Vec<u8>>);
 
 /// The versions (with paths) and drafts whose entries have `key` (a column of the entry
 /// `e`, among entries matching `filter`) equal to one of `keys`, ordered by key.
-fn users(conn: &Connection, key: &str, filter: &str, keys: &[&[u8]]) -> Result<Vec<KeyUse>> {
+fn users(conn: &Db, key: &str, filter: &str, keys: &[&[u8]]) -> Result<Vec<KeyUse>> {
     let ctx = || "find where damaged content is used".to_string();
-    conn.execute_batch(
-        "DROP TABLE IF EXISTS temp.wanted_keys;
-         CREATE TEMP TABLE wanted_keys (key BLOB PRIMARY KEY) WITHOUT ROWID;",
-    )
-    .ctx(ctx)?;
+    conn.execute_batch(&temp_keys(conn, "wanted_keys"))
+        .ctx(ctx)?;
+    let wanted = temp_name(conn, "wanted_keys");
     for k in keys {
-        conn.execute("INSERT OR IGNORE INTO temp.wanted_keys VALUES (?1)", [k])
-            .ctx(ctx)?;
+        conn.execute(
+            &format!("INSERT INTO {wanted} (key) VALUES (?1) ON CONFLICT DO NOTHING"),
+            params![*k],
+        )
+        .ctx(ctx)?;
     }
-    let mut stmt = conn
-        .prepare(&format!(
+    // A path is built as bytes: names joined by '/'.
+    let (name, joined) = match conn.dialect() {
+        Dialect::Sqlite => (
+            "CAST(e.name AS BLOB)",
+            "CAST(e.name || X'2F' || up.path AS BLOB)",
+        ),
+        Dialect::Postgres => ("e.name", "e.name || '\\x2f'::bytea || up.path"),
+    };
+    conn.query(&format!(
             "WITH RECURSIVE up(key, node, path) AS (
-                 SELECT {key}, c.node, CAST(e.name AS BLOB)
+                 SELECT {key}, c.node, {name}
                    FROM chunk_entries e JOIN node_chunks c ON c.chunk = e.chunk
-                  WHERE {filter} AND {key} IN (SELECT key FROM temp.wanted_keys)
+                  WHERE {filter} AND {key} IN (SELECT key FROM {wanted})
                  UNION
-                 SELECT up.key, c.node, CAST(e.name || X'2F' || up.path AS BLOB)
+                 SELECT up.key, c.node, {joined}
                    FROM up
                    JOIN chunk_entries e ON e.child = up.node
                    JOIN node_chunks c ON c.chunk = e.chunk
@@ -488,23 +510,18 @@ fn users(conn: &Connection, key: &str, filter: &str, keys: &[&[u8]]) -> Result<V
              SELECT {key},
                     CASE d.dist_id WHEN '' THEN d.artifact ELSE d.artifact || '@' || d.dist_id END, NULL
                FROM draft_entries e JOIN drafts d ON d.id = e.draft
-              WHERE {filter} AND {key} IN (SELECT key FROM temp.wanted_keys)
+              WHERE {filter} AND {key} IN (SELECT key FROM {wanted})
              UNION
              SELECT up.key,
                     CASE d.dist_id WHEN '' THEN d.artifact ELSE d.artifact || '@' || d.dist_id END, NULL
                FROM up JOIN drafts d ON d.base_root = up.node
              ORDER BY 1, 2, 3"
-        ))
-        .ctx(ctx)?;
-    let rows = stmt
-        .query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get(1)?, r.get(2)?)))
-        .ctx(ctx)?;
-    rows.collect::<rusqlite::Result<Vec<_>>>().ctx(ctx)
+        ), params![], |r| Ok((r.get::<Vec<u8>>(0)?, r.get(1)?, r.get(2)?))).ctx(ctx)
 }
 
 /// Every distinct reference (with the mtime recorded for it) in the trees under `roots`, or
 /// in every node and draft when `roots` is None.
-pub fn references(conn: &Connection, roots: Option<&[NodeId]>) -> Result<Vec<(Reference, i64)>> {
+pub fn references(conn: &Db, roots: Option<&[NodeId]>) -> Result<Vec<(Reference, i64)>> {
     const COLUMNS: &str = "kind, blob, size, target, mtime_ns";
     let sql = match roots {
         None => format!(
@@ -517,27 +534,22 @@ pub fn references(conn: &Connection, roots: Option<&[NodeId]>) -> Result<Vec<(Re
         ),
     };
     let ctx = || "list references".to_string();
-    let mut stmt = conn.prepare(&sql).ctx(ctx)?;
     let mut out = Vec::new();
-    let mut each = |params: &[&dyn rusqlite::ToSql]| -> Result<()> {
-        let rows = stmt
-            .query_map(params, |r| {
-                let kind: i64 = r.get(0)?;
-                let reference = super::reference_of_row(r, kind, (1, 2, 3))?
-                    .expect("the query selects references only");
-                Ok((reference, r.get::<_, i64>(4)?))
-            })
-            .ctx(ctx)?;
-        for row in rows {
-            out.push(row.ctx(ctx)?);
-        }
-        Ok(())
+    let mut each = |params: &[super::sql::Param]| -> Result<()> {
+        conn.query_each(&sql, params, &mut |r| {
+            let kind: i64 = r.get(0)?;
+            let reference = super::reference_of_row(r, kind, (1, 2, 3))?
+                .expect("the query selects references only");
+            out.push((reference, r.get::<i64>(4)?));
+            Ok(())
+        })
+        .ctx(ctx)
     };
     match roots {
-        None => each(&[])?,
+        None => each(params![])?,
         Some(roots) => {
             for root in roots {
-                each(&[root])?;
+                each(params![*root])?;
             }
         }
     }
@@ -595,19 +607,20 @@ mod tests {
             .collect()
     }
 
-    fn count(conn: &Connection, table: &str) -> i64 {
-        conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
-            .unwrap()
+    fn count(conn: &Db, table: &str) -> i64 {
+        conn.query_one(&format!("SELECT count(*) FROM {table}"), params![], |r| {
+            r.get(0)
+        })
+        .unwrap()
     }
 
-    fn chunks_of(conn: &Connection, node: NodeId) -> Vec<i64> {
-        let mut s = conn
-            .prepare("SELECT chunk FROM node_chunks WHERE node = ?1 ORDER BY first_name")
-            .unwrap();
-        s.query_map([node], |r| r.get(0))
-            .unwrap()
-            .collect::<rusqlite::Result<_>>()
-            .unwrap()
+    fn chunks_of(conn: &Db, node: NodeId) -> Vec<i64> {
+        conn.query(
+            "SELECT chunk FROM node_chunks WHERE node = ?1 ORDER BY first_name",
+            params![node],
+            |r| r.get(0),
+        )
+        .unwrap()
     }
 
     fn store(c: &mut Catalog, entries: &[TreeEntry]) -> NodeInfo {
@@ -751,30 +764,34 @@ mod tests {
         c.conn()
             .execute(
                 "INSERT INTO drafts (artifact, created_ns, base_root) VALUES ('x', 0, ?1)",
-                [a.id],
+                params![a.id],
             )
             .unwrap();
-        assert_eq!(c.write(|tx| remove_unreachable(tx)).unwrap(), 2);
+        assert_eq!(c.write(remove_unreachable).unwrap(), 2);
         let conn = c.conn();
         assert_eq!(list(conn, a.id).unwrap(), entries);
         assert!(list(conn, b.id).is_err());
         assert_eq!(count(conn, "chunks"), a_chunks.len() as i64);
         assert_eq!(count(conn, "chunk_entries"), 3000);
         let gone: i64 = conn
-            .query_row(
+            .query_one(
                 &format!("SELECT count(*) FROM chunks WHERE id = {}", b_only[0]),
-                [],
+                params![],
                 |r| r.get(0),
             )
             .unwrap();
         assert_eq!(gone, 0);
-        let mut check = conn.prepare("PRAGMA foreign_key_check").unwrap();
+        let mut check = c
+            .sqlite()
+            .unwrap()
+            .prepare("PRAGMA foreign_key_check")
+            .unwrap();
         assert!(!check.exists([]).unwrap(), "dangling references after gc");
         drop(check);
 
-        c.conn().execute("DELETE FROM drafts", []).unwrap();
+        c.conn().execute("DELETE FROM drafts", params![]).unwrap();
         // `a` and the empty directory its entries point at.
-        assert_eq!(c.write(|tx| remove_unreachable(tx)).unwrap(), 2);
+        assert_eq!(c.write(remove_unreachable).unwrap(), 2);
         for table in ["nodes", "chunks", "chunk_entries", "node_chunks"] {
             assert_eq!(count(c.conn(), table), 0, "{table}");
         }
@@ -785,7 +802,8 @@ mod tests {
         let (_dir, c) = catalog();
         for read in [Read::All, Read::After, Read::Skip, Read::Lookup] {
             let mut s = c
-                .conn()
+                .sqlite()
+                .unwrap()
                 .prepare(&format!("EXPLAIN QUERY PLAN {}", read.sql()))
                 .unwrap();
             let nulls = vec![rusqlite::types::Null; s.parameter_count()];
@@ -817,26 +835,22 @@ mod tests {
     }
 
     /// Stores a node as schema 2 did: all its entries in `node_entries`.
-    fn insert_v2(conn: &Connection, entries: &[TreeEntry]) -> NodeInfo {
+    fn insert_v2(conn: &Db, entries: &[TreeEntry]) -> NodeInfo {
         let e = tree::encode(entries, &[0], |child| Ok(info_v2(conn, child))).unwrap();
         let subdirs = entries.iter().filter(|e| e.is_dir()).count() as i64;
-        conn.execute(
-            "INSERT INTO nodes (hash, digest, files, bytes, subdirs) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![
-                &e.hash.0[..],
-                &e.digest.0[..],
-                e.files as i64,
-                e.bytes as i64,
-                subdirs
-            ],
-        )
-        .unwrap();
-        let id = conn.last_insert_rowid();
+        let id: NodeId = conn
+            .query_one(
+                "INSERT INTO nodes (hash, digest, files, bytes, subdirs) VALUES (?1, ?2, ?3, ?4, ?5)
+                 RETURNING id",
+                params![&e.hash.0[..], &e.digest.0[..], e.files, e.bytes, subdirs],
+                |r| r.get(0),
+            )
+            .unwrap();
         for e in entries {
             let (kind, blob, size, child, target) = match &e.item {
-                Item::File { blob, size } => (0, Some(blob.0.to_vec()), *size as i64, None, None),
+                Item::File { blob, size } => (0, Some(&blob.0[..]), *size as i64, None, None),
                 Item::Dir { node } => (1, None, 0, Some(*node), None),
-                Item::Symlink { target } => (2, None, 0, None, Some(target.clone())),
+                Item::Symlink { target } => (2, None, 0, None, Some(&target[..])),
                 Item::Reference(_) => unreachable!("schema 2 had no references"),
             };
             conn.execute(
@@ -850,10 +864,10 @@ mod tests {
     }
 
     /// A node's info as schema 2 kept it (no reference count: there were no references).
-    fn info_v2(conn: &Connection, id: NodeId) -> NodeInfo {
-        conn.query_row(
+    fn info_v2(conn: &Db, id: NodeId) -> NodeInfo {
+        conn.query_one(
             "SELECT hash, digest, files, bytes, subdirs FROM nodes WHERE id = ?1",
-            [id],
+            params![id],
             |r| info_from_row(r, id),
         )
         .unwrap()
@@ -863,7 +877,7 @@ mod tests {
     fn schema_2_listings_become_one_chunk_each() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("catalog.db");
-        let conn = Connection::open(&path).unwrap();
+        let conn = rusqlite::Connection::open(&path).unwrap();
         for sql in &MIGRATIONS[..2] {
             conn.execute_batch(sql).unwrap();
         }
@@ -900,10 +914,10 @@ mod tests {
             let page = list_page(conn, node.id, Page::After(&entries[0].name), 10).unwrap();
             assert_eq!(page, &entries[1..entries.len().min(11)]);
             let hash: Vec<u8> = conn
-                .query_row(
+                .query_one(
                     "SELECT h.hash FROM node_chunks c JOIN chunks h ON h.id = c.chunk
                       WHERE c.node = ?1",
-                    [node.id],
+                    params![node.id],
                     |r| r.get(0),
                 )
                 .unwrap();
@@ -912,9 +926,9 @@ mod tests {
         assert!(list(conn, empty.id).unwrap().is_empty());
         assert_eq!(count(conn, "chunk_entries"), 603);
         let tables: i64 = conn
-            .query_row(
+            .query_one(
                 "SELECT count(*) FROM sqlite_master WHERE name LIKE 'node_entries%'",
-                [],
+                params![],
                 |r| r.get(0),
             )
             .unwrap();
@@ -930,10 +944,10 @@ mod tests {
         c.conn()
             .execute(
                 "INSERT INTO drafts (artifact, created_ns, base_root) VALUES ('x', 0, ?1)",
-                [new_root.id],
+                params![new_root.id],
             )
             .unwrap();
-        assert_eq!(c.write(|tx| remove_unreachable(tx)).unwrap(), 1);
+        assert_eq!(c.write(remove_unreachable).unwrap(), 1);
         assert_eq!(list(c.conn(), sub_node.id).unwrap(), sub);
         assert_eq!(count(c.conn(), "chunk_entries"), 601 + 2);
     }

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use rusqlite::Connection;
+use crate::catalog::Db;
 
 use crate::catalog::nodes::{self, NodeId, Page};
 use crate::error::Result;
@@ -84,7 +84,7 @@ impl Listings {
 
     /// The listing of directory node `node` if it is small enough to hold, read from the
     /// catalog unless it is held already.
-    pub fn get(&self, conn: &Connection, node: NodeId) -> Result<Option<Arc<Listing>>> {
+    pub fn get(&self, conn: &Db, node: NodeId) -> Result<Option<Arc<Listing>>> {
         if let Some(known) = self.cached(node) {
             return Ok(known);
         }

@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use rusqlite::Connection;
+use crate::catalog::Db;
 
 use crate::blobs::BlobStore;
 use crate::catalog::drafts::{self, DraftRow, Local, Meta};
@@ -434,12 +434,7 @@ impl Fs {
 
     /// What `name` in directory `parent` stands for, from the catalog, with its derived inode
     /// number if it has one.
-    fn child(
-        &self,
-        conn: &Connection,
-        parent: Ino,
-        name: &[u8],
-    ) -> Result<Option<(Node, Option<Ino>)>> {
+    fn child(&self, conn: &Db, parent: Ino, name: &[u8]) -> Result<Option<(Node, Option<Ino>)>> {
         let text = std::str::from_utf8(name).ok();
         let dir = self.node(parent)?;
         if let Some(node) = self.dir_node(parent)? {
@@ -516,7 +511,7 @@ impl Fs {
     /// in a listing small enough to hold get derived numbers; directories get slots.
     fn version_child(
         &self,
-        conn: &Connection,
+        conn: &Db,
         dir: Ino,
         node: NodeId,
         name: &[u8],
@@ -530,12 +525,12 @@ impl Fs {
         }))
     }
 
-    fn find_in_draft(&self, conn: &Connection, ino: Ino) -> Result<Option<Found>> {
+    fn find_in_draft(&self, conn: &Db, ino: Ino) -> Result<Option<Found>> {
         Ok(self.find_with_draft(conn, ino)?.map(|(_, f)| f))
     }
 
     /// What a draft inode holds now, with its draft; None if either is gone.
-    fn find_with_draft(&self, conn: &Connection, ino: Ino) -> Result<Option<(DraftRow, Found)>> {
+    fn find_with_draft(&self, conn: &Db, ino: Ino) -> Result<Option<(DraftRow, Found)>> {
         let Node::Draft {
             artifact,
             dist_id,
@@ -584,7 +579,7 @@ impl Fs {
         attr
     }
 
-    fn entry_of(&self, conn: &Connection, ino: Ino, node: &Node) -> Result<Entry> {
+    fn entry_of(&self, conn: &Db, ino: Ino, node: &Node) -> Result<Entry> {
         let gone = || Error::not_found(self.describe(ino, None));
         let mounted = crate::catalog::ns_of(self.mounted);
         let attr = match node {
@@ -691,7 +686,7 @@ impl Fs {
 
     /// A staged file's attributes: its size and times are the file's own, its mode and link
     /// count the catalog's.
-    fn staged_attr(&self, conn: &Connection, ino: Ino, d: &DraftRow, id: i64) -> Result<Attr> {
+    fn staged_attr(&self, conn: &Db, ino: Ino, d: &DraftRow, id: i64) -> Result<Attr> {
         let info = drafts::staged_info(conn, d.id, id)?;
         if info.links == 0 {
             return Err(Error::not_found(self.describe(ino, None)));
@@ -739,13 +734,7 @@ impl Fs {
     /// Attributes of a manifest entry: of a committed version (no `times`), where only the
     /// executable bit of the recorded mode shows, on read-only permissions, and the recorded
     /// mtime stands for every time; or of a draft, with its own mode and times.
-    fn tree_attr(
-        &self,
-        conn: &Connection,
-        ino: Ino,
-        e: &TreeEntry,
-        times: Option<Local>,
-    ) -> Result<Attr> {
+    fn tree_attr(&self, conn: &Db, ino: Ino, e: &TreeEntry, times: Option<Local>) -> Result<Attr> {
         let meta = |committed_mode: u32| match times {
             Some(t) => Meta::with_local(e.mode, e.mtime_ns, t),
             None => Meta::recorded(committed_mode, e.mtime_ns),
@@ -809,7 +798,7 @@ impl Fs {
     }
 
     /// A fresh listing state for directory `ino`.
-    fn dir_handle(&self, conn: &Connection, ino: Ino) -> Result<DirHandle> {
+    fn dir_handle(&self, conn: &Db, ino: Ino) -> Result<DirHandle> {
         if let Some(node) = self.dir_node(ino)? {
             return Ok(DirHandle::Unread(node));
         }
@@ -986,7 +975,7 @@ impl Fs {
     #[allow(clippy::too_many_arguments)]
     fn emit_paged(
         &self,
-        conn: &Connection,
+        conn: &Db,
         ino: Ino,
         node: NodeId,
         cursor: &mut Cursor,
@@ -1042,7 +1031,7 @@ impl Fs {
     #[allow(clippy::too_many_arguments)]
     fn emit(
         &self,
-        conn: &Connection,
+        conn: &Db,
         parent: Ino,
         name: &[u8],
         node: Node,
@@ -1373,7 +1362,7 @@ fn draft_node(d: &DraftRow, path: Vec<u8>, found: &Found) -> Node {
     }
 }
 
-fn draft_listing(conn: &Connection, d: &DraftRow, path: &[u8]) -> Result<Vec<(Vec<u8>, Node)>> {
+fn draft_listing(conn: &Db, d: &DraftRow, path: &[u8]) -> Result<Vec<(Vec<u8>, Node)>> {
     Ok(draft::list(conn, d, path)?
         .into_iter()
         .map(|(name, found)| {
@@ -1384,7 +1373,7 @@ fn draft_listing(conn: &Connection, d: &DraftRow, path: &[u8]) -> Result<Vec<(Ve
 }
 
 /// The number of the version an alias names now.
-fn alias_target(conn: &Connection, artifact: &str, alias: &str) -> Result<Option<u64>> {
+fn alias_target(conn: &Db, artifact: &str, alias: &str) -> Result<Option<u64>> {
     let Some(art) = versions::artifact(conn, artifact)? else {
         return Ok(None);
     };

@@ -185,7 +185,7 @@ impl Fs {
     /// returns what was there.
     fn remove_recorded(
         &self,
-        tx: &Connection,
+        tx: &Db,
         d: &DraftRow,
         path: &[u8],
         dir: bool,
@@ -1111,7 +1111,7 @@ impl Fs {
         &self,
         artifact: &str,
         dist_id: &str,
-        f: impl FnOnce(&Connection, &DraftRow) -> Result<T>,
+        f: impl FnOnce(&Db, &DraftRow) -> Result<T>,
     ) -> Result<T> {
         let name = draft_name(artifact, dist_id)?;
         let mut catalog = self.pool.get()?;
