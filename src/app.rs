@@ -73,9 +73,23 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     }
     let dir = location.path;
     init_logging(&cli.command, &dir);
-    if let Command::Init { dir: given } = &cli.command {
+    if let Command::Init {
+        dir: given,
+        catalog,
+        objects,
+        cache_size,
+    } = &cli.command
+    {
         let dir = &std::path::absolute(given.as_ref().unwrap_or(&dir)).at(&dir)?;
-        let done = store_dir::init(dir)?;
+        let shared = match (catalog, objects) {
+            (Some(catalog), Some(objects)) => Some(crate::store_config::Shared {
+                catalog: catalog.clone(),
+                objects: objects.clone(),
+                cache_size: cache_size.unwrap_or(crate::store_config::DEFAULT_CACHE),
+            }),
+            _ => None,
+        };
+        let done = store_dir::init(dir, shared.as_ref())?;
         let shown = dir.display();
         out_of(&cli).print(
             json!({"store": json_path(dir.as_os_str().as_encoded_bytes()), "existed": !done.created}),

@@ -229,8 +229,23 @@ pub enum Command {
     /// Create a store in DIR (the store directory by default), or find the one there; other
     /// commands that add versions create it on first use, in a new or empty directory only
     Init {
-        /// Directory to make the store in [default: the store directory]
+        /// Directory to make the store in [default: the store directory]; for a shared
+        /// store, this host's side of it: its config, the cache of blobs, drafts' files
         dir: Option<PathBuf>,
+        /// Make DIR the local side of a shared store whose catalog is this PostgreSQL
+        /// database (postgres://USER@HOST:PORT/DB; libpq's PG* variables fill in the rest)
+        #[arg(long, value_name = "URL", requires = "objects")]
+        catalog: Option<String>,
+        /// The shared store's blobs: an S3-compatible bucket and prefix (s3://BUCKET/PREFIX;
+        /// credentials and endpoint from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+        /// AWS_ENDPOINT_URL, AWS_REGION)
+        #[arg(long, value_name = "URL", requires = "catalog")]
+        objects: Option<String>,
+        /// How much of this host's disk the cache of the shared store's blobs may take, least
+        /// recently used first out [default: 10G]
+        #[arg(long, value_name = "SIZE", requires = "catalog",
+              value_parser = crate::store_config::parse_size)]
+        cache_size: Option<u64>,
     },
     /// Check the store and this machine: sizes, schema, mounts, kernel passthrough, and
     /// anything wrong with a fix for it (exit status 3 if something is)

@@ -29,5 +29,6 @@ pub mod query;
 pub mod reference;
 pub mod staging;
 pub mod store;
+pub mod store_config;
 pub mod store_dir;
 pub mod tree;

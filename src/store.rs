@@ -7,11 +7,11 @@ use std::path::{Path, PathBuf};
 use crate::catalog::Db;
 
 use crate::blobs::BlobStore;
-use crate::catalog::Catalog;
 use crate::catalog::drafts::Change;
 use crate::catalog::drafts::{self, DraftRow, LOG_DRAFT_ID, Meta};
 use crate::catalog::nodes;
 use crate::catalog::versions::{self, VersionRow};
+use crate::catalog::{Backend, Catalog};
 use crate::commit::{self, CommitOptions, Outcome};
 use crate::draft;
 use crate::error::{Error, IoContext, Result};
@@ -19,6 +19,7 @@ use crate::hash::Digest;
 use crate::ingest::{self, Inputs, Stored};
 use crate::names::{AliasName, ArtifactName, DraftName, LATEST, TypeName, VersionRef, closest};
 use crate::staging::Staging;
+use crate::store_config::{self, Shared};
 use rayon::prelude::*;
 
 /// Files walked, stored and made durable together when adding paths to a draft.
@@ -29,6 +30,10 @@ pub struct Store {
     pub catalog: Catalog,
     pub blobs: BlobStore,
     pub staging: Staging,
+    /// Where the catalog lives, for opening more connections to it (a mount's pool).
+    backend: Backend,
+    /// What `root/config` says, for a shared store.
+    shared: Option<Shared>,
 }
 
 /// Where a new draft starts from.
@@ -66,6 +71,21 @@ impl Store {
             ] {
                 check_writable(&dir)?;
             }
+        }
+        let shared = store_config::read(root)?;
+        if let Some(sh) = &shared {
+            let backend = Backend::Postgres {
+                url: sh.catalog.clone(),
+                store: root.to_path_buf(),
+            };
+            return Ok(Store {
+                root: root.to_path_buf(),
+                catalog: Catalog::open_backend(&backend)?,
+                blobs,
+                staging,
+                backend,
+                shared,
+            });
         }
         let db = root.join("catalog.db");
         // SQLite takes a missing or empty file for a new database; next to stored content it
@@ -108,11 +128,22 @@ impl Store {
             catalog,
             blobs,
             staging,
+            backend: Backend::Sqlite(db),
+            shared: None,
         })
     }
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    pub fn backend(&self) -> &Backend {
+        &self.backend
+    }
+
+    /// What the store's config says, if it is a shared store.
+    pub fn shared(&self) -> Option<&Shared> {
+        self.shared.as_ref()
     }
 
     pub fn conn(&self) -> &Db {

@@ -7,10 +7,12 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::store_config::Shared;
 
 /// The names a store holds. A directory holding only these is a store being made (by another
 /// process, say), not someone else's files.
 const STORE_NAMES: &[&str] = &[
+    "config",
     "catalog.db",
     "catalog.db-wal",
     "catalog.db-shm",
@@ -146,7 +148,10 @@ impl State {
         if !meta.is_dir() {
             return Ok(State::NotADirectory);
         }
-        if dir.join("catalog.db").exists() || dir.join("blobs").is_dir() {
+        if dir.join("catalog.db").exists()
+            || dir.join("blobs").is_dir()
+            || crate::store_config::path(dir).is_file()
+        {
             return Ok(State::Store);
         }
         let (mut any, mut count, mut first) = (false, 0, Vec::new());
@@ -199,8 +204,9 @@ pub struct Init {
 /// `artifactfs init DIR`: makes a store in `dir` (created if missing), or finds one there. A
 /// directory holding other files becomes a store too, since the user asked for it here; the
 /// files are left alone and the result says how many there were.
-pub fn init(dir: &Path) -> Result<Init> {
-    let (created, others) = match State::of(dir)? {
+pub fn init(dir: &Path, shared: Option<&Shared>) -> Result<Init> {
+    let state = State::of(dir)?;
+    let (created, others) = match state {
         State::Store => (false, 0),
         State::Missing | State::Empty => (true, 0),
         State::Foreign(count, _) => (true, count),
@@ -211,6 +217,50 @@ pub fn init(dir: &Path) -> Result<Init> {
             });
         }
     };
+    if let Some(shared) = shared {
+        return init_shared(dir, shared, &state).map(|created| Init { created, others });
+    }
     drop(crate::store::Store::open(dir)?);
     Ok(Init { created, others })
+}
+
+/// Makes `dir` this host's side of the shared store `shared` describes: the catalog is
+/// reached (and given its schema, in an empty database) before anything is written here, so a
+/// wrong URL, credential or database leaves `dir` as it was. Returns whether it was new.
+fn init_shared(dir: &Path, shared: &Shared, state: &State) -> Result<bool> {
+    crate::store_config::check_catalog_url(&shared.catalog)?;
+    crate::store_config::check_objects_url(&shared.objects)?;
+    if let State::Store = state {
+        let what = format!("store {}", dir.display());
+        return match crate::store_config::read(dir)? {
+            Some(existing) if existing == *shared => Ok(false),
+            Some(existing) => Err(Error::refused(
+                what,
+                format!(
+                    "it is already the local side of a shared store (catalog {}, objects {}); \
+                     use another directory",
+                    crate::catalog::postgres::redact(&existing.catalog),
+                    existing.objects
+                ),
+            )),
+            None => Err(Error::refused(
+                what,
+                "it is an embedded store; copy it into the shared store with `artifactfs \
+                 copy-store`, and make the shared store's local side in another directory",
+            )),
+        };
+    }
+    drop(crate::catalog::Catalog::open_postgres(
+        &shared.catalog,
+        dir,
+    )?);
+    let made = matches!(state, State::Missing);
+    let result = fs::create_dir_all(dir)
+        .map_err(|e| Error::io(dir, e))
+        .and_then(|()| crate::store_config::write(dir, shared))
+        .and_then(|()| crate::store::Store::open(dir).map(drop));
+    if result.is_err() && made {
+        let _ = fs::remove_dir_all(dir);
+    }
+    result.map(|()| true)
 }

@@ -538,6 +538,18 @@ pub struct StagedRow {
     pub id: i64,
 }
 
+/// The names of staged file `id` of the draft, as (parent, name): one, or more for hard links.
+/// Changes to a staged file's rows find them by name: planners would rather scan the draft
+/// than use an index whose columns the change sets.
+fn names_of_staged(conn: &Db, draft: i64, id: i64) -> DbResult<Vec<(Vec<u8>, Vec<u8>)>> {
+    conn.query(
+        "SELECT parent, name FROM draft_entries
+          WHERE draft = ?1 AND staged = ?2 AND staged IS NOT NULL",
+        params![draft, id],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+}
+
 /// Replaces staged file `id` of the draft, wherever it is named (hard links share it), by the
 /// blob its bytes were stored as.
 pub fn store_staged(
@@ -548,12 +560,24 @@ pub fn store_staged(
     size: u64,
     mtime_ns: i64,
 ) -> Result<()> {
-    conn.execute(
-        "UPDATE draft_entries SET kind = ?3, blob = ?4, size = ?5, mtime_ns = ?6, staged = NULL
-          WHERE draft = ?1 AND staged = ?2",
-        params![draft, id, KIND_FILE, &blob.0[..], size, mtime_ns],
-    )
-    .ctx(|| format!("record staged file {id} as blob {blob}"))?;
+    let what = || format!("record staged file {id} as blob {blob}");
+    for (parent, name) in names_of_staged(conn, draft, id).ctx(what)? {
+        conn.execute(
+            "UPDATE draft_entries SET kind = ?4, blob = ?5, size = ?6, mtime_ns = ?7,
+                    staged = NULL, copied_ctime_ns = NULL
+              WHERE draft = ?1 AND parent = ?2 AND name = ?3",
+            params![
+                draft,
+                &parent,
+                &name,
+                KIND_FILE,
+                &blob.0[..],
+                size,
+                mtime_ns
+            ],
+        )
+        .ctx(what)?;
+    }
     Ok(())
 }
 
@@ -573,7 +597,7 @@ pub fn staged_info(conn: &Db, draft: i64, id: i64) -> Result<StagedInfo> {
     conn.query_one(
         "SELECT count(*), coalesce(max(mode), 0), max(owner_uid), max(owner_gid),
                 max(copied_ctime_ns), max(CASE WHEN copied_ctime_ns IS NOT NULL THEN ctime_ns END)
-           FROM draft_entries WHERE draft = ?1 AND staged = ?2",
+           FROM draft_entries WHERE draft = ?1 AND staged = ?2 AND staged IS NOT NULL",
         params![draft, id],
         |r| {
             let copied = match (r.get::<Option<i64>>(4)?, r.get::<Option<i64>>(5)?) {
@@ -594,23 +618,28 @@ pub fn staged_info(conn: &Db, draft: i64, id: i64) -> Result<StagedInfo> {
 /// Records that staged file `id` is a copy of a base file whose ctime was `shown`, and that
 /// the copy's own ctime was `copied` when it was made (see [`StagedInfo::copied`]).
 pub fn set_copied(conn: &Db, draft: i64, id: i64, copied: i64, shown: i64) -> Result<()> {
-    conn.execute(
-        "UPDATE draft_entries SET copied_ctime_ns = ?3, ctime_ns = ?4
-          WHERE draft = ?1 AND staged = ?2",
-        params![draft, id, copied, shown],
-    )
-    .ctx(|| format!("record where staged file {id} was copied from"))?;
+    let what = || format!("record where staged file {id} was copied from");
+    for (parent, name) in names_of_staged(conn, draft, id).ctx(what)? {
+        conn.execute(
+            "UPDATE draft_entries SET copied_ctime_ns = ?4, ctime_ns = ?5
+              WHERE draft = ?1 AND parent = ?2 AND name = ?3",
+            params![draft, &parent, &name, copied, shown],
+        )
+        .ctx(what)?;
+    }
     Ok(())
 }
 
-/// Sets the mode of staged file `id` on every name it has (they are one file), and its
-/// change time, which the rows keep for nothing else.
+/// Sets the mode of staged file `id` on every name it has (they are one file).
 pub fn set_staged_mode(conn: &Db, draft: i64, id: i64, mode: u32) -> Result<()> {
-    conn.execute(
-        "UPDATE draft_entries SET mode = ?3 WHERE draft = ?1 AND staged = ?2",
-        params![draft, id, mode as i64],
-    )
-    .ctx(|| format!("record the mode of staged file {id}"))?;
+    let what = || format!("record the mode of staged file {id}");
+    for (parent, name) in names_of_staged(conn, draft, id).ctx(what)? {
+        conn.execute(
+            "UPDATE draft_entries SET mode = ?4 WHERE draft = ?1 AND parent = ?2 AND name = ?3",
+            params![draft, &parent, &name, mode],
+        )
+        .ctx(what)?;
+    }
     Ok(())
 }
 

@@ -5,6 +5,7 @@
 //! IMMEDIATE transactions, PostgreSQL's store-wide lock; concurrent writers queue (bounded by
 //! `BUSY_TIMEOUT`) instead of failing.
 
+pub mod postgres;
 mod schema;
 pub mod sql;
 mod sqlite;
@@ -24,7 +25,7 @@ use crate::error::{Error, Result};
 use crate::hash::Digest;
 use crate::reference::Reference;
 
-pub use schema::MIGRATIONS;
+pub use schema::{MIGRATIONS, PG_MIGRATIONS};
 
 /// Entry kinds that mean the same in tree and draft entries (the others differ). SQL that
 /// must tell references from blobs spells them out: `kind < 5` for blobs, `IN (5, 6)`.
@@ -82,6 +83,15 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(120);
 /// The engine below a catalog.
 enum Engine {
     Sqlite(Connection),
+    Postgres(Box<postgres::PgConn>),
+}
+
+/// Where a catalog lives: an embedded store's SQLite file, or a shared store's PostgreSQL
+/// database (with the store directory on this host, which errors name).
+#[derive(Clone, Debug)]
+pub enum Backend {
+    Sqlite(PathBuf),
+    Postgres { url: String, store: PathBuf },
 }
 
 pub struct Catalog {
@@ -93,6 +103,26 @@ pub struct Catalog {
 }
 
 impl Catalog {
+    pub fn open_backend(backend: &Backend) -> Result<Self> {
+        match backend {
+            Backend::Sqlite(path) => Self::open(path),
+            Backend::Postgres { url, store } => Self::open_postgres(url, store),
+        }
+    }
+
+    /// Connects to a shared store's catalog and brings its schema up to date (creating it
+    /// in an empty database). A database that holds other tables is refused, untouched.
+    pub fn open_postgres(url: &str, store: &Path) -> Result<Self> {
+        let conn = postgres::PgConn::connect(url, &store.display().to_string())?;
+        let mut catalog = Catalog {
+            path: PathBuf::from(conn.shown()),
+            engine: Engine::Postgres(Box::new(conn)),
+            read_only: None,
+        };
+        catalog.migrate_postgres()?;
+        Ok(catalog)
+    }
+
     pub fn open(path: &Path) -> Result<Self> {
         let dir = path.parent().unwrap_or(Path::new("."));
         if let Some(why) = read_only_cause(dir) {
@@ -234,6 +264,88 @@ impl Catalog {
         }
     }
 
+    /// The PostgreSQL schema's version lives in a table of its own, `artifactfs_schema`.
+    fn migrate_postgres(&mut self) -> Result<()> {
+        let supported = PG_MIGRATIONS.len() as i64;
+        let path = self.path.clone();
+        let Engine::Postgres(pg) = &self.engine else {
+            unreachable!("a PostgreSQL catalog")
+        };
+        let ctx = |what: &str| format!("{} ({what})", path.display());
+        let current = pg_schema_version(&**pg).map_err(|source| Error::Catalog {
+            context: ctx("read schema version"),
+            source,
+        })?;
+        if current == Some(supported) {
+            return Ok(());
+        }
+        pg.transaction(true, |tx| {
+            let tx: &Db = tx;
+            let current = pg_schema_version(tx).map_err(|source| Error::Catalog {
+                context: ctx("read schema version"),
+                source,
+            })?;
+            let current = match current {
+                Some(v) => v,
+                None => {
+                    let others: Vec<String> = tx
+                        .query(
+                            "SELECT table_name::text FROM information_schema.tables
+                              WHERE table_schema = current_schema() ORDER BY 1 LIMIT 4",
+                            crate::params![],
+                            |r| r.get(0),
+                        )
+                        .map_err(|source| Error::Catalog {
+                            context: ctx("look for tables"),
+                            source,
+                        })?;
+                    if !others.is_empty() {
+                        return Err(Error::invalid(
+                            format!("catalog {}", path.display()),
+                            format!(
+                                "the database holds other tables ({}) and no artifactfs \
+                                 catalog; point --catalog at an empty database, or at one \
+                                 artifactfs made (nothing was changed)",
+                                others.join(", ")
+                            ),
+                        ));
+                    }
+                    tx.execute_batch(
+                        "CREATE TABLE artifactfs_schema (version BIGINT NOT NULL);
+                         INSERT INTO artifactfs_schema VALUES (0);",
+                    )
+                    .map_err(|source| Error::Catalog {
+                        context: ctx("create the schema table"),
+                        source,
+                    })?;
+                    0
+                }
+            };
+            if current > supported {
+                return Err(Error::NewerSchema {
+                    path: path.clone(),
+                    found: current,
+                    supported,
+                });
+            }
+            for (n, sql) in PG_MIGRATIONS.iter().enumerate().skip(current as usize) {
+                tx.execute_batch(sql).map_err(|source| Error::Catalog {
+                    context: ctx(&format!("migrate to schema {}", n + 1)),
+                    source,
+                })?;
+            }
+            tx.execute(
+                "UPDATE artifactfs_schema SET version = ?1",
+                crate::params![supported],
+            )
+            .map_err(|source| Error::Catalog {
+                context: ctx("record schema version"),
+                source,
+            })?;
+            Ok(())
+        })
+    }
+
     fn migrate(&mut self) -> Result<()> {
         let supported = MIGRATIONS.len() as i64;
         let path = self.path.clone();
@@ -248,7 +360,9 @@ impl Catalog {
         if current == supported {
             return Ok(());
         }
-        let Engine::Sqlite(conn) = &mut self.engine;
+        let Engine::Sqlite(conn) = &mut self.engine else {
+            unreachable!("migrate runs on SQLite catalogs")
+        };
         let tx = begin_immediate(conn, &path)?;
         // Re-read inside the lock: another process may have migrated meanwhile.
         let current: i64 = tx
@@ -275,6 +389,14 @@ impl Catalog {
             Engine::Sqlite(conn) => conn
                 .pragma_query_value(None, "user_version", |r| r.get(0))
                 .map_err(|e| classify(&self.path, "read schema version", e)),
+            Engine::Postgres(pg) => {
+                pg_schema_version(&**pg)
+                    .map(|v| v.unwrap_or(0))
+                    .map_err(|source| Error::Catalog {
+                        context: format!("{} (read schema version)", self.path.display()),
+                        source,
+                    })
+            }
         }
     }
 
@@ -286,6 +408,7 @@ impl Catalog {
     pub fn conn(&self) -> &Db {
         match &self.engine {
             Engine::Sqlite(conn) => conn,
+            Engine::Postgres(pg) => &**pg,
         }
     }
 
@@ -293,6 +416,7 @@ impl Catalog {
     pub fn sqlite(&self) -> Option<&Connection> {
         match &self.engine {
             Engine::Sqlite(conn) => Some(conn),
+            Engine::Postgres(_) => None,
         }
     }
 
@@ -308,6 +432,7 @@ impl Catalog {
                 tx.commit().map_err(|e| classify(&path, "commit", e))?;
                 Ok(value)
             }
+            Engine::Postgres(pg) => pg.transaction(true, |tx| f(tx)),
         }
     }
 
@@ -321,17 +446,24 @@ impl Catalog {
             conn.execute_batch(&format!("PRAGMA synchronous = {mode}"))
                 .map_err(|e| classify(&path, "set synchronous", e))
         };
-        let Engine::Sqlite(conn) = &self.engine;
+        let Some(conn) = self.sqlite() else {
+            return self.write(f);
+        };
         set(conn, "NORMAL")?;
         let result = self.write(f);
-        let Engine::Sqlite(conn) = &self.engine;
-        set(conn, "FULL")?;
+        if let Some(conn) = self.sqlite() {
+            set(conn, "FULL")?;
+        }
         result
     }
 
     /// Makes every committed transaction durable, including relaxed ones: they are all in
     /// the write-ahead log until a checkpoint, which syncs them itself.
     pub fn sync(&self) -> Result<()> {
+        // A PostgreSQL commit is durable when it returns.
+        if self.sqlite().is_none() {
+            return Ok(());
+        }
         let mut wal = self.path.clone().into_os_string();
         wal.push("-wal");
         match std::fs::File::open(&wal) {
@@ -355,8 +487,35 @@ impl Catalog {
                 let tx = begin_immediate(conn, &path)?;
                 f(&*tx)
             }
+            Engine::Postgres(pg) => pg.transaction(false, |tx| f(tx)),
         }
     }
+
+    /// Whether the connection broke (a shared store's database restarted), so the catalog
+    /// must be opened again.
+    pub fn is_broken(&self) -> bool {
+        match &self.engine {
+            Engine::Sqlite(_) => false,
+            Engine::Postgres(pg) => pg.is_broken(),
+        }
+    }
+}
+
+/// The version recorded in `artifactfs_schema`, or None if the table does not exist.
+fn pg_schema_version(conn: &Db) -> DbResult<Option<i64>> {
+    let exists: bool = conn.query_one(
+        "SELECT to_regclass('artifactfs_schema') IS NOT NULL",
+        crate::params![],
+        |r| r.get(0),
+    )?;
+    if !exists {
+        return Ok(None);
+    }
+    conn.query_opt(
+        "SELECT version FROM artifactfs_schema",
+        crate::params![],
+        |r| r.get(0),
+    )
 }
 
 /// Starts an IMMEDIATE transaction, waiting up to `BUSY_TIMEOUT` for other writers; the error
@@ -376,7 +535,7 @@ fn begin_immediate<'c>(conn: &'c mut Connection, path: &Path) -> Result<rusqlite
 /// must not be used by two threads at once) and gives it back when done. WAL lets them all
 /// read at the same time.
 pub struct Pool {
-    path: PathBuf,
+    backend: Backend,
     idle: std::sync::Mutex<Vec<Catalog>>,
 }
 
@@ -386,28 +545,29 @@ pub struct Pool {
 const POOLED_CACHE_KIB: i64 = 128;
 
 impl Pool {
-    pub fn new(path: &Path) -> Result<Self> {
-        let first = Self::open(path)?;
+    pub fn new(backend: &Backend) -> Result<Self> {
+        let first = Self::open(backend)?;
         Ok(Pool {
-            path: path.to_path_buf(),
+            backend: backend.clone(),
             idle: std::sync::Mutex::new(vec![first]),
         })
     }
 
-    fn open(path: &Path) -> Result<Catalog> {
-        let catalog = Catalog::open(path)?;
+    fn open(backend: &Backend) -> Result<Catalog> {
+        let catalog = Catalog::open_backend(backend)?;
         if let Some(conn) = catalog.sqlite() {
             conn.pragma_update(None, "cache_size", -POOLED_CACHE_KIB)
-                .map_err(|e| classify(path, "set cache_size", e))?;
+                .map_err(|e| classify(catalog.path(), "set cache_size", e))?;
         }
         Ok(catalog)
     }
 
     pub fn get(&self) -> Result<Pooled<'_>> {
         let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
-        let catalog = match idle {
+        // A connection to a database that restarted is replaced.
+        let catalog = match idle.filter(|c| !c.is_broken()) {
             Some(c) => c,
-            None => Self::open(&self.path)?,
+            None => Self::open(&self.backend)?,
         };
         Ok(Pooled {
             pool: self,

@@ -1,5 +1,6 @@
-//! The catalog schema, as an ordered list of migrations. `PRAGMA user_version` records how many
-//! have run; a catalog with a higher number than this build knows is refused.
+//! The catalog schema, as an ordered list of migrations for each engine. SQLite's
+//! `PRAGMA user_version`, or PostgreSQL's `artifactfs_schema` table, records how many have
+//! run; a catalog with a higher number than this build knows is refused.
 
 /// Migration N brings the schema from version N to N + 1.
 pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
@@ -196,8 +197,9 @@ ALTER TABLE nodes ADD COLUMN refs INTEGER NOT NULL DEFAULT 0;
 ///   (`ctime_ns`) for as long as its own ctime is still this one, right after the copy:
 ///   opening a file for writing is no change to it.
 /// - `draft_entries_staged`: the names of one staged file, which hard links share and which
-///   give it its link count; `draft_entries_dirs`: a directory's subdirectories, which its
-///   link count counts.
+///   give it its link count, with what every name of it has alike (covering, so that reading
+///   a staged file's attributes never scans its draft); `draft_entries_dirs`: a directory's
+///   subdirectories, which its link count counts.
 const V5: &str = r#"
 ALTER TABLE draft_entries ADD COLUMN atime_ns INTEGER;
 ALTER TABLE draft_entries ADD COLUMN ctime_ns INTEGER;
@@ -208,6 +210,129 @@ ALTER TABLE drafts ADD COLUMN owner_gid INTEGER;
 ALTER TABLE draft_entries ADD COLUMN owner_uid INTEGER;
 ALTER TABLE draft_entries ADD COLUMN owner_gid INTEGER;
 ALTER TABLE draft_entries ADD COLUMN copied_ctime_ns INTEGER;
-CREATE INDEX draft_entries_staged ON draft_entries(draft, staged) WHERE staged IS NOT NULL;
+CREATE INDEX draft_entries_staged ON draft_entries(draft, staged, mode, owner_uid, owner_gid,
+    copied_ctime_ns, ctime_ns) WHERE staged IS NOT NULL;
 CREATE INDEX draft_entries_dirs ON draft_entries(draft, parent) WHERE kind = 1;
+"#;
+
+/// PostgreSQL's migrations. Version 1 is the schema SQLite reached with V5, in PostgreSQL's
+/// types: BIGINT for every integer (the queries bind 64-bit values), BYTEA for bytes, text
+/// compared byte by byte (`COLLATE "C"`) so that listings sort as SQLite sorts them.
+pub const PG_MIGRATIONS: &[&str] = &[PG_V1];
+
+const PG_V1: &str = r#"
+CREATE TABLE artifacts (
+    id          BIGSERIAL PRIMARY KEY,
+    name        TEXT COLLATE "C" NOT NULL UNIQUE,
+    type        TEXT COLLATE "C" NOT NULL,
+    created_ns  BIGINT NOT NULL,
+    next_number BIGINT NOT NULL DEFAULT 0
+);
+
+CREATE TABLE nodes (
+    id      BIGSERIAL PRIMARY KEY,
+    hash    BYTEA NOT NULL UNIQUE,
+    digest  BYTEA NOT NULL,
+    files   BIGINT NOT NULL,
+    bytes   BIGINT NOT NULL,
+    subdirs BIGINT NOT NULL,
+    refs    BIGINT NOT NULL DEFAULT 0
+);
+
+CREATE TABLE chunks (
+    id   BIGSERIAL PRIMARY KEY,
+    hash BYTEA NOT NULL UNIQUE
+);
+
+CREATE TABLE chunk_entries (
+    chunk    BIGINT NOT NULL REFERENCES chunks(id) ON DELETE CASCADE,
+    name     BYTEA NOT NULL,
+    kind     BIGINT NOT NULL,
+    blob     BYTEA,
+    size     BIGINT NOT NULL DEFAULT 0,
+    mode     BIGINT NOT NULL,
+    mtime_ns BIGINT NOT NULL,
+    child    BIGINT REFERENCES nodes(id) DEFERRABLE INITIALLY DEFERRED,
+    target   BYTEA,
+    PRIMARY KEY (chunk, name)
+);
+CREATE INDEX chunk_entries_child ON chunk_entries(child) WHERE child IS NOT NULL;
+
+CREATE TABLE node_chunks (
+    node       BIGINT NOT NULL REFERENCES nodes(id) ON DELETE CASCADE,
+    first_name BYTEA NOT NULL,
+    chunk      BIGINT NOT NULL REFERENCES chunks(id),
+    PRIMARY KEY (node, first_name)
+);
+CREATE INDEX node_chunks_chunk ON node_chunks(chunk);
+
+CREATE TABLE versions (
+    id          BIGSERIAL PRIMARY KEY,
+    artifact    BIGINT NOT NULL REFERENCES artifacts(id),
+    number      BIGINT NOT NULL,
+    root        BIGINT NOT NULL REFERENCES nodes(id),
+    digest      BYTEA NOT NULL,
+    base_number BIGINT,
+    description TEXT NOT NULL DEFAULT '',
+    metadata    TEXT NOT NULL DEFAULT '{}',
+    created_ns  BIGINT NOT NULL,
+    UNIQUE (artifact, number)
+);
+CREATE INDEX versions_root ON versions(root);
+
+CREATE TABLE aliases (
+    artifact BIGINT NOT NULL REFERENCES artifacts(id),
+    name     TEXT COLLATE "C" NOT NULL,
+    version  BIGINT NOT NULL REFERENCES versions(id) ON DELETE CASCADE,
+    PRIMARY KEY (artifact, name)
+);
+CREATE INDEX aliases_version ON aliases(version);
+
+CREATE TABLE drafts (
+    id            BIGSERIAL PRIMARY KEY,
+    artifact      TEXT COLLATE "C" NOT NULL,
+    dist_id       TEXT COLLATE "C" NOT NULL DEFAULT '',
+    type          TEXT COLLATE "C",
+    base_number   BIGINT,
+    base_root     BIGINT REFERENCES nodes(id),
+    created_ns    BIGINT NOT NULL,
+    root_mode     BIGINT NOT NULL DEFAULT 493,
+    root_mtime_ns BIGINT,
+    root_atime_ns BIGINT,
+    root_ctime_ns BIGINT,
+    owner_uid     BIGINT,
+    owner_gid     BIGINT,
+    UNIQUE (artifact, dist_id)
+);
+
+CREATE TABLE draft_entries (
+    draft           BIGINT NOT NULL REFERENCES drafts(id) ON DELETE CASCADE,
+    parent          BYTEA NOT NULL,
+    name            BYTEA NOT NULL,
+    kind            BIGINT NOT NULL,
+    blob            BYTEA,
+    size            BIGINT NOT NULL DEFAULT 0,
+    mode            BIGINT NOT NULL DEFAULT 0,
+    mtime_ns        BIGINT NOT NULL DEFAULT 0,
+    target          BYTEA,
+    opaque          BIGINT NOT NULL DEFAULT 0,
+    staged          BIGINT,
+    moved           BIGINT REFERENCES nodes(id),
+    atime_ns        BIGINT,
+    ctime_ns        BIGINT,
+    owner_uid       BIGINT,
+    owner_gid       BIGINT,
+    copied_ctime_ns BIGINT,
+    PRIMARY KEY (draft, parent, name)
+);
+CREATE INDEX draft_entries_staged ON draft_entries(draft, staged, mode, owner_uid, owner_gid,
+    copied_ctime_ns, ctime_ns) WHERE staged IS NOT NULL;
+CREATE INDEX draft_entries_dirs ON draft_entries(draft, parent) WHERE kind = 1;
+
+CREATE TABLE seals (
+    artifact TEXT COLLATE "C" NOT NULL,
+    dist_id  TEXT COLLATE "C" NOT NULL,
+    number   BIGINT NOT NULL,
+    PRIMARY KEY (artifact, dist_id)
+);
 "#;

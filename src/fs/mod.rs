@@ -215,6 +215,7 @@ impl Fs {
     pub fn new(store_root: &Path) -> Result<Self> {
         let store = crate::store::Store::open(store_root)?;
         let root = store.root().to_path_buf();
+        let backend = store.backend().clone();
         // Staged files left by drafts that were committed or discarded while no mount ran.
         let swept = match store.catalog.is_read_only() {
             true => 0,
@@ -230,7 +231,7 @@ impl Fs {
         Ok(Fs {
             inodes: Arc::new(inode::Inodes::default()),
             listings: listings::Listings::default(),
-            pool: Pool::new(&root.join("catalog.db"))?,
+            pool: Pool::new(&backend)?,
             blobs: BlobStore::open(&root)?,
             staging: Staging::open(&root)?,
             store_root: root,
