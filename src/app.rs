@@ -95,8 +95,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Mount {
             mountpoint,
             foreground,
+            read_only,
         } => {
-            crate::mount::mount(&dir, mountpoint, *foreground)?;
+            crate::mount::mount(&dir, mountpoint, *foreground, *read_only)?;
             return Ok(ExitCode::SUCCESS);
         }
         Command::Umount { mountpoint } => {

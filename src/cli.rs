@@ -124,6 +124,10 @@ pub enum Command {
         /// Stay attached and serve until unmounted (for systemd and tests)
         #[arg(long)]
         foreground: bool,
+        /// Versions only, no drafts/: files open without asking the server, for training
+        /// and browsing hosts
+        #[arg(long)]
+        read_only: bool,
     },
     /// Unmount MOUNTPOINT and wait for its server to finish
     Umount { mountpoint: PathBuf },

@@ -51,6 +51,8 @@ pub struct Request {
     pub mountpoint: PathBuf,
     /// `-f`: check everything but do not mount.
     pub fake: bool,
+    /// `-o ro`: the read-only mount (versions only, no `drafts/`), as `mount --read-only`.
+    pub read_only: bool,
 }
 
 /// Whether the program was started under a helper's name (`mount.fuse.artifactfs`).
@@ -101,19 +103,19 @@ pub fn parse(args: &[OsString]) -> Result<Request> {
             p.len()
         ))
     })?;
+    let mut read_only = false;
     for option in options.iter().flat_map(|o| o.split(',')) {
         let known = option.is_empty()
             || GENERIC.contains(&option)
             || option.starts_with("x-")
             || option.starts_with("comment=");
-        if option == "ro" {
-            return Err(usage(
-                "option ro is not supported: versions are always read-only, and drafts/ is \
-                 where the mount takes writes"
-                    .into(),
-            ));
+        // The last of ro and rw wins, as for mount(8).
+        match option {
+            "ro" => read_only = true,
+            "rw" => read_only = false,
+            _ => {}
         }
-        if !known && !sloppy {
+        if !known && option != "ro" && !sloppy {
             return Err(usage(format!(
                 "unknown mount option {option:?} (add -s to ignore unknown options)"
             )));
@@ -123,6 +125,7 @@ pub fn parse(args: &[OsString]) -> Result<Request> {
         store,
         mountpoint,
         fake,
+        read_only,
     })
 }
 
@@ -138,7 +141,12 @@ pub fn run(args: &[OsString]) -> ExitCode {
     if request.fake {
         return ExitCode::SUCCESS;
     }
-    match crate::mount::mount(&request.store, &request.mountpoint, false) {
+    match crate::mount::mount(
+        &request.store,
+        &request.mountpoint,
+        false,
+        request.read_only,
+    ) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
@@ -164,15 +172,23 @@ mod tests {
         assert_eq!(r.store, PathBuf::from("/data/store"));
         assert_eq!(r.mountpoint, PathBuf::from("/mnt/a"));
         assert!(!r.fake);
+        assert!(!r.read_only);
         let r = parse(&args("s m -fnv -t fuse.artifactfs -orw")).unwrap();
         assert!(r.fake);
+    }
+
+    #[test]
+    fn ro_asks_for_the_read_only_mount_and_the_last_of_ro_rw_wins() {
+        assert!(parse(&args("s m -o ro")).unwrap().read_only);
+        assert!(parse(&args("s m -o defaults,ro,nofail")).unwrap().read_only);
+        assert!(!parse(&args("s m -o ro -o rw")).unwrap().read_only);
+        assert!(parse(&args("s m -o rw,ro")).unwrap().read_only);
     }
 
     #[test]
     fn refuses_what_it_cannot_honour_naming_it() {
         for (line, needle) in [
             ("s m -o rw,allow_root", "allow_root"),
-            ("s m -o ro", "ro is not supported"),
             ("s", "got 1 argument"),
             ("s m extra", "got 3 argument"),
             ("s m -o", "-o needs a value"),

@@ -14,6 +14,7 @@
 
 pub mod inode;
 mod listings;
+mod version_files;
 mod writes;
 
 use std::collections::HashMap;
@@ -39,6 +40,7 @@ use crate::staging::Staging;
 use crate::tree::{self, Item, TreeEntry};
 
 pub use inode::{DRAFTS, Ino, Inodes, Kind, Node, ROOT};
+pub use version_files::AliasWatch;
 
 /// How long the kernel may cache what never changes.
 pub const IMMUTABLE_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
@@ -150,6 +152,10 @@ pub struct Fs {
     /// Whether version files are read through kernel passthrough: set by the FUSE layer,
     /// which negotiates it, and shown on the root for `artifactfs doctor`.
     pub passthrough: AtomicBool,
+    /// The read-only mount: versions only, no `drafts/`.
+    read_only: bool,
+    /// Version files and aliases as the kernel caches them (see `version_files.rs`).
+    cached: version_files::Cached,
 }
 
 /// An open file's content: a blob, or a staged file, which `writer` may change.
@@ -232,6 +238,8 @@ impl Fs {
             stale: Mutex::new(Vec::new()),
             next_fh: AtomicU64::new(1),
             passthrough: AtomicBool::new(false),
+            read_only: false,
+            cached: version_files::Cached::default(),
         })
     }
 
@@ -386,6 +394,8 @@ impl Fs {
             Node::Alias { artifact, alias } => {
                 let n = alias_target(conn.conn(), &artifact, &alias)?
                     .ok_or_else(|| Error::not_found(self.describe(ino, None)))?;
+                // The kernel keeps the target until told that the alias moved.
+                self.cached.served_alias(ino, n);
                 Ok(format!("v{n}").into_bytes())
             }
             Node::Entry(TreeEntry {
@@ -418,7 +428,7 @@ impl Fs {
         }
         let child = match dir {
             Node::Root => match text {
-                Some("drafts") => Some(Node::Drafts),
+                Some("drafts") if !self.read_only => Some(Node::Drafts),
                 Some(t) if ArtifactName::new(t).is_ok() => {
                     versions::artifact(conn, t)?.map(|a| Node::Artifact { name: a.name })
                 }
@@ -550,8 +560,9 @@ impl Fs {
         let gone = || Error::not_found(self.describe(ino, None));
         let attr = match node {
             Node::Root => {
-                let n = versions::artifacts(conn)?.len() as u64;
-                self.attr(ino, Kind::Dir, 0, 0o755, 3 + n, self.mounted)
+                // ".", "..", drafts/ (not on the read-only mount) and one per artifact.
+                let n = versions::artifacts(conn)?.len() as u64 + !self.read_only as u64;
+                self.attr(ino, Kind::Dir, 0, 0o755, 2 + n, self.mounted)
             }
             Node::Drafts => {
                 let n = drafts::list(conn)?.len() as u64;
@@ -729,7 +740,10 @@ impl Fs {
         }
         Ok(match self.node(ino)? {
             Node::Root => {
-                let mut list = vec![(b"drafts".to_vec(), Node::Drafts)];
+                let mut list = Vec::new();
+                if !self.read_only {
+                    list.push((b"drafts".to_vec(), Node::Drafts));
+                }
                 for a in versions::artifacts(conn)? {
                     list.push((a.name.clone().into_bytes(), Node::Artifact { name: a.name }));
                 }
