@@ -130,15 +130,7 @@ impl Fs {
         let file = self.version_content(ino)?;
         let data =
             read_full(&file, offset, size).map_err(|e| Error::io(self.describe(ino, None), e))?;
-        // SAFETY: posix_fadvise only advises the kernel about the descriptor's pages.
-        unsafe {
-            libc::posix_fadvise(
-                file.as_raw_fd(),
-                offset as libc::off_t,
-                data.len() as libc::off_t,
-                libc::POSIX_FADV_DONTNEED,
-            )
-        };
+        drop_pages_read(&file, offset, data.len() as u64);
         Ok(data)
     }
 
@@ -233,6 +225,37 @@ fn moved(
         }
     }
     out
+}
+
+/// The largest folio the page cache makes of a file's pages (a huge page): folios are aligned
+/// to their size, so none crosses a multiple of this.
+const FOLIO_MAX: u64 = 2 << 20;
+
+/// Drops the pages of `file` that a reader at `offset..offset + len` has passed: the whole
+/// file once it reached the end, else the folios wholly behind it. The range just read alone
+/// would keep most pages: a large folio can be dropped only whole.
+fn drop_pages_read(file: &File, offset: u64, len: u64) {
+    let end = offset + len;
+    let at_end = file.metadata().map(|m| end >= m.len()).unwrap_or(false);
+    let (from, to) = if at_end {
+        (0, 0) // to the end of the file
+    } else {
+        let to = end / FOLIO_MAX * FOLIO_MAX;
+        let from = (offset / FOLIO_MAX * FOLIO_MAX).saturating_sub(FOLIO_MAX);
+        if to <= from {
+            return;
+        }
+        (from, to - from)
+    };
+    // SAFETY: posix_fadvise only advises the kernel about the descriptor's pages.
+    unsafe {
+        libc::posix_fadvise(
+            file.as_raw_fd(),
+            from as libc::off_t,
+            to as libc::off_t,
+            libc::POSIX_FADV_DONTNEED,
+        )
+    };
 }
 
 /// Up to `size` bytes at `offset`, fewer only at the end of the file.
