@@ -4,12 +4,13 @@
 # one (`mount --read-only`), each figure against the native filesystem and bindfs measured in
 # the same run on the same data. Nothing here is a timed assertion; the ratios are the result.
 #
-#   scripts/bench_loading.sh [--quick] [--files N] [--runs N] [--out FILE] [--no-build] [--keep]
+#   scripts/bench_loading.sh [--quick] [--files N] [--runs N] [--out FILE] [--samples FILE]
+#                            [--no-build] [--keep]
 #
 #   1. open + read + close of N small files (default 100,000 of 1 KiB, 100 directories of
 #      1,000; --quick 20,000) in a Python loop (`open(p, "rb").read()`, as data loaders do),
-#      1 process and 8 processes, warm (median of --runs after a warm-up pass) and cold (after
-#      `sync; echo 3 > /proc/sys/vm/drop_caches`, median of 2); and with os.open/os.read/
+#      1 process and 8 processes, warm (best of --runs after a warm-up pass) and cold (after
+#      `sync; echo 3 > /proc/sys/vm/drop_caches`, best of 2); and with os.open/os.read/
 #      os.close (no fstat, no isatty), warm.
 #   2. A PyTorch DataLoader (num_workers=4, batch 32) whose Dataset opens one file per item, if
 #      torch imports here; otherwise the same with a multiprocessing.Pool of 4 (the table says
@@ -22,7 +23,9 @@
 # Contenders: native (the source tree, on the same filesystem), bindfs -r of it, and the store
 # holding that tree as loading:v0 mounted twice at once: read-write (`artifactfs mount`) and
 # read-only (`artifactfs mount --read-only`), each read through v0/ and through latest/.
-# Contenders rotate between runs. The data is written once, to a fresh directory under
+# Contenders rotate between runs. Each figure is the best of its runs (the fastest; other
+# processes only ever add time), and the notes give the spread; --samples keeps every run
+# (KEY, contender, value) in FILE. The data is written once, to a fresh directory under
 # $BENCH_DIR (default /var/tmp), and deleted at the end (unless --keep); nothing is deleted
 # before the timed runs. The table (Markdown) replaces the section "## Loading datasets" of
 # --out (default docs/BENCHMARKS.md), which scripts/bench.sh calls it to append to its own.
@@ -33,13 +36,14 @@ set -euo pipefail
 usage() { awk 'NR > 1 && /^#/ {sub(/^# ?/, ""); print; next} NR > 1 {exit}' "$0"; exit "${1:-0}"; }
 
 CMDLINE="scripts/bench_loading.sh${*:+ $*}"
-QUICK=0 FILES="" RUNS=3 OUT="" BUILD=1 KEEP=0
+QUICK=0 FILES="" RUNS=3 OUT="" BUILD=1 KEEP=0 KEEP_SAMPLES=""
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --quick) QUICK=1 ;;
         --files) FILES=${2:?--files needs N}; shift ;;
         --runs) RUNS=${2:?--runs needs N}; shift ;;
         --out) OUT=${2:?--out needs FILE}; shift ;;
+        --samples) KEEP_SAMPLES=${2:?--samples needs FILE}; shift ;;
         --no-build) BUILD=0 ;;
         --keep) KEEP=1 ;;
         -h|--help) usage 0 ;;
@@ -230,11 +234,12 @@ ELAPSED=$(($(date +%s) - T0))
 
 # --- the report -----------------------------------------------------------------------------
 "${DRIVER[@]}" table "$SAMPLES" "$W/table.md" >"$W/met.txt"
+[[ -z $KEEP_SAMPLES ]] || cp "$SAMPLES" "$KEEP_SAMPLES"
 {
     echo "## Loading datasets"
     echo
     echo "Written by \`scripts/bench_loading.sh\` (see its header for what each figure measures)."
-    echo "Columns are the median of the runs; ratios are time ratios, lower is better (a throughput"
+    echo "Each figure is the best of its runs; ratios are time ratios, lower is better (a throughput"
     echo "row is turned into one: native's throughput ÷ ours); \`latest ÷ vN\` compares the two paths"
     echo "into the same version on the same mount."
     echo
@@ -243,7 +248,7 @@ ELAPSED=$(($(date +%s) - T0))
     echo "- machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo) RAM, kernel $(uname -r), $(findmnt -no FSTYPE -T "$W") under ${BENCH_DIR:-/var/tmp}"
     echo "- artifactfs $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'); kernel passthrough on the read-write mount: $PASSTHROUGH; $(bindfs --version 2>&1 | head -n 1); $(python3 --version)"
     echo "- load average at the start, after the warm runs, after the big file, at the end: ${LOADS[*]}"
-    echo "- warm: median of $RUNS runs after a warm-up pass; cold: median of 2, each after \`sync; echo 3 > /proc/sys/vm/drop_caches\`"
+    echo "- warm: best of $RUNS runs after a warm-up pass; cold: best of 2, each after \`sync; echo 3 > /proc/sys/vm/drop_caches\`"
     echo "- targets: $(cat "$W/met.txt")"
     echo
     cat "$W/table.md"
