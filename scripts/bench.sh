@@ -925,4 +925,5 @@ echo "$N_MET targets met, $N_MISS missed; run time $(awk -v t="$RUN_TIME" 'BEGIN
 mkdir -p "$(dirname "$OUT")"
 cp "$W/report.md" "$OUT"
 say "wrote $OUT"
+"$ROOT/scripts/bench_loading.sh" --no-build --out "$OUT" $([[ $QUICK == 1 ]] && echo --quick) || FAILED=1
 [[ $FAILED == 0 ]]

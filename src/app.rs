@@ -119,10 +119,12 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             mountpoint,
             foreground,
             nonempty,
+            read_only,
         } => {
             let opts = crate::mount::Options {
                 foreground: *foreground,
                 nonempty: *nonempty,
+                read_only: *read_only,
             };
             let out = out_of(&cli);
             crate::mount::mount(&dir, mountpoint, opts, &mut |at| {

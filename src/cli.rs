@@ -220,6 +220,10 @@ pub enum Command {
         /// Mount even if MOUNTPOINT holds files, hiding them until unmounted
         #[arg(long)]
         nonempty: bool,
+        /// Versions only, no drafts/: files open without asking the server, for training
+        /// and browsing hosts
+        #[arg(long)]
+        read_only: bool,
     },
     /// Unmount MOUNTPOINT and wait for its server to finish
     Umount {

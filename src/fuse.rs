@@ -2,13 +2,13 @@
 //! result a reply or an errno from the one table in `error.rs`. Only what needs fuser's types
 //! lives here: attribute conversion and the passthrough backing files.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::{self, Relaxed};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Instant, SystemTime};
 
 use fuser::{
@@ -25,6 +25,20 @@ use crate::fs::{Attr, Caller, DirSink, Entry, Fs, Kind, OpenMode, Opened, SetAtt
 /// flush; what was written is in the staged file already). Control files keep their flush,
 /// which is where an unfinished request is refused.
 const DRAFT_FILE: FopenFlags = FopenFlags::FOPEN_NOFLUSH;
+
+/// How a version file read through the page cache is opened: its pages are kept across
+/// opens (it never changes) and a close costs nothing (there is nothing to flush).
+const CACHED_VERSION_FILE: FopenFlags =
+    FopenFlags::FOPEN_KEEP_CACHE.union(FopenFlags::FOPEN_NOFLUSH);
+
+/// Version files up to this size are read through the page cache rather than passthrough:
+/// once cached, opening one costs one request fewer (a passthrough read makes the kernel
+/// drop the file's cached atime, so the next `fstat` asks the server again), and a cold read
+/// is one request of at most this size.
+const CACHED_MAX: u64 = 1 << 20;
+
+/// The handle of a version file: none, since it is read by inode.
+const NO_HANDLE: FileHandle = FileHandle(0);
 
 /// Largest read the kernel sends us (and the readahead it may do).
 const MAX_READAHEAD: u32 = 1 << 20;
@@ -84,12 +98,69 @@ impl PlusPolicy {
     }
 }
 
-/// Backing files registered with the kernel: one per inode shared by its open handles, as
-/// the kernel requires, released with the last handle.
+/// Backing files registered with the kernel: one per inode, shared by its open handles as the
+/// kernel requires, and kept while the kernel holds the inode (until FORGET) so that opening a
+/// file again registers nothing. At most [`Backing::KEPT`] are kept for inodes with no open
+/// handle; past that the oldest go (and are registered again if opened again).
 #[derive(Default)]
 struct Backing {
-    by_ino: HashMap<u64, Weak<BackingId>>,
-    by_fh: HashMap<u64, Arc<BackingId>>,
+    by_ino: HashMap<u64, Held>,
+    /// Inodes in the order their backing file was registered (some already gone).
+    order: VecDeque<u64>,
+}
+
+struct Held {
+    id: Arc<BackingId>,
+    /// Handles open through it.
+    open: u32,
+}
+
+impl Backing {
+    const KEPT: usize = 8192;
+
+    fn opened(&mut self, ino: u64) -> Option<Arc<BackingId>> {
+        let held = self.by_ino.get_mut(&ino)?;
+        held.open += 1;
+        Some(held.id.clone())
+    }
+
+    fn insert(&mut self, ino: u64, id: Arc<BackingId>) {
+        self.by_ino.insert(ino, Held { id, open: 1 });
+        self.order.push_back(ino);
+        let mut budget = self.order.len();
+        while self.by_ino.len() > Self::KEPT && budget > 0 {
+            budget -= 1;
+            let Some(old) = self.order.pop_front() else {
+                break;
+            };
+            match self.by_ino.get(&old) {
+                // In use: it must stay, the kernel takes only one backing file per inode.
+                Some(h) if h.open > 0 => self.order.push_back(old),
+                Some(_) => {
+                    self.by_ino.remove(&old);
+                }
+                None => {}
+            }
+        }
+        if self.order.len() > 2 * Self::KEPT {
+            let by_ino = &self.by_ino;
+            self.order.retain(|i| by_ino.contains_key(i));
+        }
+    }
+
+    fn released(&mut self, ino: u64) {
+        if let Some(h) = self.by_ino.get_mut(&ino) {
+            h.open = h.open.saturating_sub(1);
+        }
+    }
+
+    fn forgotten(&mut self, ino: u64) {
+        self.by_ino.remove(&ino);
+    }
+
+    fn any_open(&self) -> bool {
+        self.by_ino.values().any(|h| h.open > 0)
+    }
 }
 
 impl Adapter {
@@ -102,10 +173,14 @@ impl Adapter {
         }
     }
 
-    /// Makes the kernel forget names that are gone.
+    /// Makes the kernel forget names that are gone, and after a commit the targets of the
+    /// aliases it moved.
     fn invalidate_stale(&self) {
         let stale = self.fs.take_stale();
         let Some(n) = self.notifier.get() else { return };
+        if !stale.is_empty() {
+            invalidate_aliases(n, &self.fs.moved_aliases());
+        }
         for (parent, name) in stale {
             // ENOENT: the kernel held no such entry.
             if let Err(e) = n.inval_entry(INodeNo(parent), OsStr::from_bytes(&name))
@@ -123,43 +198,83 @@ impl Adapter {
         self.backing.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Registers (or reuses) the backing file for `ino`; None if the kernel refuses.
+    /// The backing file of `ino` for one more open handle: the one registered already, or
+    /// `file` registered now. None if the kernel refuses passthrough altogether.
     fn backing_for(
         &self,
         reply: &ReplyOpen,
         ino: u64,
-        fh: u64,
         file: &std::fs::File,
     ) -> std::io::Result<Option<Arc<BackingId>>> {
         let mut b = self.backing();
-        let id = match b.by_ino.get(&ino).and_then(Weak::upgrade) {
-            Some(id) => id,
-            None => match reply.open_backing(file) {
-                Ok(id) => {
-                    let id = Arc::new(id);
-                    b.by_ino.insert(ino, Arc::downgrade(&id));
-                    id
+        if let Some(id) = b.opened(ino) {
+            return Ok(Some(id));
+        }
+        match reply.open_backing(file) {
+            Ok(id) => {
+                let id = Arc::new(id);
+                b.insert(ino, id.clone());
+                Ok(Some(id))
+            }
+            // The kernel refuses passthrough itself (not permitted, not supported): serve
+            // every read from now on, before any file was opened with a backing file.
+            Err(e)
+                if !b.any_open()
+                    && matches!(
+                        e.raw_os_error(),
+                        Some(libc::EPERM | libc::EACCES | libc::EOPNOTSUPP | libc::ENOTTY)
+                    ) =>
+            {
+                log::info!("passthrough unavailable ({e}); serving reads from the page cache");
+                self.fs.passthrough.store(false, Ordering::Relaxed);
+                Ok(None)
+            }
+            // Anything else fails this open only: a cached open of an inode that others
+            // read through a backing file would be refused by the kernel anyway.
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Opens a file of a version (its content a blob of the store, of `size` bytes) without a
+    /// handle: through its backing file if it is big and passthrough is on, else through the
+    /// page cache, which keeps it.
+    fn open_version(&self, ino: u64, size: u64, reply: ReplyOpen) {
+        if size > CACHED_MAX && self.fs.passthrough.load(Ordering::Relaxed) {
+            let backing = self
+                .fs
+                .version_content(ino)
+                .and_then(|file| {
+                    self.backing_for(&reply, ino, &file)
+                        .map_err(|e| Error::io(self.fs.describe(ino, None), e))
+                })
+                .map_err(|e| self.fs.explain(ino, e));
+            match backing {
+                Ok(Some(id)) => {
+                    return reply.opened_passthrough(NO_HANDLE, FopenFlags::FOPEN_NOFLUSH, &id);
                 }
-                // The kernel refuses passthrough itself (not permitted, not supported): serve
-                // every read from now on, before any file was opened with a backing file.
-                Err(e)
-                    if !b.by_ino.values().any(|w| w.strong_count() > 0)
-                        && matches!(
-                            e.raw_os_error(),
-                            Some(libc::EPERM | libc::EACCES | libc::EOPNOTSUPP | libc::ENOTTY)
-                        ) =>
-                {
-                    log::info!("passthrough unavailable ({e}); serving reads from the page cache");
-                    self.fs.passthrough.store(false, Ordering::Relaxed);
-                    return Ok(None);
-                }
-                // Anything else fails this open only: a cached open of an inode that others
-                // read through a backing file would be refused by the kernel anyway.
-                Err(e) => return Err(e),
-            },
-        };
-        b.by_fh.insert(fh, id.clone());
-        Ok(Some(id))
+                Ok(None) => {}
+                Err(e) => return reply.error(fail("open", &e)),
+            }
+        }
+        reply.opened(NO_HANDLE, CACHED_VERSION_FILE)
+    }
+}
+
+/// Tells the kernel that these aliases moved: it drops the cached target and the name, and
+/// reads both again when next used.
+pub fn invalidate_aliases(notifier: &Notifier, moved: &[(u64, u64, Vec<u8>)]) {
+    for (ino, parent, name) in moved {
+        // ENOENT: the kernel held no such inode or entry any more.
+        for result in [
+            notifier.inval_inode(INodeNo(*ino), 0, 0),
+            notifier.inval_entry(INodeNo(*parent), OsStr::from_bytes(name)),
+        ] {
+            if let Err(e) = result
+                && e.raw_os_error() != Some(libc::ENOENT)
+            {
+                log::warn!("could not invalidate alias inode {ino}: {e}");
+            }
+        }
     }
 }
 
@@ -268,9 +383,16 @@ impl Filesystem for Adapter {
         // before every write.
         let _ = config.add_capabilities(InitFlags::FUSE_HANDLE_KILLPRIV_V2);
         let _ = config.set_max_readahead(MAX_READAHEAD);
+        // Alias targets stay in the kernel until an alias moves (see `invalidate_aliases`).
+        let _ = config.add_capabilities(InitFlags::FUSE_CACHE_SYMLINKS);
         // SAFETY: geteuid cannot fail.
         let root = unsafe { libc::geteuid() } == 0;
-        if root && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok() {
+        // The read-only mount opens no file through the server (see `open`), so it has no
+        // open to pass a backing file with.
+        if root
+            && !self.fs.is_read_only()
+            && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
+        {
             // Our backing files are plain files on a local filesystem: one level of stacking.
             if config.set_max_stack_depth(1).is_ok() {
                 self.fs.passthrough.store(true, Ordering::Relaxed);
@@ -302,6 +424,9 @@ impl Filesystem for Adapter {
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
         guarded("forget", || {
             self.fs.forget(ino.0, nlookup);
+            // The kernel forgets an inode only once it is unused: no file of it is open.
+            self.fs.forget_version(ino.0);
+            self.backing().forgotten(ino.0);
         });
     }
 
@@ -550,8 +675,20 @@ impl Filesystem for Adapter {
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         guarded("open", || {
-            let opened = self.fs.open(&caller(req), ino.0, open_mode(flags.0));
-            let (fh, file, immutable) = match opened {
+            let mode = open_mode(flags.0);
+            if !mode.write {
+                match self.fs.version_file(ino.0) {
+                    // The read-only mount asks the kernel to open files without the server
+                    // (ENOSYS, once): they are read by inode, and their pages are kept.
+                    Ok(Some(_)) if self.fs.is_read_only() => {
+                        return reply.error(Errno::from_i32(libc::ENOSYS));
+                    }
+                    Ok(Some(size)) => return self.open_version(ino.0, size, reply),
+                    Ok(None) => {}
+                    Err(e) => return reply.error(fail("open", &self.fs.explain(ino.0, e))),
+                }
+            }
+            let (fh, file, immutable) = match self.fs.open(&caller(req), ino.0, mode) {
                 Ok(Opened::Content {
                     fh,
                     file,
@@ -568,12 +705,17 @@ impl Filesystem for Adapter {
             if !immutable {
                 return reply.opened(FileHandle(fh), DRAFT_FILE);
             }
+            // A reference of a version: checked at this open (above), then read like a blob.
             if self.fs.passthrough.load(Ordering::Relaxed) {
-                match self.backing_for(&reply, ino.0, fh, &file) {
+                match self.backing_for(&reply, ino.0, &file) {
                     // The kernel takes passthrough opens only without caching flags: it reads the
                     // backing file itself, through that file's own page cache.
                     Ok(Some(id)) => {
-                        return reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &id);
+                        return reply.opened_passthrough(
+                            FileHandle(fh),
+                            FopenFlags::FOPEN_NOFLUSH,
+                            &id,
+                        );
                     }
                     Ok(None) => {}
                     Err(e) => {
@@ -583,14 +725,14 @@ impl Filesystem for Adapter {
                     }
                 }
             }
-            reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE);
+            reply.opened(FileHandle(fh), CACHED_VERSION_FILE);
         });
     }
 
     fn read(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         size: u32,
@@ -598,9 +740,15 @@ impl Filesystem for Adapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        guarded("read", || match self.fs.read(fh.0, offset, size) {
-            Ok(data) => reply.data(&data),
-            Err(e) => reply.error(fail("read", &e)),
+        guarded("read", || {
+            let data = match fh {
+                NO_HANDLE => self.fs.read_version(ino.0, offset, size),
+                _ => self.fs.read(fh.0, offset, size),
+            };
+            match data {
+                Ok(data) => reply.data(&data),
+                Err(e) => reply.error(fail("read", &self.fs.explain(ino.0, e))),
+            }
         });
     }
 
@@ -637,6 +785,11 @@ impl Filesystem for Adapter {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
+        // Files the read-only mount opened without the server have nothing to flush, and no
+        // way to say so at open: ENOSYS tells the kernel, once, to send no more flushes.
+        if fh == NO_HANDLE && self.fs.is_read_only() {
+            return reply.error(Errno::from_i32(libc::ENOSYS));
+        }
         guarded("flush", || match self.fs.flush(ino.0, fh.0) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(fail("flush", &e)),
@@ -654,16 +807,10 @@ impl Filesystem for Adapter {
         reply: ReplyEmpty,
     ) {
         guarded("release", || {
-            {
-                let mut b = self.backing();
-                // Dropping the last handle's reference releases the backing file in the kernel;
-                // then the inode's entry goes too, so the map only holds files that are open.
-                b.by_fh.remove(&fh.0);
-                if b.by_ino.get(&ino.0).is_some_and(|w| w.strong_count() == 0) {
-                    b.by_ino.remove(&ino.0);
-                }
+            self.backing().released(ino.0);
+            if fh != NO_HANDLE {
+                self.fs.release(fh.0);
             }
-            self.fs.release(fh.0);
             reply.ok();
         });
     }

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use fuser::{Config, MountOption, SessionACL};
 
 use crate::error::{Error, IoContext, Result};
-use crate::fs::{Fs, Inodes};
+use crate::fs::{AliasWatch, Fs, Inodes};
 use crate::fuse::Adapter;
 use crate::mounts::{FS_TYPE, mount_type, server_pid};
 
@@ -31,6 +31,8 @@ pub const LOG_FILE: &str = "mount.log";
 /// 40 MB of its memory.
 const MAX_CACHED_ENTRIES: usize = 100_000;
 const MAX_CACHED_ENV: &str = "ARTIFACTFS_MAX_CACHED_ENTRIES";
+/// How often the catalog is checked for alias moves made outside this mount.
+const ALIAS_POLL: Duration = Duration::from_millis(200);
 
 /// Request-loop threads: enough to overlap catalog lookups with reads on a small machine.
 fn worker_threads() -> usize {
@@ -47,6 +49,8 @@ pub struct Options {
     pub foreground: bool,
     /// Mount over a directory that holds files (hiding them until unmounted).
     pub nonempty: bool,
+    /// Versions only, no drafts/; files open without asking the server.
+    pub read_only: bool,
 }
 
 /// Refuses mount points that do not exist, are not directories, are already mounts, or hold
@@ -157,7 +161,7 @@ pub fn mount(
     let mountpoint = check_mountpoint(mountpoint, opts.nonempty)?;
     let store_root = &std::path::absolute(store_root).at(store_root)?;
     if opts.foreground {
-        return serve(store_root, &mountpoint, lock, ready);
+        return serve(store_root, &mountpoint, lock, ready, opts.read_only);
     }
     // Open the store here too, so its errors reach the user directly.
     drop(crate::store::Store::open(store_root)?);
@@ -170,6 +174,7 @@ pub fn mount(
         .arg(&mountpoint)
         .arg("--foreground")
         .args(opts.nonempty.then_some("--nonempty"))
+        .args(opts.read_only.then_some("--read-only"))
         .env(READY_FD_ENV, READY_FD.to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -293,6 +298,7 @@ fn serve(
     mountpoint: &Path,
     lock: Option<fs::File>,
     ready: &mut dyn FnMut(&Path),
+    read_only: bool,
 ) -> Result<()> {
     let mut pipe = take_ready_pipe();
     // Started by `mount`, which tells the user; else this process is the one to.
@@ -300,7 +306,7 @@ fn serve(
     if pipe.is_none() {
         told = ready;
     }
-    let result = serve_inner(store_root, mountpoint, &mut pipe, lock, told);
+    let result = serve_inner(store_root, mountpoint, &mut pipe, lock, told, read_only);
     if let Err(e) = &result {
         log::error!("{e}");
         report(&mut pipe, &format!("{e}\n"));
@@ -314,13 +320,16 @@ fn serve_inner(
     pipe: &mut Option<fs::File>,
     lock: Option<fs::File>,
     ready: &mut dyn FnMut(&Path),
+    read_only: bool,
 ) -> Result<()> {
     // Request threads allocate and free inode data in turns; with an arena per thread, glibc
     // keeps memory freed in one from serving another, and the server grows for nothing.
     // SAFETY: mallopt only tunes the allocator; it is called before any thread is started.
     unsafe { libc::mallopt(libc::M_ARENA_MAX, 2) };
     let limit = max_cached_entries()?;
-    let fs = Fs::new(store_root)?;
+    raise_open_files_limit();
+    let fs = Fs::new(store_root)?.with_read_only(read_only);
+    let mut aliases = fs.alias_watch()?;
     // SAFETY: geteuid cannot fail.
     let root = unsafe { libc::geteuid() } == 0;
     let mut config = Config::default();
@@ -338,6 +347,10 @@ fn serve_inner(
         MountOption::NoDev,
         MountOption::NoSuid,
     ];
+    if read_only {
+        // The kernel refuses every change itself (EROFS), and keeps the atime it caches.
+        config.mount_options.push(MountOption::RO);
+    }
     // Root mounts are for everyone on the machine; a user's mount stays the user's.
     config.acl = if root {
         SessionACL::All
@@ -372,10 +385,23 @@ fn serve_inner(
         .name("evict".into())
         .spawn(move || evict_entries(&inodes, &evictor, limit))
         .at(Path::new("evict thread"))?;
+    let watcher = session.notifier();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopped = stop.clone();
+    let watching = std::thread::Builder::new()
+        .name("aliases".into())
+        .spawn(move || watch_aliases(&mut aliases, &watcher, &stopped))
+        .at(Path::new("alias thread"))?;
     drop(lock);
     report(pipe, "ready\n");
     ready(mountpoint);
-    session.run().map_err(|e| Error::io(mountpoint, e))?;
+    let served = session.run().map_err(|e| Error::io(mountpoint, e));
+    // Its catalog connection must close before the process exits: the last connection to
+    // close folds the write-ahead log into the catalog, which the next user then finds whole
+    // even without the -wal file.
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = watching.join();
+    served?;
     log::info!("unmounted {}", mountpoint.display());
     Ok(())
 }
@@ -420,6 +446,42 @@ fn evict_entries(inodes: &Inodes, notifier: &fuser::Notifier, limit: usize) {
         if evicted {
             // SAFETY: malloc_trim only returns free heap memory to the system.
             unsafe { libc::malloc_trim(0) };
+        }
+    }
+}
+
+/// Shows alias moves made outside this mount (by the CLI, another mount) within a second:
+/// the kernel keeps alias targets, so it must be told when one moves.
+fn watch_aliases(
+    watch: &mut AliasWatch,
+    notifier: &fuser::Notifier,
+    stop: &std::sync::atomic::AtomicBool,
+) {
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        std::thread::sleep(ALIAS_POLL);
+        match watch.moved() {
+            Ok(moved) if !moved.is_empty() => {
+                log::debug!("{} aliases moved", moved.len());
+                crate::fuse::invalidate_aliases(notifier, &moved);
+            }
+            Ok(_) => {}
+            Err(e) => log::warn!("could not check the catalog for alias moves: {e}"),
+        }
+    }
+}
+
+/// Lets the server keep as many files open as the system allows it (blobs of version files
+/// being read, and every open draft file), not the 1,024 a login shell starts with.
+fn raise_open_files_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the given struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
         }
     }
 }

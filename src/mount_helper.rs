@@ -53,6 +53,8 @@ pub struct Request {
     pub fake: bool,
     /// `-o nonempty`: mount over a directory that holds files.
     pub nonempty: bool,
+    /// `-o ro`: the read-only mount (versions only, no `drafts/`), as `mount --read-only`.
+    pub read_only: bool,
 }
 
 /// Whether the program was started under a helper's name (`mount.fuse.artifactfs`).
@@ -104,6 +106,7 @@ pub fn parse(args: &[OsString]) -> Result<Request> {
         ))
     })?;
     let mut nonempty = false;
+    let mut read_only = false;
     for option in options.iter().flat_map(|o| o.split(',')) {
         if option == "nonempty" {
             nonempty = true;
@@ -113,14 +116,13 @@ pub fn parse(args: &[OsString]) -> Result<Request> {
             || GENERIC.contains(&option)
             || option.starts_with("x-")
             || option.starts_with("comment=");
-        if option == "ro" {
-            return Err(usage(
-                "option ro is not supported: versions are always read-only, and drafts/ is \
-                 where the mount takes writes"
-                    .into(),
-            ));
+        // The last of ro and rw wins, as for mount(8).
+        match option {
+            "ro" => read_only = true,
+            "rw" => read_only = false,
+            _ => {}
         }
-        if !known && !sloppy {
+        if !known && option != "ro" && !sloppy {
             return Err(usage(format!(
                 "unknown mount option {option:?} (add -s to ignore unknown options)"
             )));
@@ -131,6 +133,7 @@ pub fn parse(args: &[OsString]) -> Result<Request> {
         mountpoint,
         fake,
         nonempty,
+        read_only,
     })
 }
 
@@ -154,6 +157,7 @@ pub fn run(args: &[OsString]) -> ExitCode {
         let opts = crate::mount::Options {
             foreground: false,
             nonempty: request.nonempty,
+            read_only: request.read_only,
         };
         crate::mount::mount(&request.store, &request.mountpoint, opts, &mut |_| {})
     });
@@ -183,6 +187,7 @@ mod tests {
         assert_eq!(r.store, PathBuf::from("/data/store"));
         assert_eq!(r.mountpoint, PathBuf::from("/mnt/a"));
         assert!(!r.fake);
+        assert!(!r.read_only);
         let r = parse(&args("s m -fnv -t fuse.artifactfs -orw")).unwrap();
         assert!(r.fake);
         assert!(!r.nonempty);
@@ -190,10 +195,17 @@ mod tests {
     }
 
     #[test]
+    fn ro_asks_for_the_read_only_mount_and_the_last_of_ro_rw_wins() {
+        assert!(parse(&args("s m -o ro")).unwrap().read_only);
+        assert!(parse(&args("s m -o defaults,ro,nofail")).unwrap().read_only);
+        assert!(!parse(&args("s m -o ro -o rw")).unwrap().read_only);
+        assert!(parse(&args("s m -o rw,ro")).unwrap().read_only);
+    }
+
+    #[test]
     fn refuses_what_it_cannot_honour_naming_it() {
         for (line, needle) in [
             ("s m -o rw,allow_root", "allow_root"),
-            ("s m -o ro", "ro is not supported"),
             ("s", "got 1 argument"),
             ("s m extra", "got 3 argument"),
             ("s m -o", "-o needs a value"),

@@ -17,6 +17,7 @@ mod control;
 pub mod inode;
 mod listings;
 mod orphan;
+mod version_files;
 mod writes;
 
 use std::collections::HashMap;
@@ -43,6 +44,7 @@ use crate::tree::{self, Item, TreeEntry};
 
 pub use access::Caller;
 pub use inode::{DRAFTS, Ino, Inodes, Kind, Node, ROOT};
+pub use version_files::AliasWatch;
 pub use writes::{SetAttr, SetTime};
 
 /// How long the kernel may cache what never changes.
@@ -137,6 +139,8 @@ struct Cursor {
 
 pub struct Fs {
     inodes: Arc<inode::Inodes>,
+    /// Where the catalog lives, for more connections to it.
+    backend: crate::catalog::Backend,
     listings: listings::Listings,
     pool: Pool,
     blobs: BlobStore,
@@ -160,6 +164,10 @@ pub struct Fs {
     /// Whether version files are read through kernel passthrough: set by the FUSE layer,
     /// which negotiates it, and shown on the root for `artifactfs doctor`.
     pub passthrough: AtomicBool,
+    /// The read-only mount: versions only, no `drafts/`.
+    read_only: bool,
+    /// Version files and aliases as the kernel caches them (see `version_files.rs`).
+    cached: version_files::Cached,
 }
 
 /// An open file's content: a blob, or a staged file, which `writer` may change.
@@ -232,6 +240,7 @@ impl Fs {
             inodes: Arc::new(inode::Inodes::default()),
             listings: listings::Listings::default(),
             pool: Pool::new(&backend)?,
+            backend,
             blobs: BlobStore::open(&root)?,
             staging: Staging::open(&root)?,
             store_root: root,
@@ -246,6 +255,8 @@ impl Fs {
             next_fh: AtomicU64::new(1),
             drafts_changed: std::sync::atomic::AtomicI64::new(0),
             passthrough: AtomicBool::new(false),
+            read_only: false,
+            cached: version_files::Cached::default(),
         })
     }
 
@@ -406,6 +417,8 @@ impl Fs {
             Node::Alias { artifact, alias } => {
                 let n = alias_target(conn.conn(), &artifact, &alias)?
                     .ok_or_else(|| Error::not_found(self.describe(ino, None)))?;
+                // The kernel keeps the target until told that the alias moved.
+                self.cached.served_alias(ino, n);
                 Ok(format!("v{n}").into_bytes())
             }
             Node::Entry(TreeEntry {
@@ -443,7 +456,7 @@ impl Fs {
         }
         let child = match dir {
             Node::Root => match text {
-                Some("drafts") => Some(Node::Drafts),
+                Some("drafts") if !self.read_only => Some(Node::Drafts),
                 Some(t) if ArtifactName::new(t).is_ok() => {
                     versions::artifact(conn, t)?.map(|a| Node::Artifact { name: a.name })
                 }
@@ -585,8 +598,9 @@ impl Fs {
         let mounted = crate::catalog::ns_of(self.mounted);
         let attr = match node {
             Node::Root => {
-                let n = versions::artifacts(conn)?.len() as u64;
-                self.attr(ino, Kind::Dir, 0, 3 + n, Meta::recorded(0o755, mounted))
+                // ".", "..", drafts/ (not on the read-only mount) and one per artifact.
+                let n = versions::artifacts(conn)?.len() as u64 + !self.read_only as u64;
+                self.attr(ino, Kind::Dir, 0, 2 + n, Meta::recorded(0o755, mounted))
             }
             Node::Drafts => {
                 let all = drafts::list(conn)?;
@@ -805,7 +819,10 @@ impl Fs {
         }
         Ok(match self.node(ino)? {
             Node::Root => {
-                let mut list = vec![(b"drafts".to_vec(), Node::Drafts)];
+                let mut list = Vec::new();
+                if !self.read_only {
+                    list.push((b"drafts".to_vec(), Node::Drafts));
+                }
                 for a in versions::artifacts(conn)? {
                     list.push((a.name.clone().into_bytes(), Node::Artifact { name: a.name }));
                 }
