@@ -1,7 +1,7 @@
 //! Runs one parsed command against the store and prints its result, as text or JSON.
 
 use std::io::{self, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::CommandFactory;
@@ -68,7 +68,10 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         | Command::Draft(DraftCommand::New { .. })
         | Command::Upsert { .. }
         | Command::Finish { .. } => location.prepare()?,
-        Command::Init { .. } | Command::Doctor | Command::Umount { .. } => {}
+        Command::Init { .. }
+        | Command::Doctor
+        | Command::Umount { .. }
+        | Command::CopyStore { .. } => {}
         _ => location.require()?,
     }
     let dir = location.path;
@@ -104,6 +107,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             },
         )?;
         return Ok(ExitCode::SUCCESS);
+    }
+    if let Command::CopyStore { src, dest } = &cli.command {
+        return copy_store(&cli, src, dest);
     }
     if let Command::Doctor = cli.command {
         let report = crate::doctor::examine(&dir);
@@ -384,6 +390,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         | Command::Completions { .. }
         | Command::Man { .. }
         | Command::Init { .. }
+        | Command::CopyStore { .. }
         | Command::Doctor => unreachable!("handled above"),
         Command::Gc => {
             let r = maintenance::gc(&mut store)?;
@@ -938,4 +945,35 @@ fn print_doctor(r: &crate::doctor::Report, json: bool) -> Result<()> {
     }
     println!("{}", out.join("\n"));
     Ok(())
+}
+
+fn copy_store(cli: &Cli, src: &Path, dest: &Path) -> Result<ExitCode> {
+    let at = |path: &Path| -> Result<store_dir::Location> {
+        Ok(store_dir::Location {
+            path: std::path::absolute(path).at(path)?,
+            origin: store_dir::Origin::Flag,
+        })
+    };
+    let (src, dest) = (at(src)?, at(dest)?);
+    src.require()?;
+    dest.prepare()?;
+    let mut from = Store::open(&src.path)?;
+    let mut into = Store::open(&dest.path)?;
+    let copied = crate::copy_store::copy_store(&mut from, &mut into)?;
+    out_of(cli).print(
+        json!({"blobs": copied.blobs, "artifacts": copied.artifacts, "versions": copied.versions,
+            "drafts": copied.drafts, "staged_files": copied.staged, "rows": copied.rows}),
+        || {
+            format!(
+                "copied {}, {}, {} and {} ({}) into {}",
+                plural(copied.artifacts, "artifact", "artifacts"),
+                plural(copied.versions, "version", "versions"),
+                plural(copied.drafts, "draft", "drafts"),
+                plural(copied.blobs, "blob", "blobs"),
+                plural(copied.staged, "staged file", "staged files"),
+                dest.path.display()
+            )
+        },
+    )?;
+    Ok(ExitCode::SUCCESS)
 }

@@ -251,6 +251,14 @@ pub enum Command {
               value_parser = crate::store_config::parse_size)]
         cache_size: Option<u64>,
     },
+    /// Copy the embedded store SRC into DEST (a new store, or one made with `init --catalog`
+    /// for sharing), with version numbers, aliases, metadata and drafts as they were
+    CopyStore {
+        /// The store to copy (left as it was)
+        src: PathBuf,
+        /// The store to copy into: missing, empty, or a store with no artifacts or drafts yet
+        dest: PathBuf,
+    },
     /// Check the store and this machine: sizes, schema, mounts, kernel passthrough, and
     /// anything wrong with a fix for it (exit status 3 if something is)
     Doctor,

@@ -9,6 +9,7 @@ pub mod catalog;
 pub mod cli;
 pub mod clock;
 pub mod commit;
+pub mod copy_store;
 pub mod doctor;
 pub mod draft;
 pub mod error;

@@ -24,6 +24,17 @@ pub enum Value {
     Blob(Vec<u8>),
 }
 
+impl Value {
+    pub fn as_param(&self) -> Param<'_> {
+        match self {
+            Value::Null => Param::Null,
+            Value::Int(i) => Param::Int(*i),
+            Value::Text(t) => Param::Text(t),
+            Value::Blob(b) => Param::Blob(b),
+        }
+    }
+}
+
 /// Which engine runs the statements, for the little SQL that differs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Dialect {
@@ -133,6 +144,11 @@ pub type DbResult<T> = std::result::Result<T, DbError>;
 pub struct Row(pub(super) Vec<Value>);
 
 impl Row {
+    /// Every column, in order: for copying a row whatever its types.
+    pub fn values(&self) -> &[Value] {
+        &self.0
+    }
+
     pub fn get<T: FromValue>(&self, index: usize) -> DbResult<T> {
         let v = self
             .0
