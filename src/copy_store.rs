@@ -142,10 +142,7 @@ fn copy_table(from: &Db, to: &Db, table: &str, columns: &str) -> Result<u64> {
             Ok(())
         },
     )
-    .or_else(|e| match failed.take() {
-        Some(inner) => Err(inner),
-        None => Err(e),
-    })
+    .map_err(|e| failed.take().unwrap_or(e))
     .ctx(|| format!("copy table {table}"))?;
     Ok(rows)
 }
