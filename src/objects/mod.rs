@@ -1,12 +1,17 @@
 //! Blobs in an object store that many hosts share.
 //!
-//! [`ObjectClient`] is the few requests the shared store needs (head, put, multipart upload,
-//! ranged get, delete, list), blocking, with keys relative to the store's prefix.
-//! [`S3Client`] is the real one; tests wrap a client to add failures or count requests.
+//! Two layers, each usable on its own:
+//! - [`ObjectClient`]: the few requests the shared store needs (head, put, multipart upload,
+//!   ranged get, delete, list), blocking, with keys relative to the store's prefix.
+//!   [`S3Client`] is the real one; tests wrap a client to add failures or count requests.
+//! - [`RemoteBlobs`]: blobs by content address (`PREFIX/blobs/ab/abcd…`) over any client.
+//!   Uploads skip content already there and go in parallel parts for large files; downloads
+//!   are checked against the SHA-256 the key names before anyone may use them.
 //!
 //! Everything here is blocking: the S3 client keeps a small runtime of its own, so callers
 //! are ordinary threads.
 
+mod remote;
 mod s3;
 
 use std::ops::Range;
@@ -14,6 +19,7 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 
+pub use remote::{BlobListing, RemoteBlobs, StoredBlob, Transfer, Uploaded, blob_key};
 pub use s3::{S3Client, S3Config};
 
 /// What kind of failure an object store reported, for the errno and for callers that decide
