@@ -1,16 +1,21 @@
-//! Blobs in an object store that many hosts share.
+//! Blobs in an object store that many hosts share, and the verified local cache each host
+//! reads them through.
 //!
-//! Two layers, each usable on its own:
+//! Three layers, each usable on its own:
 //! - [`ObjectClient`]: the few requests the shared store needs (head, put, multipart upload,
 //!   ranged get, delete, list), blocking, with keys relative to the store's prefix.
 //!   [`S3Client`] is the real one; tests wrap a client to add failures or count requests.
 //! - [`RemoteBlobs`]: blobs by content address (`PREFIX/blobs/ab/abcd…`) over any client.
 //!   Uploads skip content already there and go in parallel parts for large files; downloads
 //!   are checked against the SHA-256 the key names before anyone may use them.
+//! - [`BlobCache`]: a directory in exactly the `blobs/` layout of a local store, holding only
+//!   verified content, bounded in size, least recently used first, never removing a file
+//!   that some process has open.
 //!
 //! Everything here is blocking: the S3 client keeps a small runtime of its own, so callers
 //! are ordinary threads.
 
+mod cache;
 mod remote;
 mod s3;
 
@@ -19,6 +24,7 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 
+pub use cache::{BlobCache, CachedBlob, Eviction};
 pub use remote::{BlobListing, RemoteBlobs, StoredBlob, Transfer, Uploaded, blob_key};
 pub use s3::{S3Client, S3Config};
 
