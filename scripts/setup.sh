@@ -4,7 +4,8 @@
 set -euo pipefail
 
 need=()
-for pkg in build-essential pkg-config python3 rsync fuse3 sqlite3 git fio bindfs man-db bsdextrautils; do
+for pkg in build-essential pkg-config python3 rsync fuse3 sqlite3 git fio bindfs man-db bsdextrautils \
+    postgresql; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if ((${#need[@]})); then
@@ -40,3 +41,11 @@ if ! command -v cargo >/dev/null 2>&1; then
     export PATH="$HOME/.cargo/bin:$PATH"
 fi
 cargo --version >/dev/null
+
+# s3s-fs, the S3-compatible server the shared-store tests start on 127.0.0.1 (PostgreSQL, the
+# other server they start, comes from Debian above). Pinned: 0.17 needs a newer Rust (1.96)
+# than this machine has. The binary lands in ~/.cargo/bin, where the tests look for it.
+s3s_fs="${CARGO_HOME:-$HOME/.cargo}/bin/s3s-fs"
+if [ "$("$s3s_fs" --version 2>/dev/null)" != "s3s-fs 0.14.1" ]; then
+    cargo install --quiet s3s-fs --version 0.14.1 --locked --features binary
+fi

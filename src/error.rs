@@ -116,6 +116,31 @@ pub enum Error {
     /// A referenced file that no longer is what the version recorded (EIO).
     #[error("reference {uri} {why}")]
     ReferenceDrift { uri: String, why: String },
+
+    /// A blob the object store should hold and does not (EIO).
+    #[error("blob {digest} is missing from object store {store}")]
+    ObjectMissing {
+        store: String,
+        digest: crate::hash::Digest,
+    },
+
+    /// A blob whose bytes in the object store are not the ones its name promises (EIO).
+    #[error("blob {digest} in object store {store} is damaged: {why}")]
+    ObjectDamaged {
+        store: String,
+        digest: crate::hash::Digest,
+        why: String,
+    },
+
+    /// The object store could not do what was asked: unreachable past the retries allowed,
+    /// credentials refused, no such bucket, or a failure of its own.
+    #[error("object store {store}: {what}: {why}")]
+    ObjectStore {
+        store: String,
+        what: String,
+        why: String,
+        failure: crate::objects::Failure,
+    },
 }
 
 impl Error {
@@ -174,8 +199,17 @@ impl Error {
                     Failure::Unreachable | Failure::Corrupt | Failure::Other => libc::EIO,
                 }
             }
-            Error::NewerSchema { .. } | Error::Corrupt { .. } | Error::ReferenceDrift { .. } => {
-                libc::EIO
+            Error::NewerSchema { .. }
+            | Error::Corrupt { .. }
+            | Error::ReferenceDrift { .. }
+            | Error::ObjectMissing { .. }
+            | Error::ObjectDamaged { .. } => libc::EIO,
+            Error::ObjectStore { failure, .. } => {
+                use crate::objects::Failure;
+                match failure {
+                    Failure::Denied => libc::EACCES,
+                    Failure::NoBucket | Failure::Unavailable | Failure::Other => libc::EIO,
+                }
             }
         }
     }

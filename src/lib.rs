@@ -25,6 +25,7 @@ pub mod mount;
 pub mod mount_helper;
 pub mod mounts;
 pub mod names;
+pub mod objects;
 pub mod progress;
 pub mod query;
 pub mod reference;

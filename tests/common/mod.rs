@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod mount;
+pub mod services;
 
 use std::ffi::OsStr;
 use std::fs::{self, File, FileTimes};
