@@ -392,19 +392,30 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         | Command::Init { .. }
         | Command::CopyStore { .. }
         | Command::Doctor => unreachable!("handled above"),
-        Command::Gc => {
-            let r = maintenance::gc(&mut store)?;
+        Command::Gc { grace } => {
+            let r = maintenance::gc(&mut store, grace.unwrap_or(maintenance::DEFAULT_GRACE))?;
+            let shared = store.shared().is_some();
             out.print(
                 json!({"blobs_removed": r.blobs_removed, "bytes_freed": r.bytes_freed,
-                    "nodes_removed": r.nodes_removed, "staging_removed": r.staging_removed}),
+                    "nodes_removed": r.nodes_removed, "staging_removed": r.staging_removed,
+                    "recent_kept": r.recent_kept, "cache_removed": r.cache_removed}),
                 || {
-                    format!(
+                    let mut text = format!(
                         "removed {} ({}), {} and {}",
                         plural(r.blobs_removed, "blob", "blobs"),
                         plural(r.bytes_freed, "byte", "bytes"),
                         plural(r.nodes_removed as u64, "tree node", "tree nodes"),
                         plural(r.staging_removed as u64, "staging file", "staging files")
-                    )
+                    );
+                    if shared {
+                        text += &format!(
+                            "; kept {} younger than the grace period; dropped {} from this \
+                             host's cache",
+                            plural(r.recent_kept, "unreferenced object", "unreferenced objects"),
+                            plural(r.cache_removed, "blob", "blobs")
+                        );
+                    }
+                    text
                 },
             )?;
         }
@@ -710,6 +721,7 @@ fn verify_output(out: &Output, report: &maintenance::VerifyReport) -> Result<Exi
         BlobHealth::Intact => "intact".to_string(),
         BlobHealth::Missing => "missing".to_string(),
         BlobHealth::Mismatch { actual } => format!("corrupted (content hashes to {actual})"),
+        BlobHealth::Damaged { why } => format!("corrupted ({why})"),
     };
     if out.json {
         let damaged: Vec<Value> = report
@@ -720,6 +732,7 @@ fn verify_output(out: &Output, report: &maintenance::VerifyReport) -> Result<Exi
                     BlobHealth::Mismatch { actual } => ("corrupted", Some(actual.to_hex())),
                     BlobHealth::Missing => ("missing", None),
                     BlobHealth::Intact => ("intact", None),
+                    BlobHealth::Damaged { .. } => ("corrupted", None),
                 };
                 json!({"blob": d.blob.to_hex(), "problem": problem, "actual": actual,
                     "used_by": d.used_by.iter().map(|(r, p)| json!({"ref": r, "path": json_path(p)})).collect::<Vec<_>>(),

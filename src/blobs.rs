@@ -4,6 +4,11 @@
 //! New content is written under `staging/`, hashed as it is written, and only enters `blobs/`
 //! through [`Batch::finish`], which makes the data durable before renaming it into place and
 //! syncing the directories. Callers commit catalog rows that reference a blob only after that.
+//!
+//! A shared store's blobs live in its object store; `blobs/` is then this host's verified,
+//! bounded cache of them ([`BlobCache`]). Reading fetches what the cache lacks, and a batch
+//! uploads every blob it refers to before it finishes, so no catalog row ever names content
+//! the object store does not hold.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, Write};
@@ -21,6 +26,7 @@ use tempfile::{NamedTempFile, TempPath};
 use crate::error::{Error, IoContext, Result};
 use crate::faults;
 use crate::hash::Digest;
+use crate::objects::{BlobCache, RemoteBlobs};
 
 /// Files up to this size are read whole, so content already in the store is never rewritten.
 const SMALL_FILE: u64 = 1 << 20;
@@ -28,10 +34,28 @@ const SMALL_FILE: u64 = 1 << 20;
 const SYNCFS_THRESHOLD: usize = 64;
 const COPY_BUF: usize = 1 << 20;
 
-#[derive(Debug)]
 pub struct BlobStore {
     blobs: PathBuf,
     staging: PathBuf,
+    shared: Option<Box<Shared>>,
+}
+
+/// A shared store's object store, and this host's cache of it (`blobs/` itself).
+struct Shared {
+    objects: RemoteBlobs,
+    cache: BlobCache,
+    /// Uploads and existence checks wait on the network, not the CPU: more of them at once
+    /// than there are cores.
+    transfers: rayon::ThreadPool,
+}
+
+impl std::fmt::Debug for BlobStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlobStore")
+            .field("blobs", &self.blobs)
+            .field("shared", &self.shared.as_ref().map(|s| s.objects.store()))
+            .finish()
+    }
 }
 
 /// What `verify` found for one blob.
@@ -39,7 +63,13 @@ pub struct BlobStore {
 pub enum BlobHealth {
     Intact,
     Missing,
-    Mismatch { actual: Digest },
+    Mismatch {
+        actual: Digest,
+    },
+    /// A shared store's object that is not the content its name promises.
+    Damaged {
+        why: String,
+    },
 }
 
 impl BlobStore {
@@ -59,7 +89,38 @@ impl BlobStore {
             }
             sync_dir(&blobs)?;
         }
-        Ok(BlobStore { blobs, staging })
+        Ok(BlobStore {
+            blobs,
+            staging,
+            shared: None,
+        })
+    }
+
+    /// A shared store's blobs: those of `objects`, read through a cache in `root/blobs` of
+    /// about `cache_size` bytes.
+    pub fn open_shared(root: &Path, objects: RemoteBlobs, cache_size: u64) -> Result<Self> {
+        let mut store = Self::open(root)?;
+        let transfers = rayon::ThreadPoolBuilder::new()
+            .num_threads(objects.transfer().concurrency.max(2) * 2)
+            .thread_name(|i| format!("transfer-{i}"))
+            .build()
+            .map_err(|e| Error::io(root, std::io::Error::other(e)))?;
+        store.shared = Some(Box::new(Shared {
+            cache: BlobCache::open(root, cache_size)?,
+            objects,
+            transfers,
+        }));
+        Ok(store)
+    }
+
+    /// The object store of a shared store.
+    pub fn objects(&self) -> Option<&RemoteBlobs> {
+        self.shared.as_ref().map(|s| &s.objects)
+    }
+
+    /// This host's cache of a shared store's blobs.
+    pub fn cache(&self) -> Option<&BlobCache> {
+        self.shared.as_ref().map(|s| &s.cache)
     }
 
     pub fn path(&self, digest: &Digest) -> PathBuf {
@@ -67,6 +128,7 @@ impl BlobStore {
         self.blobs.join(&hex[..2]).join(hex)
     }
 
+    /// Whether the blob is on this host (for a shared store: in the cache).
     pub fn contains(&self, digest: &Digest) -> bool {
         self.path(digest).exists()
     }
@@ -80,6 +142,9 @@ impl BlobStore {
         size: u64,
         what: impl Fn() -> String,
     ) -> Result<File> {
+        if let Some(shared) = &self.shared {
+            return shared.open(digest, size, &what);
+        }
         let path = self.path(digest);
         let file = File::open(&path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => Error::Corrupt {
@@ -128,10 +193,29 @@ impl BlobStore {
         Ok(n)
     }
 
+    /// Stores the content of `path`, which may still change afterwards: on a shared store,
+    /// uploaded (not cached); locally, copied into `blobs/`.
+    pub fn publish(&self, path: &Path) -> Result<(Digest, u64)> {
+        match &self.shared {
+            Some(shared) => {
+                let up = shared.objects.put_file(path, None)?;
+                Ok((up.digest, up.size))
+            }
+            None => {
+                let batch = self.batch();
+                let len = fs::metadata(path).at(path)?.len();
+                let stored = batch.add_file(path, len)?;
+                batch.finish()?;
+                Ok(stored)
+            }
+        }
+    }
+
     /// Starts a group of writes that become durable together.
     pub fn batch(&self) -> Batch<'_> {
         Batch {
             store: self,
+            referenced: Mutex::new(Vec::new()),
             pending: Mutex::new(Vec::new()),
             links: Mutex::new(Vec::new()),
             fans: Mutex::new(std::collections::BTreeSet::new()),
@@ -139,8 +223,16 @@ impl BlobStore {
         }
     }
 
-    /// Re-hashes one blob.
+    /// Re-hashes one blob: for a shared store, the object itself, downloaded.
     pub fn check(&self, digest: &Digest) -> Result<BlobHealth> {
+        if let Some(shared) = &self.shared {
+            return match shared.objects.download(digest, None, &mut std::io::sink()) {
+                Ok(_) => Ok(BlobHealth::Intact),
+                Err(Error::ObjectMissing { .. }) => Ok(BlobHealth::Missing),
+                Err(Error::ObjectDamaged { why, .. }) => Ok(BlobHealth::Damaged { why }),
+                Err(e) => Err(e),
+            };
+        }
         let path = self.path(digest);
         let file = match File::open(&path) {
             Ok(f) => f,
@@ -228,6 +320,9 @@ const INGEST_PREFIX: &str = "ingest-";
 /// Dropping a batch without finishing it removes its staging files.
 pub struct Batch<'a> {
     store: &'a BlobStore,
+    /// Every blob the batch refers to, for a shared store to make sure its object store
+    /// holds them all.
+    referenced: Mutex<Vec<Digest>>,
     /// Staged files are closed once written, so a batch of any size holds no descriptors.
     pending: Mutex<Vec<(TempPath, Digest)>>,
     /// Files of the caller's that become blobs by a second name (staged draft files).
@@ -300,6 +395,9 @@ impl Batch<'_> {
 
     fn note(&self, digest: &Digest) {
         lock(&self.fans).insert(digest.0[0]);
+        if self.store.shared.is_some() {
+            lock(&self.referenced).push(*digest);
+        }
     }
 
     /// Renames a staged file to its blob name; false if that blob already existed.
@@ -397,7 +495,80 @@ impl Batch<'_> {
             dirs.push(self.store.blobs.clone());
         }
         dirs.par_iter().try_for_each(|dir| sync_dir(dir))?;
+        if let Some(shared) = &self.store.shared {
+            let mut referenced = std::mem::take(&mut *lock(&self.referenced));
+            referenced.sort_unstable();
+            referenced.dedup();
+            shared.upload(self.store, &referenced)?;
+            let bytes = added
+                .iter()
+                .map(|d| fs::metadata(self.store.path(d)).map_or(0, |m| m.len()))
+                .sum();
+            shared.cache.added(bytes)?;
+        }
         Ok(added)
+    }
+}
+
+impl Shared {
+    /// The cached blob, fetched and checked if the cache lacks it. A missing or damaged
+    /// object is damage to the store, named with the file it belongs to.
+    fn open(&self, digest: &Digest, size: u64, what: &dyn Fn() -> String) -> Result<File> {
+        let cached = if size == 0 && *digest == Digest::of(b"") {
+            // Nothing to download, and a file written elsewhere shows empty until it is
+            // first closed there: its blob may not be stored yet.
+            self.cache.insert_file(Path::new("/dev/null"), digest)
+        } else {
+            self.cache.fetch(&self.objects, digest, Some(size))
+        };
+        let cached = cached.map_err(|e| match e {
+            Error::ObjectMissing { .. } | Error::ObjectDamaged { .. } => Error::Corrupt {
+                what: what(),
+                why: format!("its content cannot be read: {e}; see artifactfs verify"),
+            },
+            e => e,
+        })?;
+        if cached.size() != size {
+            return Err(Error::Corrupt {
+                what: what(),
+                why: format!(
+                    "its content (blob {digest}) is {} bytes in the cache of {}, not the {size} \
+                     recorded; see artifactfs verify",
+                    cached.size(),
+                    self.objects.store()
+                ),
+            });
+        }
+        Ok(cached.into_file())
+    }
+
+    /// Makes sure the object store holds every one of `blobs`, uploading from `blobs/` what
+    /// it lacks; only then may catalog rows refer to them.
+    fn upload(&self, store: &BlobStore, blobs: &[Digest]) -> Result<()> {
+        self.transfers.install(|| {
+            blobs.par_iter().try_for_each(|digest| {
+                let path = store.path(digest);
+                match self.objects.put_file(&path, Some(*digest)) {
+                    Ok(_) => Ok(()),
+                    // Evicted from the cache since the batch saw it: it came from the object
+                    // store, unless gc took it meanwhile.
+                    Err(Error::Io { source, .. })
+                        if source.kind() == std::io::ErrorKind::NotFound =>
+                    {
+                        match self.objects.exists(digest)? {
+                            true => Ok(()),
+                            false => Err(Error::io(
+                                &path,
+                                std::io::Error::other(
+                                    "left the cache before it was uploaded; try again",
+                                ),
+                            )),
+                        }
+                    }
+                    Err(e) => Err(e),
+                }
+            })
+        })
     }
 }
 

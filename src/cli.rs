@@ -209,7 +209,12 @@ pub enum Command {
         reference: Option<VersionRef>,
     },
     /// Remove blobs that no version and no draft references
-    Gc,
+    Gc {
+        /// On a shared store, keep unreferenced objects younger than this (an upload in
+        /// flight on another host is): 90s, 30m, 1h, 2d [default: 1h]
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        grace: Option<std::time::Duration>,
+    },
     /// Mount the store at MOUNTPOINT: versions as read-only directories, drafts under drafts/
     Mount {
         /// An empty directory to mount the store on
@@ -382,6 +387,29 @@ pub struct ReferenceArgs {
         requires = "references"
     )]
     pub max_objects: u64,
+}
+
+/// A duration as `gc --grace` takes it: a number of seconds, or one with a unit (s, m, h, d).
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let scale = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => {
+            return Err(format!(
+                "{text:?}: expected a number with s, m, h or d (90s, 1h)"
+            ));
+        }
+    };
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?}: expected a number with s, m, h or d (90s, 1h)"))?;
+    Ok(std::time::Duration::from_secs(n.saturating_mul(scale)))
 }
 
 #[cfg(test)]

@@ -58,7 +58,13 @@ pub struct Copied {
 
 pub fn copy_store(src: &mut Store, dest: &mut Store) -> Result<Copied> {
     dest.catalog.check_writable()?;
-    let what = || format!("copy {} into {}", src.root().display(), dest.root().display());
+    let what = || {
+        format!(
+            "copy {} into {}",
+            src.root().display(),
+            dest.root().display()
+        )
+    };
     let empty: i64 = dest
         .conn()
         .query_one(

@@ -22,6 +22,10 @@ pub enum Found {
         mode: u32,
         /// Who made it, when not the draft's owner.
         owner: Option<(u32, u32)>,
+        /// Its content when last closed, and then its mtime (shared stores; see
+        /// [`Change::Staged`]).
+        published: Option<(Digest, u64)>,
+        mtime_ns: i64,
     },
     /// A directory, with the base directory it shows through (if any).
     Dir {
@@ -144,10 +148,12 @@ fn found_in_changes(e: &DraftEntry) -> Found {
             ),
             times,
         ),
-        Change::Staged { id } => Found::Staged {
+        Change::Staged { id, published } => Found::Staged {
             id: *id,
             mode: e.meta.mode,
             owner: e.meta.owner,
+            published: *published,
+            mtime_ns: e.meta.mtime_ns,
         },
         Change::Reference(r) => Found::File(entry_of(e, Item::Reference(r.clone())), times),
         Change::Dir { .. } | Change::Removed => unreachable!("not a leaf"),
@@ -406,7 +412,7 @@ fn build_dir(
         let item = match change.change {
             Change::Removed => continue,
             Change::File { blob, size } => Item::File { blob, size },
-            Change::Staged { id } => {
+            Change::Staged { id, .. } => {
                 let (blob, size, mtime) = staged(id)?;
                 mtime_ns = mtime;
                 Item::File { blob, size }
@@ -518,10 +524,19 @@ fn leaf_change(found: &Found) -> Option<(Change, Meta)> {
     let (e, times) = match found {
         Found::File(e, t) | Found::Symlink(e, t) => (e, t),
         // A staged file's times are its own; the catalog keeps none.
-        Found::Staged { id, mode, owner } => {
+        Found::Staged {
+            id,
+            mode,
+            owner,
+            published,
+            mtime_ns,
+        } => {
             return Some((
-                Change::Staged { id: *id },
-                Meta::recorded(*mode, 0).by(*owner),
+                Change::Staged {
+                    id: *id,
+                    published: *published,
+                },
+                Meta::recorded(*mode, *mtime_ns).by(*owner),
             ));
         }
         Found::Dir { .. } => return None,

@@ -23,8 +23,10 @@ use crate::fs::{Attr, Caller, DirSink, Entry, Fs, Kind, OpenMode, Opened, SetAtt
 
 /// How draft files are opened: a close needs no round trip to the server (there is nothing to
 /// flush; what was written is in the staged file already). Control files keep their flush,
-/// which is where an unfinished request is refused.
+/// which is where an unfinished request is refused, and so do a shared store's draft files,
+/// which are published when closed.
 const DRAFT_FILE: FopenFlags = FopenFlags::FOPEN_NOFLUSH;
+const SHARED_DRAFT_FILE: FopenFlags = FopenFlags::empty();
 
 /// How a version file read through the page cache is opened: its pages are kept across
 /// opens (it never changes) and a close costs nothing (there is nothing to flush).
@@ -191,6 +193,13 @@ impl Adapter {
                     self.fs.describe(parent, Some(&name))
                 );
             }
+        }
+    }
+
+    fn draft_file(&self) -> FopenFlags {
+        match self.fs.is_shared() {
+            true => SHARED_DRAFT_FILE,
+            false => DRAFT_FILE,
         }
     }
 
@@ -659,7 +668,7 @@ impl Filesystem for Adapter {
                     &file_attr(&e.attr),
                     Generation(0),
                     FileHandle(fh),
-                    DRAFT_FILE,
+                    self.draft_file(),
                 ),
                 Ok((e, Opened::Control { fh })) => reply.created(
                     &e.ttl,
@@ -703,7 +712,7 @@ impl Filesystem for Adapter {
             // A draft's file may get other content under the same inode: it is read through the
             // server with its pages dropped at each open, never through a backing file.
             if !immutable {
-                return reply.opened(FileHandle(fh), DRAFT_FILE);
+                return reply.opened(FileHandle(fh), self.draft_file());
             }
             // A reference of a version: checked at this open (above), then read like a blob.
             if self.fs.passthrough.load(Ordering::Relaxed) {

@@ -160,15 +160,27 @@ fn verify_references(store: &Store, roots: Option<&[NodeId]>) -> Result<(u64, Ve
 #[derive(Default)]
 pub struct GcReport {
     pub nodes_removed: usize,
+    /// Blobs removed: from `blobs/`, or from a shared store's object store.
     pub blobs_removed: u64,
     pub bytes_freed: u64,
     pub staging_removed: usize,
+    /// A shared store's unreferenced objects kept because they are younger than the grace
+    /// period, and the files removed from this host's cache.
+    pub recent_kept: u64,
+    pub cache_removed: u64,
 }
+
+/// How old an unreferenced object of a shared store must be before `gc` removes it: an
+/// upload still in flight on some host is younger.
+pub const DEFAULT_GRACE: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// Removes tree nodes no version or draft reaches, then blobs no node or draft references.
 /// Holds the store's lock exclusively, so no writer is between storing a blob and
 /// referencing it.
-pub fn gc(store: &mut Store) -> Result<GcReport> {
+///
+/// On a shared store the lock is taken on every host's behalf (see
+/// `Catalog::hold_blobs`), and objects are removed only once older than `grace`.
+pub fn gc(store: &mut Store, grace: std::time::Duration) -> Result<GcReport> {
     store.catalog.check_writable()?;
     let _lock = store.gc_lock()?;
     let mut report = GcReport {
@@ -187,9 +199,53 @@ pub fn gc(store: &mut Store) -> Result<GcReport> {
         Ok(())
     })?;
     scanned.finish_and_clear();
+    if let Some(objects) = store.blobs.objects() {
+        // Locally, only a cache: what it holds unreferenced is dropped from it.
+        for d in &unused {
+            store.blobs.remove(d)?;
+            report.cache_removed += 1;
+        }
+        return gc_objects(store, objects, grace, report);
+    }
     let removing = progress::items(unused.len() as u64, "unused blobs removed");
     for d in unused {
         report.bytes_freed += store.blobs.remove(&d)?;
+        report.blobs_removed += 1;
+        removing.inc(1);
+    }
+    removing.finish_and_clear();
+    Ok(report)
+}
+
+/// Removes a shared store's objects that nothing references and that are older than
+/// `grace`, marking from the catalog as [`gc`] does.
+fn gc_objects(
+    store: &Store,
+    objects: &crate::objects::RemoteBlobs,
+    grace: std::time::Duration,
+    mut report: GcReport,
+) -> Result<GcReport> {
+    let now = std::time::SystemTime::now();
+    let scanned = progress::counter("objects scanned");
+    let mut unused = Vec::new();
+    for blob in objects.list() {
+        let blob = blob?;
+        scanned.inc(1);
+        if nodes::blob_in_use(store.conn(), &blob.digest)? {
+            continue;
+        }
+        let age = now.duration_since(blob.modified).unwrap_or_default();
+        if age < grace {
+            report.recent_kept += 1;
+        } else {
+            unused.push(blob);
+        }
+    }
+    scanned.finish_and_clear();
+    let removing = progress::items(unused.len() as u64, "unused objects removed");
+    for blob in unused {
+        objects.delete(&blob.digest)?;
+        report.bytes_freed += blob.size;
         report.blobs_removed += 1;
         removing.inc(1);
     }

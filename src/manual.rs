@@ -41,7 +41,18 @@ const EXAMPLES: &[(&str, &[(&str, &str)])] = &[
                 "Make a store in a directory of its own:",
                 "artifactfs init /srv/artifacts",
             ),
+            (
+                "Make this host's side of a store shared through PostgreSQL and S3:",
+                "artifactfs init ~/team-store --catalog postgres://art@db.internal/artifacts --objects s3://ml-artifacts/team",
+            ),
         ],
+    ),
+    (
+        "copy-store",
+        &[(
+            "Move an embedded store into a shared one, numbers and aliases as they were:",
+            "artifactfs copy-store ~/.local/share/artifactfs ~/team-store",
+        )],
     ),
     (
         "log",
@@ -231,10 +242,16 @@ const EXAMPLES: &[(&str, &[(&str, &str)])] = &[
     ),
     (
         "gc",
-        &[(
-            "Free the space of deleted versions and discarded drafts:",
-            "artifactfs gc",
-        )],
+        &[
+            (
+                "Free the space of deleted versions and discarded drafts:",
+                "artifactfs gc",
+            ),
+            (
+                "On a shared store, take even objects uploaded in the last hour:",
+                "artifactfs --store ~/team-store gc --grace 0",
+            ),
+        ],
     ),
     (
         "mount",

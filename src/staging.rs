@@ -202,7 +202,7 @@ impl Staging {
             };
             if let Some((fill, mtime_ns)) = &from {
                 let copied = match fill {
-                    Fill::File(src) => copy_into(src, &mut file),
+                    Fill::File(src) => copy_into(src, &mut file, &path),
                     Fill::Reference(r) => r.copy_to(*mtime_ns, &mut file).map(drop),
                 };
                 // The copy shows the base file's times, which a version records as one.
@@ -255,7 +255,8 @@ impl Staging {
             .prefix(UNSHARE_PREFIX)
             .tempfile_in(self.dir(d.id))
             .at(path)?;
-        copy_into(path, tmp.as_file_mut())?;
+        let from = File::open(path).at(path)?;
+        copy_into(&from, tmp.as_file_mut(), path)?;
         tmp.as_file()
             .set_modified(m.modified().at(path)?)
             .at(tmp.path())?;
@@ -469,22 +470,21 @@ fn fresh_number() -> i64 {
     (h.finish() >> 1) as i64
 }
 
-/// Copies `src` into the empty `dst`: a clone sharing the blocks where the filesystem can
-/// (btrfs, XFS), else an in-kernel copy.
 /// Where a staged file's first bytes come from.
 pub enum Fill<'a> {
-    /// A blob (cloned where the filesystem can).
-    File(&'a Path),
+    /// A blob, open (cloned where the filesystem can).
+    File(&'a File),
     /// A referenced file, checked against its record as it is copied.
     Reference(&'a Reference),
 }
 
-fn copy_into(src: &Path, dst: &mut File) -> Result<()> {
-    let mut from = File::open(src).at(src)?;
+/// Copies `from` into the empty `dst` (at `path`): a clone sharing the blocks where the
+/// filesystem can (btrfs, XFS), else an in-kernel copy.
+fn copy_into(mut from: &File, dst: &mut File, path: &Path) -> Result<()> {
     // SAFETY: both descriptors are valid for the duration of the call.
     if unsafe { libc::ioctl(dst.as_raw_fd(), libc::FICLONE, from.as_raw_fd()) } == 0 {
         return Ok(());
     }
-    std::io::copy(&mut from, dst).at(src)?;
+    std::io::copy(&mut from, dst).at(path)?;
     Ok(())
 }

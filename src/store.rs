@@ -36,6 +36,12 @@ pub struct Store {
     shared: Option<Shared>,
 }
 
+/// A hold on the store's blobs (see [`Store::shared_lock`]), released when dropped.
+pub struct StoreLock(
+    #[allow(dead_code)] Option<File>,
+    #[allow(dead_code)] Option<crate::catalog::BlobsHold>,
+);
+
 /// Where a new draft starts from.
 #[derive(Clone, Debug)]
 pub enum DraftBase {
@@ -59,7 +65,17 @@ impl Store {
             return Err(Error::io(root, e));
         }
         let root = &std::path::absolute(root).at(root)?;
-        let blobs = BlobStore::open(root)?;
+        let shared = store_config::read(root)?;
+        let blobs = match &shared {
+            Some(sh) => {
+                // Reached on first use: commands that only read the catalog need no bucket.
+                let config = crate::objects::S3Config::from_env(&sh.objects)?;
+                let client = crate::objects::S3Client::open(&config)?;
+                let objects = crate::objects::RemoteBlobs::new(std::sync::Arc::new(client));
+                BlobStore::open_shared(root, objects, sh.cache_size)?
+            }
+            None => BlobStore::open(root)?,
+        };
         let staging = Staging::open(root)?;
         // A store we may not write is opened for reading; otherwise fail up front, naming
         // the directory, rather than halfway through an operation.
@@ -72,7 +88,6 @@ impl Store {
                 check_writable(&dir)?;
             }
         }
-        let shared = store_config::read(root)?;
         if let Some(sh) = &shared {
             let backend = Backend::Postgres {
                 url: sh.catalog.clone(),
@@ -153,16 +168,21 @@ impl Store {
     /// Held while blobs are written and until the catalog references them, so that `gc`
     /// (which takes the lock exclusively) never collects a blob about to be referenced; and
     /// by commands that read a version through, so it cannot be collected under them.
-    pub fn shared_lock(&self) -> Result<Option<File>> {
+    pub fn shared_lock(&self) -> Result<StoreLock> {
         self.lock(false)
     }
 
-    pub fn gc_lock(&self) -> Result<Option<File>> {
+    pub fn gc_lock(&self) -> Result<StoreLock> {
         self.lock(true)
     }
 
-    fn lock(&self, exclusive: bool) -> Result<Option<File>> {
-        lock_store(&self.root, exclusive)
+    /// The store's lock file, and on a shared store the lock on its blobs that every host
+    /// takes (see [`Catalog::hold_blobs`]).
+    fn lock(&self, exclusive: bool) -> Result<StoreLock> {
+        Ok(StoreLock(
+            lock_store(&self.root, exclusive)?,
+            self.catalog.hold_blobs(exclusive)?,
+        ))
     }
 
     /// Stores the contents of `paths` as blobs, then, in one transaction, records them in the
@@ -498,6 +518,30 @@ pub fn lock_store(root: &Path, exclusive: bool) -> Result<Option<File>> {
     Ok(Some(f))
 }
 
+/// On a shared store, publishes every staged file of this host (see `Fs::publish_written`),
+/// as a mount does when it starts: one left by a mount that stopped before the file was
+/// closed is then seen by the other hosts as it is. Returns how many were published.
+pub fn publish_staged_here(store: &mut Store) -> Result<usize> {
+    let mut published = 0;
+    for d in drafts::list(store.conn())? {
+        let mut rows = drafts::staged(store.conn(), d.id)?;
+        rows.sort_unstable_by_key(|r| r.id);
+        rows.dedup_by_key(|r| r.id);
+        for r in rows {
+            let path = store.staging.path(d.id, r.id);
+            let Ok(meta) = store.staging.meta(&d, r.id) else {
+                continue;
+            };
+            let (blob, size) = store.blobs.publish(&path)?;
+            store
+                .catalog
+                .write(|tx| drafts::publish_staged(tx, d.id, r.id, &blob, size, meta.mtime_ns))?;
+            published += 1;
+        }
+    }
+    Ok(published)
+}
+
 /// Commits draft `name`, by the command line or through the mount: its files written
 /// through a mount are stored first (see [`store_staged`]), then one transaction seals the
 /// version.
@@ -533,27 +577,44 @@ fn store_staged(
     d: &DraftRow,
 ) -> Result<crate::staging::DraftLock> {
     let writers = staging.lock_for_commit(catalog.conn(), d)?;
-    let mut staged: Vec<i64> = drafts::staged(catalog.conn(), d.id)?
-        .into_iter()
-        .map(|s| s.id)
-        .collect();
+    let mut rows = drafts::staged(catalog.conn(), d.id)?;
     // Hard links name one staged file twice.
-    staged.sort_unstable();
-    staged.dedup();
-    if staged.is_empty() {
+    rows.sort_unstable_by_key(|r| r.id);
+    rows.dedup_by_key(|r| r.id);
+    if rows.is_empty() {
         return Ok(writers);
     }
-    let lock = lock_store(store_root, false)?;
+    // On a shared store, files written through another host's mount are taken as they were
+    // last closed there, already uploaded; one never closed is still being written.
+    let (here, elsewhere): (Vec<_>, Vec<_>) = rows
+        .into_iter()
+        .partition(|r| blobs.objects().is_none() || staging.path(d.id, r.id).exists());
+    let mut published = Vec::new();
+    for r in elsewhere {
+        let Some((blob, size)) = r.published else {
+            let path = crate::tree::join(&r.parent, &r.name);
+            return Err(Error::Busy(format!(
+                "{} in {} is being written through a mount on another host and was never \
+                 closed there; commit once it is, or remove it from the draft",
+                String::from_utf8_lossy(&path),
+                d.label()
+            )));
+        };
+        published.push((r.id, blob, size, r.mtime_ns));
+    }
+    let lock = (lock_store(store_root, false)?, catalog.hold_blobs(false)?);
     let batch = blobs.batch();
-    let stored = staged
+    let mut stored = here
         .par_iter()
-        .map(|&id| {
-            let meta = staging.meta(d, id)?;
-            let (blob, size) = batch.add_by_link(&staging.path(d.id, id), meta.size)?;
-            Ok((id, blob, size, meta.mtime_ns))
+        .map(|r| {
+            let meta = staging.meta(d, r.id)?;
+            let (blob, size) = batch.add_by_link(&staging.path(d.id, r.id), meta.size)?;
+            Ok((r.id, blob, size, meta.mtime_ns))
         })
         .collect::<Result<Vec<_>>>()?;
     let added = batch.finish()?;
+    stored.extend(published);
+    let staged: Vec<i64> = here.iter().map(|r| r.id).collect();
     let recorded = catalog.write(|tx| {
         if drafts::by_id(tx, d.id)?.is_none() {
             return Err(Error::not_found(d.label()));

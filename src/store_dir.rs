@@ -254,6 +254,8 @@ fn init_shared(dir: &Path, shared: &Shared, state: &State) -> Result<bool> {
         &shared.catalog,
         dir,
     )?);
+    // The bucket answers, with these credentials, before anything is written.
+    crate::objects::S3Client::connect(&crate::objects::S3Config::from_env(&shared.objects)?)?;
     let made = matches!(state, State::Missing);
     let result = fs::create_dir_all(dir)
         .map_err(|e| Error::io(dir, e))

@@ -284,7 +284,7 @@ fn trial(how: Filled, op: Op, nth: u64) -> bool {
         "{what}: verify after retry"
     );
     // What the failed attempt left over is reclaimed.
-    maintenance::gc(&mut store).unwrap();
+    maintenance::gc(&mut store, maintenance::DEFAULT_GRACE).unwrap();
     let root = store.root().to_path_buf();
     for sub in ["staging", "staged"] {
         let left = leftovers(&root.join(sub));

@@ -145,9 +145,11 @@ pub enum Change {
         target: Vec<u8>,
     },
     /// A file written through the mount, whose bytes are staged file number `id` of the
-    /// draft until the commit stores them.
+    /// draft until the commit stores them. On a shared store the content it had when last
+    /// closed is `published` too (its mtime is the entry's), for the other hosts to read.
     Staged {
         id: i64,
+        published: Option<(Digest, u64)>,
     },
     /// Content outside the store (see [`Reference`]).
     Reference(Reference),
@@ -216,7 +218,10 @@ fn entry_from_row(r: &Row) -> DbResult<DraftEntry> {
                 moved: r.get(9)?,
             },
             KIND_SYMLINK => Change::Symlink { target: r.get(6)? },
-            KIND_STAGED => Change::Staged { id: r.get(8)? },
+            KIND_STAGED => Change::Staged {
+                id: r.get(8)?,
+                published: published_of_row(r, 2)?,
+            },
             _ => Change::Removed,
         }
     };
@@ -231,6 +236,18 @@ fn entry_from_row(r: &Row) -> DbResult<DraftEntry> {
             owner: owner_of_row(r, 12)?,
         },
     })
+}
+
+/// The published content of a staged file: blob and size in columns `first` and `first + 1`.
+fn published_of_row(r: &Row, first: usize) -> DbResult<Option<(Digest, u64)>> {
+    Ok(r.get::<Option<Vec<u8>>>(first)?
+        .and_then(|b| Digest::from_slice(&b))
+        .map(|d| {
+            (
+                d,
+                r.get::<Option<i64>>(first + 1).ok().flatten().unwrap_or(0) as u64,
+            )
+        }))
 }
 
 const ENTRY_COLUMNS: &str = "name, kind, blob, size, mode, mtime_ns, target, opaque, staged, moved, \
@@ -387,8 +404,11 @@ pub fn put(conn: &Db, draft: i64, parent: &[u8], e: &DraftEntry) -> Result<()> {
             (blob, size) = (Some(&b.0[..]), *s as i64);
             KIND_FILE
         }
-        Change::Staged { id } => {
+        Change::Staged { id, published } => {
             staged = Some(*id);
+            if let Some((b, s)) = published {
+                (blob, size) = (Some(&b.0[..]), *s as i64);
+            }
             KIND_STAGED
         }
         Change::Dir {
@@ -517,13 +537,16 @@ pub fn count(conn: &Db, draft: i64) -> Result<u64> {
 /// Every staged file the draft records, with its path in the draft.
 pub fn staged(conn: &Db, draft: i64) -> Result<Vec<StagedRow>> {
     conn.query(
-        "SELECT parent, name, staged FROM draft_entries WHERE draft = ?1 AND kind = ?2",
+        "SELECT parent, name, staged, blob, size, mtime_ns
+           FROM draft_entries WHERE draft = ?1 AND kind = ?2",
         params![draft, KIND_STAGED],
         |r| {
             Ok(StagedRow {
                 parent: r.get(0)?,
                 name: r.get(1)?,
                 id: r.get(2)?,
+                published: published_of_row(r, 3)?,
+                mtime_ns: r.get(5)?,
             })
         },
     )
@@ -536,6 +559,9 @@ pub struct StagedRow {
     pub parent: Vec<u8>,
     pub name: Vec<u8>,
     pub id: i64,
+    /// The content as last closed on the host writing it (shared stores), and its mtime.
+    pub published: Option<(Digest, u64)>,
+    pub mtime_ns: i64,
 }
 
 /// The names of staged file `id` of the draft, as (parent, name): one, or more for hard links.
@@ -575,6 +601,28 @@ pub fn store_staged(
                 size,
                 mtime_ns
             ],
+        )
+        .ctx(what)?;
+    }
+    Ok(())
+}
+
+/// Records that staged file `id` of the draft, wherever it is named, was uploaded as `blob`
+/// when last closed, `size` bytes and modified at `mtime_ns`: what other hosts show of it.
+pub fn publish_staged(
+    conn: &Db,
+    draft: i64,
+    id: i64,
+    blob: &Digest,
+    size: u64,
+    mtime_ns: i64,
+) -> Result<()> {
+    let what = || format!("record staged file {id} as published in blob {blob}");
+    for (parent, name) in names_of_staged(conn, draft, id).ctx(what)? {
+        conn.execute(
+            "UPDATE draft_entries SET blob = ?4, size = ?5, mtime_ns = ?6
+              WHERE draft = ?1 AND parent = ?2 AND name = ?3",
+            params![draft, &parent, &name, &blob.0[..], size, mtime_ns],
         )
         .ctx(what)?;
     }

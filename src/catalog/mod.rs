@@ -100,7 +100,12 @@ pub struct Catalog {
     path: PathBuf,
     /// Why this process cannot write the store, when it cannot.
     read_only: Option<String>,
+    /// A shared store's database, for the connection that holds its blobs.
+    url: Option<String>,
 }
+
+/// A hold on a shared store's blobs: see [`Catalog::hold_blobs`].
+pub type BlobsHold = postgres::BlobsHold;
 
 impl Catalog {
     pub fn open_backend(backend: &Backend) -> Result<Self> {
@@ -118,6 +123,7 @@ impl Catalog {
             path: PathBuf::from(conn.shown()),
             engine: Engine::Postgres(Box::new(conn)),
             read_only: None,
+            url: Some(url.to_string()),
         };
         catalog.migrate_postgres()?;
         Ok(catalog)
@@ -146,6 +152,7 @@ impl Catalog {
             engine: Engine::Sqlite(conn),
             path: path.to_path_buf(),
             read_only: None,
+            url: None,
         };
         catalog.migrate()?;
         Ok(catalog)
@@ -196,6 +203,7 @@ impl Catalog {
             engine: Engine::Sqlite(conn),
             path: path.to_path_buf(),
             read_only: Some(why),
+            url: None,
         };
         let (found, supported) = (catalog.schema_version()?, MIGRATIONS.len() as i64);
         if found > supported {
@@ -246,6 +254,19 @@ impl Catalog {
     }
 
     /// Fails when this process may only read the store.
+    /// On a shared store, a hold on its blobs across every host: shared while blobs are
+    /// uploaded until the catalog refers to them, exclusive for `gc`. None for an embedded
+    /// store, whose lock file does the same.
+    pub fn hold_blobs(&self, exclusive: bool) -> Result<Option<BlobsHold>> {
+        match &self.url {
+            Some(url) => {
+                postgres::PgConn::hold_blobs(url, &self.path.display().to_string(), exclusive)
+                    .map(Some)
+            }
+            None => Ok(None),
+        }
+    }
+
     pub fn check_writable(&self) -> Result<()> {
         match self.read_only {
             Some(_) => Err(self.refuse_write()),

@@ -17,6 +17,9 @@ use crate::error::{Error, Result};
 
 /// The key of the advisory lock every writer holds: writes are one at a time, store-wide.
 const WRITE_LOCK: i64 = 0x6172_7466_7300;
+/// The key of the lock on the store's blobs: shared by whoever uploads blobs until the
+/// catalog refers to them, exclusive for `gc`, so gc never takes a blob about to be used.
+const BLOBS_LOCK: i64 = 0x6172_7466_7301;
 /// How long a writer waits for the lock, as SQLite's busy timeout.
 const LOCK_TIMEOUT: &str = "120s";
 /// How long to keep trying to reach a database that does not answer (restarting, say).
@@ -29,6 +32,31 @@ pub struct PgConn {
     store: String,
     /// The database as errors name it: `postgres://user@host:port/db`, without a password.
     shown: String,
+}
+
+/// A hold on the store's blobs (see [`BLOBS_LOCK`]), for as long as its connection lives.
+pub struct BlobsHold(#[allow(dead_code)] PgConn);
+
+impl PgConn {
+    /// Takes the blobs lock on a connection of its own: shared, or exclusive for `gc`.
+    pub fn hold_blobs(url: &str, store: &str, exclusive: bool) -> Result<BlobsHold> {
+        let conn = PgConn::connect(url, store)?;
+        let how = if exclusive { "" } else { "_shared" };
+        conn.client
+            .borrow_mut()
+            .batch_execute(&format!(
+                "SET lock_timeout = '{LOCK_TIMEOUT}'; SELECT pg_advisory_lock{how}({BLOBS_LOCK})"
+            ))
+            .map_err(|e| Error::Catalog {
+                context: format!(
+                    "store {store}: {}: wait for the blobs, held {} for {LOCK_TIMEOUT}",
+                    conn.shown,
+                    if exclusive { "by uploads" } else { "by gc" }
+                ),
+                source: e.into(),
+            })?;
+        Ok(BlobsHold(conn))
+    }
 }
 
 impl ToSql for Param<'_> {

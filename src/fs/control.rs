@@ -145,8 +145,10 @@ impl Fs {
         Ok(Some(answer + "\n"))
     }
 
-    /// close(2) of a control file: an incomplete request is an error then.
+    /// close(2): of a file written through a shared store's mount, it publishes the file;
+    /// of a control file, an incomplete request is an error then.
     pub fn flush(&self, ino: Ino, fh: u64) -> Result<()> {
+        self.publish_written(ino, fh)?;
         let incomplete = lock(&self.controls)
             .get(&fh)
             .is_some_and(|h| !h.written.iter().all(u8::is_ascii_whitespace));

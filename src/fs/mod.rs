@@ -166,6 +166,9 @@ pub struct Fs {
     pub passthrough: AtomicBool,
     /// The read-only mount: versions only, no `drafts/`.
     read_only: bool,
+    /// A shared store: files written here are published when closed, and other hosts'
+    /// files being written show as they were last closed (see [`Fs::here`]).
+    shared: bool,
     /// Version files and aliases as the kernel caches them (see `version_files.rs`).
     cached: version_files::Cached,
 }
@@ -221,9 +224,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Fs {
     pub fn new(store_root: &Path) -> Result<Self> {
-        let store = crate::store::Store::open(store_root)?;
+        let mut store = crate::store::Store::open(store_root)?;
         let root = store.root().to_path_buf();
         let backend = store.backend().clone();
+        let shared = store.shared().is_some();
         // Staged files left by drafts that were committed or discarded while no mount ran.
         let swept = match store.catalog.is_read_only() {
             true => 0,
@@ -232,7 +236,15 @@ impl Fs {
         if swept > 0 {
             log::info!("removed {swept} staged files no draft refers to");
         }
-        drop(store);
+        // Files written through a mount of this host that stopped before they were closed:
+        // the other hosts see them as they are now.
+        if shared && !store.catalog.is_read_only() {
+            let published = crate::store::publish_staged_here(&mut store)?;
+            if published > 0 {
+                log::info!("published {published} files written before the last unmount");
+            }
+        }
+        let blobs = store.blobs;
         crate::clock::use_file_clock(&root.join("staged"));
         // SAFETY: getuid/getgid cannot fail.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
@@ -241,7 +253,7 @@ impl Fs {
             listings: listings::Listings::default(),
             pool: Pool::new(&backend)?,
             backend,
-            blobs: BlobStore::open(&root)?,
+            blobs,
             staging: Staging::open(&root)?,
             store_root: root,
             uid,
@@ -256,6 +268,7 @@ impl Fs {
             drafts_changed: std::sync::atomic::AtomicI64::new(0),
             passthrough: AtomicBool::new(false),
             read_only: false,
+            shared,
             cached: version_files::Cached::default(),
         })
     }
@@ -506,7 +519,8 @@ impl Fs {
                     return Ok(Some((Node::Control { artifact, dist_id }, None)));
                 }
                 let path = tree::join(&path, name);
-                draft::find(conn, &d, &path)?.map(|f| draft_node(&d, path, &f))
+                self.find(conn, &d, &path)?
+                    .map(|f| draft_node(&d, path, &f))
             }
             Node::Version { .. }
             | Node::Alias { .. }
@@ -557,7 +571,57 @@ impl Fs {
         let Some(d) = drafts::get(conn, &artifact, &dist_id)? else {
             return Ok(None);
         };
-        Ok(draft::find(conn, &d, &path)?.map(|f| (d, f)))
+        Ok(self.find(conn, &d, &path)?.map(|f| (d, f)))
+    }
+
+    /// What `path` holds in draft `d`, as this host sees it (see [`Fs::here`]).
+    fn find(&self, conn: &Db, d: &DraftRow, path: &[u8]) -> Result<Option<Found>> {
+        let name = path.rsplit(|b| *b == b'/').next().unwrap_or_default();
+        Ok(draft::find(conn, d, path)?.map(|f| self.here(d, name, f)))
+    }
+
+    /// What directory `path` of draft `d` holds, as this host sees it.
+    fn list(&self, conn: &Db, d: &DraftRow, path: &[u8]) -> Result<Vec<(Vec<u8>, Found)>> {
+        Ok(draft::list(conn, d, path)?
+            .into_iter()
+            .map(|(name, f)| {
+                let f = self.here(d, &name, f);
+                (name, f)
+            })
+            .collect())
+    }
+
+    /// On a shared store, a file being written through another host's mount has no staged
+    /// file here to read or change: it shows as the plain file it was when last closed
+    /// there (empty before), and writing to it here replaces it.
+    fn here(&self, d: &DraftRow, name: &[u8], found: Found) -> Found {
+        match found {
+            Found::Staged {
+                id,
+                mode,
+                owner,
+                published,
+                mtime_ns,
+            } if self.shared && !self.staging.path(d.id, id).exists() => {
+                let (blob, size) = published.unwrap_or((crate::hash::Digest::of(b""), 0));
+                // Never closed there: no time of its own yet.
+                let mtime_ns = if published.is_some() {
+                    mtime_ns
+                } else {
+                    d.created_ns
+                };
+                let entry = TreeEntry {
+                    name: name.to_vec(),
+                    item: Item::File { blob, size },
+                    mode,
+                    mtime_ns,
+                };
+                let mut local = Local::recorded(mtime_ns);
+                local.owner = owner;
+                Found::File(entry, local)
+            }
+            found => found,
+        }
     }
 
     /// Attributes shown for an object of the mount: `meta` holds its permission bits (all
@@ -878,7 +942,7 @@ impl Fs {
             } => {
                 let d = drafts::get(conn, &artifact, &dist_id)?
                     .ok_or_else(|| Error::not_found(self.describe(ino, None)))?;
-                snapshot(draft_listing(conn, &d, &path)?)
+                snapshot(draft_listing(self, conn, &d, &path)?)
             }
             // A removed directory lists nothing.
             Node::Detached(d) if d.0.kind == Kind::Dir => snapshot(Vec::new()),
@@ -1380,8 +1444,9 @@ fn draft_node(d: &DraftRow, path: Vec<u8>, found: &Found) -> Node {
     }
 }
 
-fn draft_listing(conn: &Db, d: &DraftRow, path: &[u8]) -> Result<Vec<(Vec<u8>, Node)>> {
-    Ok(draft::list(conn, d, path)?
+fn draft_listing(fs: &Fs, conn: &Db, d: &DraftRow, path: &[u8]) -> Result<Vec<(Vec<u8>, Node)>> {
+    Ok(fs
+        .list(conn, d, path)?
         .into_iter()
         .map(|(name, found)| {
             let node = draft_node(d, tree::join(path, &name), &found);

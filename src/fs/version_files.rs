@@ -80,6 +80,11 @@ impl Fs {
         self
     }
 
+    /// Whether the store is shared between hosts (see [`Fs::publish_written`]).
+    pub fn is_shared(&self) -> bool {
+        self.shared
+    }
+
     pub fn is_read_only(&self) -> bool {
         self.read_only
     }

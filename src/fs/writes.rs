@@ -75,7 +75,7 @@ impl Fs {
             self.check_dir(caller, parent, WRITE | SEARCH)?;
             self.in_draft(&artifact, &dist_id, |tx, d| {
                 let path = tree::join(&dir, name);
-                if draft::find(tx, d, &path)?.is_some() {
+                if self.find(tx, d, &path)?.is_some() {
                     return Err(Error::AlreadyExists(self.describe(parent, Some(name))));
                 }
                 let made_by = self.made_by(caller, d);
@@ -116,7 +116,7 @@ impl Fs {
         let id = catalog.write(|tx| {
             let d = drafts::get(tx, draft.artifact.as_str(), draft.id_key())?
                 .ok_or_else(|| Error::not_found(what()))?;
-            if !draft::list(tx, &d, b"")?.is_empty() {
+            if !self.list(tx, &d, b"")?.is_empty() {
                 return Err(Error::NotEmpty(what()));
             }
             drafts::delete(tx, d.id)?;
@@ -175,7 +175,7 @@ impl Fs {
         let Some(d) = drafts::get(conn.conn(), artifact, dist_id)? else {
             return Ok(None);
         };
-        Ok(match draft::find(conn.conn(), &d, path)? {
+        Ok(match self.find(conn.conn(), &d, path)? {
             Some(Found::Staged { id, .. }) => Some((d, id)),
             _ => None,
         })
@@ -191,12 +191,12 @@ impl Fs {
         dir: bool,
         what: impl Fn() -> String,
     ) -> Result<Found> {
-        let found = draft::find(tx, d, path)?;
+        let found = self.find(tx, d, path)?;
         match (&found, dir) {
             (None, _) => return Err(Error::not_found(what())),
             (Some(Found::Dir { .. }), false) => return Err(Error::IsADirectory(what())),
             (Some(Found::Dir { .. }), true) => {
-                if !draft::list(tx, d, path)?.is_empty() {
+                if !self.list(tx, d, path)?.is_empty() {
                     return Err(Error::NotEmpty(what()));
                 }
             }
@@ -219,6 +219,7 @@ impl Fs {
                 id,
                 mode,
                 owner: made_by,
+                ..
             } => {
                 let info = self
                     .pool
@@ -326,7 +327,7 @@ impl Fs {
         self.check_dir(caller, parent, WRITE | SEARCH)?;
         self.in_draft(&artifact, &dist_id, |tx, d| {
             let path = tree::join(&dir, name);
-            if draft::find(tx, d, &path)?.is_some() {
+            if self.find(tx, d, &path)?.is_some() {
                 return Err(Error::AlreadyExists(self.describe(parent, Some(name))));
             }
             let change = drafts::Change::Symlink {
@@ -402,17 +403,21 @@ impl Fs {
             _ => (Some(self.staged_file_of(ino, &node)?), None),
         };
         let d = self.in_draft(&artifact, &dist_id, |tx, d| {
-            if draft::find(tx, d, &path)?.is_some() {
+            if self.find(tx, d, &path)?.is_some() {
                 return Err(Error::AlreadyExists(what()));
             }
             match (id, &symlink) {
                 (Some(id), _) => {
                     // Another name of the same file, with its mode and owner.
                     let meta = Meta::now(attr.perm as u32).by(self.maker((attr.uid, attr.gid), d));
-                    draft::put_leaf(tx, d, &path, drafts::Change::Staged { id }, meta)?;
+                    let change = drafts::Change::Staged {
+                        id,
+                        published: None,
+                    };
+                    draft::put_leaf(tx, d, &path, change, meta)?;
                 }
                 (None, Some(from)) => {
-                    let Some(Found::Symlink(e, local)) = draft::find(tx, d, from)? else {
+                    let Some(Found::Symlink(e, local)) = self.find(tx, d, from)? else {
                         return Err(Error::not_found(self.describe(ino, None)));
                     };
                     let Item::Symlink { target } = e.item else {
@@ -491,8 +496,8 @@ impl Fs {
         let to = tree::join(&to_dir, new_name);
         let from = tree::join(&from_dir, name);
         let outcome = self.in_draft(&artifact, &dist_id, |tx, d| {
-            let source = draft::find(tx, d, &from)?;
-            let replaced = draft::find(tx, d, &to)?;
+            let source = self.find(tx, d, &from)?;
+            let replaced = self.find(tx, d, &to)?;
             // Two names of one file: rename(2) leaves both as they are.
             if let (Some(Found::Staged { id: a, .. }), Some(Found::Staged { id: b, .. })) =
                 (&source, &replaced)
@@ -505,7 +510,7 @@ impl Fs {
             if to_dir != from_dir {
                 draft::touch_dir(tx, d, &to_dir)?;
             }
-            let moved = draft::find(tx, d, &to)?;
+            let moved = self.find(tx, d, &to)?;
             Ok(Some((d.clone(), replaced, moved)))
         })?;
         // (The kernel never asks to rename a name onto itself.)
@@ -661,8 +666,9 @@ impl Fs {
                     return self.set_meta(ino, mode, times);
                 }
                 let staged = self.in_draft(&artifact, &dist_id, |tx, d| {
-                    let found =
-                        draft::find(tx, d, &path)?.ok_or_else(|| Error::not_found(what()))?;
+                    let found = self
+                        .find(tx, d, &path)?
+                        .ok_or_else(|| Error::not_found(what()))?;
                     let current = match &found {
                         Found::File(e, t) | Found::Symlink(e, t) => {
                             Meta::with_local(e.mode, e.mtime_ns, *t)
@@ -699,7 +705,7 @@ impl Fs {
         let conn = self.pool.get()?;
         let d = require_draft(conn.conn(), &name)?;
         Ok(matches!(
-            draft::find(conn.conn(), &d, path)?,
+            self.find(conn.conn(), &d, path)?,
             Some(Found::File(
                 TreeEntry {
                     item: Item::Reference(_),
@@ -860,7 +866,7 @@ impl Fs {
     ) -> Result<(i64, Option<File>)> {
         let what = || self.draft_path(d, path);
         loop {
-            let found = draft::find(self.pool.get()?.conn(), d, path)?;
+            let found = self.find(self.pool.get()?.conn(), d, path)?;
             let exists = || Error::AlreadyExists(what());
             // A copy of a base file keeps showing the base's ctime until it changes.
             let mut shown_ctime = None;
@@ -869,15 +875,18 @@ impl Fs {
                 Some(Found::Staged { id, .. }) => return Ok((*id, None)),
                 Some(Found::File(
                     TreeEntry {
-                        item: Item::File { blob, .. },
+                        item: Item::File { blob, size },
                         mode,
                         mtime_ns,
                         ..
                     },
                     local,
                 )) => {
-                    let from = self.blobs.path(blob);
-                    let from = (!truncate).then_some((Fill::File(&from), *mtime_ns));
+                    let from = match truncate {
+                        true => None,
+                        false => Some(self.blobs.open_content(blob, *size, what)?),
+                    };
+                    let from = from.as_ref().map(|f| (Fill::File(f), *mtime_ns));
                     let meta = Meta::recorded(*mode, 0).by(local.owner);
                     shown_ctime = from.is_some().then_some(local.ctime_ns);
                     (self.staging.create(d, from)?, meta)
@@ -913,10 +922,13 @@ impl Fs {
             };
             let recorded = self.pool.get()?.write_relaxed(|tx| {
                 let now = require_draft(tx, name)?;
-                if now.id != d.id || draft::find(tx, d, path)? != found {
+                if now.id != d.id || self.find(tx, d, path)? != found {
                     return Ok(false);
                 }
-                let change = drafts::Change::Staged { id };
+                let change = drafts::Change::Staged {
+                    id,
+                    published: None,
+                };
                 draft::put_leaf(tx, d, path, change, meta)?;
                 if let Some(shown) = shown_ctime {
                     let own = file.metadata().map_err(|e| Error::io(what(), e))?;
@@ -1027,7 +1039,37 @@ impl Fs {
             return Ok(());
         };
         self.staging.sync_dir(&d)?;
-        self.sync_catalog()
+        self.sync_catalog()?;
+        self.publish_written(ino, fh)
+    }
+
+    /// On a shared store, a file written through this mount is uploaded when it is closed or
+    /// synced, and its catalog rows record the upload: from then on every host reads that
+    /// content and a commit on any host takes it (see [`Fs::here`]). Elsewhere, nothing to do.
+    pub(super) fn publish_written(&self, ino: Ino, fh: u64) -> Result<()> {
+        if !self.shared {
+            return Ok(());
+        }
+        let staged = lock(&self.files)
+            .get(&fh)
+            .and_then(|open| open.writer.as_ref())
+            .and_then(|w| w.staged.clone());
+        let Some((d, id)) = staged else {
+            return Ok(());
+        };
+        let what = || self.describe(ino, None);
+        let before = self.staging.meta(&d, id)?;
+        let (blob, size) = self
+            .blobs
+            .publish(&self.staging.path(d.id, id))
+            .inspect_err(|e| log::warn!("{}: could not publish it: {e}", what()))?;
+        // Written meanwhile through another descriptor: that one's close publishes it.
+        let mtime_ns = before.mtime_ns;
+        self.pool
+            .get()?
+            .write_relaxed(|tx| drafts::publish_staged(tx, d.id, id, &blob, size, mtime_ns))?;
+        log::debug!("{}: published as blob {blob}", what());
+        Ok(())
     }
 
     /// The file behind `fh` if it was opened for writing.

@@ -245,8 +245,9 @@ impl BlobCache {
         }
     }
 
-    /// Counts `size` more bytes, and evicts if the cache may now be over its size.
-    fn added(&self, size: u64) -> Result<()> {
+    /// Counts `size` more bytes, and evicts if the cache may now be over its size: for blobs
+    /// placed in the cache's directory by others (a local store's batches).
+    pub fn added(&self, size: u64) -> Result<()> {
         let over = {
             let mut usage = lock(&self.usage);
             match usage.as_mut() {
