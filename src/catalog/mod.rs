@@ -11,6 +11,7 @@ mod sqlite;
 
 pub mod drafts;
 pub mod nodes;
+pub mod runs;
 pub mod versions;
 
 use std::path::{Path, PathBuf};
