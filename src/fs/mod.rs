@@ -15,6 +15,7 @@
 pub mod access;
 mod control;
 pub mod inode;
+mod lineage;
 mod listings;
 mod orphan;
 mod writes;
@@ -60,6 +61,8 @@ const XATTR_DIGEST: &str = "user.artifactfs.digest";
 const XATTR_REF: &str = "user.artifactfs.ref";
 const XATTR_CREATED: &str = "user.artifactfs.created";
 const XATTR_TYPE: &str = "user.artifactfs.type";
+/// On a version directory: the id of the run that made the version, if a run did.
+const XATTR_RUN: &str = "user.artifactfs.run";
 pub use crate::mounts::{XATTR_PASSTHROUGH, XATTR_PID};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -160,6 +163,8 @@ pub struct Fs {
     /// Whether version files are read through kernel passthrough: set by the FUSE layer,
     /// which negotiates it, and shown on the root for `artifactfs doctor`.
     pub passthrough: AtomicBool,
+    /// Which run each request comes from, and the inputs recorded for runs.
+    lineage: lineage::Capture,
 }
 
 /// An open file's content: a blob, or a staged file, which `writer` may change.
@@ -233,7 +238,7 @@ impl Fs {
             pool: Pool::new(&root.join("catalog.db"))?,
             blobs: BlobStore::open(&root)?,
             staging: Staging::open(&root)?,
-            store_root: root,
+            store_root: root.clone(),
             uid,
             gid,
             mounted: SystemTime::now(),
@@ -245,6 +250,7 @@ impl Fs {
             next_fh: AtomicU64::new(1),
             drafts_changed: std::sync::atomic::AtomicI64::new(0),
             passthrough: AtomicBool::new(false),
+            lineage: lineage::Capture::new(root.join("catalog.db")),
         })
     }
 
@@ -1091,8 +1097,12 @@ impl Fs {
             caller.check(&attr, want, || self.describe(ino, None))?;
         }
         if let Node::Control { artifact, dist_id } = node {
+            let run = mode
+                .write
+                .then(|| self.lineage.run_of(caller.pid))
+                .flatten();
             return Ok(Opened::Control {
-                fh: self.open_control(&artifact, &dist_id, mode.write)?,
+                fh: self.open_control(&artifact, &dist_id, mode.write, run)?,
             });
         }
         if mode.write {
@@ -1130,6 +1140,9 @@ impl Fs {
             }
         };
         let immutable = self.node(ino)?.is_immutable();
+        if immutable {
+            self.note_open(caller.pid, ino);
+        }
         Ok(self.opened(file, None, immutable))
     }
 
@@ -1276,11 +1289,16 @@ impl Fs {
             } => {
                 let art = versions::require_artifact(conn, &artifact)?;
                 match versions::by_number(conn, art.id, number)? {
-                    Some(v) => vec![
-                        (XATTR_DIGEST, v.digest.to_hex()),
-                        (XATTR_REF, v.reference()),
-                        (XATTR_CREATED, rfc3339(v.created_ns)),
-                    ],
+                    Some(v) => {
+                        let mut attrs = vec![
+                            (XATTR_DIGEST, v.digest.to_hex()),
+                            (XATTR_REF, v.reference()),
+                            (XATTR_CREATED, rfc3339(v.created_ns)),
+                        ];
+                        let run = crate::catalog::runs::maker_of(conn, &artifact, number)?;
+                        attrs.extend(run.map(|r| (XATTR_RUN, r)));
+                        attrs
+                    }
                     None => Vec::new(),
                 }
             }
