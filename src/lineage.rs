@@ -108,8 +108,10 @@ impl Graph {
     }
 }
 
-/// The lineage of version `artifact:vNUMBER` (`root`), `depth` runs deep each way. `dead`
-/// are runs found crashed but not marked so in the catalog (see `runs::settle`).
+/// The lineage of version `root`, `depth` runs deep each way. Every run in it is shown with
+/// all it read and made; the walk goes on upstream from the inputs of the runs it met going
+/// upstream, and downstream from the outputs of those it met going downstream. `dead` are
+/// runs found crashed but not marked so in the catalog (see `runs::settle`).
 pub fn build(conn: &Db, root: VersionNode, depth: u32, dead: &[(String, i64)]) -> Result<Graph> {
     let root_key = Key::Version(root.artifact.clone(), root.number);
     let mut g = Graph {
@@ -119,89 +121,72 @@ pub fn build(conn: &Db, root: VersionNode, depth: u32, dead: &[(String, i64)]) -
         edges: BTreeSet::new(),
         truncated: false,
     };
-    // Upstream: who made each version of the frontier, and what those runs read.
-    let mut seen_runs = BTreeSet::new();
-    let mut seen = BTreeSet::from([root_key.clone()]);
-    let mut frontier = vec![root_key.clone()];
-    for _ in 0..depth {
-        let mut next = Vec::new();
-        for v in &frontier {
-            let Key::Version(artifact, number) = v else {
-                continue;
-            };
-            for made in runs::producers_of(conn, artifact, *number)? {
-                let Some(run) = g.run(conn, &made.run, dead)? else {
+    let mut runs_done = BTreeSet::new();
+    for upstream in [true, false] {
+        let mut seen = BTreeSet::from([root_key.clone()]);
+        let mut frontier = vec![root_key.clone()];
+        for _ in 0..depth {
+            let mut next = Vec::new();
+            for v in &frontier {
+                let Key::Version(artifact, number) = v else {
                     continue;
                 };
-                g.edges.insert(Edge {
-                    from: run.clone(),
-                    to: v.clone(),
-                    output: true,
-                    unchanged: !made.made,
-                });
-                if !seen_runs.insert(run.clone()) {
-                    continue;
-                }
-                for input in runs::inputs_of(conn, &made.run)? {
-                    let Some(iv) = g.version(&input) else {
+                let links = match upstream {
+                    true => runs::producers_of(conn, artifact, *number)?,
+                    false => runs::consumers_of(conn, artifact, *number)?,
+                };
+                for link in links {
+                    let Some(run) = g.run(conn, &link.run, dead)? else {
                         continue;
                     };
-                    g.edges.insert(Edge {
-                        from: iv.clone(),
-                        to: run.clone(),
-                        output: false,
-                        unchanged: false,
-                    });
-                    if seen.insert(iv.clone()) {
-                        next.push(iv);
+                    let (inputs, outputs) = if runs_done.insert(run.clone()) {
+                        let inputs = runs::inputs_of(conn, &link.run)?;
+                        let outputs = runs::outputs_of(conn, &link.run)?;
+                        g.link_run(&run, &inputs, &outputs);
+                        (inputs, outputs)
+                    } else {
+                        (Vec::new(), Vec::new())
+                    };
+                    // Onwards: from what the run read (upstream) or made (downstream).
+                    let onwards = if upstream { inputs } else { outputs };
+                    for l in onwards {
+                        let k = Key::Version(l.artifact.clone(), l.number);
+                        if g.nodes.contains_key(&k) && seen.insert(k.clone()) {
+                            next.push(k);
+                        }
                     }
                 }
             }
+            frontier = next;
         }
-        frontier = next;
     }
-    // Downstream: who read each version of the frontier, and what those runs made.
-    let mut seen_runs = BTreeSet::new();
-    let mut seen = BTreeSet::from([root_key.clone()]);
-    let mut frontier = vec![root_key];
-    for _ in 0..depth {
-        let mut next = Vec::new();
-        for v in &frontier {
-            let Key::Version(artifact, number) = v else {
-                continue;
-            };
-            for used in runs::consumers_of(conn, artifact, *number)? {
-                let Some(run) = g.run(conn, &used.run, dead)? else {
-                    continue;
-                };
-                g.edges.insert(Edge {
-                    from: v.clone(),
+    Ok(g)
+}
+
+impl Graph {
+    /// Adds run `run`'s inputs and outputs, with their edges.
+    fn link_run(&mut self, run: &Key, inputs: &[Link], outputs: &[Link]) {
+        for l in inputs {
+            if let Some(v) = self.version(l) {
+                self.edges.insert(Edge {
+                    from: v,
                     to: run.clone(),
                     output: false,
                     unchanged: false,
                 });
-                if !seen_runs.insert(run.clone()) {
-                    continue;
-                }
-                for output in runs::outputs_of(conn, &used.run)? {
-                    let Some(ov) = g.version(&output) else {
-                        continue;
-                    };
-                    g.edges.insert(Edge {
-                        from: run.clone(),
-                        to: ov.clone(),
-                        output: true,
-                        unchanged: !output.made,
-                    });
-                    if seen.insert(ov.clone()) {
-                        next.push(ov);
-                    }
-                }
             }
         }
-        frontier = next;
+        for l in outputs {
+            if let Some(v) = self.version(l) {
+                self.edges.insert(Edge {
+                    from: run.clone(),
+                    to: v,
+                    output: true,
+                    unchanged: !l.made,
+                });
+            }
+        }
     }
-    Ok(g)
 }
 
 fn opt(s: &str) -> Value {
@@ -242,7 +227,7 @@ pub fn to_json(g: &Graph) -> Value {
         "nodes": nodes, "edges": edges})
 }
 
-/// A string as a DOT quoted string.
+/// A string as a DOT quoted string, shown as it is.
 fn quoted(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
@@ -250,6 +235,8 @@ fn quoted(s: &str) -> String {
         match c {
             '"' => out.push_str("\\\""),
             '\\' => out.push_str("\\\\"),
+            // Graphviz reads HTML entities in labels: `&` stands for itself only as `&amp;`.
+            '&' => out.push_str("&amp;"),
             '\n' => out.push_str("\\n"),
             c if c.is_control() => out.push(' '),
             c => out.push(c),
@@ -466,5 +453,6 @@ mod tests {
     #[test]
     fn dot_strings_are_escaped() {
         assert_eq!(quoted("a\"b\\c\nd\te"), "\"a\\\"b\\\\c\\nd e\"");
+        assert_eq!(quoted("x&amp;y"), "\"x&amp;amp;y\"");
     }
 }
