@@ -52,6 +52,32 @@ fn init_logging(command: &Command, store: &std::path::Path) {
 }
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
+    let mut catalog = None;
+    execute(cli, &mut catalog).map_err(|e| match &catalog {
+        Some(path) => name_damage(path, e),
+        None => e,
+    })
+}
+
+/// A query that met a damaged page says so naming the catalog, as a failed write does:
+/// reads (`ls`, `cat`, `diff`) may be the first to touch a damaged page, and the queries only
+/// know what they were doing.
+fn name_damage(catalog: &std::path::Path, e: Error) -> Error {
+    match e {
+        Error::Catalog { context, source }
+            if source.failure() == crate::catalog::sql::Failure::Corrupt =>
+        {
+            Error::Corrupt {
+                what: format!("catalog {}", catalog.display()),
+                why: format!("{context}: {source}"),
+            }
+        }
+        other => other,
+    }
+}
+
+/// Runs the command; `catalog` is set to the catalog's path once the store is open.
+fn execute(cli: Cli, catalog: &mut Option<PathBuf>) -> Result<ExitCode> {
     crate::progress::set_quiet(cli.quiet);
     match &cli.command {
         Command::Completions { shell } => {
@@ -142,6 +168,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         _ => {}
     }
     let mut store = Store::open(&dir)?;
+    *catalog = Some(store.catalog.path().to_path_buf());
     // Commands that read versions block `gc` until they are done with them.
     let _reading = match &cli.command {
         Command::Ls { .. }
