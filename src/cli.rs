@@ -35,10 +35,20 @@ pub struct Cli {
 /// for close spellings (and also for swapped letters: `lgo` -> `log`).
 pub fn parse(args: Vec<std::ffi::OsString>) -> Cli {
     use clap::error::{ContextKind, ContextValue, ErrorKind};
+    let is_run = command_word(&args) == Some("run");
     let mut err = match Cli::try_parse_from(args) {
         Ok(cli) => return cli,
         Err(e) => e,
     };
+    // `artifactfs run python train.py`: the command goes after `--`.
+    if is_run && err.kind() == ErrorKind::UnknownArgument {
+        err.insert(
+            ContextKind::Suggested,
+            ContextValue::StyledStrs(vec![
+                "put the command to run after `--`: artifactfs run [OPTIONS] -- CMD ARGS...".into(),
+            ]),
+        );
+    }
     let typed = match err.get(ContextKind::InvalidSubcommand) {
         Some(ContextValue::String(t)) if err.kind() == ErrorKind::InvalidSubcommand => t.clone(),
         _ => err.exit(),
@@ -58,6 +68,22 @@ pub fn parse(args: Vec<std::ffi::OsString>) -> Cli {
         }
     }
     err.exit()
+}
+
+/// The command word of a command line: its first argument that is neither an option nor
+/// the value of `--store`.
+fn command_word(args: &[std::ffi::OsString]) -> Option<&str> {
+    let mut words = args.iter().skip(1).map(|a| a.to_str());
+    while let Some(w) = words.next() {
+        match w? {
+            "--store" => {
+                words.next();
+            }
+            w if w.starts_with('-') => {}
+            w => return Some(w),
+        }
+    }
+    None
 }
 
 #[derive(Args, Debug, Clone, Default)]

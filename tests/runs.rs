@@ -281,6 +281,16 @@ for g in root.iter("{http://www.w3.org/2000/svg}g"):
     );
     let dot = s.ok(&["lineage", "model:v0", "--dot"]);
     assert!(dot.starts_with("digraph lineage {"), "{dot}");
+    // Without Graphviz, the picture says how to get it.
+    let mut cmd = s.command(&["lineage", "model:v0", "--svg", p(&s.path("none.svg"))]);
+    cmd.env("PATH", "/nonexistent");
+    let out = run_command(cmd);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("apt install graphviz"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -559,6 +569,8 @@ fn hostile_names_configs_and_unknown_runs() {
         assert!(err.contains(needle), "{args:?}: {err}");
     }
     assert_eq!(count(&s, "runs"), 0);
+    let err = s.fail(&["run", "echo", "hi"]);
+    assert!(err.contains("after `--`"), "{err}");
     s.ok(&["run", "--id", "dup", "--", "true"]);
     let err = s.fail(&["run", "--id", "dup", "--", "true"]);
     assert!(err.contains("run dup already exists"), "{err}");
