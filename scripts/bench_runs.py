@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""Reads every file under ROOT by two processes in turn, one inside run RUN
-(ARTIFACTFS_RUN set) and one outside any run, PASSES times each; prints the median
-per-open time of each side (microseconds), the median over the passes of inside / outside,
-and the number of files. Used by scripts/bench_runs.sh.
+"""Reads every file under ROOT by three processes in turn, one inside run RUN
+(ARTIFACTFS_RUN set) and two outside any run, PASSES times each; prints the median
+per-file time inside and outside (microseconds), the median over the passes of inside /
+outside, the same of the second outside process / the first (what noise alone gives), and
+the number of files. Used by scripts/bench_runs.sh.
 
     bench_runs.py ROOT RUN PASSES
 """
@@ -34,15 +35,18 @@ def main():
     root, run, passes = sys.argv[1], sys.argv[2], int(sys.argv[3])
     outside = {k: v for k, v in os.environ.items() if k != "ARTIFACTFS_RUN"}
     procs, files = {}, 0
-    for side, env in (("inside", dict(outside, ARTIFACTFS_RUN=run)), ("outside", outside)):
+    sides = (("inside", dict(outside, ARTIFACTFS_RUN=run)), ("outside", outside),
+             ("control", outside))
+    for side, env in sides:
         p = subprocess.Popen([sys.executable, "-c", WORKER, root], env=env, text=True,
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         files = int(p.stdout.readline())
         procs[side] = p
-    times = {"inside": [], "outside": []}
+    times = {side: [] for side, _ in sides}
+    names = [side for side, _ in sides]
     for i in range(passes):
-        # Turns in alternating order, so that neither side always follows the other.
-        for side in (("inside", "outside") if i % 2 else ("outside", "inside")):
+        # Turns in rotating order, so that no side always follows another.
+        for side in names[i % 3:] + names[:i % 3]:
             p = procs[side]
             p.stdin.write("go\n")
             p.stdin.flush()
@@ -50,9 +54,12 @@ def main():
     for p in procs.values():
         p.stdin.close()
         p.wait()
-    ratio = statistics.median(a / b for a, b in zip(times["inside"], times["outside"]))
-    print("%.1f %.1f %.4f %d" % (statistics.median(times["inside"]) * 1e6,
-                                 statistics.median(times["outside"]) * 1e6, ratio, files))
+    def ratio(a, b):
+        return statistics.median(x / y for x, y in zip(times[a], times[b]))
+    print("%.1f %.1f %.4f %.4f %d" % (statistics.median(times["inside"]) * 1e6,
+                                      statistics.median(times["outside"]) * 1e6,
+                                      ratio("inside", "outside"), ratio("control", "outside"),
+                                      files))
 
 
 if __name__ == "__main__":
