@@ -53,6 +53,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/bench_lib.sh"
 
 # One entry point: `bench.sh core|mount|drafts [OPTIONS]` runs that suite.
+[[ ${1:-} != runs ]] || { shift; exec bash "$(dirname "${BASH_SOURCE[0]}")/bench_runs.sh" "$@"; }
 case ${1:-} in
 core | mount | drafts)
     suite=$1

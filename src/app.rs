@@ -8,13 +8,17 @@ use clap::CommandFactory;
 use serde_json::{Value, json};
 
 use crate::catalog::rfc3339 as time;
-use crate::cli::{AliasCommand, Cli, Command, CommitArgs, DraftCommand, ReferenceArgs};
-use crate::commit::{CommitOptions, Outcome, parse_metadata};
+use crate::catalog::runs::RunRow;
+use crate::cli::{
+    AliasCommand, Cli, Command, CommitArgs, DraftCommand, ReferenceArgs, RunArgs, RunCommand,
+    RunSpecArgs,
+};
+use crate::commit::{CommitOptions, Outcome, RunOutput, parse_metadata};
 use crate::error::{Error, IoContext, Result};
 use crate::ingest::{self, Inputs};
 use crate::maintenance;
 use crate::materialize::{self, Existing};
-use crate::names::{DraftName, TypeName};
+use crate::names::{DistributedId, DraftName, TypeName, VersionRef};
 use crate::query::{self, VersionSummary, change_code};
 use crate::reference::OffLimits;
 use crate::store::{DraftBase, Store};
@@ -48,6 +52,32 @@ fn init_logging(command: &Command, store: &std::path::Path) {
 }
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
+    let mut catalog = None;
+    execute(cli, &mut catalog).map_err(|e| match &catalog {
+        Some(path) => name_damage(path, e),
+        None => e,
+    })
+}
+
+/// A query that met a damaged page says so naming the catalog, as a failed write does:
+/// reads (`ls`, `cat`, `diff`) may be the first to touch a damaged page, and the queries only
+/// know what they were doing.
+fn name_damage(catalog: &std::path::Path, e: Error) -> Error {
+    match e {
+        Error::Catalog { context, source }
+            if source.failure() == crate::catalog::sql::Failure::Corrupt =>
+        {
+            Error::Corrupt {
+                what: format!("catalog {}", catalog.display()),
+                why: format!("{context}: {source}"),
+            }
+        }
+        other => other,
+    }
+}
+
+/// Runs the command; `catalog` is set to the catalog's path once the store is open.
+fn execute(cli: Cli, catalog: &mut Option<PathBuf>) -> Result<ExitCode> {
     crate::progress::set_quiet(cli.quiet);
     match &cli.command {
         Command::Completions { shell } => {
@@ -67,7 +97,11 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Log { .. }
         | Command::Draft(DraftCommand::New { .. })
         | Command::Upsert { .. }
-        | Command::Finish { .. } => location.prepare()?,
+        | Command::Finish { .. }
+        | Command::Run(RunArgs {
+            action: None | Some(RunCommand::Begin { .. }),
+            ..
+        }) => location.prepare()?,
         Command::Init { .. }
         | Command::Doctor
         | Command::Umount { .. }
@@ -156,6 +190,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         _ => {}
     }
     let mut store = Store::open(&dir)?;
+    *catalog = Some(store.catalog.path().to_path_buf());
     // Commands that read versions block `gc` until they are done with them.
     let _reading = match &cli.command {
         Command::Ls { .. }
@@ -166,6 +201,16 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         _ => None,
     };
     let out = out_of(&cli);
+    // The run this command belongs to, for the commands that record inputs and outputs.
+    let current = match &cli.command {
+        Command::Log { .. }
+        | Command::Draft(DraftCommand::Commit { .. })
+        | Command::Upsert { .. }
+        | Command::Finish { .. }
+        | Command::Get { .. }
+        | Command::Cat { .. } => crate::runs::current(store.conn(), cli.quiet || cli.json)?,
+        _ => None,
+    };
     match cli.command {
         Command::Log {
             name,
@@ -175,12 +220,13 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             type_name,
             commit,
         } => {
-            let opts = commit_options(type_name, &commit)?;
+            let mut opts = commit_options(type_name, &commit)?;
+            opts.run = output_of(current.as_ref(), "log");
             let inputs = inputs(&store, paths, &references, overwrite)?;
             let outcome = store.log(&name, &inputs, &opts)?;
             out.outcome(&store, &outcome, &opts)?;
         }
-        Command::Draft(cmd) => draft(&mut store, &out, cmd)?,
+        Command::Draft(cmd) => draft(&mut store, &out, cmd, current.as_ref())?,
         Command::Upsert {
             name,
             paths,
@@ -191,7 +237,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         } => {
             let draft = DraftName {
                 artifact: name,
-                id: Some(distributed_id),
+                id: Some(distributed_id_of(distributed_id, current.as_ref())?),
             };
             let inputs = inputs(&store, paths, &references, overwrite)?;
             let (n, replaced) = store.upsert(&draft, &inputs, type_name.as_ref())?;
@@ -225,9 +271,10 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         } => {
             let draft = DraftName {
                 artifact: name,
-                id: Some(distributed_id),
+                id: Some(distributed_id_of(distributed_id, current.as_ref())?),
             };
-            let opts = commit_options(type_name, &commit)?;
+            let mut opts = commit_options(type_name, &commit)?;
+            opts.run = output_of(current.as_ref(), "finish");
             let inputs = inputs(&store, paths, &references, overwrite)?;
             let outcome = store.finish(&draft, &inputs, &opts)?;
             out.outcome(&store, &outcome, &opts)?;
@@ -279,7 +326,20 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Show { reference } => {
             let (type_name, v) = query::show(store.conn(), &reference)?;
-            out.print(version_json(&type_name, &v), || show_text(&type_name, &v))?;
+            let made_by = crate::catalog::runs::maker_of(
+                store.conn(),
+                &v.version.artifact,
+                v.version.number,
+            )?;
+            let mut value = version_json(&type_name, &v);
+            value["run"] = json!(made_by);
+            out.print(value, || {
+                let mut text = show_text(&type_name, &v);
+                if let Some(run) = &made_by {
+                    text.push_str(&format!("\nrun: {run} (made it)"));
+                }
+                text
+            })?;
         }
         Command::Ls {
             reference,
@@ -312,10 +372,16 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Cat { reference, path } => {
+            // The version is resolved once: what is read and what is recorded are one.
+            let v = crate::catalog::versions::resolve(store.conn(), &reference)?;
+            let pinned: VersionRef = v.reference().parse()?;
             let mut stdout = io::stdout().lock();
             let path = path.as_encoded_bytes();
-            query::cat(store.conn(), &store.blobs, &reference, path, &mut stdout)?;
+            query::cat(store.conn(), &store.blobs, &pinned, path, &mut stdout)?;
             let _ = stdout.flush();
+            if let Some(run) = &current {
+                crate::runs::note_input(&mut store.catalog, run, &v.artifact, v.number, "cat");
+            }
         }
         Command::Diff { from, to } => {
             let changes = query::diff(store.conn(), &from, &to)?;
@@ -333,6 +399,10 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 _ => Existing::Refuse,
             };
             let report = materialize::get(&store, &reference, &dest, existing)?;
+            if let Some(run) = &current {
+                let v = &report.version;
+                crate::runs::note_input(&mut store.catalog, run, &v.artifact, v.number, "get");
+            }
             let r = report.version.reference();
             let (removed, kept) = match existing {
                 Existing::Delete => (report.extra, 0),
@@ -385,6 +455,68 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             let report = maintenance::verify(&store, reference.as_ref())?;
             return verify_output(&out, &report);
         }
+        Command::Run(args) => return run_command(&mut store, &out, args),
+        Command::Runs => {
+            let dead = crate::runs::settle(&mut store.catalog)?;
+            let list: Vec<RunRow> = crate::catalog::runs::list(store.conn())?
+                .into_iter()
+                .map(|r| crate::runs::settled(r, &dead))
+                .collect();
+            let mut rows = Vec::new();
+            let mut lines = Vec::new();
+            for r in &list {
+                let (i, o) = crate::catalog::runs::counts(store.conn(), &r.id)?;
+                let mut value = run_json(r);
+                value["input_count"] = json!(i);
+                value["output_count"] = json!(o);
+                rows.push(value);
+                lines.push(vec![
+                    r.id.clone(),
+                    r.name.clone(),
+                    dash(&r.group),
+                    dash(&r.job_type),
+                    r.state.clone(),
+                    time(r.started_ns),
+                    duration(r),
+                    i.to_string(),
+                    o.to_string(),
+                ]);
+            }
+            out.print(Value::Array(rows), || {
+                if list.is_empty() {
+                    return "no runs".into();
+                }
+                let header = [
+                    "RUN", "NAME", "GROUP", "JOB TYPE", "STATE", "STARTED", "DURATION", "INPUTS",
+                    "OUTPUTS",
+                ];
+                table(&header, lines.into_iter())
+            })?;
+        }
+        Command::Lineage {
+            reference,
+            depth,
+            dot,
+            svg,
+            png,
+        } => {
+            let dead = crate::runs::settle(&mut store.catalog)?;
+            let root = lineage_root(store.conn(), &reference)?;
+            let graph = crate::lineage::build(store.conn(), root, depth, &dead)?;
+            let drawing = crate::lineage::to_dot(&graph);
+            for (format, dest) in [("svg", &svg), ("png", &png)] {
+                if let Some(dest) = dest {
+                    crate::lineage::render(&drawing, format, dest)?;
+                }
+            }
+            if dot {
+                write_raw(&mut io::stdout().lock(), drawing.as_bytes())?;
+            } else {
+                out.print(crate::lineage::to_json(&graph), || {
+                    crate::lineage::to_text(&graph)
+                })?;
+            }
+        }
         Command::Mount { .. }
         | Command::Umount { .. }
         | Command::Completions { .. }
@@ -423,7 +555,12 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn draft(store: &mut Store, out: &Output, cmd: DraftCommand) -> Result<()> {
+fn draft(
+    store: &mut Store,
+    out: &Output,
+    cmd: DraftCommand,
+    current: Option<&RunRow>,
+) -> Result<()> {
     match cmd {
         DraftCommand::New {
             draft,
@@ -527,7 +664,8 @@ fn draft(store: &mut Store, out: &Output, cmd: DraftCommand) -> Result<()> {
             type_name,
             commit,
         } => {
-            let opts = commit_options(type_name, &commit)?;
+            let mut opts = commit_options(type_name, &commit)?;
+            opts.run = output_of(current, "commit");
             let outcome = store.draft_commit(&draft, &opts)?;
             out.outcome(store, &outcome, &opts)
         }
@@ -540,7 +678,238 @@ fn commit_options(type_name: Option<TypeName>, c: &CommitArgs) -> Result<CommitO
         aliases: c.aliases.clone(),
         description: c.description.clone(),
         metadata: c.metadata.as_deref().map(parse_metadata).transpose()?,
+        run: None,
     })
+}
+
+/// A commit made inside `run` is its output.
+fn output_of(run: Option<&RunRow>, via: &'static str) -> Option<RunOutput> {
+    run.map(|r| RunOutput {
+        run: r.id.clone(),
+        via,
+    })
+}
+
+/// The distributed id of `upsert` and `finish`: the one given, else the group of the run
+/// they are part of (as W&B defaults it).
+fn distributed_id_of(given: Option<DistributedId>, run: Option<&RunRow>) -> Result<DistributedId> {
+    if let Some(id) = given {
+        return Ok(id);
+    }
+    match run {
+        Some(r) if !r.group.is_empty() => DistributedId::new(&r.group),
+        Some(r) => Err(Error::invalid(
+            "--distributed-id",
+            format!(
+                "is needed: run {} (ARTIFACTFS_RUN) has no group to default it to",
+                r.id
+            ),
+        )),
+        None => Err(Error::invalid(
+            "--distributed-id",
+            "is needed outside a run with a group (`artifactfs run --group G -- …`)",
+        )),
+    }
+}
+
+/// The version a lineage starts from: one that exists, or a deleted one that runs read or
+/// made (by number: `NAME:vN`).
+fn lineage_root(conn: &crate::catalog::Db, r: &VersionRef) -> Result<crate::lineage::VersionNode> {
+    use crate::catalog::runs;
+    use crate::catalog::versions;
+    let e = match versions::resolve(conn, r) {
+        Ok(v) => {
+            let art = versions::require_artifact(conn, &v.artifact)?;
+            return Ok(crate::lineage::VersionNode {
+                artifact: v.artifact,
+                number: v.number,
+                type_name: Some(art.type_name),
+                deleted: false,
+            });
+        }
+        Err(e) => e,
+    };
+    let crate::names::Selector::Number(n) = r.selector else {
+        return Err(e);
+    };
+    let name = r.artifact.as_str();
+    let recorded = !runs::producers_of(conn, name, n)?.is_empty()
+        || !runs::consumers_of(conn, name, n)?.is_empty();
+    if !recorded {
+        return Err(e);
+    }
+    Ok(crate::lineage::VersionNode {
+        artifact: name.to_string(),
+        number: n,
+        type_name: versions::artifact(conn, name)?.map(|a| a.type_name),
+        deleted: true,
+    })
+}
+
+/// `run`: runs a command as a run, or one of `run show`, `run begin`, `run end`.
+fn run_command(store: &mut Store, out: &Output, args: RunArgs) -> Result<ExitCode> {
+    use crate::catalog::runs;
+    match args.action {
+        None => {
+            let spec = run_spec(&args.spec, args.command)?;
+            let root = store.root().to_path_buf();
+            crate::runs::execute(&mut store.catalog, &root, &spec)
+        }
+        Some(RunCommand::Show { id }) => {
+            let dead = crate::runs::settle(&mut store.catalog)?;
+            let run = crate::runs::settled(crate::runs::require(store.conn(), id.as_str())?, &dead);
+            let inputs = runs::inputs_of(store.conn(), &run.id)?;
+            let outputs = runs::outputs_of(store.conn(), &run.id)?;
+            let mut value = run_json(&run);
+            value["inputs"] = inputs
+                .iter()
+                .map(|l| json!({"ref": l.reference(), "via": l.via, "exists": !l.deleted}))
+                .collect();
+            value["outputs"] = outputs
+                .iter()
+                .map(|l| {
+                    json!({"ref": l.reference(), "via": l.via, "exists": !l.deleted,
+                        "unchanged": !l.made})
+                })
+                .collect();
+            out.print(value, || run_text(&run, &inputs, &outputs))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(RunCommand::Begin { spec, pid }) => {
+            let spec = run_spec(&spec, Vec::new())?;
+            let run = crate::runs::begin(&mut store.catalog, &spec, pid)?;
+            out.print(run_json(&run), || run.id.clone())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(RunCommand::End {
+            id,
+            exit_code,
+            crashed,
+        }) => {
+            let id = match id {
+                Some(id) => id.to_string(),
+                None => std::env::var(crate::runs::ENV_RUN)
+                    .ok()
+                    .filter(|v| !v.is_empty())
+                    .ok_or_else(|| {
+                        Error::invalid(
+                            "run end",
+                            "name the run: give its id, or set ARTIFACTFS_RUN",
+                        )
+                    })?,
+            };
+            let how = match crashed {
+                true => crate::runs::EndAs::Crashed,
+                false => crate::runs::EndAs::Exit(exit_code),
+            };
+            let run = crate::runs::end(&mut store.catalog, &id, how)?;
+            out.print(run_json(&run), || {
+                format!("run {} {}", run.id, crate::runs::describe_end(&run))
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn run_spec(args: &RunSpecArgs, command: Vec<std::ffi::OsString>) -> Result<crate::runs::Spec> {
+    Ok(crate::runs::Spec {
+        id: args.id.clone(),
+        name: args.name.clone(),
+        group: args.group.clone(),
+        job_type: args.job_type.clone(),
+        config: args
+            .config
+            .as_deref()
+            .map(crate::runs::parse_config)
+            .transpose()?,
+        command,
+    })
+}
+
+fn dash(s: &str) -> String {
+    if s.is_empty() { "-".into() } else { s.into() }
+}
+
+/// How long a run took, or has been running: `3.2s`, `4m12s`, `2h05m`.
+fn duration(r: &RunRow) -> String {
+    let end = r.ended_ns.unwrap_or_else(crate::catalog::now_ns);
+    let secs = (end.saturating_sub(r.started_ns)).max(0) as f64 / 1e9;
+    match secs {
+        s if s < 60.0 => format!("{s:.1}s"),
+        s if s < 3600.0 => format!("{}m{:02}s", (s / 60.0) as u64, (s % 60.0) as u64),
+        s => format!(
+            "{}h{:02}m",
+            (s / 3600.0) as u64,
+            ((s % 3600.0) / 60.0) as u64
+        ),
+    }
+}
+
+/// A run as JSON (docs/JSON.md, "The run object").
+fn run_json(r: &RunRow) -> Value {
+    let opt = |s: &str| (!s.is_empty()).then(|| s.to_string());
+    let config: Value = serde_json::from_str(&r.config).unwrap_or_else(|_| json!({}));
+    let command: Value = serde_json::from_str(&r.command).unwrap_or_else(|_| json!([]));
+    json!({
+        "run": r.id, "name": r.name, "group": opt(&r.group), "job_type": opt(&r.job_type),
+        "config": config, "command": command, "host": r.host, "user": r.user, "pid": r.pid,
+        "state": r.state, "exit_code": r.exit_code, "signal": r.exit_signal,
+        "started": time(r.started_ns), "ended": r.ended_ns.map(time),
+    })
+}
+
+fn run_text(
+    r: &RunRow,
+    inputs: &[crate::catalog::runs::Link],
+    outputs: &[crate::catalog::runs::Link],
+) -> String {
+    let command: Vec<String> = serde_json::from_str(&r.command).unwrap_or_default();
+    let mut s = format!("run {}\nname: {}", r.id, r.name);
+    if !r.group.is_empty() {
+        s.push_str(&format!("\ngroup: {}", r.group));
+    }
+    if !r.job_type.is_empty() {
+        s.push_str(&format!("\njob type: {}", r.job_type));
+    }
+    if r.config != "{}" {
+        s.push_str(&format!("\nconfig: {}", r.config));
+    }
+    if !command.is_empty() {
+        s.push_str(&format!("\ncommand: {}", command.join(" ")));
+    }
+    s.push_str(&format!("\nhost: {}\nuser: {}", r.host, r.user));
+    let state = match r.is_running() {
+        true => r.state.clone(),
+        false => crate::runs::describe_end(r),
+    };
+    s.push_str(&format!(
+        "\nstate: {state}\nstarted: {}",
+        time(r.started_ns)
+    ));
+    if let Some(end) = r.ended_ns {
+        s.push_str(&format!("\nended: {} ({})", time(end), duration(r)));
+    }
+    let deleted = |l: &crate::catalog::runs::Link| if l.deleted { " [deleted]" } else { "" };
+    s.push_str(&format!("\ninputs: {}", inputs.len()));
+    for l in inputs {
+        s.push_str(&format!(
+            "\n  {} (by {}){}",
+            l.reference(),
+            l.via,
+            deleted(l)
+        ));
+    }
+    s.push_str(&format!("\noutputs: {}", outputs.len()));
+    for l in outputs {
+        let how = if l.made { "" } else { ", unchanged" };
+        s.push_str(&format!(
+            "\n  {} (by {}{how}){}",
+            l.reference(),
+            l.via,
+            deleted(l)
+        ));
+    }
+    s
 }
 
 fn out_of(cli: &Cli) -> Output {

@@ -6,8 +6,9 @@ use std::path::PathBuf;
 use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use crate::names::{
-    AliasName, AliasOwner, ArtifactName, DistributedId, DraftName, TypeName, VersionRef,
+    AliasName, AliasOwner, ArtifactName, DistributedId, DraftName, RunId, TypeName, VersionRef,
 };
+use crate::runs::RunName;
 
 /// Versioned datasets and models: a local artifact store you can mount.
 #[derive(Parser, Debug)]
@@ -34,10 +35,20 @@ pub struct Cli {
 /// for close spellings (and also for swapped letters: `lgo` -> `log`).
 pub fn parse(args: Vec<std::ffi::OsString>) -> Cli {
     use clap::error::{ContextKind, ContextValue, ErrorKind};
+    let is_run = command_word(&args) == Some("run");
     let mut err = match Cli::try_parse_from(args) {
         Ok(cli) => return cli,
         Err(e) => e,
     };
+    // `artifactfs run python train.py`: the command goes after `--`.
+    if is_run && err.kind() == ErrorKind::UnknownArgument {
+        err.insert(
+            ContextKind::Suggested,
+            ContextValue::StyledStrs(vec![
+                "put the command to run after `--`: artifactfs run [OPTIONS] -- CMD ARGS...".into(),
+            ]),
+        );
+    }
     let typed = match err.get(ContextKind::InvalidSubcommand) {
         Some(ContextValue::String(t)) if err.kind() == ErrorKind::InvalidSubcommand => t.clone(),
         _ => err.exit(),
@@ -57,6 +68,22 @@ pub fn parse(args: Vec<std::ffi::OsString>) -> Cli {
         }
     }
     err.exit()
+}
+
+/// The command word of a command line: its first argument that is neither an option nor
+/// the value of `--store`.
+fn command_word(args: &[std::ffi::OsString]) -> Option<&str> {
+    let mut words = args.iter().skip(1).map(|a| a.to_str());
+    while let Some(w) = words.next() {
+        match w? {
+            "--store" => {
+                words.next();
+            }
+            w if w.starts_with('-') => {}
+            w => return Some(w),
+        }
+    }
+    None
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -113,8 +140,9 @@ pub enum Command {
         #[arg(long = "type", value_name = "TYPE")]
         type_name: Option<TypeName>,
         /// The id all writers of one distributed version share (W&B's distributed_id)
+        /// [default: the group of the run in $ARTIFACTFS_RUN]
         #[arg(long, value_name = "ID")]
-        distributed_id: DistributedId,
+        distributed_id: Option<DistributedId>,
     },
     /// Add any last PATHs to NAME@ID and commit it; the id is sealed afterwards
     Finish {
@@ -132,8 +160,9 @@ pub enum Command {
         #[arg(long = "type", value_name = "TYPE")]
         type_name: Option<TypeName>,
         /// The id all writers of one distributed version share (W&B's distributed_id)
+        /// [default: the group of the run in $ARTIFACTFS_RUN]
         #[arg(long, value_name = "ID")]
-        distributed_id: DistributedId,
+        distributed_id: Option<DistributedId>,
         #[command(flatten)]
         commit: CommitArgs,
     },
@@ -214,6 +243,29 @@ pub enum Command {
         /// flight on another host is): 90s, 30m, 1h, 2d [default: 1h]
         #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
         grace: Option<std::time::Duration>,
+    },
+    /// Run CMD as a run: record it, with what it reads and makes, and exit with its status
+    /// (also: run show, run begin, run end)
+    Run(RunArgs),
+    /// List runs, oldest first
+    Runs,
+    /// Show the runs and versions upstream and downstream of a version
+    Lineage {
+        /// A version: NAME:vN (also a deleted one), NAME:ALIAS, or NAME for NAME:latest
+        #[arg(value_name = "REF")]
+        reference: VersionRef,
+        /// How many runs deep to go upstream and downstream
+        #[arg(long, value_name = "N", default_value_t = crate::lineage::DEFAULT_DEPTH)]
+        depth: u32,
+        /// Print the graph in Graphviz's DOT language instead
+        #[arg(long)]
+        dot: bool,
+        /// Also draw the graph into FILE as SVG (needs Graphviz)
+        #[arg(long, value_name = "FILE")]
+        svg: Option<PathBuf>,
+        /// Also draw the graph into FILE as PNG (needs Graphviz)
+        #[arg(long, value_name = "FILE")]
+        png: Option<PathBuf>,
     },
     /// Mount the store at MOUNTPOINT: versions as read-only directories, drafts under drafts/
     Mount {
@@ -365,6 +417,74 @@ pub enum AliasCommand {
         owner: AliasOwner,
         /// The alias to remove
         alias: AliasName,
+    },
+}
+
+/// `run`: a command to run as a run, or one of the subcommands.
+#[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct RunArgs {
+    #[command(subcommand)]
+    pub action: Option<RunCommand>,
+    #[command(flatten)]
+    pub spec: RunSpecArgs,
+    /// The command to run and its arguments, after `--`
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<std::ffi::OsString>,
+}
+
+/// What a new run records about itself.
+#[derive(Args, Debug, Clone, Default)]
+pub struct RunSpecArgs {
+    /// The run's id [default: 8 random characters]; letters, digits, '.', '_' and '-'
+    #[arg(long, value_name = "ID")]
+    pub id: Option<RunId>,
+    /// A name to show for the run, any text [default: the command's file names]
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<RunName>,
+    /// A group of runs (W&B's group); also the default distributed id of upsert and finish
+    #[arg(long, value_name = "GROUP")]
+    pub group: Option<DistributedId>,
+    /// The kind of work (train, eval, preprocess, …)
+    #[arg(long = "job-type", value_name = "TYPE")]
+    pub job_type: Option<TypeName>,
+    /// A JSON object of settings, like '{"lr": 0.01}'
+    #[arg(long, value_name = "JSON")]
+    pub config: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RunCommand {
+    /// Show a run with the versions it read and made
+    Show {
+        /// The run's id
+        id: RunId,
+    },
+    /// Record a run for processes started otherwise (SLURM, torchrun); prints its id, to
+    /// pass on as ARTIFACTFS_RUN
+    Begin {
+        #[command(flatten)]
+        spec: RunSpecArgs,
+        /// The run lives as long as process PID of this machine (such as the job's shell,
+        /// $$); without it, until `run end`
+        #[arg(long, value_name = "PID")]
+        pid: Option<u32>,
+    },
+    /// Record the end of a run begun with `run begin`
+    End {
+        /// The run's id [default: $ARTIFACTFS_RUN]
+        id: Option<RunId>,
+        /// The job's exit status: 0 marks the run finished, anything else failed
+        #[arg(
+            long,
+            value_name = "N",
+            default_value_t = 0,
+            conflicts_with = "crashed"
+        )]
+        exit_code: i32,
+        /// Mark the run crashed (its job was lost or killed)
+        #[arg(long)]
+        crashed: bool,
     },
 }
 

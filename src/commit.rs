@@ -5,6 +5,7 @@
 use crate::catalog::Db;
 
 use crate::catalog::drafts::{self, DraftRow};
+use crate::catalog::runs;
 use crate::catalog::versions::{self, VersionInfo, VersionRow};
 use crate::draft;
 use crate::error::{Error, Result};
@@ -21,6 +22,16 @@ pub struct CommitOptions {
     pub description: Option<String>,
     /// A JSON object, already validated by [`parse_metadata`].
     pub metadata: Option<String>,
+    /// The run the version is an output of, if the commit is made inside one.
+    pub run: Option<RunOutput>,
+}
+
+/// The run a commit is an output of, and what made it: `log`, `commit` (`draft commit`),
+/// `finish`, `.commit` (through a mount).
+#[derive(Clone, Debug)]
+pub struct RunOutput {
+    pub run: String,
+    pub via: &'static str,
 }
 
 #[derive(Clone, Debug)]
@@ -131,6 +142,11 @@ pub fn commit(conn: &Db, d: &DraftRow, opts: &CommitOptions) -> Result<Outcome> 
     }
     if d.is_distributed() {
         drafts::seal(conn, &d.artifact, &d.dist_id, version.number)?;
+    }
+    if let Some(r) = &opts.run {
+        let made = !outcome.is_unchanged();
+        let now = crate::catalog::now_ns();
+        runs::record_output(conn, &r.run, &art.name, version.number, made, r.via, now)?;
     }
     drafts::delete(conn, d.id)?;
     Ok(outcome)

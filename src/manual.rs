@@ -254,6 +254,60 @@ const EXAMPLES: &[(&str, &[(&str, &str)])] = &[
         ],
     ),
     (
+        "run",
+        &[
+            (
+                "Train as a run: what it reads through the mount and commits is recorded:",
+                "artifactfs run --name train --job-type train --config '{\"lr\": 0.01}' -- python train.py --data ~/art/mnist/latest/",
+            ),
+            (
+                "Workers of one group fill one distributed version (the group is the id):",
+                "artifactfs run --group shard-7 -- sh -c 'artifactfs upsert shards part/ && artifactfs finish shards'",
+            ),
+        ],
+    ),
+    (
+        "run show",
+        &[(
+            "A run, with the versions it read and made:",
+            "artifactfs run show 3k9x0qzt",
+        )],
+    ),
+    (
+        "run begin",
+        &[(
+            "A SLURM job as one run; its tasks inherit ARTIFACTFS_RUN:",
+            "export ARTIFACTFS_RUN=$(artifactfs run begin --name train --pid $$); srun python train.py; artifactfs run end --exit-code $?",
+        )],
+    ),
+    (
+        "run end",
+        &[
+            (
+                "End the run named by $ARTIFACTFS_RUN with the job's status:",
+                "artifactfs run end --exit-code 0",
+            ),
+            (
+                "Mark a run whose job was lost as crashed:",
+                "artifactfs run end 3k9x0qzt --crashed",
+            ),
+        ],
+    ),
+    ("runs", &[("Every run, oldest first:", "artifactfs runs")]),
+    (
+        "lineage",
+        &[
+            (
+                "Where a model came from and what used it, as text:",
+                "artifactfs lineage resnet:best",
+            ),
+            (
+                "As a picture (needs Graphviz: apt install graphviz):",
+                "artifactfs lineage resnet:best --svg lineage.svg",
+            ),
+        ],
+    ),
+    (
         "mount",
         &[
             (
@@ -307,6 +361,14 @@ const ENVIRONMENT: &[(&str, &str)] = &[
         "How much to log (error, warn, info, debug): to standard error, and for the mount server to STORE/mount.log.",
     ),
     (
+        "ARTIFACTFS_RUN",
+        "The run a process belongs to (set by artifactfs run): log, draft commit, finish and .commit record their versions as its outputs, get, cat and reads through a mount as its inputs.",
+    ),
+    (
+        "ARTIFACTFS_RUN_GROUP",
+        "The group of that run, set by artifactfs run --group for the command it runs.",
+    ),
+    (
         "ARTIFACTFS_MAX_CACHED_ENTRIES",
         "For mount: how many inodes of version files the server keeps before asking the kernel to drop some (default 100000).",
     ),
@@ -315,7 +377,7 @@ const ENVIRONMENT: &[(&str, &str)] = &[
 const FILES: &[(&str, &str)] = &[
     (
         "STORE/catalog.db",
-        "SQLite, in WAL mode: artifacts, versions, aliases, trees, drafts.",
+        "SQLite, in WAL mode: artifacts, versions, aliases, trees, drafts, runs and lineage.",
     ),
     (
         "STORE/blobs/",

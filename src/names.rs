@@ -108,6 +108,13 @@ name_type!(
     |_| None
 );
 
+name_type!(
+    /// A run's id (`ARTIFACTFS_RUN`): made up by `run` and `run begin`, or given with `--id`.
+    RunId,
+    "run id",
+    |_| None
+);
+
 /// The candidate closest to `want`, if one is close enough to be a typo of it (`mnsit` for
 /// `mnist`, `bset` for `best`): for "did you mean" hints.
 pub fn closest<'a>(want: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {

@@ -47,6 +47,11 @@ const JSON_COMMANDS: &[&str] = &[
     "delete",
     "verify",
     "gc",
+    "run begin",
+    "run end",
+    "runs",
+    "run show",
+    "lineage",
 ];
 
 const TYPES: &[&str] = &[
@@ -189,7 +194,7 @@ fn shell_words(line: &str) -> Vec<String> {
 /// The command an example runs, as JSON_COMMANDS names it.
 fn label(args: &[String]) -> String {
     match args[0].as_str() {
-        "draft" | "alias" => format!("{} {}", args[0], args[1]),
+        "draft" | "alias" | "run" => format!("{} {}", args[0], args[1]),
         "list" if args.len() > 1 => "list NAME".into(),
         other => other.into(),
     }
@@ -221,6 +226,18 @@ fn prepare(s: &TestStore, command: &str) -> bool {
             s.tree("part-1", &[("c.png", "img-4\n")]);
         }
         "artifactfs --json verify" => damage_blob(s, b"img-1\n", b"img-X\n"),
+        // The run's job, between `run begin` and `run end`.
+        "artifactfs --json run end train-1 --exit-code 0" => {
+            s.file("train-data/weights.txt", "w = 0.42\n");
+            for args in [
+                &["cat", "mnist:v1", "labels.csv"][..],
+                &["log", "model", "train-data", "--type", "model"],
+            ] {
+                let mut cmd = s.command(args);
+                cmd.env("ARTIFACTFS_RUN", "train-1");
+                assert_success(&run_command(cmd), args);
+            }
+        }
         _ => return false,
     }
     true
@@ -306,6 +323,23 @@ fn compare(doc: &Value, real: &Value, at: &str, key: &str, diffs: &mut Vec<Strin
             {
                 diffs.push(format!(
                     "{at}: documented {doc}, printed {real}: not both absolute paths"
+                ));
+            }
+            return;
+        }
+        // Runs: when they ran, and where and by whom, are the machine's.
+        "started" | "ended" if !(doc.is_null() && real.is_null()) => {
+            if !is_time(doc) || !is_time(real) {
+                diffs.push(format!(
+                    "{at}: documented {doc}, printed {real}: not both times"
+                ));
+            }
+            return;
+        }
+        "host" | "user" => {
+            if !doc.is_string() || !real.is_string() {
+                diffs.push(format!(
+                    "{at}: documented {doc}, printed {real}: not both strings"
                 ));
             }
             return;
@@ -468,7 +502,7 @@ fn every_example_in_json_md_is_what_the_command_prints() {
         "docs/JSON.md does not match the output:\n{}",
         failures.join("\n")
     );
-    assert_eq!(prepared, 5, "every preparation step found its example");
+    assert_eq!(prepared, 6, "every preparation step found its example");
     let missing: Vec<_> = JSON_COMMANDS
         .iter()
         .filter(|c| !covered.contains(**c))

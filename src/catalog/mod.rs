@@ -12,6 +12,7 @@ mod sqlite;
 
 pub mod drafts;
 pub mod nodes;
+pub mod runs;
 pub mod versions;
 
 use std::path::{Path, PathBuf};
@@ -254,6 +255,14 @@ impl Catalog {
     }
 
     /// Fails when this process may only read the store.
+    /// Another connection to the same catalog, for a thread of its own.
+    pub fn open_again(&self) -> Result<Catalog> {
+        match &self.url {
+            Some(url) => Self::open_postgres(url, &self.path),
+            None => Self::open(&self.path),
+        }
+    }
+
     /// On a shared store, a hold on its blobs across every host: shared while blobs are
     /// uploaded until the catalog refers to them, exclusive for `gc`. None for an embedded
     /// store, whose lock file does the same.

@@ -3,7 +3,7 @@
 //! run; a catalog with a higher number than this build knows is refused.
 
 /// Migration N brings the schema from version N to N + 1.
-pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6];
 
 const V1: &str = r#"
 CREATE TABLE artifacts (
@@ -218,7 +218,7 @@ CREATE INDEX draft_entries_dirs ON draft_entries(draft, parent) WHERE kind = 1;
 /// PostgreSQL's migrations. Version 1 is the schema SQLite reached with V5, in PostgreSQL's
 /// types: BIGINT for every integer (the queries bind 64-bit values), BYTEA for bytes, text
 /// compared byte by byte (`COLLATE "C"`) so that listings sort as SQLite sorts them.
-pub const PG_MIGRATIONS: &[&str] = &[PG_V1];
+pub const PG_MIGRATIONS: &[&str] = &[PG_V1, PG_V2];
 
 const PG_V1: &str = r#"
 CREATE TABLE artifacts (
@@ -335,4 +335,107 @@ CREATE TABLE seals (
     number   BIGINT NOT NULL,
     PRIMARY KEY (artifact, dist_id)
 );
+"#;
+
+/// Runs and lineage (docs/SEMANTICS.md, "Runs and lineage"). Written in the SQL both engines
+/// take, with plain INTEGER and TEXT columns, so that a shared catalog holds the same tables.
+/// - `runs`: one row per run, keyed by its id. `state` is `running` until the run ends:
+///   `finished` (exit status 0), `failed` (another status), `killed` (its command ended by a
+///   signal) or `crashed` (the run vanished without ending: see `pid`). `machine` (boot id and
+///   PID namespace), `pid` and `pid_start` (its start time in clock ticks after boot) name the
+///   process whose life is the run's, where it has one; `heartbeat_ns` is when that process
+///   last said it was alive, for readers on other machines.
+/// - `run_inputs`, `run_outputs`: the versions a run read and made, by artifact name and
+///   number, which are never reused. No foreign key to `versions`: deleting a version keeps
+///   its lineage. `made` is 1 for the run whose commit created the version, 0 for one whose
+///   commit found the same content already there; `via` says how it was seen.
+const V6: &str = r#"
+CREATE TABLE runs (
+    id           TEXT PRIMARY KEY,
+    name         TEXT NOT NULL,
+    run_group    TEXT NOT NULL DEFAULT '',
+    job_type     TEXT NOT NULL DEFAULT '',
+    config       TEXT NOT NULL DEFAULT '{}',
+    command      TEXT NOT NULL DEFAULT '[]',
+    host         TEXT NOT NULL,
+    user_name    TEXT NOT NULL,
+    machine      TEXT NOT NULL DEFAULT '',
+    pid          INTEGER,
+    pid_start    INTEGER,
+    state        TEXT NOT NULL,
+    exit_code    INTEGER,
+    exit_signal  INTEGER,
+    started_ns   INTEGER NOT NULL,
+    heartbeat_ns INTEGER,
+    ended_ns     INTEGER
+);
+CREATE INDEX runs_started ON runs(started_ns);
+CREATE INDEX runs_group ON runs(run_group);
+
+CREATE TABLE run_inputs (
+    run         TEXT NOT NULL REFERENCES runs(id),
+    artifact    TEXT NOT NULL,
+    number      INTEGER NOT NULL,
+    via         TEXT NOT NULL,
+    recorded_ns INTEGER NOT NULL,
+    PRIMARY KEY (run, artifact, number)
+);
+CREATE INDEX run_inputs_version ON run_inputs(artifact, number);
+
+CREATE TABLE run_outputs (
+    run         TEXT NOT NULL REFERENCES runs(id),
+    artifact    TEXT NOT NULL,
+    number      INTEGER NOT NULL,
+    made        INTEGER NOT NULL,
+    via         TEXT NOT NULL,
+    recorded_ns INTEGER NOT NULL,
+    PRIMARY KEY (run, artifact, number)
+);
+CREATE INDEX run_outputs_version ON run_outputs(artifact, number);
+"#;
+
+/// Runs and lineage (SQLite's V6), with BIGINT for every integer.
+const PG_V2: &str = r#"
+CREATE TABLE runs (
+    id           TEXT PRIMARY KEY,
+    name         TEXT NOT NULL,
+    run_group    TEXT NOT NULL DEFAULT '',
+    job_type     TEXT NOT NULL DEFAULT '',
+    config       TEXT NOT NULL DEFAULT '{}',
+    command      TEXT NOT NULL DEFAULT '[]',
+    host         TEXT NOT NULL,
+    user_name    TEXT NOT NULL,
+    machine      TEXT NOT NULL DEFAULT '',
+    pid          BIGINT,
+    pid_start    BIGINT,
+    state        TEXT NOT NULL,
+    exit_code    BIGINT,
+    exit_signal  BIGINT,
+    started_ns   BIGINT NOT NULL,
+    heartbeat_ns BIGINT,
+    ended_ns     BIGINT
+);
+CREATE INDEX runs_started ON runs(started_ns);
+CREATE INDEX runs_group ON runs(run_group);
+
+CREATE TABLE run_inputs (
+    run         TEXT NOT NULL REFERENCES runs(id),
+    artifact    TEXT NOT NULL,
+    number      BIGINT NOT NULL,
+    via         TEXT NOT NULL,
+    recorded_ns BIGINT NOT NULL,
+    PRIMARY KEY (run, artifact, number)
+);
+CREATE INDEX run_inputs_version ON run_inputs(artifact, number);
+
+CREATE TABLE run_outputs (
+    run         TEXT NOT NULL REFERENCES runs(id),
+    artifact    TEXT NOT NULL,
+    number      BIGINT NOT NULL,
+    made        BIGINT NOT NULL,
+    via         TEXT NOT NULL,
+    recorded_ns BIGINT NOT NULL,
+    PRIMARY KEY (run, artifact, number)
+);
+CREATE INDEX run_outputs_version ON run_outputs(artifact, number);
 "#;

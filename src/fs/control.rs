@@ -16,6 +16,8 @@ pub(super) struct ControlHandle {
     draft: DraftName,
     written: Vec<u8>,
     status: Vec<u8>,
+    /// The run of the process that opened it, whose output a commit through it is.
+    run: Option<std::sync::Arc<str>>,
     /// What the last request written through this handle came to, still to be read:
     /// `NAME:vN`, `NAME:vN (unchanged)` or `error: …`, each on a line. A read returns it
     /// wherever the file offset is, since writing the request moved it.
@@ -25,7 +27,13 @@ pub(super) struct ControlHandle {
 impl Fs {
     /// Opens a draft's control file: for writing a commit request, or for reading the
     /// draft's status (computed now).
-    pub(super) fn open_control(&self, artifact: &str, dist_id: &str, write: bool) -> Result<u64> {
+    pub(super) fn open_control(
+        &self,
+        artifact: &str,
+        dist_id: &str,
+        write: bool,
+        run: Option<std::sync::Arc<str>>,
+    ) -> Result<u64> {
         let draft = super::writes::draft_name(artifact, dist_id)?;
         let status = if write {
             Vec::new()
@@ -44,6 +52,7 @@ impl Fs {
             fh,
             ControlHandle {
                 draft,
+                run,
                 written: Vec::new(),
                 status,
                 answer: Vec::new(),
@@ -114,9 +123,13 @@ impl Fs {
                 // A refused request is forgotten: close(2) must not report it again.
                 h.written.clear();
             }
-            let Some(request) = parsed? else {
+            let Some(mut request) = parsed? else {
                 return Ok(None);
             };
+            request.run = h.run.as_ref().map(|r| crate::commit::RunOutput {
+                run: r.to_string(),
+                via: ".commit",
+            });
             (h.draft.clone(), request)
         };
         let mut catalog = self.pool.get()?;

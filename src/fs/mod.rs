@@ -15,6 +15,7 @@
 pub mod access;
 mod control;
 pub mod inode;
+mod lineage;
 mod listings;
 mod orphan;
 mod version_files;
@@ -62,6 +63,8 @@ const XATTR_DIGEST: &str = "user.artifactfs.digest";
 const XATTR_REF: &str = "user.artifactfs.ref";
 const XATTR_CREATED: &str = "user.artifactfs.created";
 const XATTR_TYPE: &str = "user.artifactfs.type";
+/// On a version directory: the id of the run that made the version, if a run did.
+const XATTR_RUN: &str = "user.artifactfs.run";
 pub use crate::mounts::{XATTR_PASSTHROUGH, XATTR_PID};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -171,6 +174,8 @@ pub struct Fs {
     shared: bool,
     /// Version files and aliases as the kernel caches them (see `version_files.rs`).
     cached: version_files::Cached,
+    /// Which run each request comes from, and the inputs recorded for runs.
+    lineage: lineage::Capture,
 }
 
 /// An open file's content: a blob, or a staged file, which `writer` may change.
@@ -248,6 +253,7 @@ impl Fs {
         crate::clock::use_file_clock(&root.join("staged"));
         // SAFETY: getuid/getgid cannot fail.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        let lineage = lineage::Capture::new(backend.clone());
         Ok(Fs {
             inodes: Arc::new(inode::Inodes::default()),
             listings: listings::Listings::default(),
@@ -255,7 +261,7 @@ impl Fs {
             backend,
             blobs,
             staging: Staging::open(&root)?,
-            store_root: root,
+            store_root: root.clone(),
             uid,
             gid,
             mounted: SystemTime::now(),
@@ -270,6 +276,7 @@ impl Fs {
             read_only: false,
             shared,
             cached: version_files::Cached::default(),
+            lineage,
         })
     }
 
@@ -1173,8 +1180,12 @@ impl Fs {
             caller.check(&attr, want, || self.describe(ino, None))?;
         }
         if let Node::Control { artifact, dist_id } = node {
+            let run = mode
+                .write
+                .then(|| self.lineage.run_of(caller.pid))
+                .flatten();
             return Ok(Opened::Control {
-                fh: self.open_control(&artifact, &dist_id, mode.write)?,
+                fh: self.open_control(&artifact, &dist_id, mode.write, run)?,
             });
         }
         if mode.write {
@@ -1212,6 +1223,9 @@ impl Fs {
             }
         };
         let immutable = self.node(ino)?.is_immutable();
+        if immutable {
+            self.note_open(caller.pid, ino);
+        }
         Ok(self.opened(file, None, immutable))
     }
 
@@ -1358,11 +1372,16 @@ impl Fs {
             } => {
                 let art = versions::require_artifact(conn, &artifact)?;
                 match versions::by_number(conn, art.id, number)? {
-                    Some(v) => vec![
-                        (XATTR_DIGEST, v.digest.to_hex()),
-                        (XATTR_REF, v.reference()),
-                        (XATTR_CREATED, rfc3339(v.created_ns)),
-                    ],
+                    Some(v) => {
+                        let mut attrs = vec![
+                            (XATTR_DIGEST, v.digest.to_hex()),
+                            (XATTR_REF, v.reference()),
+                            (XATTR_CREATED, rfc3339(v.created_ns)),
+                        ];
+                        let run = crate::catalog::runs::maker_of(conn, &artifact, number)?;
+                        attrs.extend(run.map(|r| (XATTR_RUN, r)));
+                        attrs
+                    }
                     None => Vec::new(),
                 }
             }

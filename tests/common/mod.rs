@@ -72,6 +72,9 @@ pub const TABLES: &[&str] = &[
     "drafts",
     "draft_entries",
     "seals",
+    "runs",
+    "run_inputs",
+    "run_outputs",
 ];
 
 /// A store in its own temporary directory, plus a scratch area for source files.
