@@ -692,7 +692,10 @@ impl Filesystem for Adapter {
                     Ok(Some(_)) if self.fs.is_read_only() => {
                         return reply.error(Errno::from_i32(libc::ENOSYS));
                     }
-                    Ok(Some(size)) => return self.open_version(ino.0, size, reply),
+                    Ok(Some(size)) => {
+                        self.fs.note_open(req.pid(), ino.0);
+                        return self.open_version(ino.0, size, reply);
+                    }
                     Ok(None) => {}
                     Err(e) => return reply.error(fail("open", &self.fs.explain(ino.0, e))),
                 }

@@ -216,7 +216,7 @@ fn record_all(backend: Backend, jobs: mpsc::Receiver<Job>) {
 
 impl Fs {
     /// A file of a version was opened for reading by process `pid`: an input of its run.
-    pub(super) fn note_open(&self, pid: u32, ino: Ino) {
+    pub fn note_open(&self, pid: u32, ino: Ino) {
         let Some(run) = self.lineage.run_of(pid) else {
             return;
         };

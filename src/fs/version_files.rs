@@ -182,16 +182,25 @@ impl AliasWatch {
     /// The aliases that moved since the last call: (inode, parent, name) of each.
     pub fn moved(&mut self) -> Result<Vec<(Ino, Ino, Vec<u8>)>> {
         let conn = self.pool.get()?;
-        // A shared store's catalog has no such counter: every alias is looked at each time.
-        if let Some(sqlite) = conn.sqlite() {
-            let version: i64 = sqlite
+        // SQLite counts commits by others; PostgreSQL's write-ahead log moves on with every
+        // write to the database (by anyone, so at worst an alias is looked at for nothing).
+        let version: i64 = match conn.sqlite() {
+            Some(sqlite) => sqlite
                 .query_row("PRAGMA data_version", [], |r| r.get(0))
-                .map_err(|e| Error::io(Path::new("catalog.db"), std::io::Error::other(e)))?;
-            if self.seen == Some(version) && self.checked.elapsed() < FULL_CHECK {
-                return Ok(Vec::new());
-            }
-            self.seen = Some(version);
+                .map_err(|e| Error::io(Path::new("catalog.db"), std::io::Error::other(e)))?,
+            None => conn
+                .conn()
+                .query_one(
+                    "SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint",
+                    crate::params![],
+                    |r| r.get(0),
+                )
+                .map_err(|e| Error::io(Path::new("catalog"), std::io::Error::other(e)))?,
+        };
+        if self.seen == Some(version) && self.checked.elapsed() < FULL_CHECK {
+            return Ok(Vec::new());
         }
+        self.seen = Some(version);
         self.checked = Instant::now();
         Ok(moved(&self.inodes, &self.served, conn.conn()))
     }
