@@ -42,6 +42,8 @@ const TABLES: &[(&str, &str)] = &[
     ("seals", "artifact, dist_id, number"),
 ];
 
+const BLOBS_PER_BATCH: u64 = 1000;
+
 /// Tables whose ids a sequence hands out (PostgreSQL): it must continue after the copied ones.
 const SERIAL: &[&str] = &["nodes", "chunks", "artifacts", "versions", "drafts"];
 
@@ -85,12 +87,17 @@ pub fn copy_store(src: &mut Store, dest: &mut Store) -> Result<Copied> {
     let mut copied = Copied::default();
     // The content first: no row may refer to a blob DEST does not have.
     let lock = src.shared_lock()?;
-    let batch = dest.blobs.batch();
+    let mut batch = dest.blobs.batch();
     src.blobs.for_each_stored(|digest| {
         let path = src.blobs.path(&digest);
         let len = fs::metadata(&path).at(&path)?.len();
         batch.add_file(&path, len)?;
         copied.blobs += 1;
+        // Stored (and uploaded) a part at a time, so a big store needs no room for all of
+        // it at once on this host.
+        if copied.blobs % BLOBS_PER_BATCH == 0 {
+            std::mem::replace(&mut batch, dest.blobs.batch()).finish()?;
+        }
         Ok(())
     })?;
     batch.finish()?;
