@@ -1273,6 +1273,8 @@ fn print_doctor(r: &crate::doctor::Report, json: bool) -> Result<()> {
             "schema": r.schema, "supported_schema": r.supported_schema,
             "catalog_bytes": r.catalog_bytes, "blob_count": r.blobs, "blob_bytes": r.blob_bytes,
             "free_bytes": r.free_bytes, "artifact_count": r.artifacts, "draft_count": r.drafts,
+            "shared": r.shared.as_ref().map(|s| json!({"catalog": s.catalog, "objects": s.objects,
+                "cache_size": s.cache_size})),
             "mounts": mounts, "findings": findings,
         });
         println!("{v}");
@@ -1281,16 +1283,33 @@ fn print_doctor(r: &crate::doctor::Report, json: bool) -> Result<()> {
     let mut out = vec![format!("store: {}", r.store.display())];
     if r.exists {
         let schema = r.schema.map_or("unknown".into(), |s| s.to_string());
-        out.push(format!(
-            "  catalog: {}, schema {schema} (this build reads up to {})",
-            HumanBytes(r.catalog_bytes),
-            r.supported_schema
-        ));
-        out.push(format!(
-            "  blobs: {} ({})",
-            r.blobs,
-            HumanBytes(r.blob_bytes)
-        ));
+        match &r.shared {
+            Some(sh) => {
+                out.push(format!(
+                    "  catalog: {}, schema {schema} (this build reads up to {})",
+                    sh.catalog, r.supported_schema
+                ));
+                out.push(format!("  objects: {}", sh.objects));
+                out.push(format!(
+                    "  cache: {} blobs ({}) of at most {}",
+                    r.blobs,
+                    HumanBytes(r.blob_bytes),
+                    HumanBytes(sh.cache_size)
+                ));
+            }
+            None => {
+                out.push(format!(
+                    "  catalog: {}, schema {schema} (this build reads up to {})",
+                    HumanBytes(r.catalog_bytes),
+                    r.supported_schema
+                ));
+                out.push(format!(
+                    "  blobs: {} ({})",
+                    r.blobs,
+                    HumanBytes(r.blob_bytes)
+                ));
+            }
+        }
         if let (Some(a), Some(d)) = (r.artifacts, r.drafts) {
             out.push(format!("  artifacts: {a}, drafts: {d}"));
         }

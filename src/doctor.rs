@@ -40,6 +40,13 @@ pub struct MountState {
     pub passthrough: Option<String>,
 }
 
+#[derive(Debug)]
+pub struct SharedState {
+    pub catalog: String,
+    pub objects: String,
+    pub cache_size: u64,
+}
+
 #[derive(Debug, Default)]
 pub struct Report {
     pub store: PathBuf,
@@ -52,6 +59,8 @@ pub struct Report {
     pub free_bytes: Option<u64>,
     pub artifacts: Option<usize>,
     pub drafts: Option<usize>,
+    /// A shared store: its database (without a password), its objects, and the cache's size.
+    pub shared: Option<SharedState>,
     pub mounts: Vec<MountState>,
     pub findings: Vec<Finding>,
 }
@@ -161,6 +170,25 @@ fn examine_store(r: &mut Report) {
         }
     };
     r.schema = store.catalog.schema_version().ok();
+    if let Some(sh) = store.shared() {
+        r.supported_schema = catalog::PG_MIGRATIONS.len() as i64;
+        r.shared = Some(SharedState {
+            catalog: catalog::postgres::redact(&sh.catalog),
+            objects: sh.objects.clone(),
+            cache_size: sh.cache_size,
+        });
+        if let Some(objects) = store.blobs.objects()
+            && let Some(Err(e)) = objects.list().next()
+        {
+            r.find(
+                Severity::Problem,
+                format!("object store {}", objects.store()),
+                e.to_string(),
+                "check the endpoint, the bucket and the AWS_* credentials, then run \
+                 `artifactfs doctor` again",
+            );
+        }
+    }
     if let Err(e) = store.catalog.check_integrity(false) {
         r.find(
             Severity::Problem,
