@@ -224,7 +224,7 @@ fn execute(cli: Cli, catalog: &mut Option<PathBuf>) -> Result<ExitCode> {
             opts.run = output_of(current.as_ref(), "log");
             let inputs = inputs(&store, paths, &references, overwrite)?;
             let outcome = store.log(&name, &inputs, &opts)?;
-            out.outcome(&store, &outcome, &opts)?;
+            out.outcome(&store, &outcome, &opts, None)?;
         }
         Command::Draft(cmd) => draft(&mut store, &out, cmd, current.as_ref())?,
         Command::Upsert {
@@ -276,8 +276,9 @@ fn execute(cli: Cli, catalog: &mut Option<PathBuf>) -> Result<ExitCode> {
             let mut opts = commit_options(type_name, &commit)?;
             opts.run = output_of(current.as_ref(), "finish");
             let inputs = inputs(&store, paths, &references, overwrite)?;
-            let outcome = store.finish(&draft, &inputs, &opts)?;
-            out.outcome(&store, &outcome, &opts)?;
+            let (outcome, replaced) = store.finish(&draft, &inputs, &opts)?;
+            let replaced: Vec<String> = replaced.iter().map(|p| json_path(p)).collect();
+            out.outcome(&store, &outcome, &opts, Some(&replaced))?;
         }
         Command::List { name: None } => {
             let list = query::artifacts(store.conn())?;
@@ -667,7 +668,7 @@ fn draft(
             let mut opts = commit_options(type_name, &commit)?;
             opts.run = output_of(current, "commit");
             let outcome = store.draft_commit(&draft, &opts)?;
-            out.outcome(store, &outcome, &opts)
+            out.outcome(store, &outcome, &opts, None)
         }
     }
 }
@@ -969,7 +970,15 @@ impl Output {
 
     /// The version a commit made or found. An unchanged commit sets its aliases on the
     /// version found but leaves its description and metadata alone: say which were dropped.
-    fn outcome(&self, store: &Store, outcome: &Outcome, opts: &CommitOptions) -> Result<()> {
+    /// Prints the version a commit made; `replaced` (from `finish`) lists the paths where
+    /// its own files replaced what a worker had upserted.
+    fn outcome(
+        &self,
+        store: &Store,
+        outcome: &Outcome,
+        opts: &CommitOptions,
+        replaced: Option<&[String]>,
+    ) -> Result<()> {
         let r = outcome.version().reference();
         let (type_name, summary) = query::show(store.conn(), &r.parse()?)?;
         let mut value = version_json(&type_name, &summary);
@@ -983,9 +992,12 @@ impl Output {
         };
         value["unchanged"] = Value::Bool(outcome.is_unchanged());
         value["not_applied"] = json!(not_applied);
+        if let Some(replaced) = replaced {
+            value["replaced"] = json!(replaced);
+        }
         self.print(value, || {
             let flags: Vec<String> = not_applied.iter().map(|k| format!("--{k}")).collect();
-            match (outcome.is_unchanged(), flags.len()) {
+            let line = match (outcome.is_unchanged(), flags.len()) {
                 (false, _) => r,
                 (true, 0) => format!("{r} (unchanged)"),
                 (true, n) => format!(
@@ -993,6 +1005,14 @@ impl Output {
                     flags.join(" and "),
                     if n == 1 { "was" } else { "were" }
                 ),
+            };
+            match replaced {
+                Some(paths) if !paths.is_empty() => format!(
+                    "{line}\nreplaced what a worker had upserted at {}: {}",
+                    plural(paths.len() as u64, "path", "paths"),
+                    paths.join(", ")
+                ),
+                _ => line,
             }
         })
     }

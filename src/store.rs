@@ -362,12 +362,13 @@ impl Store {
     }
 
     /// `finish`: adds any last files and commits the distributed draft, sealing its id.
+    /// Returns the outcome, and the paths where its files replaced what a worker had upserted.
     pub fn finish(
         &mut self,
         name: &DraftName,
         inputs: &Inputs,
         opts: &CommitOptions,
-    ) -> Result<Outcome> {
+    ) -> Result<(Outcome, Vec<Vec<u8>>)> {
         // With no files of its own, finish commits what was upserted; it must not create an
         // empty draft (a mistyped id would otherwise become an empty version).
         let open = |tx: &Db| {
@@ -398,8 +399,8 @@ impl Store {
             }
             None => None,
         };
-        let outcome = self.ingest_into(inputs, None, true, false, open, |tx, d, _, _| {
-            commit::commit(tx, d, opts)
+        let outcome = self.ingest_into(inputs, None, true, true, open, |tx, d, _, replaced| {
+            Ok((commit::commit(tx, d, opts)?, replaced))
         })?;
         if let Some(d) = existing {
             self.staging.remove_draft(d.id);

@@ -733,6 +733,24 @@ fn an_upsert_that_replaces_an_earlier_writers_file_says_so() {
     );
     let v = s.json(&["upsert", "shards", p(&w1), "--distributed-id", "run"]);
     assert_eq!(v["replaced"], json!(["shared.csv"]));
-    s.ok(&["finish", "shards", "--distributed-id", "run"]);
-    assert_eq!(cat(&s, "shards", "shared.csv"), "from worker 1\n");
+    // `finish` with files of its own says the same of the paths it replaced.
+    let last = s.tree(
+        "last",
+        &[("shared.csv", "from the finisher\n"), ("c.csv", "c")],
+    );
+    assert_eq!(
+        s.ok(&["finish", "shards", p(&last), "--distributed-id", "run"]),
+        "shards:v0\nreplaced what a worker had upserted at 1 path: shared.csv\n"
+    );
+    assert_eq!(cat(&s, "shards", "shared.csv"), "from the finisher\n");
+    assert_eq!(cat(&s, "shards", "b.csv"), "b");
+    let w4 = s.tree("w4", &[("d.csv", "d")]);
+    s.ok(&["upsert", "more", p(&w4), "--distributed-id", "r2"]);
+    let v = s.json(&["finish", "more", p(&w4), "--distributed-id", "r2"]);
+    assert_eq!(
+        v["replaced"],
+        json!([]),
+        "the same content again is no replacement: {v}"
+    );
+    assert_eq!(v["ref"], "more:v0");
 }
