@@ -616,7 +616,10 @@ fn doctor_describes_the_store_and_its_mounts_and_names_what_is_wrong_with_a_fix(
     assert_eq!(code, Some(0), "{report}");
     assert!(findings(&report, "problem").is_empty(), "{report}");
     assert_eq!(report["schema"], report["supported_schema"]);
-    assert!(report["shared"].is_null(), "an embedded store has no shared part: {report}");
+    assert!(
+        report["shared"].is_null(),
+        "an embedded store has no shared part: {report}"
+    );
     // The shape docs/JSON.md gives.
     let keys: Vec<&str> = report
         .as_object()

