@@ -22,7 +22,7 @@ use std::process::{Child, ChildStdout, Command, Output, Stdio};
 use std::time::Duration;
 
 use common::mount::*;
-use common::services::ProcessServices;
+use common::services::{Postgres, ProcessServices, S3Server};
 use common::*;
 
 /// How long another host may take to show a change (the docs say about a second); only a
@@ -377,4 +377,335 @@ fn a_draft_file_open_on_one_host_keeps_a_commit_on_another_out_until_closed() {
     );
     drop(mb);
     drop(ma);
+}
+
+/// Long enough for a command that retries an unreachable server for its 30 s and gives up.
+const GIVES_UP: Duration = Duration::from_secs(150);
+
+/// Whether the bucket holds an object for each of these contents.
+fn bucket_has(side: &SharedSide, content: &[u8]) -> bool {
+    let hex = sha256_hex(content);
+    side.bucket_dir
+        .join("store/blobs")
+        .join(&hex[..2])
+        .join(&hex)
+        .is_file()
+}
+
+/// The file in which the S3 server keeps the blob of `content`.
+fn object_file(side: &SharedSide, content: &[u8]) -> PathBuf {
+    let hex = sha256_hex(content);
+    side.bucket_dir
+        .join("store/blobs")
+        .join(&hex[..2])
+        .join(hex)
+}
+
+/// How many blobs the bucket holds.
+fn objects_in_bucket(side: &SharedSide) -> usize {
+    side.objects()
+        .iter()
+        .filter(|(k, _)| k.starts_with("store/blobs/"))
+        .count()
+}
+
+#[test]
+fn an_object_store_killed_during_a_commit_fails_it_cleanly_and_the_retry_succeeds() {
+    let services = ProcessServices::get();
+    let mut s3 = S3Server::start();
+    let side = SharedSide::new(&services.pg, &s3, "s3-killed");
+    let hs = hosts(&side, 2);
+    let (a, b) = (&hs[0], &hs[1]);
+    let small = a.tree("small", &[("a.txt", "alpha\n")]);
+    assert_eq!(log(a, "m", &small), "m:v0");
+
+    // Enough files that the upload is still going when the first of them arrives.
+    let big = a.path("big");
+    let files: Vec<Vec<u8>> = (0..400)
+        .map(|i| pseudo_random(16 << 10, 1000 + i))
+        .collect();
+    for (i, data) in files.iter().enumerate() {
+        write_file(&big.join(format!("part{i:03}.bin")), data);
+    }
+    let already = objects_in_bucket(&side);
+    let before = shared_fingerprint(&side);
+    let child = a
+        .command(&["log", "m", p(&big)])
+        .spawn()
+        .expect("spawn artifactfs log");
+    wait_until("the commit uploads its first blob", GIVES_UP, || {
+        match objects_in_bucket(&side) > already {
+            true => Ok(()),
+            false => Err("nothing uploaded yet".into()),
+        }
+    });
+    s3.kill();
+    let out = wait_with_timeout(child, GIVES_UP);
+    let err = assert_failure(&out, &["log", "m", p(&big)]);
+    let uploaded = files.iter().filter(|f| bucket_has(&side, f)).count();
+    assert!(
+        uploaded < files.len(),
+        "every file was uploaded before the server was killed: make the commit bigger"
+    );
+    // The error names the object store and why it failed.
+    assert!(
+        err.contains("s3://s3-killed/store") && err.contains(&s3.endpoint()),
+        "the error should name the object store and its endpoint: {err}"
+    );
+    assert!(
+        err.to_lowercase().contains("connect") || err.contains("refused"),
+        "the error should say the server could not be reached: {err}"
+    );
+    // No version, nothing changed in the catalog, nothing it refers to missing.
+    assert_unchanged(&before, &shared_fingerprint(&side), "the failed commit");
+    assert_eq!(versions(b, "m"), ["v0"]);
+
+    // Once the server is back, the same command succeeds and every file reads back on the
+    // other host.
+    s3.start_again();
+    assert_eq!(log(a, "m", &big), "m:v1");
+    b.ok(&["verify", "m:v1"]);
+    for i in [0usize, 199, 399] {
+        let got = b.run(&["cat", "m:v1", &format!("part{i:03}.bin")]);
+        assert_success(&got, &["cat"]);
+        assert!(got.stdout == files[i], "part{i:03}.bin read on B");
+    }
+    drop(hs);
+    let _ = fs::remove_dir_all(&big);
+}
+
+#[test]
+fn a_database_restart_between_operations_is_survived_by_commands_and_mounts() {
+    let services = ProcessServices::get();
+    let mut pg = Postgres::start();
+    let side = SharedSide::new(&pg, &services.s3, "pg-restarted");
+    let hs = hosts(&side, 2);
+    let (a, b) = (&hs[0], &hs[1]);
+    let mb = Mounted::new(b, &mountpoint(b));
+    let v0 = a.tree("v0", &[("a.txt", "alpha\n")]);
+    assert_eq!(log(a, "m", &v0), "m:v0");
+    wait_until(
+        "v0 shows on B's mount",
+        SHOWS,
+        || match fs::read_to_string(mb.path("m/v0/a.txt")) {
+            Ok(t) if t == "alpha\n" => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    );
+
+    // A crash and a restart of the database between two commands: the next command works,
+    // and the mount, whose connections the restart dropped, shows what it made.
+    pg.restart();
+    let v1 = a.tree("v1", &[("a.txt", "alpha\n"), ("b.txt", "bee\n")]);
+    assert_eq!(log(a, "m", &v1), "m:v1");
+    wait_until(
+        "v1 shows on B's mount after the restart",
+        SHOWS,
+        || match fs::read_to_string(mb.path("m/v1/b.txt")) {
+            Ok(t) if t == "bee\n" => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    );
+    // The mount writes and commits a draft on the restarted database too. A request that
+    // meets a pooled connection the restart ended fails with EIO (the mount log says
+    // "connection closed") and the connection is replaced: the next works.
+    pg.restart();
+    let mut failures = Vec::new();
+    while let Err(e) = fs::create_dir(mb.path("drafts/m")) {
+        assert_eq!(
+            e.raw_os_error(),
+            Some(libc::EIO),
+            "mkdir after the restart: {e}"
+        );
+        failures.push(e);
+        assert!(
+            failures.len() <= 16,
+            "mkdir in B's mount keeps failing after the database restarted: {failures:?}\n\
+             mount.log:\n{}",
+            tail(&mb.log(), 3000)
+        );
+    }
+    assert!(
+        failures.is_empty() || mb.log().contains("connection closed"),
+        "EIO with no cause in the mount log:\n{}",
+        tail(&mb.log(), 3000)
+    );
+    fs::write(mb.path("drafts/m/c.txt"), "sea\n").unwrap();
+    assert_eq!(write_control(&mb.path("drafts/m/.commit"), "commit"), "ok");
+    assert_eq!(versions(a, "m"), ["v0", "v1", "v2"]);
+    assert_eq!(cat(a, "m:v2", "c.txt"), "sea\n");
+
+    // Down while a command starts, then back: the command waits for it and succeeds.
+    pg.stop(true);
+    let v3 = a.tree("v3", &[("d.txt", "dee\n")]);
+    let child = a
+        .command(&["log", "m", p(&v3)])
+        .spawn()
+        .expect("spawn artifactfs log");
+    std::thread::sleep(Duration::from_millis(500));
+    pg.start_again();
+    let out = wait_with_timeout(child, GIVES_UP);
+    assert_success(&out, &["log", "m", p(&v3)]);
+    assert_eq!(stdout(&out).trim(), "m:v3");
+    a.ok(&["verify"]);
+    drop(mb);
+}
+
+#[test]
+fn gc_during_commits_on_two_hosts_leaves_every_version_whole() {
+    let (side, hs) = shared_hosts(3);
+    // Each host commits its own artifact again and again, cycling through three contents and
+    // deleting the version before: content that gc may take (unreferenced, older than the
+    // grace period of 0 s) is committed again while gc runs from the third host.
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let variant = |w: usize, i: usize| format!("host {w} variant {}\n", i % 3);
+    let (committed, gcs) = std::thread::scope(|scope| {
+        let committers: Vec<_> = (0..2)
+            .map(|w| {
+                let h = &hs[w];
+                let variant = &variant;
+                scope.spawn(move || {
+                    let name = format!("art{w}");
+                    let mut made: Vec<String> = Vec::new();
+                    for i in 0..8 {
+                        let dir = h.tree(
+                            &format!("c{i}"),
+                            &[
+                                ("common.txt", "the same everywhere\n"),
+                                ("cycle.txt", &variant(w, i)),
+                                ("own.txt", &format!("host {w} commit {i}\n")),
+                            ],
+                        );
+                        let v = log(h, &name, &dir);
+                        if let Some(prev) = made.pop() {
+                            h.ok(&["delete", &prev]);
+                        }
+                        made.push(v.clone());
+                        let _ = fs::remove_dir_all(&dir);
+                    }
+                    made
+                })
+            })
+            .collect();
+        let gc = scope.spawn(|| {
+            let mut runs = 0;
+            while !done.load(std::sync::atomic::Ordering::SeqCst) || runs == 0 {
+                hs[2].ok(&["gc", "--grace", "0s"]);
+                runs += 1;
+            }
+            runs
+        });
+        let committed: Vec<String> = committers
+            .into_iter()
+            .flat_map(|c| c.join().unwrap())
+            .collect();
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        (committed, gc.join().unwrap())
+    });
+    assert!(gcs >= 1);
+    assert_eq!(committed, ["art0:v7", "art1:v7"]);
+    // A last gc with no grace, then everything is still there, checked against its name,
+    // and reads on a host whose cache never held it.
+    hs[2].ok(&["gc", "--grace", "0s"]);
+    let fresh = TestStore::sharing(side.clone());
+    fresh.init();
+    fresh.ok(&["verify"]);
+    for (w, reference) in committed.iter().enumerate() {
+        assert_eq!(
+            cat(&fresh, reference, "common.txt"),
+            "the same everywhere\n"
+        );
+        assert_eq!(cat(&fresh, reference, "cycle.txt"), variant(w, 7));
+        assert_eq!(
+            cat(&fresh, reference, "own.txt"),
+            format!("host {w} commit 7\n")
+        );
+    }
+    // What gc took was garbage: the bucket holds exactly what the two versions refer to.
+    assert_eq!(objects_in_bucket(&side), 5);
+}
+
+#[test]
+fn a_damaged_or_missing_object_is_named_by_verify_and_reads_fail() {
+    let (side, hs) = shared_hosts(2);
+    let (a, b) = (&hs[0], &hs[1]);
+    let src = a.tree(
+        "src",
+        &[
+            ("good.txt", "fine\n"),
+            ("damaged.txt", "will be damaged\n"),
+            ("gone.txt", "will be deleted\n"),
+        ],
+    );
+    assert_eq!(log(a, "m", &src), "m:v0");
+    b.ok(&["verify"]);
+    // The same size, other bytes; and an object deleted from the bucket.
+    fs::write(
+        object_file(&side, b"will be damaged\n"),
+        "WILL BE DAMAGED\n",
+    )
+    .unwrap();
+    fs::remove_file(object_file(&side, b"will be deleted\n")).unwrap();
+    let damaged = sha256_hex(b"will be damaged\n");
+    let gone = sha256_hex(b"will be deleted\n");
+
+    for h in [a, b] {
+        let out = h.run(&["verify"]);
+        assert!(!out.status.success(), "verify found nothing wrong");
+        let report = format!("{}{}", stdout(&out), stderr(&out));
+        for needle in [&damaged[..], "damaged.txt", &gone[..], "gone.txt", "m:v0"] {
+            assert!(
+                report.contains(needle),
+                "verify should name {needle}: {report}"
+            );
+        }
+        assert!(!report.contains("good.txt"), "good.txt is intact: {report}");
+        let json = h.run(&["--json", "verify"]);
+        let v: serde_json::Value = serde_json::from_str(&stdout(&json)).unwrap();
+        let problems: BTreeMap<String, String> = v["damaged"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| {
+                (
+                    d["blob"].as_str().unwrap().to_string(),
+                    d["problem"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            problems,
+            BTreeMap::from([
+                (damaged.clone(), "corrupted".into()),
+                (gone.clone(), "missing".into())
+            ])
+        );
+    }
+
+    // B never had them in its cache: reading them fails, naming the file and the blob, and
+    // is EIO through its mount; the intact file reads.
+    for (file, blob) in [("damaged.txt", &damaged), ("gone.txt", &gone)] {
+        let err = b.fail(&["cat", "m:v0", file]);
+        assert!(
+            err.contains(file) && err.contains(&blob[..]),
+            "cat {file}: {err}"
+        );
+    }
+    assert_eq!(cat(b, "m:v0", "good.txt"), "fine\n");
+    let mb = Mounted::new(b, &mountpoint(b));
+    for file in ["damaged.txt", "gone.txt"] {
+        let got = fs::read(mb.path(&format!("m/v0/{file}")));
+        assert_eq!(
+            got.as_ref().map_err(|e| e.raw_os_error()),
+            Err(Some(libc::EIO)),
+            "reading {file} through the mount"
+        );
+    }
+    assert_eq!(
+        fs::read_to_string(mb.path("m/v0/good.txt")).unwrap(),
+        "fine\n"
+    );
+    // Nothing damaged entered B's cache.
+    assert!(!b.blob_path_of(b"WILL BE DAMAGED\n").exists());
+    assert!(!b.blob_path_of(b"will be damaged\n").exists());
 }
