@@ -709,3 +709,245 @@ fn a_damaged_or_missing_object_is_named_by_verify_and_reads_fail() {
     assert!(!b.blob_path_of(b"WILL BE DAMAGED\n").exists());
     assert!(!b.blob_path_of(b"will be damaged\n").exists());
 }
+
+/// Unmounts (lazily) whatever is mounted at its path when dropped: for mounts that should
+/// have been refused.
+struct UnmountAtEnd(PathBuf);
+
+impl Drop for UnmountAtEnd {
+    fn drop(&mut self) {
+        if is_mounted(&self.0) {
+            let _ = run_tool(
+                "fusermount3",
+                &[OsStr::new("-u"), OsStr::new("-z"), self.0.as_os_str()],
+                None,
+            );
+        }
+    }
+}
+
+/// Whether the database at `url` holds any table (a refused `init` must make none).
+fn tables_in(url: &str) -> i64 {
+    let mut db = postgres::Client::connect(url, postgres::NoTls).unwrap();
+    db.query_one(
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'",
+        &[],
+    )
+    .unwrap()
+    .get(0)
+}
+
+/// `init DIR --catalog CATALOG --objects OBJECTS`, from `s`'s scratch area, with `env`
+/// (the S3 server's variables as changed) instead of the side's.
+fn init_command(
+    s: &TestStore,
+    dir: &Path,
+    catalog: &str,
+    objects: &str,
+    env: &[(&str, String)],
+) -> std::process::Command {
+    let mut cmd = s.command(&[
+        OsStr::new("init"),
+        dir.as_os_str(),
+        "--catalog".as_ref(),
+        catalog.as_ref(),
+        "--objects".as_ref(),
+        objects.as_ref(),
+    ]);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+/// The side's S3 variables with `key` set to `value`.
+fn env_with(side: &SharedSide, key: &str, value: &str) -> Vec<(&'static str, String)> {
+    side.env
+        .iter()
+        .map(|(k, v)| {
+            (
+                *k,
+                if *k == key {
+                    value.to_string()
+                } else {
+                    v.clone()
+                },
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn unreachable_servers_and_wrong_credentials_are_named_and_nothing_is_made() {
+    let services = ProcessServices::get();
+    let side = SharedSide::new(&services.pg, &services.s3, "bad-input");
+    let s = TestStore::sharing(side.clone());
+    let dead_port = common::services::free_port();
+    let dead_pg = format!("postgres://postgres@127.0.0.1:{dead_port}/artifactfs");
+    let dead_s3 = format!("http://127.0.0.1:{dead_port}");
+
+    // A host made properly, whose mounts are then pointed at servers that do not answer.
+    let host = TestStore::sharing(side.clone());
+    host.init();
+    let log_dir = host.tree("src", &[("a.txt", "alpha\n")]);
+    assert_eq!(log(&host, "m", &log_dir), "m:v0");
+    let before = shared_fingerprint(&side);
+    let mp = mountpoint(&host);
+    let moved = host.path("moved-store");
+    fs::create_dir(&moved).unwrap();
+    fs::copy(host.root.join("config"), moved.join("config")).unwrap();
+    let config = fs::read_to_string(moved.join("config")).unwrap();
+    let pg_port = services.pg.port().to_string();
+    assert!(config.contains(&pg_port), "{config}");
+    fs::write(
+        moved.join("config"),
+        config.replace(&format!(":{pg_port}/"), &format!(":{dead_port}/")),
+    )
+    .unwrap();
+
+    // Whatever happens, nothing stays mounted there after the test.
+    // (A mount holds a lock on its mount point's parent while it checks: the two mounts
+    // below use mount points in different directories, so they run at the same time.)
+    let other_mp = mountpoint(&s);
+    let _unmount = UnmountAtEnd(fs::canonicalize(&mp).unwrap());
+    let _unmount_other = UnmountAtEnd(fs::canonicalize(&other_mp).unwrap());
+
+    // The slow ones (each retries for 30 s before it gives up) run at the same time.
+    let dirs: Vec<PathBuf> = (0..2).map(|i| s.path(&format!("never-made-{i}"))).collect();
+    let mut mount_dead_pg = s.command(&[OsStr::new("mount"), other_mp.as_os_str()]);
+    mount_dead_pg
+        .arg("--store")
+        .arg(&moved)
+        .envs(side.env.iter().map(|(k, v)| (k, v)));
+    let mut mount_dead_s3 = host.command(&[OsStr::new("mount"), mp.as_os_str()]);
+    mount_dead_s3.env("AWS_ENDPOINT_URL", &dead_s3);
+    let slow = run_all(
+        vec![
+            init_command(&s, &dirs[0], &dead_pg, &side.objects, &side.env),
+            init_command(
+                &s,
+                &dirs[1],
+                &side.catalog,
+                &side.objects,
+                &env_with(&side, "AWS_ENDPOINT_URL", &dead_s3),
+            ),
+            mount_dead_pg,
+            mount_dead_s3,
+        ],
+        GIVES_UP,
+    );
+    let what = [
+        "init, database not answering",
+        "init, object store not answering",
+        "mount, database not answering",
+        "mount, object store not answering",
+    ];
+    for (out, what) in slow.iter().zip(what) {
+        let err = assert_failure(out, &[what]);
+        let named = if what.contains("database") {
+            format!("127.0.0.1:{dead_port}")
+        } else {
+            dead_s3.clone()
+        };
+        assert!(
+            err.contains(&named),
+            "{what}: the error should name {named}: {err}"
+        );
+        assert!(
+            err.to_lowercase().contains("connect")
+                || err.contains("refused")
+                || err.contains("does not answer"),
+            "{what}: the error should say it could not connect: {err}"
+        );
+    }
+    for d in &dirs {
+        assert!(!d.exists(), "a refused init made {}", d.display());
+    }
+    for m in [&mp, &other_mp] {
+        assert!(!is_mounted(&fs::canonicalize(m).unwrap()));
+        assert_eq!(fs::read_dir(m).unwrap().count(), 0);
+    }
+    assert_unchanged(&before, &shared_fingerprint(&side), "refused mounts");
+
+    // Refused at once: credentials the object store refuses, a role or a database that does
+    // not exist, a bucket that does not exist. Each names what is wrong; nothing is made.
+    let fresh = services.pg.create_database("bad-input-fresh");
+    let quick: Vec<(&str, std::process::Command, &[&str])> = vec![
+        (
+            "a wrong secret key",
+            init_command(
+                &s,
+                &dirs[0],
+                &fresh,
+                &side.objects,
+                &env_with(&side, "AWS_SECRET_ACCESS_KEY", "not-the-secret"),
+            ),
+            &[S3Server::ACCESS_KEY],
+        ),
+        (
+            "an unknown access key",
+            init_command(
+                &s,
+                &dirs[0],
+                &fresh,
+                &side.objects,
+                &env_with(&side, "AWS_ACCESS_KEY_ID", "nobody-at-all"),
+            ),
+            &["nobody-at-all"],
+        ),
+        (
+            "a missing bucket",
+            init_command(&s, &dirs[0], &fresh, "s3://no-such-bucket/x", &side.env),
+            &["no-such-bucket"],
+        ),
+        (
+            "a role that does not exist",
+            init_command(
+                &s,
+                &dirs[0],
+                &fresh.replace("postgres@", "nosuchrole@"),
+                &side.objects,
+                &side.env,
+            ),
+            &["nosuchrole"],
+        ),
+        (
+            "a database that does not exist",
+            init_command(
+                &s,
+                &dirs[0],
+                &services.pg.url_of("no_such_db"),
+                &side.objects,
+                &side.env,
+            ),
+            &["no_such_db"],
+        ),
+    ];
+    for (what, cmd, needles) in quick {
+        let out = run_command(cmd);
+        let err = assert_failure(&out, &[what]);
+        for n in needles {
+            assert!(err.contains(n), "{what}: the error should name {n}: {err}");
+        }
+        assert!(
+            !err.contains("not-the-secret"),
+            "{what}: the error shows the secret key: {err}"
+        );
+        assert!(
+            !dirs[0].exists(),
+            "{what}: a refused init made {}",
+            dirs[0].display()
+        );
+    }
+    assert_eq!(tables_in(&fresh), 0, "a refused init made tables");
+    // A mount with credentials the object store refuses is refused too, mounting nothing.
+    let mut cmd = host.command(&[OsStr::new("mount"), mp.as_os_str()]);
+    cmd.env("AWS_SECRET_ACCESS_KEY", "not-the-secret");
+    let err = assert_failure(&run_command(cmd), &["mount with a wrong secret"]);
+    assert!(
+        err.contains(S3Server::ACCESS_KEY),
+        "mount, wrong secret: {err}"
+    );
+    assert!(!is_mounted(&fs::canonicalize(&mp).unwrap()));
+    assert_unchanged(&before, &shared_fingerprint(&side), "refused mounts");
+}
