@@ -951,3 +951,106 @@ fn unreachable_servers_and_wrong_credentials_are_named_and_nothing_is_made() {
     assert!(!is_mounted(&fs::canonicalize(&mp).unwrap()));
     assert_unchanged(&before, &shared_fingerprint(&side), "refused mounts");
 }
+
+/// What a store shows of itself through the CLI: artifacts, versions with their aliases and
+/// `show` (digest, sizes, metadata, description), every file's path and content digest, and
+/// the drafts with their status.
+fn described(s: &TestStore) -> String {
+    let mut out = String::new();
+    out.push_str(&format!("list {}\n", s.json(&["list"])));
+    let names: Vec<String> = s
+        .json(&["list"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["artifact"].as_str().unwrap().to_string())
+        .collect();
+    for name in names {
+        out.push_str(&format!("list {name} {}\n", s.json(&["list", &name])));
+        for v in versions(s, &name) {
+            let reference = format!("{name}:{v}");
+            out.push_str(&format!(
+                "show {reference} {}\n",
+                s.json(&["show", &reference])
+            ));
+            for path in ls(s, &reference) {
+                let data = s.run(&["cat", &reference, &path]);
+                assert_success(&data, &["cat", &reference, &path]);
+                out.push_str(&format!("  {path} {}\n", sha256_hex(&data.stdout)));
+            }
+        }
+    }
+    for d in drafts_listed(s) {
+        out.push_str(&format!("draft {d} {}\n", s.json(&["draft", "status", &d])));
+    }
+    out
+}
+
+#[test]
+fn copy_store_moves_an_embedded_store_into_a_shared_one_and_back() {
+    let embedded = TestStore::embedded();
+    let e = &embedded;
+    let big = pseudo_random(2 << 20, 3);
+    let v0 = e.tree("v0", &[("a.txt", "alpha\n"), ("sub/b.txt", "bee\n")]);
+    write_file(&v0.join("sub/big.bin"), &big);
+    e.ok(&[
+        "log",
+        "m",
+        p(&v0),
+        "--type",
+        "model",
+        "--description",
+        "the first",
+        "--metadata",
+        r#"{"epochs": 3}"#,
+    ]);
+    let v1 = e.tree("v1", &[("a.txt", "alpha again\n")]);
+    e.ok(&["log", "m", p(&v1), "--alias", "best"]);
+    e.ok(&["log", "other", p(&v0)]);
+    e.ok(&["delete", "other:v0"]);
+    e.ok(&["log", "other", p(&v1)]);
+    // A draft in progress and a distributed one.
+    e.ok(&["draft", "new", "m"]);
+    let extra = e.file("extra.txt", "extra\n");
+    e.ok(&["draft", "add", "m", p(&extra)]);
+    let shard = e.tree("shard", &[("part0", "zero\n")]);
+    e.ok(&["upsert", "m", p(&shard), "--distributed-id", "run-1"]);
+    let want = described(e);
+    let before = e.fingerprint();
+
+    // Into a shared store (one host's side, made with init).
+    let (side, hs) = shared_hosts(2);
+    let (a, b) = (&hs[0], &hs[1]);
+    a.ok(&["copy-store", p(&e.root), p(&a.root)]);
+    assert_unchanged(&before, &e.fingerprint(), "copy-store, of its source");
+    assert_eq!(
+        described(a),
+        want,
+        "the shared store, read on the host that copied"
+    );
+    assert_eq!(described(b), want, "the shared store, read on another host");
+    b.ok(&["verify"]);
+    assert!(bucket_has(&side, &big));
+    // Work goes on there with the numbers it had.
+    a.ok(&["draft", "commit", "m"]);
+    assert_eq!(versions(b, "m"), ["v0", "v1", "v2"]);
+    assert_eq!(cat(b, "m:v2", "extra.txt"), "extra\n");
+    b.ok(&["finish", "m", "--distributed-id", "run-1"]);
+    assert_eq!(cat(a, "m:v3", "part0"), "zero\n");
+    let want_shared = described(b);
+
+    // And back, from a host that never read it (its cache is empty), into a new embedded
+    // store: the same again, and every blob is there.
+    let fresh = TestStore::sharing(side.clone());
+    fresh.init();
+    let back = TestStore::embedded();
+    fresh.ok(&["copy-store", p(&fresh.root), p(&back.root)]);
+    assert!(back.root.join("catalog.db").exists());
+    back.ok(&["verify"]);
+    assert_eq!(
+        described(&back),
+        want_shared,
+        "copied back into an embedded store"
+    );
+    let _ = fs::remove_dir_all(&v0);
+}
