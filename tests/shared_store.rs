@@ -503,33 +503,23 @@ fn a_database_restart_between_operations_is_survived_by_commands_and_mounts() {
         SHOWS,
         || match fs::read_to_string(mb.path("m/v1/b.txt")) {
             Ok(t) if t == "bee\n" => Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EIO) => panic!(
+                "reading B's mount after the database restarted: {e}\nmount.log:\n{}",
+                tail(&mb.log(), 3000)
+            ),
             other => Err(format!("{other:?}")),
         },
     );
-    // The mount writes and commits a draft on the restarted database too. A request that
-    // meets a pooled connection the restart ended fails with EIO (the mount log says
-    // "connection closed") and the connection is replaced: the next works.
+    // The mount writes and commits a draft on the restarted database too: its pooled
+    // connections, which the restart ended while they sat unused, are replaced as they
+    // are used, with no request failing.
     pg.restart();
-    let mut failures = Vec::new();
-    while let Err(e) = fs::create_dir(mb.path("drafts/m")) {
-        assert_eq!(
-            e.raw_os_error(),
-            Some(libc::EIO),
-            "mkdir after the restart: {e}"
-        );
-        failures.push(e);
-        assert!(
-            failures.len() <= 16,
-            "mkdir in B's mount keeps failing after the database restarted: {failures:?}\n\
-             mount.log:\n{}",
+    if let Err(e) = fs::create_dir(mb.path("drafts/m")) {
+        panic!(
+            "mkdir in B's mount after the database restarted: {e}\nmount.log:\n{}",
             tail(&mb.log(), 3000)
         );
     }
-    assert!(
-        failures.is_empty() || mb.log().contains("connection closed"),
-        "EIO with no cause in the mount log:\n{}",
-        tail(&mb.log(), 3000)
-    );
     fs::write(mb.path("drafts/m/c.txt"), "sea\n").unwrap();
     assert_eq!(write_control(&mb.path("drafts/m/.commit"), "commit"), "ok");
     assert_eq!(versions(a, "m"), ["v0", "v1", "v2"]);
