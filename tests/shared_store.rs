@@ -613,6 +613,23 @@ fn gc_during_commits_on_two_hosts_leaves_every_version_whole() {
     }
     // What gc took was garbage: the bucket holds exactly what the two versions refer to.
     assert_eq!(objects_in_bucket(&side), 5);
+
+    // With the default grace period (an hour), garbage younger than that is counted and kept:
+    // it may be an upload still in flight on another host.
+    let dir = hs[0].tree("gone", &[("gone.txt", "deleted at once\n")]);
+    let v = log(&hs[0], "art0", &dir);
+    hs[0].ok(&["delete", &v]);
+    hs[2].ok(&["gc"]);
+    assert!(
+        bucket_has(&side, b"deleted at once\n"),
+        "gc took a young object"
+    );
+    hs[2].ok(&["gc", "--grace", "0s"]);
+    assert!(
+        !bucket_has(&side, b"deleted at once\n"),
+        "gc --grace 0s kept garbage"
+    );
+    assert_eq!(objects_in_bucket(&side), 5);
 }
 
 #[test]
