@@ -311,7 +311,8 @@ pub enum Command {
     /// Copy the embedded store SRC into DEST (a new store, or one made with `init --catalog`
     /// for sharing), with version numbers, aliases, metadata and drafts as they were
     CopyStore {
-        /// The store to copy (left as it was)
+        /// The store to copy (left as it was): an embedded store, or a shared store's side on
+        /// this host, whose every blob is then downloaded
         src: PathBuf,
         /// The store to copy into: missing, empty, or a store with no artifacts or drafts yet
         dest: PathBuf,

@@ -1,5 +1,6 @@
-//! `artifactfs copy-store SRC DEST`: moving an embedded store into a shared one. Every blob is
-//! stored in DEST first (uploaded, for a shared store), then the whole catalog is copied in one
+//! `artifactfs copy-store SRC DEST`: moving an embedded store into a shared one (or a shared
+//! store's content into a new embedded one). Every blob is stored in DEST first (uploaded, for
+//! a shared store; downloaded from a shared SRC), then the whole catalog is copied in one
 //! transaction, row by row with the same ids, so version numbers, aliases, metadata, trees,
 //! drafts and seals are as they were; drafts' files written through a mount come along to
 //! DEST's staging directory on this host. DEST's catalog must be empty: nothing is merged.
@@ -88,10 +89,8 @@ pub fn copy_store(src: &mut Store, dest: &mut Store) -> Result<Copied> {
     // The content first: no row may refer to a blob DEST does not have.
     let lock = src.shared_lock()?;
     let mut batch = dest.blobs.batch();
-    src.blobs.for_each_stored(|digest| {
-        let path = src.blobs.path(&digest);
-        let len = fs::metadata(&path).at(&path)?.len();
-        batch.add_file(&path, len)?;
+    let mut add = |path: &Path, len: u64| -> Result<()> {
+        batch.add_file(path, len)?;
         copied.blobs += 1;
         // Stored (and uploaded) a part at a time, so a big store needs no room for all of
         // it at once on this host.
@@ -99,7 +98,22 @@ pub fn copy_store(src: &mut Store, dest: &mut Store) -> Result<Copied> {
             std::mem::replace(&mut batch, dest.blobs.batch()).finish()?;
         }
         Ok(())
-    })?;
+    };
+    match (src.blobs.objects(), src.blobs.cache()) {
+        // A shared store's side holds only what this host happened to cache: every blob its
+        // catalog refers to is downloaded (and checked) instead, one at a time.
+        (Some(objects), Some(cache)) => {
+            for digest in crate::catalog::nodes::referenced_blobs(src.conn(), None)? {
+                let cached = cache.fetch(objects, &digest, None)?;
+                add(cached.path(), cached.size())?;
+            }
+        }
+        _ => src.blobs.for_each_stored(|digest| {
+            let path = src.blobs.path(&digest);
+            let len = fs::metadata(&path).at(&path)?.len();
+            add(&path, len)
+        })?,
+    }
     batch.finish()?;
     let source = src.conn();
     dest.catalog.write(|tx| {

@@ -115,6 +115,8 @@ struct Held {
     id: Arc<BackingId>,
     /// Handles open through it.
     open: u32,
+    /// The size of its blob.
+    size: u64,
 }
 
 impl Backing {
@@ -126,12 +128,15 @@ impl Backing {
         Some(held.id.clone())
     }
 
-    fn insert(&mut self, ino: u64, id: Arc<BackingId>) {
-        self.by_ino.insert(ino, Held { id, open: 1 });
+    /// Registers `id` (of a `size`-byte blob) for `ino`, open once; past [`Backing::KEPT`]
+    /// backing files, or past `budget` bytes of them with no handle open (a shared store's
+    /// cache cannot evict a blob the kernel holds), the oldest unused go.
+    fn insert(&mut self, ino: u64, id: Arc<BackingId>, size: u64, budget: Option<u64>) {
+        self.by_ino.insert(ino, Held { id, open: 1, size });
         self.order.push_back(ino);
-        let mut budget = self.order.len();
-        while self.by_ino.len() > Self::KEPT && budget > 0 {
-            budget -= 1;
+        let mut tries = self.order.len();
+        while self.by_ino.len() > Self::KEPT && tries > 0 {
+            tries -= 1;
             let Some(old) = self.order.pop_front() else {
                 break;
             };
@@ -148,11 +153,43 @@ impl Backing {
             let by_ino = &self.by_ino;
             self.order.retain(|i| by_ino.contains_key(i));
         }
+        if let Some(budget) = budget {
+            self.trim(budget);
+        }
     }
 
-    fn released(&mut self, ino: u64) {
+    fn released(&mut self, ino: u64, budget: Option<u64>) {
         if let Some(h) = self.by_ino.get_mut(&ino) {
             h.open = h.open.saturating_sub(1);
+        }
+        if let Some(budget) = budget {
+            self.trim(budget);
+        }
+    }
+
+    /// Drops the oldest backing files with no handle open until those left hold at most
+    /// `budget` bytes.
+    fn trim(&mut self, budget: u64) {
+        let mut unused: u64 = self
+            .by_ino
+            .values()
+            .filter(|h| h.open == 0)
+            .map(|h| h.size)
+            .sum();
+        let mut tries = self.order.len();
+        while unused > budget && tries > 0 {
+            tries -= 1;
+            let Some(old) = self.order.pop_front() else {
+                break;
+            };
+            match self.by_ino.get(&old) {
+                Some(h) if h.open > 0 => self.order.push_back(old),
+                Some(h) => {
+                    unused -= h.size;
+                    self.by_ino.remove(&old);
+                }
+                None => {}
+            }
         }
     }
 
@@ -214,6 +251,7 @@ impl Adapter {
         reply: &ReplyOpen,
         ino: u64,
         file: &std::fs::File,
+        size: u64,
     ) -> std::io::Result<Option<Arc<BackingId>>> {
         let mut b = self.backing();
         if let Some(id) = b.opened(ino) {
@@ -222,7 +260,7 @@ impl Adapter {
         match reply.open_backing(file) {
             Ok(id) => {
                 let id = Arc::new(id);
-                b.insert(ino, id.clone());
+                b.insert(ino, id.clone(), size, self.fs.kept_blobs_budget());
                 Ok(Some(id))
             }
             // The kernel refuses passthrough itself (not permitted, not supported): serve
@@ -253,7 +291,7 @@ impl Adapter {
                 .fs
                 .version_content(ino)
                 .and_then(|file| {
-                    self.backing_for(&reply, ino, &file)
+                    self.backing_for(&reply, ino, &file, size)
                         .map_err(|e| Error::io(self.fs.describe(ino, None), e))
                 })
                 .map_err(|e| self.fs.explain(ino, e));
@@ -719,7 +757,8 @@ impl Filesystem for Adapter {
             }
             // A reference of a version: checked at this open (above), then read like a blob.
             if self.fs.passthrough.load(Ordering::Relaxed) {
-                match self.backing_for(&reply, ino.0, &file) {
+                // (Not a blob of the cache: it counts for nothing against its size.)
+                match self.backing_for(&reply, ino.0, &file, 0) {
                     // The kernel takes passthrough opens only without caching flags: it reads the
                     // backing file itself, through that file's own page cache.
                     Ok(Some(id)) => {
@@ -819,7 +858,8 @@ impl Filesystem for Adapter {
         reply: ReplyEmpty,
     ) {
         guarded("release", || {
-            self.backing().released(ino.0);
+            let budget = self.fs.kept_blobs_budget();
+            self.backing().released(ino.0, budget);
             if fh != NO_HANDLE {
                 self.fs.release(fh.0);
             }

@@ -160,6 +160,12 @@ pub fn mount(
     };
     let mountpoint = check_mountpoint(mountpoint, opts.nonempty)?;
     let store_root = &std::path::absolute(store_root).at(store_root)?;
+    // A shared store's object store must answer, and take the credentials, before anything
+    // is mounted: a mount that cannot reach it would fail every read with EIO. (A server
+    // started below was checked by the `mount` that started it.)
+    if !launched && let Some(sh) = crate::store_config::read(store_root)? {
+        crate::objects::S3Client::connect(&crate::objects::S3Config::from_env(&sh.objects)?)?;
+    }
     if opts.foreground {
         return serve(store_root, &mountpoint, lock, ready, opts.read_only);
     }

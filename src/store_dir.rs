@@ -224,9 +224,9 @@ pub fn init(dir: &Path, shared: Option<&Shared>) -> Result<Init> {
     Ok(Init { created, others })
 }
 
-/// Makes `dir` this host's side of the shared store `shared` describes: the catalog is
-/// reached (and given its schema, in an empty database) before anything is written here, so a
-/// wrong URL, credential or database leaves `dir` as it was. Returns whether it was new.
+/// Makes `dir` this host's side of the shared store `shared` describes: the bucket and then
+/// the catalog are reached (the catalog given its schema, in an empty database) before
+/// anything is written here, so a wrong URL, credential or database leaves `dir` as it was. Returns whether it was new.
 fn init_shared(dir: &Path, shared: &Shared, state: &State) -> Result<bool> {
     crate::store_config::check_catalog_url(&shared.catalog)?;
     crate::store_config::check_objects_url(&shared.objects)?;
@@ -250,12 +250,13 @@ fn init_shared(dir: &Path, shared: &Shared, state: &State) -> Result<bool> {
             )),
         };
     }
+    // The bucket answers, with these credentials, before anything is written: the database
+    // is given its schema only then, so a wrong bucket or key leaves an empty one empty.
+    crate::objects::S3Client::connect(&crate::objects::S3Config::from_env(&shared.objects)?)?;
     drop(crate::catalog::Catalog::open_postgres(
         &shared.catalog,
         dir,
     )?);
-    // The bucket answers, with these credentials, before anything is written.
-    crate::objects::S3Client::connect(&crate::objects::S3Config::from_env(&shared.objects)?)?;
     let made = matches!(state, State::Missing);
     let result = fs::create_dir_all(dir)
         .map_err(|e| Error::io(dir, e))

@@ -526,7 +526,8 @@ fn a_catalog_being_created_by_another_process_is_waited_for() {
     // moment: another connection is in the middle of creating catalog.db (it holds the write
     // lock on a database still in rollback-journal mode). A command arriving now must wait
     // for it, as it waits for any writer (busy_timeout), not fail with "database is locked".
-    let s = TestStore::new();
+    // SQLite's catalog file being created: an embedded store wherever this file is compiled.
+    let s = TestStore::embedded();
     std::fs::create_dir_all(&s.root).unwrap();
     let conn = rusqlite::Connection::open(s.root.join("catalog.db")).unwrap();
     conn.execute_batch("BEGIN IMMEDIATE; CREATE TABLE being_created (x);")

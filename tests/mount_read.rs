@@ -675,9 +675,13 @@ fn store_for_many_files() -> TestStore {
             .tempdir_in(shm)
     {
         let root = tmp.path().join("store");
-        return TestStore { tmp, root };
+        return TestStore {
+            tmp,
+            root,
+            shared: None,
+        };
     }
-    TestStore::new()
+    TestStore::embedded()
 }
 
 #[test]

@@ -529,7 +529,9 @@ const CHUNK_MAX: i64 = 256;
 
 #[test]
 fn a_one_file_commit_in_a_large_directory_stores_one_chunk_of_it() {
-    let s = TestStore::new();
+    // About catalog.db's tables and blobs/ themselves: an embedded store wherever this file
+    // is compiled (tests/on_postgres.rs runs the rest of it on a shared store).
+    let s = TestStore::embedded();
     let d = s.path("d");
     for i in 0..3000 {
         write_file(
@@ -653,7 +655,8 @@ fn downgrade_to_schema_2(s: &TestStore) {
 
 #[test]
 fn versions_stored_by_schema_2_read_the_same_after_the_upgrade() {
-    let s = TestStore::new();
+    // An upgrade of SQLite's schema: an embedded store wherever this file is compiled.
+    let s = TestStore::embedded();
     let mut files: Vec<(String, String)> = (0..700)
         .map(|i| (format!("many/f{i:03}"), format!("{i}")))
         .collect();

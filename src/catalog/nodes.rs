@@ -376,8 +376,9 @@ fn temp_name(conn: &Db, name: &str) -> String {
 }
 
 /// `sub`: node ?1 and every node below it; `IN_SUBTREE` keeps the chunk entries of those.
+/// (The cast gives the parameter its type: PostgreSQL would take it for text.)
 const SUBTREE: &str = "WITH RECURSIVE sub(id) AS (
-         SELECT ?1
+         SELECT CAST(?1 AS BIGINT)
          UNION SELECT e.child FROM sub
                  JOIN node_chunks c ON c.node = sub.id
                  JOIN chunk_entries e ON e.chunk = c.chunk

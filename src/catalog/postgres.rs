@@ -3,7 +3,7 @@
 //! length of their transaction, as SQLite's writers do, so every rule the queries keep holds
 //! the same here; readers do not wait. Statements are prepared once per connection.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::time::{Duration, Instant};
@@ -27,6 +27,10 @@ pub const CONNECT_PATIENCE: Duration = Duration::from_secs(30);
 
 pub struct PgConn {
     client: RefCell<Client>,
+    /// How it connected, to connect again when the server closed the connection.
+    config: Config,
+    /// Whether a transaction is open: then a closed connection is an error, never replaced.
+    in_transaction: Cell<bool>,
     statements: RefCell<HashMap<String, Statement>>,
     /// The store directory on this host, for naming the store in errors.
     store: String,
@@ -174,6 +178,8 @@ impl PgConn {
         };
         Ok(PgConn {
             client: RefCell::new(client),
+            config,
+            in_transaction: Cell::new(false),
             statements: RefCell::new(HashMap::new()),
             store: store.to_string(),
             shown,
@@ -188,6 +194,42 @@ impl PgConn {
     /// Whether the connection broke (the server restarted, say), so it must be replaced.
     pub fn is_broken(&self) -> bool {
         self.client.borrow().is_closed()
+    }
+
+    /// Runs `f`, a read or `BEGIN`; if it fails because the server had closed the connection
+    /// (a restart ended it while it sat unused in a mount's pool, say) outside a transaction,
+    /// connects again and runs it once more. Nothing else is tried again: a write might have
+    /// been done before the connection was lost.
+    fn again_if_closed<T>(&self, mut f: impl FnMut() -> DbResult<T>) -> DbResult<T> {
+        match f() {
+            Err(DbError::Postgres(e)) if self.replaced_closed(&e) => f(),
+            other => other,
+        }
+    }
+
+    /// Whether `e` says the server had closed the connection, outside a transaction, and a
+    /// new connection replaced it: then what failed may be tried again.
+    fn replaced_closed(&self, e: &postgres::Error) -> bool {
+        e.is_closed() && !self.in_transaction.get() && self.reconnect()
+    }
+
+    /// Replaces a connection the server closed with a new one; false if none can be made.
+    fn reconnect(&self) -> bool {
+        match self.config.connect(NoTls) {
+            Ok(client) => {
+                log::info!(
+                    "catalog {}: the server had closed the connection; connected again",
+                    self.shown
+                );
+                *self.client.borrow_mut() = client;
+                self.statements.borrow_mut().clear();
+                true
+            }
+            Err(e) => {
+                log::info!("catalog {}: cannot connect again: {e}", self.shown);
+                false
+            }
+        }
     }
 
     fn statement(&self, sql: &str) -> DbResult<Statement> {
@@ -214,7 +256,25 @@ impl PgConn {
                     source: e.into(),
                 })
         };
-        run("BEGIN")?;
+        let begin = self.again_if_closed(|| Ok(self.client.borrow_mut().batch_execute("BEGIN")?));
+        begin.map_err(|e| Error::Catalog {
+            context: ctx("BEGIN"),
+            source: e,
+        })?;
+        self.in_transaction.set(true);
+        let result = self.in_transaction(keep, f, &ctx, &run);
+        self.in_transaction.set(false);
+        result
+    }
+
+    /// The rest of [`PgConn::transaction`], once it has begun.
+    fn in_transaction<T>(
+        &self,
+        keep: bool,
+        f: impl FnOnce(&Self) -> Result<T>,
+        ctx: &dyn Fn(&str) -> String,
+        run: &dyn Fn(&str) -> Result<()>,
+    ) -> Result<T> {
         let locked = self
             .client
             .borrow_mut()
@@ -258,9 +318,16 @@ impl Sql for PgConn {
     }
 
     fn execute(&self, sql: &str, params: &[Param]) -> DbResult<usize> {
-        let stmt = self.statement(sql)?;
-        let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as _).collect();
-        Ok(self.client.borrow_mut().execute(&stmt, &refs)? as usize)
+        let run = || {
+            let stmt = self.statement(sql)?;
+            let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as _).collect();
+            Ok(self.client.borrow_mut().execute(&stmt, &refs)? as usize)
+        };
+        if is_read(sql) {
+            self.again_if_closed(run)
+        } else {
+            run()
+        }
     }
 
     fn query_each(
@@ -269,21 +336,40 @@ impl Sql for PgConn {
         params: &[Param],
         each: &mut dyn FnMut(&Row) -> DbResult<()>,
     ) -> DbResult<()> {
-        let stmt = self.statement(sql)?;
-        let mut client = self.client.borrow_mut();
-        let mut rows = client.query_raw(&stmt, params.iter())?;
-        while let Some(r) = rows.next()? {
-            let row = (0..r.len())
-                .map(|i| value(&r, i))
-                .collect::<DbResult<Vec<Value>>>()?;
-            each(&Row(row))?;
+        // Tried again only if no row was handed to `each` yet: none is handed twice.
+        let handed = Cell::new(false);
+        let mut attempt = || -> DbResult<()> {
+            let stmt = self.statement(sql)?;
+            let mut client = self.client.borrow_mut();
+            let mut rows = client.query_raw(&stmt, params.iter())?;
+            while let Some(r) = rows.next()? {
+                let row = (0..r.len())
+                    .map(|i| value(&r, i))
+                    .collect::<DbResult<Vec<Value>>>()?;
+                handed.set(true);
+                each(&Row(row))?;
+            }
+            Ok(())
+        };
+        match attempt() {
+            Err(DbError::Postgres(e))
+                if !handed.get() && is_read(sql) && self.replaced_closed(&e) =>
+            {
+                attempt()
+            }
+            other => other,
         }
-        Ok(())
     }
 
     fn execute_batch(&self, sql: &str) -> DbResult<()> {
         Ok(self.client.borrow_mut().batch_execute(sql)?)
     }
+}
+
+/// Whether `sql` only reads (so it may be run again on a new connection).
+fn is_read(sql: &str) -> bool {
+    let start = sql.trim_start().get(..6).unwrap_or("");
+    start.eq_ignore_ascii_case("SELECT") || start.eq_ignore_ascii_case("WITH R")
 }
 
 /// The connection settings of `url`, with libpq's PG* variables for what it leaves out.

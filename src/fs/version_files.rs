@@ -50,25 +50,40 @@ impl Cached {
 
 #[derive(Default)]
 struct OpenBlobs {
-    files: HashMap<Ino, Arc<File>>,
+    /// Each blob with its size.
+    files: HashMap<Ino, (Arc<File>, u64)>,
     /// In the order they were opened (some already removed).
     order: VecDeque<Ino>,
+    /// The bytes of the blobs in `files`.
+    bytes: u64,
 }
 
 impl OpenBlobs {
-    fn insert(&mut self, ino: Ino, file: Arc<File>) {
-        if self.files.insert(ino, file).is_none() {
-            self.order.push_back(ino);
+    /// Keeps `file` (`size` bytes) for `ino`; past [`OPEN_BLOBS`] files, or past `budget`
+    /// bytes, the oldest are closed.
+    fn insert(&mut self, ino: Ino, file: Arc<File>, size: u64, budget: Option<u64>) {
+        match self.files.insert(ino, (file, size)) {
+            None => self.order.push_back(ino),
+            Some((_, old)) => self.bytes -= old,
         }
-        while self.files.len() > OPEN_BLOBS {
+        self.bytes += size;
+        while self.files.len() > OPEN_BLOBS
+            || (self.files.len() > 1 && budget.is_some_and(|b| self.bytes > b))
+        {
             let Some(old) = self.order.pop_front() else {
                 break;
             };
-            self.files.remove(&old);
+            self.remove(old);
         }
         if self.order.len() > 2 * OPEN_BLOBS {
             let files = &self.files;
             self.order.retain(|i| files.contains_key(i));
+        }
+    }
+
+    fn remove(&mut self, ino: Ino) {
+        if let Some((_, size)) = self.files.remove(&ino) {
+            self.bytes -= size;
         }
     }
 }
@@ -105,16 +120,18 @@ impl Fs {
     /// The content of version file `ino`: its blob, opened once and kept while it is in use
     /// (at most [`OPEN_BLOBS`]); a reference's file is checked and opened each time.
     pub fn version_content(&self, ino: Ino) -> Result<Arc<File>> {
-        if let Some(f) = lock(&self.cached.blobs).files.get(&ino) {
+        if let Some((f, _)) = lock(&self.cached.blobs).files.get(&ino) {
             return Ok(f.clone());
         }
-        let file = match self.node(ino)? {
+        let (file, size) = match self.node(ino)? {
             Node::Entry(TreeEntry {
                 item: Item::File { blob, size },
                 ..
-            }) => self
-                .blobs
-                .open_content(&blob, size, || self.describe(ino, None))?,
+            }) => (
+                self.blobs
+                    .open_content(&blob, size, || self.describe(ino, None))?,
+                size,
+            ),
             Node::Entry(TreeEntry {
                 item: Item::Reference(r),
                 mtime_ns,
@@ -123,8 +140,17 @@ impl Fs {
             _ => return Err(Error::IsADirectory(self.describe(ino, None))),
         };
         let file = Arc::new(file);
-        lock(&self.cached.blobs).insert(ino, file.clone());
+        lock(&self.cached.blobs).insert(ino, file.clone(), size, self.kept_blobs_budget());
         Ok(file)
+    }
+
+    /// On a shared store, how many bytes of blobs no one has open the mount may keep open
+    /// for the kernel (a quarter of the cache's size, for the blobs read through the server
+    /// and as much for passthrough backing files): an open blob cannot be evicted, and a
+    /// mount keeping every blob it served would hold the cache past its size. None for a
+    /// local store, whose blobs are never evicted.
+    pub fn kept_blobs_budget(&self) -> Option<u64> {
+        self.blobs.cache().map(|c| c.limit() / 4)
     }
 
     /// Reads version file `ino` by inode, for a kernel that opened it without asking the
@@ -141,7 +167,7 @@ impl Fs {
 
     /// The kernel forgot `ino`: its blob need not stay open.
     pub fn forget_version(&self, ino: Ino) {
-        lock(&self.cached.blobs).files.remove(&ino);
+        lock(&self.cached.blobs).remove(ino);
     }
 
     /// Aliases the kernel holds whose target moved (or that are gone) since it read them:

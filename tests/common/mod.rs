@@ -1,6 +1,13 @@
 //! Helpers shared by the integration tests: a store in a temporary directory, a way to run the
 //! real `artifactfs` binary against it, small trees of real files, and a fingerprint of
 //! everything the store holds, used to prove that a refused command changed nothing.
+//!
+//! A store is embedded (SQLite and a local `blobs/`) unless made shared: [`TestStore::sharing`]
+//! makes one host's side of a shared store (a PostgreSQL database and an S3 bucket that several
+//! such stores may use at once). Test files compiled into the `on_postgres` target, and any
+//! test run with `ARTIFACTFS_TEST_SHARED=1`, get a shared store from [`TestStore::new`], each
+//! with its own database and bucket on servers the test process starts once; tests about the
+//! embedded store's own files ask for [`TestStore::embedded`].
 
 #![allow(dead_code)]
 
@@ -14,6 +21,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rusqlite::types::Value as SqlValue;
@@ -77,35 +85,169 @@ pub const TABLES: &[&str] = &[
     "run_outputs",
 ];
 
+/// Whether [`TestStore::new`] makes shared stores: in the `on_postgres` test target (which
+/// compiles other test files into itself), or when `ARTIFACTFS_TEST_SHARED=1`.
+pub fn shared_by_default() -> bool {
+    module_path!().starts_with("on_postgres::")
+        || std::env::var("ARTIFACTFS_TEST_SHARED").is_ok_and(|v| v == "1")
+}
+
+/// Where a shared store lives: its catalog's database, its bucket, and what a process needs
+/// to reach them. Several [`TestStore`]s (hosts) may share one.
+#[derive(Clone)]
+pub struct SharedSide {
+    /// `postgres://…` of the store's database.
+    pub catalog: String,
+    /// `s3://BUCKET/store`.
+    pub objects: String,
+    pub bucket: String,
+    /// The directory in which the S3 server keeps the bucket's objects, as files.
+    pub bucket_dir: PathBuf,
+    /// The AWS variables that reach the S3 server.
+    pub env: Vec<(&'static str, String)>,
+    /// `--cache-size` given to `init`, if any.
+    pub cache_size: Option<String>,
+    /// Keeps servers of the test process's own alive while a store uses them.
+    _servers: Option<Arc<services::ProcessServices>>,
+}
+
+impl SharedSide {
+    /// A new database and a new bucket, both called `name`, on these servers.
+    pub fn new(pg: &services::Postgres, s3: &services::S3Server, name: &str) -> Self {
+        let catalog = pg.create_database(name);
+        let objects = s3.bucket_url(name);
+        SharedSide {
+            catalog,
+            objects,
+            bucket: name.to_string(),
+            bucket_dir: s3.data_dir().join(name),
+            env: s3.env(),
+            cache_size: None,
+            _servers: None,
+        }
+    }
+
+    /// The same store with another `--cache-size` for the hosts made from it.
+    pub fn with_cache_size(&self, size: &str) -> Self {
+        SharedSide {
+            cache_size: Some(size.to_string()),
+            ..self.clone()
+        }
+    }
+
+    fn keep_alive(&mut self, servers: Arc<services::ProcessServices>) {
+        self._servers = Some(servers);
+    }
+
+    /// A connection to the store's database.
+    pub fn db(&self) -> postgres::Client {
+        postgres::Client::connect(&self.catalog, postgres::NoTls)
+            .unwrap_or_else(|e| panic!("connect to {}: {e}", self.catalog))
+    }
+
+    /// Every object in the bucket, as (key, size), sorted; the server's own bookkeeping
+    /// (unfinished multipart uploads) is left out.
+    pub fn objects(&self) -> Vec<(String, u64)> {
+        let mut files = Vec::new();
+        if self.bucket_dir.exists() {
+            walk_files(&self.bucket_dir, &self.bucket_dir, &mut files);
+        }
+        files.sort();
+        files
+            .into_iter()
+            .filter(|f| !f.rsplit('/').next().unwrap_or("").starts_with('.'))
+            .map(|f| {
+                let len = fs::metadata(self.bucket_dir.join(&f)).unwrap().len();
+                (f, len)
+            })
+            .collect()
+    }
+}
+
 /// A store in its own temporary directory, plus a scratch area for source files.
 pub struct TestStore {
     pub tmp: tempfile::TempDir,
     /// The store directory passed with `--store` (created by `init` or by the first command
     /// that adds a version).
     pub root: PathBuf,
+    /// For one host's side of a shared store: where the rest of it is.
+    pub shared: Option<SharedSide>,
 }
 
 impl TestStore {
+    /// An embedded store, not yet made; or, where [`shared_by_default`], a shared store of its
+    /// own, made already.
     pub fn new() -> Self {
+        if shared_by_default() {
+            let s = Self::sharing(services::ProcessServices::new_side());
+            s.init();
+            return s;
+        }
+        Self::embedded()
+    }
+
+    /// An embedded store, whatever [`shared_by_default`] says: for tests about its own files.
+    pub fn embedded() -> Self {
         let tmp = tempfile::Builder::new()
             .prefix("artifactfs-test-")
             .tempdir()
             .expect("create temp dir");
         let root = tmp.path().join("store");
-        TestStore { tmp, root }
+        TestStore {
+            tmp,
+            root,
+            shared: None,
+        }
+    }
+
+    /// One host's side of the shared store `side`, not yet made (see [`TestStore::init`]):
+    /// a store directory of its own (its cache, its drafts' files, its mounts), the catalog
+    /// and the bucket shared with every other host made from `side`.
+    pub fn sharing(side: SharedSide) -> Self {
+        let mut s = Self::embedded();
+        s.shared = Some(side);
+        s
     }
 
     /// `artifactfs init`: makes the (empty) store, as a user does before reading from or
-    /// mounting a store nothing was logged into yet.
+    /// mounting a store nothing was logged into yet. For a shared store, `init DIR --catalog
+    /// … --objects … [--cache-size …]`.
     pub fn init(&self) {
-        self.ok(&["init"]);
+        match &self.shared {
+            None => {
+                self.ok(&["init"]);
+            }
+            Some(side) => {
+                let mut args = vec![
+                    "init",
+                    p(&self.root),
+                    "--catalog",
+                    &side.catalog,
+                    "--objects",
+                    &side.objects,
+                ];
+                if let Some(size) = &side.cache_size {
+                    args.extend(["--cache-size", size]);
+                }
+                self.ok(&args);
+            }
+        }
     }
 
     /// Makes the store with `init` unless it exists already.
     pub fn ensure_store(&self) {
-        if !self.root.join("catalog.db").exists() {
+        let made = match self.shared {
+            None => self.root.join("catalog.db").exists(),
+            Some(_) => self.root.join("config").exists(),
+        };
+        if !made {
             self.init();
         }
+    }
+
+    /// The shared store this host is a side of; fails for an embedded store.
+    pub fn side(&self) -> &SharedSide {
+        self.shared.as_ref().expect("a shared store")
     }
 
     /// A path in the scratch area (outside the store).
@@ -130,6 +272,16 @@ impl TestStore {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        // Only what the store says reaches a server: no settings of the test's environment.
+        for (k, _) in std::env::vars_os() {
+            let k = k.to_string_lossy();
+            if k.starts_with("AWS_") || k.starts_with("PG") {
+                cmd.env_remove(&*k);
+            }
+        }
+        if let Some(side) = &self.shared {
+            cmd.envs(side.env.iter().map(|(k, v)| (k, v)));
+        }
         cmd
     }
 
@@ -205,8 +357,12 @@ impl TestStore {
         fingerprint(self)
     }
 
-    /// Rows of a query on (a snapshot copy of) the catalog, each rendered as strings.
+    /// Rows of a query on (a snapshot copy of) the catalog, each rendered as strings; on a
+    /// shared store, on its database.
     pub fn sql(&self, query: &str) -> Vec<Vec<String>> {
+        if let Some(side) = &self.shared {
+            return pg_rows(&mut side.db(), query);
+        }
         let (_dir, conn) = open_catalog_snapshot(&self.root);
         let mut stmt = conn
             .prepare(query)
@@ -466,11 +622,103 @@ fn open_catalog_snapshot(store: &Path) -> (tempfile::TempDir, Connection) {
     (dir, conn)
 }
 
+/// Rows of `query` on a PostgreSQL database, each value rendered as [`render`] renders
+/// SQLite's: numbers as digits, text quoted, bytes as `x'…'`.
+pub fn pg_rows(db: &mut postgres::Client, query: &str) -> Vec<Vec<String>> {
+    use postgres::types::Type;
+    let rows = db
+        .query(query, &[])
+        .unwrap_or_else(|e| panic!("run {query}: {e}"));
+    rows.iter()
+        .map(|r| {
+            (0..r.len())
+                .map(|i| {
+                    let ty = r.columns()[i].type_().clone();
+                    let shown = match ty {
+                        Type::INT8 => r.get::<_, Option<i64>>(i).map(|v| v.to_string()),
+                        Type::INT4 => r.get::<_, Option<i32>>(i).map(|v| v.to_string()),
+                        Type::INT2 => r.get::<_, Option<i16>>(i).map(|v| v.to_string()),
+                        Type::BOOL => r.get::<_, Option<bool>>(i).map(|v| (v as i64).to_string()),
+                        Type::FLOAT8 => r.get::<_, Option<f64>>(i).map(|v| format!("{v:?}")),
+                        Type::BYTEA => r.get::<_, Option<Vec<u8>>>(i).map(|b| {
+                            format!(
+                                "x'{}'",
+                                b.iter().map(|x| format!("{x:02x}")).collect::<String>()
+                            )
+                        }),
+                        _ => r.get::<_, Option<String>>(i).map(|t| format!("{t:?}")),
+                    };
+                    shown.unwrap_or_else(|| "NULL".into())
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// What a shared store holds: the catalog database's schema version, tables and columns,
+/// every row of every catalog table, and every object in the bucket that the catalog refers
+/// to, with its size. (To see every object, look at [`SharedSide::objects`].)
+pub fn shared_fingerprint(side: &SharedSide) -> String {
+    let mut db = side.db();
+    let mut s = String::new();
+    let schema = "SELECT table_name::text, column_name::text, data_type::text
+                    FROM information_schema.columns WHERE table_schema = 'public'
+                   ORDER BY 1, ordinal_position";
+    for row in pg_rows(&mut db, schema) {
+        s.push_str(&format!("column {}\n", row.join(" ")));
+    }
+    let has_schema = pg_rows(
+        &mut db,
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'artifactfs_schema'",
+    );
+    if has_schema[0][0] != "0" {
+        for row in pg_rows(&mut db, "SELECT version FROM artifactfs_schema") {
+            s.push_str(&format!("schema version {}\n", row.join(" ")));
+        }
+        for table in TABLES {
+            s.push_str(&format!("table {table}\n"));
+            for row in pg_rows(
+                &mut db,
+                &format!("SELECT t::text FROM {table} t ORDER BY 1"),
+            ) {
+                s.push_str(&format!("  {}\n", row.join(" | ")));
+            }
+        }
+    }
+    // What a failed or discarded operation uploaded is left for gc, which keeps it for its
+    // grace period: only the objects that the catalog refers to are the store's content.
+    let referenced: std::collections::BTreeSet<String> = if has_schema[0][0] != "0" {
+        pg_rows(
+            &mut db,
+            "SELECT encode(blob, 'hex') FROM chunk_entries WHERE blob IS NOT NULL
+             UNION SELECT encode(blob, 'hex') FROM draft_entries WHERE blob IS NOT NULL",
+        )
+        .into_iter()
+        .map(|r| r[0].trim_matches('"').to_string())
+        .collect()
+    } else {
+        Default::default()
+    };
+    s.push_str("objects referred to\n");
+    for (key, size) in side.objects() {
+        if referenced.contains(key.rsplit('/').next().unwrap_or("")) {
+            s.push_str(&format!("  {key} {size}\n"));
+        }
+    }
+    s
+}
+
 /// Everything a command could change in the store: the schema and its version, every row of
 /// every catalog table (ordered by all columns), and every file under `blobs/` and `staging/`
-/// with its size and mode.
+/// with its size and mode. For a shared store, its database and bucket instead of
+/// `catalog.db` (see [`shared_fingerprint`]).
 pub fn fingerprint(store: &TestStore) -> String {
     let mut s = String::new();
+    if let Some(side) = &store.shared {
+        s.push_str(&shared_fingerprint(side));
+        local_files_fingerprint(store, &mut s);
+        return s;
+    }
     let (_dir, conn) = open_catalog_snapshot(&store.root);
     let user_version: i64 = conn
         .pragma_query_value(None, "user_version", |r| r.get(0))
@@ -517,6 +765,12 @@ pub fn fingerprint(store: &TestStore) -> String {
             s.push_str(&format!("  {}\n", row.unwrap().join(" | ")));
         }
     }
+    local_files_fingerprint(store, &mut s);
+    s
+}
+
+/// Every file under the store's `blobs/` and `staging/`, with its size and mode.
+fn local_files_fingerprint(store: &TestStore, s: &mut String) {
     for sub in ["blobs", "staging"] {
         let dir = store.root.join(sub);
         let mut files = Vec::new();
@@ -534,7 +788,6 @@ pub fn fingerprint(store: &TestStore) -> String {
             ));
         }
     }
-    s
 }
 
 /// Asserts that two fingerprints are equal, showing the first differing line.

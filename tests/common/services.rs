@@ -8,6 +8,9 @@
 //!
 //! A server that is not installed, or does not start, fails the test with what is missing
 //! and how to get it: `scripts/setup.sh` installs both.
+//!
+//! [`ProcessServices`] is one of each for a whole test process, started on first use and
+//! stopped when the process exits, for test files that make many small shared stores.
 
 use std::ffi::CString;
 use std::fs::{self, File};
@@ -15,6 +18,8 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use artifactfs::objects::S3Config;
@@ -489,5 +494,54 @@ impl Drop for Postgres {
                 .stderr(Stdio::null())
                 .status();
         }
+    }
+}
+
+/// One PostgreSQL cluster and one S3 server for every test of a process that wants them, each
+/// test with a database and a bucket of its own. Started by the first test that asks, and
+/// stopped (the cluster's directory removed) when the process exits.
+pub struct ProcessServices {
+    pub pg: Postgres,
+    pub s3: S3Server,
+}
+
+static PROCESS_SERVICES: Mutex<Option<Arc<ProcessServices>>> = Mutex::new(None);
+static SIDES: AtomicUsize = AtomicUsize::new(0);
+
+extern "C" fn stop_process_services() {
+    let taken = match PROCESS_SERVICES.lock() {
+        Ok(mut g) => g.take(),
+        Err(poisoned) => poisoned.into_inner().take(),
+    };
+    drop(taken);
+}
+
+impl ProcessServices {
+    /// The process's servers, started if this is the first call.
+    pub fn get() -> Arc<ProcessServices> {
+        let mut guard = PROCESS_SERVICES
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(s) = guard.as_ref() {
+            return s.clone();
+        }
+        let services = Arc::new(ProcessServices {
+            pg: Postgres::start(),
+            s3: S3Server::start(),
+        });
+        // SAFETY: registers a plain function with no arguments, run once at exit.
+        let registered = unsafe { libc::atexit(stop_process_services) };
+        assert_eq!(registered, 0, "atexit");
+        *guard = Some(services.clone());
+        services
+    }
+
+    /// A database and a bucket of their own on the process's servers.
+    pub fn new_side() -> super::SharedSide {
+        let services = Self::get();
+        let n = SIDES.fetch_add(1, Ordering::SeqCst);
+        let mut side = super::SharedSide::new(&services.pg, &services.s3, &format!("store-{n}"));
+        side.keep_alive(services);
+        side
     }
 }
