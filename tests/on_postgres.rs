@@ -1,4 +1,4 @@
-//! The semantic tests of versions, drafts and distributed drafts, run again against a shared
+//! The semantic tests of versions, drafts, distributed drafts and runs, run again against a shared
 //! store: PostgreSQL as the catalog and an S3-compatible server for the blobs. The files are
 //! compiled in as they are; their `TestStore::new()` gives, in this target, a shared store of
 //! its own (a database and a bucket on a PostgreSQL cluster and an s3s-fs server that this
@@ -20,6 +20,9 @@ mod drafts;
 
 #[path = "distributed.rs"]
 mod distributed;
+
+#[path = "runs.rs"]
+mod runs;
 
 mod common;
 
