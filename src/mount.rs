@@ -107,7 +107,7 @@ fn check_mountpoint(mountpoint: &Path, nonempty: bool) -> Result<PathBuf> {
             return Err(Error::invalid(
                 format!("mount point {}", abs.display()),
                 format!(
-                    "is not empty ({}): the mount would hide its files until unmounted; use an \
+                    "the directory is not empty ({}): the mount would hide its files until unmounted; use an \
                      empty directory, or --nonempty (-o nonempty with mount -t) to mount over them",
                     names.join(", ")
                 ),

@@ -2090,7 +2090,7 @@ fn mounting_over_files_needs_nonempty_and_mount_says_what_it_mounted_where() {
         assert_eq!(
             err.trim(),
             format!(
-                "error: mount point {}: is not empty (notes.txt): the mount would hide its \
+                "error: mount point {}: the directory is not empty (notes.txt): the mount would hide its \
                  files until unmounted; use an empty directory, or --nonempty (-o nonempty \
                  with mount -t) to mount over them",
                 mp.display()
