@@ -379,6 +379,232 @@ fn a_draft_file_open_on_one_host_keeps_a_commit_on_another_out_until_closed() {
     drop(ma);
 }
 
+/// The union a distributed draft must hold once finished: path → (content, the host that
+/// wrote it last).
+type Written = BTreeMap<String, (Vec<u8>, usize)>;
+
+/// Writes `files` into scratch directory `dir` of host `h`, for an upsert, and records them
+/// in `written` as host `w`'s.
+fn upsert_tree(
+    h: &TestStore,
+    dir: &str,
+    files: &[(&str, Vec<u8>)],
+    w: usize,
+    written: &mut Written,
+) -> PathBuf {
+    let d = h.path(dir);
+    for (rel, data) in files {
+        write_file(&d.join(rel), data);
+        written.insert(rel.to_string(), (data.clone(), w));
+    }
+    d
+}
+
+/// Writes `files` into the draft directory `draft` of host `w`'s mount (each closed, so
+/// uploaded and recorded, before this returns), and records them in `written`.
+fn write_into_mount(draft: &Path, files: &[(&str, Vec<u8>)], w: usize, written: &mut Written) {
+    for (rel, data) in files {
+        let path = draft.join(rel);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, data)
+            .unwrap_or_else(|e| panic!("host {w} writes {}: {e}", path.display()));
+        written.insert(rel.to_string(), (data.clone(), w));
+    }
+}
+
+#[test]
+fn three_hosts_fill_one_distributed_draft_through_cli_and_mounts() {
+    let (_side, hs) = shared_hosts(3);
+    let ms: Vec<Mounted> = hs.iter().map(|h| Mounted::new(h, &mountpoint(h))).collect();
+    let draft = "feats@run-7";
+    let upsert = |w: usize, dir: &Path| -> serde_json::Value {
+        hs[w].json(&["upsert", "feats", p(dir), "--distributed-id", "run-7"])
+    };
+    let mut written = Written::new();
+
+    // Host 0 starts the draft with an upsert: its own files, and two paths that others
+    // write again later (one through a mount, one with an upsert).
+    let a = upsert_tree(
+        &hs[0],
+        "a-out",
+        &[
+            ("a/cli.txt", b"host 0, upserted\n".to_vec()),
+            ("a/sub/deep.bin", pseudo_random(200 << 10, 41)),
+            ("shared/cli-then-mount.txt", b"host 0 was first\n".to_vec()),
+            ("shared/cli-then-cli.txt", b"host 0 was first\n".to_vec()),
+        ],
+        0,
+        &mut written,
+    );
+    assert_eq!(
+        upsert(0, &a),
+        serde_json::json!({"draft": draft, "files": 4, "replaced": []})
+    );
+
+    // The draft shows on every mount as drafts/NAME@ID/; each host writes into it there.
+    let dirs: Vec<PathBuf> = ms
+        .iter()
+        .map(|m| m.path(&format!("drafts/{draft}")))
+        .collect();
+    for (w, dir) in dirs.iter().enumerate() {
+        wait_until(
+            &format!("the draft shows on host {w}'s mount"),
+            SHOWS,
+            || match fs::read(dir.join("a/cli.txt")) {
+                Ok(t) if t == b"host 0, upserted\n" => Ok(()),
+                other => Err(format!("{other:?}")),
+            },
+        );
+    }
+    write_into_mount(
+        &dirs[0],
+        &[("a/mnt.txt", b"host 0, through its mount\n".to_vec())],
+        0,
+        &mut written,
+    );
+    write_into_mount(
+        &dirs[1],
+        &[
+            ("b/mnt.txt", b"host 1, through its mount\n".to_vec()),
+            ("b/big.bin", pseudo_random(3 << 20, 42)),
+            // Over what host 0 upserted: the later writer wins.
+            (
+                "shared/cli-then-mount.txt",
+                b"host 1 wrote it later\n".to_vec(),
+            ),
+            ("shared/mount-then-cli.txt", b"host 1 was first\n".to_vec()),
+        ],
+        1,
+        &mut written,
+    );
+    let b = upsert_tree(
+        &hs[1],
+        "b-out",
+        &[("b/cli.txt", b"host 1, upserted\n".to_vec())],
+        1,
+        &mut written,
+    );
+    assert_eq!(
+        upsert(1, &b),
+        serde_json::json!({"draft": draft, "files": 1, "replaced": []})
+    );
+
+    // Host 2 upserts over a path host 1 wrote through its mount and one host 0 upserted,
+    // and says so, naming both.
+    let c = upsert_tree(
+        &hs[2],
+        "c-out",
+        &[
+            ("c/cli.txt", b"host 2, upserted\n".to_vec()),
+            (
+                "shared/mount-then-cli.txt",
+                b"host 2 wrote it later\n".to_vec(),
+            ),
+            (
+                "shared/cli-then-cli.txt",
+                b"host 2 wrote it later\n".to_vec(),
+            ),
+        ],
+        2,
+        &mut written,
+    );
+    assert_eq!(
+        hs[2].ok(&["upsert", "feats", p(&c), "--distributed-id", "run-7"]),
+        format!(
+            "added 3 files to draft {draft}\nreplaced what an earlier writer had added at 2 \
+             paths: shared/cli-then-cli.txt, shared/mount-then-cli.txt\n"
+        )
+    );
+    write_into_mount(
+        &dirs[2],
+        &[("c/mnt.txt", b"host 2, through its mount\n".to_vec())],
+        2,
+        &mut written,
+    );
+    let want: BTreeMap<String, String> = written
+        .iter()
+        .map(|(k, (data, _))| (k.clone(), sha256_hex(data)))
+        .collect();
+
+    // Before the finish, host 0's mount shows the whole draft, whoever wrote each file.
+    wait_until(
+        "host 0's mount shows the whole draft",
+        SHOWS,
+        || match sha256sums(&dirs[0]) {
+            got if got == want => Ok(()),
+            got => Err(format!("{got:?}")),
+        },
+    );
+
+    // `finish` on host 1: the version holds exactly the union, each path as its last
+    // writer left it.
+    assert_eq!(
+        hs[1]
+            .ok(&["finish", "feats", "--distributed-id", "run-7"])
+            .trim(),
+        "feats:v0"
+    );
+    let paths: Vec<String> = want.keys().cloned().collect();
+    for h in &hs {
+        assert_eq!(ls(h, "feats:v0"), paths, "the version, listed");
+    }
+    // Each file read on a host that did not write it: through its mount and with `cat`.
+    for (w, m) in ms.iter().enumerate() {
+        wait_until(
+            &format!("feats:v0 shows on host {w}'s mount"),
+            SHOWS,
+            || match ls_names(&m.path("feats")).contains(&"v0".to_string()) {
+                true => Ok(()),
+                false => Err(format!("ls feats: {:?}", ls_names(&m.path("feats")))),
+            },
+        );
+    }
+    for (path, (data, writer)) in &written {
+        let reader = (writer + 1) % hs.len();
+        let through_mount = fs::read(ms[reader].path(&format!("feats/v0/{path}")))
+            .unwrap_or_else(|e| panic!("host {reader} reads feats/v0/{path}: {e}"));
+        assert_eq!(
+            sha256_hex(&through_mount),
+            sha256_hex(data),
+            "{path} (written by host {writer}) read through host {reader}'s mount"
+        );
+        let out = hs[reader].run(&["cat", "feats:v0", path]);
+        assert_success(&out, &["cat", "feats:v0", path]);
+        assert_eq!(
+            sha256_hex(&out.stdout),
+            sha256_hex(data),
+            "{path} (written by host {writer}) read with cat on host {reader}"
+        );
+    }
+    assert_eq!(sha256sums(&ms[2].path("feats/v0")), want);
+
+    // The id is sealed: an upsert on another host is refused, naming the version, and
+    // changes nothing; the draft is gone from every mount, and cannot be made again there.
+    let late = hs[2].tree("late", &[("late.txt", "too late\n")]);
+    refused(
+        &hs[2],
+        &["upsert", "feats", p(&late), "--distributed-id", "run-7"],
+        &["draft feats@run-7 was already finished as feats:v0"],
+    );
+    for (w, dir) in dirs.iter().enumerate() {
+        wait_until(
+            &format!("the draft is gone from host {w}'s mount"),
+            SHOWS,
+            || match dir.exists() {
+                false => Ok(()),
+                true => Err("drafts/feats@run-7 still there".into()),
+            },
+        );
+    }
+    assert_eq!(
+        fs::create_dir(&dirs[0]).map_err(|e| e.raw_os_error()),
+        Err(Some(libc::EEXIST)),
+        "mkdir of a finished distributed id through a mount"
+    );
+    assert_eq!(versions(&hs[0], "feats"), ["v0"]);
+    drop(ms);
+}
+
 /// Long enough for a command that retries an unreachable server for its 30 s and gives up.
 const GIVES_UP: Duration = Duration::from_secs(150);
 
