@@ -39,8 +39,10 @@ fn init_logging(command: &Command, store: &std::path::Path) {
             "warn"
         },
     ));
-    // The store exists by now: `mount` refuses to run without one.
+    // The store exists by now: `mount` refuses to run without one. Its log is not made
+    // beside a damaged config, which `mount` is about to refuse.
     if let Command::Mount { .. } = command
+        && crate::store_config::read(store).is_ok()
         && let Ok(f) = std::fs::OpenOptions::new()
             .create(true)
             .append(true)

@@ -1185,6 +1185,352 @@ fn unreachable_servers_and_wrong_credentials_are_named_and_nothing_is_made() {
     assert_unchanged(&before, &shared_fingerprint(&side), "refused mounts");
 }
 
+/// Every table of the database at `url` with its columns and every row: what a refused
+/// command must leave as it was.
+fn database_dump(url: &str) -> String {
+    let mut db = postgres::Client::connect(url, postgres::NoTls).unwrap();
+    let mut out = String::new();
+    let tables = pg_rows(
+        &mut db,
+        "SELECT table_name::text FROM information_schema.tables
+          WHERE table_schema = 'public' ORDER BY 1",
+    );
+    for table in tables {
+        let table = table[0].trim_matches('"').to_string();
+        let columns = pg_rows(
+            &mut db,
+            &format!(
+                "SELECT column_name::text, data_type::text FROM information_schema.columns
+                  WHERE table_name = '{table}' ORDER BY ordinal_position"
+            ),
+        );
+        out.push_str(&format!("table {table} {columns:?}\n"));
+        for row in pg_rows(
+            &mut db,
+            &format!("SELECT t::text FROM \"{table}\" t ORDER BY 1"),
+        ) {
+            out.push_str(&format!("  {}\n", row.join(" | ")));
+        }
+    }
+    out
+}
+
+/// `s`'s config with its catalog changed to `catalog`, in a new directory `name` of its
+/// scratch area: a host pointed at another database.
+fn side_pointed_at(s: &TestStore, name: &str, catalog: &str) -> PathBuf {
+    let dir = s.path(name);
+    fs::create_dir(&dir).unwrap();
+    let config = fs::read_to_string(s.root.join("config")).unwrap();
+    let catalog_now = &s.side().catalog;
+    assert!(config.contains(catalog_now.as_str()), "{config}");
+    fs::write(
+        dir.join("config"),
+        config.replace(catalog_now.as_str(), catalog),
+    )
+    .unwrap();
+    dir
+}
+
+/// Fails naming every entry that differs between two [`snapshot`]s of one directory.
+fn assert_same_files(before: &BTreeMap<String, Node>, after: &BTreeMap<String, Node>, what: &str) {
+    let keys: BTreeSet<&String> = before.keys().chain(after.keys()).collect();
+    let differ: Vec<String> = keys
+        .into_iter()
+        .filter(|k| before.get(*k) != after.get(*k))
+        .map(|k| format!("{k}: {:?} -> {:?}", before.get(k), after.get(k)))
+        .collect();
+    assert!(
+        differ.is_empty(),
+        "{what} changed or made files:\n{}",
+        differ.join("\n")
+    );
+}
+
+/// Runs `artifactfs --store DIR ARGS` as host `s` would (its environment), which must fail;
+/// returns standard error.
+fn fail_on(s: &TestStore, dir: &Path, args: &[&str]) -> String {
+    let mut cmd = s.command(args);
+    cmd.arg("--store").arg(dir);
+    assert_failure(&run_command(cmd), args)
+}
+
+#[test]
+fn a_database_of_another_schema_is_refused_and_left_as_it_was() {
+    let services = ProcessServices::get();
+    let side = SharedSide::new(&services.pg, &services.s3, "other-schema");
+    let host = TestStore::sharing(side.clone());
+    host.init();
+    let src = host.tree("src", &[("a.txt", "alpha\n")]);
+    assert_eq!(log(&host, "m", &src), "m:v0");
+    let objects_before = side.objects();
+    let never = host.path("never-made");
+
+    // A database another application uses, with a table named as one of the catalog's.
+    let app = services.pg.create_database("other-schema-app");
+    postgres::Client::connect(&app, postgres::NoTls)
+        .unwrap()
+        .batch_execute(
+            "CREATE TABLE users (id BIGINT PRIMARY KEY, name TEXT NOT NULL);
+             INSERT INTO users VALUES (1, 'ada'), (2, 'grace');
+             CREATE TABLE versions (release TEXT);
+             INSERT INTO versions VALUES ('1.0');",
+        )
+        .unwrap();
+    let app_before = database_dump(&app);
+    let err = assert_failure(
+        &run_command(init_command(&host, &never, &app, &side.objects, &side.env)),
+        &["init on another application's database"],
+    );
+    for needle in ["other-schema-app", "other tables", "users", "versions"] {
+        assert!(
+            err.contains(needle),
+            "init: the error should name {needle}: {err}"
+        );
+    }
+    assert!(!never.exists(), "a refused init made {}", never.display());
+    // A host whose config points there is refused the same way by every command.
+    let pointed = side_pointed_at(&host, "pointed", &app);
+    let pointed_before = snapshot(&pointed);
+    for args in [
+        &["list"][..],
+        &["log", "m", p(&src)],
+        &["upsert", "m", p(&src), "--distributed-id", "x"],
+        &["gc"],
+    ] {
+        let err = fail_on(&host, &pointed, args);
+        assert!(
+            err.contains("other-schema-app") && err.contains("other tables (users, versions)"),
+            "{args:?} on a host pointed at another application's database: {err}"
+        );
+    }
+    assert_same_files(
+        &pointed_before,
+        &snapshot(&pointed),
+        "refused commands, in the pointed host's directory,",
+    );
+    assert_eq!(
+        database_dump(&app),
+        app_before,
+        "the other application's database"
+    );
+
+    // The store's own database, its schema recorded as one a newer artifactfs made.
+    let before = host.fingerprint();
+    let mut db = side.db();
+    let supported: i64 = db
+        .query_one("SELECT version FROM artifactfs_schema", &[])
+        .unwrap()
+        .get(0);
+    db.execute("UPDATE artifactfs_schema SET version = version + 1", &[])
+        .unwrap();
+    let before_newer = host.fingerprint();
+    let newer = format!(
+        "written by a newer artifactfs (schema {}, this build knows up to {supported})",
+        supported + 1
+    );
+    let err = assert_failure(
+        &run_command(init_command(
+            &host,
+            &never,
+            &side.catalog,
+            &side.objects,
+            &side.env,
+        )),
+        &["init on a newer schema"],
+    );
+    assert!(
+        err.contains(&newer) && err.contains("other-schema"),
+        "init on a newer schema: {err}"
+    );
+    assert!(!never.exists(), "a refused init made {}", never.display());
+    let mp = mountpoint(&host);
+    let _unmount = UnmountAtEnd(fs::canonicalize(&mp).unwrap());
+    let dest = host.path("dest");
+    for args in [
+        &["list"][..],
+        &["cat", "m:v0", "a.txt"],
+        &["log", "m", p(&src)],
+        &["upsert", "m", p(&src), "--distributed-id", "x"],
+        &["finish", "m", "--distributed-id", "x"],
+        &["alias", "set", "m:v0", "best"],
+        &["get", "m:v0", p(&dest)],
+        &["verify"],
+        &["gc", "--grace", "0s"],
+        &["mount", p(&mp)],
+    ] {
+        let err = host.fail(args);
+        assert!(
+            err.contains(&newer) && err.contains("other-schema"),
+            "{args:?} on a newer schema: {err}"
+        );
+    }
+    assert!(!dest.exists(), "a refused get made {}", dest.display());
+    assert!(!is_mounted(&fs::canonicalize(&mp).unwrap()));
+    assert_unchanged(
+        &before_newer,
+        &host.fingerprint(),
+        "commands on a newer schema",
+    );
+    assert_eq!(side.objects(), objects_before, "the bucket");
+
+    // Put back, the store is as it was and works.
+    db.execute("UPDATE artifactfs_schema SET version = version - 1", &[])
+        .unwrap();
+    assert_unchanged(
+        &before,
+        &host.fingerprint(),
+        "the store, its schema put back",
+    );
+    assert_eq!(cat(&host, "m:v0", "a.txt"), "alpha\n");
+}
+
+#[test]
+fn a_damaged_config_is_named_by_every_command_and_nothing_is_made() {
+    let (side, hs) = shared_hosts(1);
+    let host = &hs[0];
+    let src = host.tree("src", &[("a.txt", "alpha\n")]);
+    assert_eq!(log(host, "m", &src), "m:v0");
+    let good = fs::read_to_string(host.root.join("config")).unwrap();
+    let config_path = host.root.join("config");
+    let config_shown = config_path.display().to_string();
+    let fingerprint_before = shared_fingerprint(&side);
+    let objects_before = side.objects();
+    let mp = mountpoint(host);
+    let _unmount = UnmountAtEnd(fs::canonicalize(&mp).unwrap());
+    let dest = host.path("dest");
+    let new_store = host.path("new-store");
+    let embedded = TestStore::embedded();
+    embedded.ok(&["log", "e", p(&src)]);
+
+    let without = |key: &str| {
+        let mut v: serde_json::Value = serde_json::from_str(&good).unwrap();
+        v.as_object_mut().unwrap().remove(key);
+        v.to_string()
+    };
+    let with = |key: &str, value: serde_json::Value| {
+        let mut v: serde_json::Value = serde_json::from_str(&good).unwrap();
+        v[key] = value;
+        v.to_string()
+    };
+    let damages: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("empty", vec![], "not valid JSON"),
+        (
+            "cut in half",
+            good.as_bytes()[..good.len() / 2].to_vec(),
+            "not valid JSON",
+        ),
+        (
+            "garbage",
+            b"\x00\xff\x89PNG not a config at all".to_vec(),
+            "not valid JSON",
+        ),
+        (
+            "not an object",
+            br#"["postgres://somewhere/db"]"#.to_vec(),
+            r#"it has no "catalog""#,
+        ),
+        (
+            "no objects",
+            without("objects").into_bytes(),
+            r#"it has no "objects""#,
+        ),
+        (
+            "no catalog",
+            without("catalog").into_bytes(),
+            r#"it has no "catalog""#,
+        ),
+        (
+            "a cache size in words",
+            with("cache_size", "ten gigabytes".into()).into_bytes(),
+            r#"it has no "cache_size""#,
+        ),
+        (
+            "a catalog that is not PostgreSQL",
+            with("catalog", "mysql://root@db/artifacts".into()).into_bytes(),
+            "PostgreSQL",
+        ),
+    ];
+    let commands: Vec<Vec<&str>> = vec![
+        vec!["list"],
+        vec!["ls", "m:v0"],
+        vec!["cat", "m:v0", "a.txt"],
+        vec!["show", "m:v0"],
+        vec!["diff", "m:v0", "m:v0"],
+        vec!["get", "m:v0", p(&dest)],
+        vec!["log", "m", p(&src)],
+        vec!["draft", "new", "m"],
+        vec!["upsert", "m", p(&src), "--distributed-id", "x"],
+        vec!["finish", "m", "--distributed-id", "x"],
+        vec!["alias", "set", "m:v0", "best"],
+        vec!["delete", "m:v0"],
+        vec!["verify"],
+        vec!["gc"],
+        vec!["runs"],
+        vec!["lineage", "m:v0"],
+        vec!["run", "--", "true"],
+        vec!["mount", p(&mp)],
+        vec!["init"],
+        vec![
+            "init",
+            p(&host.root),
+            "--catalog",
+            &side.catalog,
+            "--objects",
+            &side.objects,
+        ],
+        vec!["copy-store", p(&host.root), p(&new_store)],
+        vec!["copy-store", p(&embedded.root), p(&host.root)],
+    ];
+    let embedded_before = embedded.fingerprint();
+    for (what, bytes, cause) in &damages {
+        fs::write(&config_path, bytes).unwrap();
+        let before = snapshot(host.tmp.path());
+        for args in &commands {
+            let err = host.fail(args);
+            assert!(
+                err.contains(&config_shown) && err.contains("damaged") && err.contains(cause),
+                "{args:?} with a config {what}: the error should name {config_shown} and say \
+                 {cause:?}: {err}"
+            );
+            assert_same_files(
+                &before,
+                &snapshot(host.tmp.path()),
+                &format!("{args:?} with a config {what}"),
+            );
+        }
+        // doctor reports it as this host's problem, and also makes nothing.
+        let out = host.run(&["doctor"]);
+        assert_eq!(out.status.code(), Some(3), "doctor with a config {what}");
+        let report = stdout(&out);
+        assert!(
+            report.contains(&config_shown) && report.contains(cause),
+            "doctor with a config {what}: {report}"
+        );
+        assert_same_files(
+            &before,
+            &snapshot(host.tmp.path()),
+            &format!("doctor, config {what}"),
+        );
+    }
+    assert!(!dest.exists() && !new_store.exists());
+    assert!(!is_mounted(&fs::canonicalize(&mp).unwrap()));
+    assert_unchanged(
+        &fingerprint_before,
+        &shared_fingerprint(&side),
+        "the commands",
+    );
+    assert_eq!(side.objects(), objects_before, "the bucket");
+    assert_unchanged(
+        &embedded_before,
+        &embedded.fingerprint(),
+        "copy-store's source",
+    );
+
+    // Written back whole, the config works again.
+    fs::write(&config_path, &good).unwrap();
+    assert_eq!(cat(host, "m:v0", "a.txt"), "alpha\n");
+}
+
 /// What a store shows of itself through the CLI: artifacts, versions with their aliases and
 /// `show` (digest, sizes, metadata, description), every file's path and content digest, and
 /// the drafts with their status.
