@@ -133,6 +133,9 @@ fn execute(cli: Cli, catalog: &mut Option<PathBuf>) -> Result<ExitCode> {
         out_of(&cli).print(
             json!({"store": json_path(dir.as_os_str().as_encoded_bytes()), "existed": !done.created}),
             || match (done.created, done.others) {
+                _ if done.repaired => {
+                    format!("wrote the damaged config of store {shown} again")
+                }
                 (false, _) => format!("{shown} is already a store; nothing changed"),
                 (true, 0) => format!("created store {shown}"),
                 (true, n) => format!(

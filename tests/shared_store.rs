@@ -1470,14 +1470,6 @@ fn a_damaged_config_is_named_by_every_command_and_nothing_is_made() {
         vec!["run", "--", "true"],
         vec!["mount", p(&mp)],
         vec!["init"],
-        vec![
-            "init",
-            p(&host.root),
-            "--catalog",
-            &side.catalog,
-            "--objects",
-            &side.objects,
-        ],
         vec!["copy-store", p(&host.root), p(&new_store)],
         vec!["copy-store", p(&embedded.root), p(&host.root)],
     ];
@@ -1511,6 +1503,49 @@ fn a_damaged_config_is_named_by_every_command_and_nothing_is_made() {
             &snapshot(host.tmp.path()),
             &format!("doctor, config {what}"),
         );
+
+        // `init` with the store's URLs writes it again, once both servers answered (a
+        // database that does not exist leaves it damaged), and then it works.
+        let no_db = side
+            .catalog
+            .replace(&format!("/{}", side.bucket), "/no_such_db");
+        let init = |catalog: &str| {
+            host.run(&[
+                "init",
+                p(&host.root),
+                "--catalog",
+                catalog,
+                "--objects",
+                &side.objects,
+            ])
+        };
+        let err = assert_failure(&init(&no_db), &["init", "no_such_db"]);
+        assert!(err.contains("no_such_db"), "{err}");
+        assert_eq!(
+            fs::read(&config_path).unwrap(),
+            *bytes,
+            "a refused init, config {what}"
+        );
+        let out = init(&side.catalog);
+        assert_success(&out, &["init, config", what]);
+        assert_eq!(
+            stdout(&out),
+            format!(
+                "wrote the damaged config of store {} again\n",
+                host.root.display()
+            )
+        );
+        let written: serde_json::Value =
+            serde_json::from_slice(&fs::read(&config_path).unwrap()).unwrap();
+        assert_eq!(
+            written,
+            serde_json::from_str::<serde_json::Value>(&good).unwrap()
+        );
+        assert_eq!(
+            cat(host, "m:v0", "a.txt"),
+            "alpha\n",
+            "config {what} written again"
+        );
     }
     assert!(!dest.exists() && !new_store.exists());
     assert!(!is_mounted(&fs::canonicalize(&mp).unwrap()));
@@ -1525,10 +1560,6 @@ fn a_damaged_config_is_named_by_every_command_and_nothing_is_made() {
         &embedded.fingerprint(),
         "copy-store's source",
     );
-
-    // Written back whole, the config works again.
-    fs::write(&config_path, &good).unwrap();
-    assert_eq!(cat(host, "m:v0", "a.txt"), "alpha\n");
 }
 
 /// What a store shows of itself through the CLI: artifacts, versions with their aliases and
