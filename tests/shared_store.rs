@@ -1373,9 +1373,41 @@ fn a_database_of_another_schema_is_refused_and_left_as_it_was() {
     );
     assert_eq!(side.objects(), objects_before, "the bucket");
 
-    // Put back, the store is as it was and works.
+    // A schema table that records no version, or two: a damaged catalog, said so.
     db.execute("UPDATE artifactfs_schema SET version = version - 1", &[])
         .unwrap();
+    for (damage, undo, found) in [
+        (
+            "DELETE FROM artifactfs_schema".to_string(),
+            format!("INSERT INTO artifactfs_schema VALUES ({supported})"),
+            "records 0 schema versions".to_string(),
+        ),
+        (
+            "INSERT INTO artifactfs_schema VALUES (1)".to_string(),
+            "DELETE FROM artifactfs_schema WHERE version = 1".to_string(),
+            format!("records 2 schema versions ([1, {supported}])"),
+        ),
+    ] {
+        db.batch_execute(&damage).unwrap();
+        let damaged = host.fingerprint();
+        let init = init_command(&host, &never, &side.catalog, &side.objects, &side.env);
+        let mut errors = vec![assert_failure(&run_command(init), &[&damage])];
+        for args in [&["list"][..], &["log", "m", p(&src)], &["mount", p(&mp)]] {
+            errors.push(host.fail(args));
+        }
+        for err in errors {
+            assert!(
+                err.contains("other-schema") && err.contains(&found) && err.contains("damaged"),
+                "after {damage}: the error should say the catalog is damaged, {found}: {err}"
+            );
+        }
+        assert!(!never.exists(), "a refused init made {}", never.display());
+        assert!(!is_mounted(&fs::canonicalize(&mp).unwrap()));
+        assert_unchanged(&damaged, &host.fingerprint(), &damage);
+        db.batch_execute(&undo).unwrap();
+    }
+
+    // Put back, the store is as it was and works.
     assert_unchanged(
         &before,
         &host.fingerprint(),
