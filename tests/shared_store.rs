@@ -1,10 +1,12 @@
 //! The shared store end to end: several "hosts" (store directories with caches and mounts of
 //! their own) on one PostgreSQL database and one S3 bucket, driven through the real binary
 //! and the kernel's FUSE mounts. Versions and alias moves made on one host read on another;
-//! concurrent committers on both hosts number versions without gaps; a draft file open on
-//! one host keeps another host's commit out; a killed object store, a restarted database,
-//! gc during commits and damaged objects are survived or named; bad URLs and credentials are
-//! refused creating nothing; copy-store moves a store in and out; the cache stays bounded.
+//! concurrent committers on both hosts number versions without gaps; three hosts fill one
+//! distributed draft through `upsert` and their mounts, and a `finish` on one holds the
+//! union; a draft file open on one host keeps another host's commit out; a killed object
+//! store, a restarted database, gc during commits and damaged objects are survived or named;
+//! bad URLs and credentials, a database of another schema and a damaged config are refused
+//! creating nothing; copy-store moves a store in and out; the cache stays bounded.
 //!
 //! The servers are real and started by the tests (tests/common/services.rs): a missing
 //! initdb or s3s-fs fails the test, saying what to install. Tests that stop or kill a server
