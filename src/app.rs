@@ -39,8 +39,10 @@ fn init_logging(command: &Command, store: &std::path::Path) {
             "warn"
         },
     ));
-    // The store exists by now: `mount` refuses to run without one.
+    // The store exists by now: `mount` refuses to run without one. Its log is not made
+    // beside a damaged config, which `mount` is about to refuse.
     if let Command::Mount { .. } = command
+        && crate::store_config::read(store).is_ok()
         && let Ok(f) = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -131,6 +133,9 @@ fn execute(cli: Cli, catalog: &mut Option<PathBuf>) -> Result<ExitCode> {
         out_of(&cli).print(
             json!({"store": json_path(dir.as_os_str().as_encoded_bytes()), "existed": !done.created}),
             || match (done.created, done.others) {
+                _ if done.repaired => {
+                    format!("wrote the damaged config of store {shown} again")
+                }
                 (false, _) => format!("{shown} is already a store; nothing changed"),
                 (true, 0) => format!("created store {shown}"),
                 (true, n) => format!(

@@ -66,6 +66,18 @@ impl Store {
         }
         let root = &std::path::absolute(root).at(root)?;
         let shared = store_config::read(root)?;
+        // A shared store's catalog is reached first: a database that is refused (of another
+        // schema, or another application's) leaves this directory as it was.
+        let shared_catalog = match &shared {
+            Some(sh) => {
+                let backend = Backend::Postgres {
+                    url: sh.catalog.clone(),
+                    store: root.to_path_buf(),
+                };
+                Some((Catalog::open_backend(&backend)?, backend))
+            }
+            None => None,
+        };
         let blobs = match &shared {
             Some(sh) => {
                 // Reached on first use: commands that only read the catalog need no bucket.
@@ -88,14 +100,10 @@ impl Store {
                 check_writable(&dir)?;
             }
         }
-        if let Some(sh) = &shared {
-            let backend = Backend::Postgres {
-                url: sh.catalog.clone(),
-                store: root.to_path_buf(),
-            };
+        if let Some((catalog, backend)) = shared_catalog {
             return Ok(Store {
                 root: root.to_path_buf(),
-                catalog: Catalog::open_backend(&backend)?,
+                catalog,
                 blobs,
                 staging,
                 backend,

@@ -199,6 +199,8 @@ pub struct Init {
     pub created: bool,
     /// Entries of other kinds the directory already held, left as they were.
     pub others: usize,
+    /// A shared store's side whose damaged config was written again.
+    pub repaired: bool,
 }
 
 /// `artifactfs init DIR`: makes a store in `dir` (created if missing), or finds one there. A
@@ -218,37 +220,64 @@ pub fn init(dir: &Path, shared: Option<&Shared>) -> Result<Init> {
         }
     };
     if let Some(shared) = shared {
-        return init_shared(dir, shared, &state).map(|created| Init { created, others });
+        return init_shared(dir, shared, &state).map(|made| Init {
+            created: made == Made::New,
+            others,
+            repaired: made == Made::Repaired,
+        });
     }
     drop(crate::store::Store::open(dir)?);
-    Ok(Init { created, others })
+    Ok(Init {
+        created,
+        others,
+        repaired: false,
+    })
+}
+
+/// What `init_shared` did to the directory.
+#[derive(PartialEq, Eq)]
+enum Made {
+    New,
+    Existed,
+    Repaired,
 }
 
 /// Makes `dir` this host's side of the shared store `shared` describes: the bucket and then
 /// the catalog are reached (the catalog given its schema, in an empty database) before
-/// anything is written here, so a wrong URL, credential or database leaves `dir` as it was. Returns whether it was new.
-fn init_shared(dir: &Path, shared: &Shared, state: &State) -> Result<bool> {
+/// anything is written here, so a wrong URL, credential or database leaves `dir` as it was.
+/// A side whose config is damaged (and which is no embedded store) gets it written again.
+fn init_shared(dir: &Path, shared: &Shared, state: &State) -> Result<Made> {
     crate::store_config::check_catalog_url(&shared.catalog)?;
     crate::store_config::check_objects_url(&shared.objects)?;
+    let mut done = Made::New;
     if let State::Store = state {
         let what = format!("store {}", dir.display());
-        return match crate::store_config::read(dir)? {
-            Some(existing) if existing == *shared => Ok(false),
-            Some(existing) => Err(Error::refused(
-                what,
-                format!(
-                    "it is already the local side of a shared store (catalog {}, objects {}); \
-                     use another directory",
-                    crate::catalog::postgres::redact(&existing.catalog),
-                    existing.objects
-                ),
-            )),
-            None => Err(Error::refused(
-                what,
-                "it is an embedded store; copy it into the shared store with `artifactfs \
-                 copy-store`, and make the shared store's local side in another directory",
-            )),
-        };
+        match crate::store_config::read(dir) {
+            Ok(Some(existing)) if existing == *shared => return Ok(Made::Existed),
+            Ok(Some(existing)) => {
+                return Err(Error::refused(
+                    what,
+                    format!(
+                        "it is already the local side of a shared store (catalog {}, objects \
+                         {}); use another directory",
+                        crate::catalog::postgres::redact(&existing.catalog),
+                        existing.objects
+                    ),
+                ));
+            }
+            Ok(None) => {
+                return Err(Error::refused(
+                    what,
+                    "it is an embedded store; copy it into the shared store with `artifactfs \
+                     copy-store`, and make the shared store's local side in another directory",
+                ));
+            }
+            // A side whose config was damaged: written again below, once the servers answer.
+            Err(Error::Corrupt { .. }) if !dir.join("catalog.db").exists() => {
+                done = Made::Repaired;
+            }
+            Err(e) => return Err(e),
+        }
     }
     // The bucket answers, with these credentials, before anything is written: the database
     // is given its schema only then, so a wrong bucket or key leaves an empty one empty.
@@ -265,5 +294,5 @@ fn init_shared(dir: &Path, shared: &Shared, state: &State) -> Result<bool> {
     if result.is_err() && made {
         let _ = fs::remove_dir_all(dir);
     }
-    result.map(|()| true)
+    result.map(|()| done)
 }

@@ -1,10 +1,12 @@
 //! The shared store end to end: several "hosts" (store directories with caches and mounts of
 //! their own) on one PostgreSQL database and one S3 bucket, driven through the real binary
 //! and the kernel's FUSE mounts. Versions and alias moves made on one host read on another;
-//! concurrent committers on both hosts number versions without gaps; a draft file open on
-//! one host keeps another host's commit out; a killed object store, a restarted database,
-//! gc during commits and damaged objects are survived or named; bad URLs and credentials are
-//! refused creating nothing; copy-store moves a store in and out; the cache stays bounded.
+//! concurrent committers on both hosts number versions without gaps; three hosts fill one
+//! distributed draft through `upsert` and their mounts, and a `finish` on one holds the
+//! union; a draft file open on one host keeps another host's commit out; a killed object
+//! store, a restarted database, gc during commits and damaged objects are survived or named;
+//! bad URLs and credentials, a database of another schema and a damaged config are refused
+//! creating nothing; copy-store moves a store in and out; the cache stays bounded.
 //!
 //! The servers are real and started by the tests (tests/common/services.rs): a missing
 //! initdb or s3s-fs fails the test, saying what to install. Tests that stop or kill a server
@@ -377,6 +379,232 @@ fn a_draft_file_open_on_one_host_keeps_a_commit_on_another_out_until_closed() {
     );
     drop(mb);
     drop(ma);
+}
+
+/// The union a distributed draft must hold once finished: path → (content, the host that
+/// wrote it last).
+type Written = BTreeMap<String, (Vec<u8>, usize)>;
+
+/// Writes `files` into scratch directory `dir` of host `h`, for an upsert, and records them
+/// in `written` as host `w`'s.
+fn upsert_tree(
+    h: &TestStore,
+    dir: &str,
+    files: &[(&str, Vec<u8>)],
+    w: usize,
+    written: &mut Written,
+) -> PathBuf {
+    let d = h.path(dir);
+    for (rel, data) in files {
+        write_file(&d.join(rel), data);
+        written.insert(rel.to_string(), (data.clone(), w));
+    }
+    d
+}
+
+/// Writes `files` into the draft directory `draft` of host `w`'s mount (each closed, so
+/// uploaded and recorded, before this returns), and records them in `written`.
+fn write_into_mount(draft: &Path, files: &[(&str, Vec<u8>)], w: usize, written: &mut Written) {
+    for (rel, data) in files {
+        let path = draft.join(rel);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, data)
+            .unwrap_or_else(|e| panic!("host {w} writes {}: {e}", path.display()));
+        written.insert(rel.to_string(), (data.clone(), w));
+    }
+}
+
+#[test]
+fn three_hosts_fill_one_distributed_draft_through_cli_and_mounts() {
+    let (_side, hs) = shared_hosts(3);
+    let ms: Vec<Mounted> = hs.iter().map(|h| Mounted::new(h, &mountpoint(h))).collect();
+    let draft = "feats@run-7";
+    let upsert = |w: usize, dir: &Path| -> serde_json::Value {
+        hs[w].json(&["upsert", "feats", p(dir), "--distributed-id", "run-7"])
+    };
+    let mut written = Written::new();
+
+    // Host 0 starts the draft with an upsert: its own files, and two paths that others
+    // write again later (one through a mount, one with an upsert).
+    let a = upsert_tree(
+        &hs[0],
+        "a-out",
+        &[
+            ("a/cli.txt", b"host 0, upserted\n".to_vec()),
+            ("a/sub/deep.bin", pseudo_random(200 << 10, 41)),
+            ("shared/cli-then-mount.txt", b"host 0 was first\n".to_vec()),
+            ("shared/cli-then-cli.txt", b"host 0 was first\n".to_vec()),
+        ],
+        0,
+        &mut written,
+    );
+    assert_eq!(
+        upsert(0, &a),
+        serde_json::json!({"draft": draft, "files": 4, "replaced": []})
+    );
+
+    // The draft shows on every mount as drafts/NAME@ID/; each host writes into it there.
+    let dirs: Vec<PathBuf> = ms
+        .iter()
+        .map(|m| m.path(&format!("drafts/{draft}")))
+        .collect();
+    for (w, dir) in dirs.iter().enumerate() {
+        wait_until(
+            &format!("the draft shows on host {w}'s mount"),
+            SHOWS,
+            || match fs::read(dir.join("a/cli.txt")) {
+                Ok(t) if t == b"host 0, upserted\n" => Ok(()),
+                other => Err(format!("{other:?}")),
+            },
+        );
+    }
+    write_into_mount(
+        &dirs[0],
+        &[("a/mnt.txt", b"host 0, through its mount\n".to_vec())],
+        0,
+        &mut written,
+    );
+    write_into_mount(
+        &dirs[1],
+        &[
+            ("b/mnt.txt", b"host 1, through its mount\n".to_vec()),
+            ("b/big.bin", pseudo_random(3 << 20, 42)),
+            // Over what host 0 upserted: the later writer wins.
+            (
+                "shared/cli-then-mount.txt",
+                b"host 1 wrote it later\n".to_vec(),
+            ),
+            ("shared/mount-then-cli.txt", b"host 1 was first\n".to_vec()),
+        ],
+        1,
+        &mut written,
+    );
+    let b = upsert_tree(
+        &hs[1],
+        "b-out",
+        &[("b/cli.txt", b"host 1, upserted\n".to_vec())],
+        1,
+        &mut written,
+    );
+    assert_eq!(
+        upsert(1, &b),
+        serde_json::json!({"draft": draft, "files": 1, "replaced": []})
+    );
+
+    // Host 2 upserts over a path host 1 wrote through its mount and one host 0 upserted,
+    // and says so, naming both.
+    let c = upsert_tree(
+        &hs[2],
+        "c-out",
+        &[
+            ("c/cli.txt", b"host 2, upserted\n".to_vec()),
+            (
+                "shared/mount-then-cli.txt",
+                b"host 2 wrote it later\n".to_vec(),
+            ),
+            (
+                "shared/cli-then-cli.txt",
+                b"host 2 wrote it later\n".to_vec(),
+            ),
+        ],
+        2,
+        &mut written,
+    );
+    assert_eq!(
+        hs[2].ok(&["upsert", "feats", p(&c), "--distributed-id", "run-7"]),
+        format!(
+            "added 3 files to draft {draft}\nreplaced what an earlier writer had added at 2 \
+             paths: shared/cli-then-cli.txt, shared/mount-then-cli.txt\n"
+        )
+    );
+    write_into_mount(
+        &dirs[2],
+        &[("c/mnt.txt", b"host 2, through its mount\n".to_vec())],
+        2,
+        &mut written,
+    );
+    let want: BTreeMap<String, String> = written
+        .iter()
+        .map(|(k, (data, _))| (k.clone(), sha256_hex(data)))
+        .collect();
+
+    // Before the finish, host 0's mount shows the whole draft, whoever wrote each file.
+    wait_until(
+        "host 0's mount shows the whole draft",
+        SHOWS,
+        || match sha256sums(&dirs[0]) {
+            got if got == want => Ok(()),
+            got => Err(format!("{got:?}")),
+        },
+    );
+
+    // `finish` on host 1: the version holds exactly the union, each path as its last
+    // writer left it.
+    assert_eq!(
+        hs[1]
+            .ok(&["finish", "feats", "--distributed-id", "run-7"])
+            .trim(),
+        "feats:v0"
+    );
+    let paths: Vec<String> = want.keys().cloned().collect();
+    for h in &hs {
+        assert_eq!(ls(h, "feats:v0"), paths, "the version, listed");
+    }
+    // Each file read on a host that did not write it: through its mount and with `cat`.
+    for (w, m) in ms.iter().enumerate() {
+        wait_until(
+            &format!("feats:v0 shows on host {w}'s mount"),
+            SHOWS,
+            || match ls_names(&m.path("feats")).contains(&"v0".to_string()) {
+                true => Ok(()),
+                false => Err(format!("ls feats: {:?}", ls_names(&m.path("feats")))),
+            },
+        );
+    }
+    for (path, (data, writer)) in &written {
+        let reader = (writer + 1) % hs.len();
+        let through_mount = fs::read(ms[reader].path(&format!("feats/v0/{path}")))
+            .unwrap_or_else(|e| panic!("host {reader} reads feats/v0/{path}: {e}"));
+        assert_eq!(
+            sha256_hex(&through_mount),
+            sha256_hex(data),
+            "{path} (written by host {writer}) read through host {reader}'s mount"
+        );
+        let out = hs[reader].run(&["cat", "feats:v0", path]);
+        assert_success(&out, &["cat", "feats:v0", path]);
+        assert_eq!(
+            sha256_hex(&out.stdout),
+            sha256_hex(data),
+            "{path} (written by host {writer}) read with cat on host {reader}"
+        );
+    }
+    assert_eq!(sha256sums(&ms[2].path("feats/v0")), want);
+
+    // The id is sealed: an upsert on another host is refused, naming the version, and
+    // changes nothing; the draft is gone from every mount, and cannot be made again there.
+    let late = hs[2].tree("late", &[("late.txt", "too late\n")]);
+    refused(
+        &hs[2],
+        &["upsert", "feats", p(&late), "--distributed-id", "run-7"],
+        &["draft feats@run-7 was already finished as feats:v0"],
+    );
+    for (w, dir) in dirs.iter().enumerate() {
+        wait_until(
+            &format!("the draft is gone from host {w}'s mount"),
+            SHOWS,
+            || match dir.exists() {
+                false => Ok(()),
+                true => Err("drafts/feats@run-7 still there".into()),
+            },
+        );
+    }
+    assert_eq!(
+        fs::create_dir(&dirs[0]).map_err(|e| e.raw_os_error()),
+        Err(Some(libc::EEXIST)),
+        "mkdir of a finished distributed id through a mount"
+    );
+    assert_eq!(versions(&hs[0], "feats"), ["v0"]);
+    drop(ms);
 }
 
 /// Long enough for a command that retries an unreachable server for its 30 s and gives up.
@@ -957,6 +1185,415 @@ fn unreachable_servers_and_wrong_credentials_are_named_and_nothing_is_made() {
     );
     assert!(!is_mounted(&fs::canonicalize(&mp).unwrap()));
     assert_unchanged(&before, &shared_fingerprint(&side), "refused mounts");
+}
+
+/// Every table of the database at `url` with its columns and every row: what a refused
+/// command must leave as it was.
+fn database_dump(url: &str) -> String {
+    let mut db = postgres::Client::connect(url, postgres::NoTls).unwrap();
+    let mut out = String::new();
+    let tables = pg_rows(
+        &mut db,
+        "SELECT table_name::text FROM information_schema.tables
+          WHERE table_schema = 'public' ORDER BY 1",
+    );
+    for table in tables {
+        let table = table[0].trim_matches('"').to_string();
+        let columns = pg_rows(
+            &mut db,
+            &format!(
+                "SELECT column_name::text, data_type::text FROM information_schema.columns
+                  WHERE table_name = '{table}' ORDER BY ordinal_position"
+            ),
+        );
+        out.push_str(&format!("table {table} {columns:?}\n"));
+        for row in pg_rows(
+            &mut db,
+            &format!("SELECT t::text FROM \"{table}\" t ORDER BY 1"),
+        ) {
+            out.push_str(&format!("  {}\n", row.join(" | ")));
+        }
+    }
+    out
+}
+
+/// `s`'s config with its catalog changed to `catalog`, in a new directory `name` of its
+/// scratch area: a host pointed at another database.
+fn side_pointed_at(s: &TestStore, name: &str, catalog: &str) -> PathBuf {
+    let dir = s.path(name);
+    fs::create_dir(&dir).unwrap();
+    let config = fs::read_to_string(s.root.join("config")).unwrap();
+    let catalog_now = &s.side().catalog;
+    assert!(config.contains(catalog_now.as_str()), "{config}");
+    fs::write(
+        dir.join("config"),
+        config.replace(catalog_now.as_str(), catalog),
+    )
+    .unwrap();
+    dir
+}
+
+/// Fails naming every entry that differs between two [`snapshot`]s of one directory.
+fn assert_same_files(before: &BTreeMap<String, Node>, after: &BTreeMap<String, Node>, what: &str) {
+    let keys: BTreeSet<&String> = before.keys().chain(after.keys()).collect();
+    let differ: Vec<String> = keys
+        .into_iter()
+        .filter(|k| before.get(*k) != after.get(*k))
+        .map(|k| format!("{k}: {:?} -> {:?}", before.get(k), after.get(k)))
+        .collect();
+    assert!(
+        differ.is_empty(),
+        "{what} changed or made files:\n{}",
+        differ.join("\n")
+    );
+}
+
+/// Runs `artifactfs --store DIR ARGS` as host `s` would (its environment), which must fail;
+/// returns standard error.
+fn fail_on(s: &TestStore, dir: &Path, args: &[&str]) -> String {
+    let mut cmd = s.command(args);
+    cmd.arg("--store").arg(dir);
+    assert_failure(&run_command(cmd), args)
+}
+
+#[test]
+fn a_database_of_another_schema_is_refused_and_left_as_it_was() {
+    let services = ProcessServices::get();
+    let side = SharedSide::new(&services.pg, &services.s3, "other-schema");
+    let host = TestStore::sharing(side.clone());
+    host.init();
+    let src = host.tree("src", &[("a.txt", "alpha\n")]);
+    assert_eq!(log(&host, "m", &src), "m:v0");
+    let objects_before = side.objects();
+    let never = host.path("never-made");
+
+    // A database another application uses, with a table named as one of the catalog's.
+    let app = services.pg.create_database("other-schema-app");
+    postgres::Client::connect(&app, postgres::NoTls)
+        .unwrap()
+        .batch_execute(
+            "CREATE TABLE users (id BIGINT PRIMARY KEY, name TEXT NOT NULL);
+             INSERT INTO users VALUES (1, 'ada'), (2, 'grace');
+             CREATE TABLE versions (release TEXT);
+             INSERT INTO versions VALUES ('1.0');",
+        )
+        .unwrap();
+    let app_before = database_dump(&app);
+    let err = assert_failure(
+        &run_command(init_command(&host, &never, &app, &side.objects, &side.env)),
+        &["init on another application's database"],
+    );
+    for needle in ["other-schema-app", "other tables", "users", "versions"] {
+        assert!(
+            err.contains(needle),
+            "init: the error should name {needle}: {err}"
+        );
+    }
+    assert!(!never.exists(), "a refused init made {}", never.display());
+    // A host whose config points there is refused the same way by every command.
+    let pointed = side_pointed_at(&host, "pointed", &app);
+    let pointed_before = snapshot(&pointed);
+    for args in [
+        &["list"][..],
+        &["log", "m", p(&src)],
+        &["upsert", "m", p(&src), "--distributed-id", "x"],
+        &["gc"],
+    ] {
+        let err = fail_on(&host, &pointed, args);
+        assert!(
+            err.contains("other-schema-app") && err.contains("other tables (users, versions)"),
+            "{args:?} on a host pointed at another application's database: {err}"
+        );
+    }
+    assert_same_files(
+        &pointed_before,
+        &snapshot(&pointed),
+        "refused commands, in the pointed host's directory,",
+    );
+    assert_eq!(
+        database_dump(&app),
+        app_before,
+        "the other application's database"
+    );
+
+    // The store's own database, its schema recorded as one a newer artifactfs made.
+    let before = host.fingerprint();
+    let mut db = side.db();
+    let supported: i64 = db
+        .query_one("SELECT version FROM artifactfs_schema", &[])
+        .unwrap()
+        .get(0);
+    db.execute("UPDATE artifactfs_schema SET version = version + 1", &[])
+        .unwrap();
+    let before_newer = host.fingerprint();
+    let newer = format!(
+        "written by a newer artifactfs (schema {}, this build knows up to {supported})",
+        supported + 1
+    );
+    let err = assert_failure(
+        &run_command(init_command(
+            &host,
+            &never,
+            &side.catalog,
+            &side.objects,
+            &side.env,
+        )),
+        &["init on a newer schema"],
+    );
+    assert!(
+        err.contains(&newer) && err.contains("other-schema"),
+        "init on a newer schema: {err}"
+    );
+    assert!(!never.exists(), "a refused init made {}", never.display());
+    let mp = mountpoint(&host);
+    let _unmount = UnmountAtEnd(fs::canonicalize(&mp).unwrap());
+    let dest = host.path("dest");
+    for args in [
+        &["list"][..],
+        &["cat", "m:v0", "a.txt"],
+        &["log", "m", p(&src)],
+        &["upsert", "m", p(&src), "--distributed-id", "x"],
+        &["finish", "m", "--distributed-id", "x"],
+        &["alias", "set", "m:v0", "best"],
+        &["get", "m:v0", p(&dest)],
+        &["verify"],
+        &["gc", "--grace", "0s"],
+        &["mount", p(&mp)],
+    ] {
+        let err = host.fail(args);
+        assert!(
+            err.contains(&newer) && err.contains("other-schema"),
+            "{args:?} on a newer schema: {err}"
+        );
+    }
+    assert!(!dest.exists(), "a refused get made {}", dest.display());
+    assert!(!is_mounted(&fs::canonicalize(&mp).unwrap()));
+    assert_unchanged(
+        &before_newer,
+        &host.fingerprint(),
+        "commands on a newer schema",
+    );
+    assert_eq!(side.objects(), objects_before, "the bucket");
+
+    // A schema table that records no version, or two: a damaged catalog, said so.
+    db.execute("UPDATE artifactfs_schema SET version = version - 1", &[])
+        .unwrap();
+    for (damage, undo, found) in [
+        (
+            "DELETE FROM artifactfs_schema".to_string(),
+            format!("INSERT INTO artifactfs_schema VALUES ({supported})"),
+            "records 0 schema versions".to_string(),
+        ),
+        (
+            "INSERT INTO artifactfs_schema VALUES (1)".to_string(),
+            "DELETE FROM artifactfs_schema WHERE version = 1".to_string(),
+            format!("records 2 schema versions ([1, {supported}])"),
+        ),
+    ] {
+        db.batch_execute(&damage).unwrap();
+        let damaged = host.fingerprint();
+        let init = init_command(&host, &never, &side.catalog, &side.objects, &side.env);
+        let mut errors = vec![assert_failure(&run_command(init), &[&damage])];
+        for args in [&["list"][..], &["log", "m", p(&src)], &["mount", p(&mp)]] {
+            errors.push(host.fail(args));
+        }
+        for err in errors {
+            assert!(
+                err.contains("other-schema") && err.contains(&found) && err.contains("damaged"),
+                "after {damage}: the error should say the catalog is damaged, {found}: {err}"
+            );
+        }
+        assert!(!never.exists(), "a refused init made {}", never.display());
+        assert!(!is_mounted(&fs::canonicalize(&mp).unwrap()));
+        assert_unchanged(&damaged, &host.fingerprint(), &damage);
+        db.batch_execute(&undo).unwrap();
+    }
+
+    // Put back, the store is as it was and works.
+    assert_unchanged(
+        &before,
+        &host.fingerprint(),
+        "the store, its schema put back",
+    );
+    assert_eq!(cat(&host, "m:v0", "a.txt"), "alpha\n");
+}
+
+#[test]
+fn a_damaged_config_is_named_by_every_command_and_nothing_is_made() {
+    let (side, hs) = shared_hosts(1);
+    let host = &hs[0];
+    let src = host.tree("src", &[("a.txt", "alpha\n")]);
+    assert_eq!(log(host, "m", &src), "m:v0");
+    let good = fs::read_to_string(host.root.join("config")).unwrap();
+    let config_path = host.root.join("config");
+    let config_shown = config_path.display().to_string();
+    let fingerprint_before = shared_fingerprint(&side);
+    let objects_before = side.objects();
+    let mp = mountpoint(host);
+    let _unmount = UnmountAtEnd(fs::canonicalize(&mp).unwrap());
+    let dest = host.path("dest");
+    let new_store = host.path("new-store");
+    let embedded = TestStore::embedded();
+    embedded.ok(&["log", "e", p(&src)]);
+
+    let without = |key: &str| {
+        let mut v: serde_json::Value = serde_json::from_str(&good).unwrap();
+        v.as_object_mut().unwrap().remove(key);
+        v.to_string()
+    };
+    let with = |key: &str, value: serde_json::Value| {
+        let mut v: serde_json::Value = serde_json::from_str(&good).unwrap();
+        v[key] = value;
+        v.to_string()
+    };
+    let damages: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("empty", vec![], "not valid JSON"),
+        (
+            "cut in half",
+            good.as_bytes()[..good.len() / 2].to_vec(),
+            "not valid JSON",
+        ),
+        (
+            "garbage",
+            b"\x00\xff\x89PNG not a config at all".to_vec(),
+            "not valid JSON",
+        ),
+        (
+            "not an object",
+            br#"["postgres://somewhere/db"]"#.to_vec(),
+            r#"it has no "catalog""#,
+        ),
+        (
+            "no objects",
+            without("objects").into_bytes(),
+            r#"it has no "objects""#,
+        ),
+        (
+            "no catalog",
+            without("catalog").into_bytes(),
+            r#"it has no "catalog""#,
+        ),
+        (
+            "a cache size in words",
+            with("cache_size", "ten gigabytes".into()).into_bytes(),
+            r#"it has no "cache_size""#,
+        ),
+        (
+            "a catalog that is not PostgreSQL",
+            with("catalog", "mysql://root@db/artifacts".into()).into_bytes(),
+            "PostgreSQL",
+        ),
+    ];
+    let commands: Vec<Vec<&str>> = vec![
+        vec!["list"],
+        vec!["ls", "m:v0"],
+        vec!["cat", "m:v0", "a.txt"],
+        vec!["show", "m:v0"],
+        vec!["diff", "m:v0", "m:v0"],
+        vec!["get", "m:v0", p(&dest)],
+        vec!["log", "m", p(&src)],
+        vec!["draft", "new", "m"],
+        vec!["upsert", "m", p(&src), "--distributed-id", "x"],
+        vec!["finish", "m", "--distributed-id", "x"],
+        vec!["alias", "set", "m:v0", "best"],
+        vec!["delete", "m:v0"],
+        vec!["verify"],
+        vec!["gc"],
+        vec!["runs"],
+        vec!["lineage", "m:v0"],
+        vec!["run", "--", "true"],
+        vec!["mount", p(&mp)],
+        vec!["init"],
+        vec!["copy-store", p(&host.root), p(&new_store)],
+        vec!["copy-store", p(&embedded.root), p(&host.root)],
+    ];
+    let embedded_before = embedded.fingerprint();
+    for (what, bytes, cause) in &damages {
+        fs::write(&config_path, bytes).unwrap();
+        let before = snapshot(host.tmp.path());
+        for args in &commands {
+            let err = host.fail(args);
+            assert!(
+                err.contains(&config_shown) && err.contains("damaged") && err.contains(cause),
+                "{args:?} with a config {what}: the error should name {config_shown} and say \
+                 {cause:?}: {err}"
+            );
+            assert_same_files(
+                &before,
+                &snapshot(host.tmp.path()),
+                &format!("{args:?} with a config {what}"),
+            );
+        }
+        // doctor reports it as this host's problem, and also makes nothing.
+        let out = host.run(&["doctor"]);
+        assert_eq!(out.status.code(), Some(3), "doctor with a config {what}");
+        let report = stdout(&out);
+        assert!(
+            report.contains(&config_shown) && report.contains(cause),
+            "doctor with a config {what}: {report}"
+        );
+        assert_same_files(
+            &before,
+            &snapshot(host.tmp.path()),
+            &format!("doctor, config {what}"),
+        );
+
+        // `init` with the store's URLs writes it again, once both servers answered (a
+        // database that does not exist leaves it damaged), and then it works.
+        let no_db = side
+            .catalog
+            .replace(&format!("/{}", side.bucket), "/no_such_db");
+        let init = |catalog: &str| {
+            host.run(&[
+                "init",
+                p(&host.root),
+                "--catalog",
+                catalog,
+                "--objects",
+                &side.objects,
+            ])
+        };
+        let err = assert_failure(&init(&no_db), &["init", "no_such_db"]);
+        assert!(err.contains("no_such_db"), "{err}");
+        assert_eq!(
+            fs::read(&config_path).unwrap(),
+            *bytes,
+            "a refused init, config {what}"
+        );
+        let out = init(&side.catalog);
+        assert_success(&out, &["init, config", what]);
+        assert_eq!(
+            stdout(&out),
+            format!(
+                "wrote the damaged config of store {} again\n",
+                host.root.display()
+            )
+        );
+        let written: serde_json::Value =
+            serde_json::from_slice(&fs::read(&config_path).unwrap()).unwrap();
+        assert_eq!(
+            written,
+            serde_json::from_str::<serde_json::Value>(&good).unwrap()
+        );
+        assert_eq!(
+            cat(host, "m:v0", "a.txt"),
+            "alpha\n",
+            "config {what} written again"
+        );
+    }
+    assert!(!dest.exists() && !new_store.exists());
+    assert!(!is_mounted(&fs::canonicalize(&mp).unwrap()));
+    assert_unchanged(
+        &fingerprint_before,
+        &shared_fingerprint(&side),
+        "the commands",
+    );
+    assert_eq!(side.objects(), objects_before, "the bucket");
+    assert_unchanged(
+        &embedded_before,
+        &embedded.fingerprint(),
+        "copy-store's source",
+    );
 }
 
 /// What a store shows of itself through the CLI: artifacts, versions with their aliases and

@@ -302,19 +302,13 @@ impl Catalog {
             unreachable!("a PostgreSQL catalog")
         };
         let ctx = |what: &str| format!("{} ({what})", path.display());
-        let current = pg_schema_version(&**pg).map_err(|source| Error::Catalog {
-            context: ctx("read schema version"),
-            source,
-        })?;
+        let current = pg_schema_version(&**pg, &path)?;
         if current == Some(supported) {
             return Ok(());
         }
         pg.transaction(true, |tx| {
             let tx: &Db = tx;
-            let current = pg_schema_version(tx).map_err(|source| Error::Catalog {
-                context: ctx("read schema version"),
-                source,
-            })?;
+            let current = pg_schema_version(tx, &path)?;
             let current = match current {
                 Some(v) => v,
                 None => {
@@ -419,14 +413,7 @@ impl Catalog {
             Engine::Sqlite(conn) => conn
                 .pragma_query_value(None, "user_version", |r| r.get(0))
                 .map_err(|e| classify(&self.path, "read schema version", e)),
-            Engine::Postgres(pg) => {
-                pg_schema_version(&**pg)
-                    .map(|v| v.unwrap_or(0))
-                    .map_err(|source| Error::Catalog {
-                        context: format!("{} (read schema version)", self.path.display()),
-                        source,
-                    })
-            }
+            Engine::Postgres(pg) => pg_schema_version(&**pg, &self.path).map(|v| v.unwrap_or(0)),
         }
     }
 
@@ -531,21 +518,41 @@ impl Catalog {
     }
 }
 
-/// The version recorded in `artifactfs_schema`, or None if the table does not exist.
-fn pg_schema_version(conn: &Db) -> DbResult<Option<i64>> {
-    let exists: bool = conn.query_one(
-        "SELECT to_regclass('artifactfs_schema') IS NOT NULL",
-        crate::params![],
-        |r| r.get(0),
-    )?;
-    if !exists {
-        return Ok(None);
+/// The version recorded in `artifactfs_schema`, or None if the table does not exist. A table
+/// that records no version, or several, is a damaged catalog (`path` names it).
+fn pg_schema_version(conn: &Db, path: &Path) -> Result<Option<i64>> {
+    let read = || -> DbResult<Option<Vec<i64>>> {
+        let exists: bool = conn.query_one(
+            "SELECT to_regclass('artifactfs_schema') IS NOT NULL",
+            crate::params![],
+            |r| r.get(0),
+        )?;
+        if !exists {
+            return Ok(None);
+        }
+        conn.query(
+            "SELECT version FROM artifactfs_schema ORDER BY 1",
+            crate::params![],
+            |r| r.get(0),
+        )
+        .map(Some)
+    };
+    let versions = read().map_err(|source| Error::Catalog {
+        context: format!("{} (read schema version)", path.display()),
+        source,
+    })?;
+    match versions.as_deref() {
+        None => Ok(None),
+        Some([v]) => Ok(Some(*v)),
+        Some(other) => Err(Error::Corrupt {
+            what: format!("catalog {}", path.display()),
+            why: format!(
+                "its table artifactfs_schema records {} schema versions ({other:?}) where it \
+                 should record one; restore the database from a backup (nothing was changed)",
+                other.len()
+            ),
+        }),
     }
-    conn.query_opt(
-        "SELECT version FROM artifactfs_schema",
-        crate::params![],
-        |r| r.get(0),
-    )
 }
 
 /// Starts an IMMEDIATE transaction, waiting up to `BUSY_TIMEOUT` for other writers; the error
