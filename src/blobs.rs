@@ -274,17 +274,6 @@ impl BlobStore {
         &self.staging
     }
 
-    /// Whether no blob is stored at all.
-    pub fn is_empty(&self) -> Result<bool> {
-        for fan in fs::read_dir(&self.blobs).at(&self.blobs)? {
-            let fan = fan.at(&self.blobs)?.path();
-            if fan.is_dir() && fs::read_dir(&fan).at(&fan)?.next().is_some() {
-                return Ok(false);
-            }
-        }
-        Ok(true)
-    }
-
     /// Removes a blob that nothing references any more.
     pub fn remove(&self, digest: &Digest) -> Result<u64> {
         let path = self.path(digest);
@@ -617,6 +606,22 @@ fn syncfs(dir: &Path) -> Result<()> {
         return Err(Error::io(dir, std::io::Error::last_os_error()));
     }
     Ok(())
+}
+
+/// Whether the blob directory `blobs` (missing or not) holds any blob.
+pub fn holds_blobs(blobs: &Path) -> Result<bool> {
+    let fans = match fs::read_dir(blobs) {
+        Ok(fans) => fans,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(Error::io(blobs, e)),
+    };
+    for fan in fans {
+        let fan = fan.at(blobs)?.path();
+        if fan.is_dir() && fs::read_dir(&fan).at(&fan)?.next().is_some() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 #[cfg(test)]

@@ -86,65 +86,23 @@ impl Store {
                 let objects = crate::objects::RemoteBlobs::new(std::sync::Arc::new(client));
                 BlobStore::open_shared(root, objects, sh.cache_size)?
             }
-            None => BlobStore::open(root)?,
-        };
-        let staging = Staging::open(root)?;
-        // A store we may not write is opened for reading; otherwise fail up front, naming
-        // the directory, rather than halfway through an operation.
-        if crate::catalog::read_only_cause(root).is_none() {
-            for dir in [
-                root.join("blobs"),
-                root.join("staging"),
-                root.join("staged"),
-            ] {
-                check_writable(&dir)?;
+            None => {
+                refuse_lost_catalog(root)?;
+                BlobStore::open(root)?
             }
-        }
+        };
         if let Some((catalog, backend)) = shared_catalog {
             return Ok(Store {
                 root: root.to_path_buf(),
                 catalog,
                 blobs,
-                staging,
+                staging: open_staging(root)?,
                 backend,
                 shared,
             });
         }
         let db = root.join("catalog.db");
-        // SQLite takes a missing or empty file for a new database; next to stored content it
-        // is a catalog that was lost, and using it would hide every version (and let gc
-        // collect their blobs). A new catalog's first transactions live in its write-ahead
-        // log until a checkpoint, so while another process fills a new store the file is
-        // empty and the log is not.
-        // The last connection to close copies the log into the file, then removes the log:
-        // so the log is looked at first, and a catalog that looks lost is looked at again a
-        // few times before it is called so, in case another process was between the two.
-        let wal = root.join("catalog.db-wal");
-        let mut lost = None;
-        for attempt in 0..5 {
-            if attempt > 0 {
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            let logged = fs::metadata(&wal).is_ok_and(|m| m.len() > 0);
-            let size = fs::metadata(&db).map(|m| m.len()).ok();
-            lost = (size.is_none_or(|n| n == 0) && !logged && !blobs.is_empty()?).then_some(size);
-            if lost.is_none() {
-                break;
-            }
-        }
-        if let Some(size) = lost {
-            let state = match size {
-                None => "missing",
-                Some(_) => "empty (0 bytes)",
-            };
-            return Err(Error::Corrupt {
-                what: format!("catalog {}", db.display()),
-                why: format!(
-                    "it is {state} while blobs/ holds content, so it was lost or truncated; \
-                     restore it from a backup (nothing was changed)"
-                ),
-            });
-        }
+        let staging = open_staging(root)?;
         let catalog = Catalog::open(&db)?;
         Ok(Store {
             root: root.to_path_buf(),
@@ -799,6 +757,65 @@ pub fn require_draft(conn: &Db, name: &DraftName) -> Result<DraftRow> {
 
 /// Finds or starts the distributed draft `name`. Without a type, the draft keeps the one it
 /// has (or none: the commit then takes the artifact's, or `dataset`).
+/// Refuses an embedded store whose catalog was lost, before anything is made in it.
+fn refuse_lost_catalog(root: &Path) -> Result<()> {
+    let db = root.join("catalog.db");
+    // SQLite takes a missing or empty file for a new database; next to stored content it
+    // is a catalog that was lost, and using it would hide every version (and let gc
+    // collect their blobs). A new catalog's first transactions live in its write-ahead
+    // log until a checkpoint, so while another process fills a new store the file is
+    // empty and the log is not.
+    // The last connection to close copies the log into the file, then removes the log:
+    // so the log is looked at first, and a catalog that looks lost is looked at again a
+    // few times before it is called so, in case another process was between the two.
+    let wal = root.join("catalog.db-wal");
+    let mut lost = None;
+    for attempt in 0..5 {
+        if attempt > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let logged = fs::metadata(&wal).is_ok_and(|m| m.len() > 0);
+        let size = fs::metadata(&db).map(|m| m.len()).ok();
+        lost = (size.is_none_or(|n| n == 0)
+            && !logged
+            && crate::blobs::holds_blobs(&root.join("blobs"))?)
+        .then_some(size);
+        if lost.is_none() {
+            break;
+        }
+    }
+    if let Some(size) = lost {
+        let state = match size {
+            None => "missing",
+            Some(_) => "empty (0 bytes)",
+        };
+        return Err(Error::Corrupt {
+            what: format!("catalog {}", db.display()),
+            why: format!(
+                "it is {state} while blobs/ holds content, so it was lost or truncated; \
+                 restore it from a backup (nothing was changed)"
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// The store's staging directories. A store we may not write is opened for reading;
+/// otherwise fail up front, naming the directory, rather than halfway through an operation.
+fn open_staging(root: &Path) -> Result<Staging> {
+    let staging = Staging::open(root)?;
+    if crate::catalog::read_only_cause(root).is_none() {
+        for dir in [
+            root.join("blobs"),
+            root.join("staging"),
+            root.join("staged"),
+        ] {
+            check_writable(&dir)?;
+        }
+    }
+    Ok(staging)
+}
+
 fn open_distributed(tx: &Db, name: &DraftName, type_name: Option<&TypeName>) -> Result<DraftRow> {
     refuse_sealed(tx, name)?;
     check_type(tx, &name.artifact, type_name)?;

@@ -1428,6 +1428,51 @@ fn a_catalog_truncated_to_zero_bytes_is_reported_by_every_command() {
 }
 
 #[test]
+fn a_missing_catalog_beside_blobs_is_refused_and_nothing_is_made() {
+    // A store whose catalog was lost (and whose staging directories went with it, as when
+    // blobs/ alone was restored) is refused as it is: not even the empty staging
+    // directories are made again.
+    let s = TestStore::new();
+    let a = s.tree("a", &[("x.txt", "x0")]);
+    log(&s, "m", &a);
+    for f in ["catalog.db", "catalog.db-wal", "catalog.db-shm"] {
+        let _ = fs::remove_file(s.root.join(f));
+    }
+    for d in ["staged", "staging"] {
+        fs::remove_dir_all(s.root.join(d)).unwrap();
+    }
+    let before = ls_tree(&s.root);
+    let a = a.to_str().unwrap();
+    for args in [&["list"][..], &["log", "m", a], &["gc"]] {
+        let out = s.run(args);
+        assert!(!out.status.success(), "{args:?} worked on a lost catalog");
+        let err = stderr(&out);
+        assert!(
+            err.contains("catalog.db") && err.contains("lost or truncated"),
+            "{args:?}: {err}"
+        );
+        assert!(ls_tree(&s.root) == before, "{args:?} changed the store");
+    }
+}
+
+/// Every path below `dir`, sorted.
+fn ls_tree(dir: &Path) -> Vec<PathBuf> {
+    let mut all = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                todo.push(p.clone());
+            }
+            all.push(p);
+        }
+    }
+    all.sort();
+    all
+}
+
+#[test]
 fn a_catalog_with_a_garbage_header_is_reported_by_every_command() {
     let (s, src) = store_with_a_big_catalog();
     let db = s.root.join("catalog.db");
