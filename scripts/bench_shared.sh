@@ -4,7 +4,8 @@
 # the embedded store, every figure a ratio against a baseline measured in the same run.
 #
 #   scripts/bench.sh shared [--quick] [--keep] [--out FILE] [--runs N] [--commit-runs N]
-#                           [--committers N] [--commits N] [--cap SECONDS] [--no-build]
+#                           [--committers N] [--commits N] [--cap SECONDS] [--small-files N]
+#                           [--no-build]
 #
 #   1. Cold read (empty cache, `sync; echo 3 > /proc/sys/vm/drop_caches` before each) of one
 #      1 GiB file and of 10,000 files of 4 KiB (read by 8 readers at once, as loader workers
@@ -36,8 +37,11 @@
 # Defaults: --runs 3, --commit-runs 5, --committers 8, --commits 5 (per committer). A read
 # through `rclone mount` or `s3fs` longer than --cap (default 150 s, quick 60 s) is stopped
 # (its server killed) and shown as "> CAP"; its later repeats are skipped, and say so.
-# --quick: 256 MiB and 1,000 files, for a smoke run. A full run takes about 15-25 minutes on
-# 2 shared cores and needs about 8 GiB of disk under $BENCH_DIR (default /var/tmp).
+# --small-files N reads N small files instead of 10,000. --quick: 256 MiB and 1,000 files, a
+# smoke run of about 4 minutes. A full run took 22 minutes on 2 cores shared with other builds
+# (load average 6-10), more than half of it in the small-file cold reads (s3s-fs answers
+# about 150 small GETs a second here); it needs about 6 GiB of disk under $BENCH_DIR
+# (default /var/tmp).
 #
 # Needs root (drop_caches), /dev/fuse, fuse3, PostgreSQL (apt-get install postgresql), s3s-fs
 # (scripts/setup.sh), python3, cargo; installs rclone and s3fs with apt-get if missing, and
@@ -45,7 +49,7 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/bench_lib.sh"
 
-QUICK=0 KEEP=0 OUT="" RUNS=3 COMMIT_RUNS=5 COMMITTERS=8 COMMITS=5 BUILD=1 CAP=""
+QUICK=0 KEEP=0 OUT="" RUNS=3 COMMIT_RUNS=5 COMMITTERS=8 COMMITS=5 BUILD=1 CAP="" SMALL_FILES=""
 CMDLINE="scripts/bench.sh shared${*:+ $*}"
 while [[ $# -gt 0 ]]; do
     case "$1" in
@@ -58,6 +62,7 @@ while [[ $# -gt 0 ]]; do
         --committers) COMMITTERS=${2:?--committers needs N}; shift ;;
         --commits) COMMITS=${2:?--commits needs N}; shift ;;
         --cap) CAP=${2:?--cap needs SECONDS}; shift ;;
+        --small-files) SMALL_FILES=${2:?--small-files needs N}; shift ;;
         --no-build) BUILD=0 ;;
         -h|--help) usage 0 ;;
         *) echo "bench_shared.sh: unknown argument $1" >&2; usage 2 >&2 ;;
@@ -72,7 +77,8 @@ else
     BIG_SIZE=1G BIG_LABEL="1 GiB" SMALL_N=10000
     : "${CAP:=150}"
 fi
-SMALL_LABEL="$(commas $SMALL_N) × 4 KiB files"
+[[ -z $SMALL_FILES ]] || SMALL_N=$SMALL_FILES
+SMALL_LABEL="$(commas "$SMALL_N") × 4 KiB files"
 READERS=8 # parallel readers of the small files, as a data loader's workers
 export LC_ALL=C
 unset ARTIFACTFS_STORE ARTIFACTFS_RUN
@@ -467,7 +473,7 @@ t_pg=$(grep . "$W/commit-pg.times" | median)
 t_sq=$(grep . "$W/commit-sqlite.times" | median)
 say "commit, shared:   $(grep . "$W/commit-pg.times" | tr '\n' ' ') -> median $t_pg s"
 say "commit, embedded: $(grep . "$W/commit-sqlite.times" | tr '\n' ' ') -> median $t_sq s"
-row "1-file \`draft commit\` into the $(commas $SMALL_N)-file version, vs embedded store (SQLite)" \
+row "1-file \`draft commit\` into the $(commas "$SMALL_N")-file version, vs embedded store (SQLite)" \
     "$(fmt_ms "$t_pg")" "$(fmt_ms "$t_sq")" "$(ratio "$t_pg" "$t_sq")"
 
 # --- 4. concurrent committers ------------------------------------------------------------
