@@ -1,5 +1,5 @@
 # Helpers shared by scripts/bench.sh and the suites it runs (bench_core.sh, bench_mount.sh,
-# bench_drafts.sh); sourced, not run.
+# bench_drafts.sh, bench_shared.sh); sourced, not run.
 
 # Prints the calling script's header comment (its usage) and exits with status $1 (default 0).
 usage() { awk 'NR > 1 && /^#/ {sub(/^# ?/, ""); print; next} NR > 1 {exit}' "$0"; exit "${1:-0}"; }
