@@ -35,11 +35,17 @@ const MAX_CACHED_ENV: &str = "ARTIFACTFS_MAX_CACHED_ENTRIES";
 const ALIAS_POLL: Duration = Duration::from_millis(200);
 
 /// Request-loop threads: enough to overlap catalog lookups with reads on a small machine.
-fn worker_threads() -> usize {
-    std::thread::available_parallelism()
+/// On a shared store a request may wait for a download or the database, so there are
+/// enough for as many readers as loaders usually start to wait at once.
+fn worker_threads(shared: bool) -> usize {
+    let local = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
         .clamp(2, 8)
-        * 2
+        * 2;
+    match shared {
+        true => local.max(16),
+        false => local,
+    }
 }
 
 /// How to mount.
@@ -363,7 +369,7 @@ fn serve_inner(
     } else {
         SessionACL::Owner
     };
-    config.n_threads = Some(worker_threads());
+    config.n_threads = Some(worker_threads(fs.is_shared()));
     config.clone_fd = true;
     let notifier = Arc::new(OnceLock::new());
     let inodes = fs.inodes();
