@@ -9,7 +9,7 @@ use crate::catalog::Db;
 use crate::blobs::BlobStore;
 use crate::catalog::drafts::Change;
 use crate::catalog::drafts::{self, DraftRow, LOG_DRAFT_ID, Meta};
-use crate::catalog::nodes;
+use crate::catalog::nodes::{self, NodeId};
 use crate::catalog::versions::{self, VersionRow};
 use crate::catalog::{Backend, Catalog};
 use crate::commit::{self, CommitOptions, Outcome};
@@ -199,6 +199,7 @@ impl Store {
         &mut self,
         inputs: &Inputs,
         dest: Option<&str>,
+        previous: Option<NodeId>,
         rehearse: bool,
         track_replaced: bool,
         open: impl Fn(&Db) -> Result<DraftRow>,
@@ -233,7 +234,8 @@ impl Store {
         let bar = crate::progress::bytes(total);
         let mut spool = ingest::Spool::new(self.blobs.staging_dir())?;
         let mut added = ingest::Added::new(self.blobs.staging_dir())?;
-        let stored = ingest::scan(inputs, dest, INGEST_CHUNK, &mut |chunk| {
+        let stored = ingest::scan(inputs, dest, INGEST_CHUNK, &mut |mut chunk| {
+            ingest::hint(self.catalog.conn(), previous, &mut chunk)?;
             let batch = self.blobs.batch();
             let stored = ingest::store(&batch, chunk, &bar);
             // Blobs placed before a failure are still to be removed below.
@@ -270,11 +272,13 @@ impl Store {
         opts: &CommitOptions,
     ) -> Result<Outcome> {
         check_type(self.conn(), name, opts.type_name.as_ref())?;
+        let previous = latest_root(self.conn(), name)?;
         // A fresh draft: only the paths themselves could clash, which is rare enough not to
         // rehearse for.
         self.ingest_into(
             inputs,
             None,
+            previous,
             false,
             false,
             |tx| drafts::create(tx, name.as_str(), LOG_DRAFT_ID, None, None),
@@ -298,9 +302,11 @@ impl Store {
         inputs: &Inputs,
         dest: Option<&str>,
     ) -> Result<usize> {
+        let previous = require_draft(self.conn(), name)?.base_root;
         self.ingest_into(
             inputs,
             dest,
+            previous,
             true,
             false,
             |tx| require_draft(tx, name),
@@ -351,9 +357,11 @@ impl Store {
         inputs: &Inputs,
         type_name: Option<&TypeName>,
     ) -> Result<(usize, Vec<Vec<u8>>)> {
+        let previous = latest_root(self.conn(), &name.artifact)?;
         self.ingest_into(
             inputs,
             None,
+            previous,
             true,
             true,
             |tx| open_distributed(tx, name, type_name),
@@ -398,9 +406,11 @@ impl Store {
             }
             None => None,
         };
-        let outcome = self.ingest_into(inputs, None, true, false, open, |tx, d, _, _| {
-            commit::commit(tx, d, opts)
-        })?;
+        let previous = latest_root(self.conn(), &name.artifact)?;
+        let outcome =
+            self.ingest_into(inputs, None, previous, true, false, open, |tx, d, _, _| {
+                commit::commit(tx, d, opts)
+            })?;
         if let Some(d) = existing {
             self.staging.remove_draft(d.id);
         }
@@ -608,7 +618,7 @@ fn store_staged(
         .par_iter()
         .map(|r| {
             let meta = staging.meta(d, r.id)?;
-            let (blob, size) = batch.add_by_link(&staging.path(d.id, r.id), meta.size)?;
+            let (blob, size) = batch.add_by_link(&staging.path(d.id, r.id), meta.size, None)?;
             Ok((r.id, blob, size, meta.mtime_ns))
         })
         .collect::<Result<Vec<_>>>()?;
@@ -680,6 +690,14 @@ fn remove_unreferenced_each(
     if let Err(e) = removed {
         log::warn!("could not remove the blobs of a failed operation ({e}); gc will");
     }
+}
+
+/// The root of `name`'s latest version, which files being stored likely repeat.
+fn latest_root(conn: &Db, name: &ArtifactName) -> Result<Option<NodeId>> {
+    Ok(match versions::artifact(conn, name.as_str())? {
+        Some(a) => versions::latest(conn, a.id)?.map(|v| v.root),
+        None => None,
+    })
 }
 
 fn check_writable(dir: &Path) -> Result<()> {
