@@ -18,7 +18,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::hash::Digest;
 use crate::ingest::{self, Inputs, Stored};
 use crate::names::{AliasName, ArtifactName, DraftName, LATEST, TypeName, VersionRef, closest};
-use crate::staging::Staging;
+use crate::staging::{StagedDigest, Staging};
 use crate::store_config::{self, Shared};
 use rayon::prelude::*;
 
@@ -344,6 +344,7 @@ impl Store {
             &self.root,
             name,
             opts,
+            &|_, _| None,
         )
     }
 
@@ -402,6 +403,7 @@ impl Store {
                     &self.staging,
                     &self.root,
                     d,
+                    &|_, _| None,
                 )?)
             }
             None => None,
@@ -562,11 +564,12 @@ pub fn commit_draft(
     store_root: &Path,
     name: &DraftName,
     opts: &CommitOptions,
+    known: Known,
 ) -> Result<Outcome> {
     catalog.check_writable()?;
     let d = require_draft(catalog.conn(), name)?;
     commit::effective_type(catalog.conn(), &d, opts.type_name.as_ref())?;
-    let _writers = store_staged(catalog, blobs, staging, store_root, &d)?;
+    let _writers = store_staged(catalog, blobs, staging, store_root, &d, known)?;
     let outcome = catalog.write(|tx| {
         let now = require_draft(tx, name)?;
         commit::commit(tx, &now, opts)
@@ -575,16 +578,22 @@ pub fn commit_draft(
     Ok(outcome)
 }
 
+/// What a mount found staged files (by draft and number) to hold, if anything: see `fs/digests.rs`.
+pub type Known<'a> = &'a (dyn Fn(i64, i64) -> Option<StagedDigest> + Sync);
+
 /// Stores the files of draft `d` written through a mount as blobs (hashed in parallel, linked
 /// into `blobs/` without copying) and records them as such in their own transaction, so a
-/// commit refused afterwards (a conflicting type) leaves a draft that is whole. Returns the
-/// draft's commit lock, which keeps every writer out until the caller has sealed the version.
+/// commit refused afterwards (a conflicting type) leaves a draft that is whole. A file whose
+/// digest is `known` and which is still the file that was hashed is not read again. Returns
+/// the draft's commit lock, which keeps every writer out until the caller has sealed the
+/// version.
 fn store_staged(
     catalog: &mut Catalog,
     blobs: &BlobStore,
     staging: &Staging,
     store_root: &Path,
     d: &DraftRow,
+    known: Known,
 ) -> Result<crate::staging::DraftLock> {
     let writers = staging.lock_for_commit(catalog.conn(), d)?;
     let mut rows = drafts::staged(catalog.conn(), d.id)?;
@@ -614,14 +623,29 @@ fn store_staged(
     }
     let lock = (lock_store(store_root, false)?, catalog.hold_blobs(false)?);
     let batch = blobs.batch();
+    let reused = std::sync::atomic::AtomicUsize::new(0);
     let mut stored = here
         .par_iter()
         .map(|r| {
-            let meta = staging.meta(d, r.id)?;
-            let (blob, size) = batch.add_by_link(&staging.path(d.id, r.id), meta.size, None)?;
+            let (meta, stamp) = staging.meta_and_stamp(d, r.id)?;
+            let reuse = known(d.id, r.id)
+                .filter(|k| k.stamp == stamp)
+                .map(|k| (k.digest, k.size));
+            if reuse.is_some() {
+                reused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            let (blob, size) = batch.add_by_link(&staging.path(d.id, r.id), meta.size, reuse)?;
             Ok((r.id, blob, size, meta.mtime_ns))
         })
         .collect::<Result<Vec<_>>>()?;
+    let reused = reused.into_inner();
+    if reused > 0 {
+        log::info!(
+            "{}: {reused} of {} staged files stored by the digests taken when they were written",
+            d.label(),
+            here.len()
+        );
+    }
     let added = batch.finish()?;
     stored.extend(published);
     let staged: Vec<i64> = here.iter().map(|r| r.id).collect();

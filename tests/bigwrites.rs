@@ -288,3 +288,109 @@ fn large_files_are_cloned_where_the_filesystem_can() {
     assert_blobs_intact(&s);
     drop(s);
 }
+
+/// The mount's log lines saying how many staged files a commit stored by the digests taken
+/// in the background after they were written.
+fn reuse_lines(m: &common::mount::Mounted) -> Vec<String> {
+    m.log()
+        .lines()
+        .filter(|l| l.contains("stored by the digests taken when they were written"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The one file staged for the store's only draft written through the mount.
+fn staged_file(s: &TestStore) -> PathBuf {
+    let mut found = Vec::new();
+    for d in fs::read_dir(s.root.join("staged")).unwrap() {
+        for f in fs::read_dir(d.unwrap().path()).unwrap() {
+            let p = f.unwrap().path();
+            if p.file_name().unwrap() != "lock" {
+                found.push(p);
+            }
+        }
+    }
+    assert_eq!(found.len(), 1, "staged files: {found:?}");
+    found.pop().unwrap()
+}
+
+/// Big files copied into a draft through the mount are hashed once they are closed; the
+/// commit links them by those digests without reading them again, and the version holds
+/// exactly what was written. Times set after closing (as `cp -p` and `rsync -a` do) keep
+/// the digest good.
+#[test]
+fn files_written_through_the_mount_are_committed_by_their_digests() {
+    use common::mount::Mounted;
+    let s = TestStore::new();
+    s.init();
+    let mp = s.path("mnt");
+    fs::create_dir_all(&mp).unwrap();
+    let m = Mounted::new(&s, &mp);
+    fs::create_dir(m.path("drafts/ckpt")).unwrap();
+    let files: Vec<_> = (0..3u64)
+        .map(|i| (format!("w{i}.bin"), bytes(400 + i, 3 * MIB + i as usize)))
+        .collect();
+    for (rel, data) in &files {
+        fs::write(m.path(&format!("drafts/ckpt/{rel}")), data).unwrap();
+    }
+    set_mtime(&m.path("drafts/ckpt/w1.bin"), time_at(1_600_000_000, 5));
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    fs::write(m.path("drafts/ckpt/.commit"), "commit").unwrap();
+    let lines = reuse_lines(&m);
+    assert!(
+        lines.len() == 1 && lines[0].contains("3 of 3 staged files"),
+        "{lines:?}"
+    );
+    assert_version(&s, "ckpt:v0", &files);
+    assert_blobs_intact(&s);
+}
+
+/// A file rewritten in the middle after it was hashed, through the mount (hashed again when
+/// closed) or behind its back (in the staging directory itself: hashed again by the commit),
+/// is committed with its new bytes under their own digest.
+#[test]
+fn a_file_rewritten_after_it_was_hashed_is_hashed_again() {
+    use common::mount::Mounted;
+    let s = TestStore::new();
+    s.init();
+    let mp = s.path("mnt");
+    fs::create_dir_all(&mp).unwrap();
+    let m = Mounted::new(&s, &mp);
+    let pause = || std::thread::sleep(std::time::Duration::from_secs(1));
+
+    // Through the mount: opened again without truncating, written at an offset.
+    fs::create_dir(m.path("drafts/a")).unwrap();
+    let mut data = bytes(500, 4 * MIB);
+    let path = m.path("drafts/a/model.bin");
+    fs::write(&path, &data).unwrap();
+    pause();
+    data[MIB..MIB + 4096].copy_from_slice(&bytes(501, 4096));
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .write_all_at(&data[MIB..MIB + 4096], MIB as u64)
+        .unwrap();
+    fs::write(m.path("drafts/a/.commit"), "commit").unwrap();
+    assert_version(&s, "a:v0", &[("model.bin".into(), data.clone())]);
+
+    // Behind the mount's back: the staged file itself, same size.
+    fs::create_dir(m.path("drafts/b")).unwrap();
+    let path = m.path("drafts/b/model.bin");
+    fs::write(&path, &data).unwrap();
+    pause();
+    data[2 * MIB] ^= 0x55;
+    fs::OpenOptions::new()
+        .write(true)
+        .open(staged_file(&s))
+        .unwrap()
+        .write_all_at(&data[2 * MIB..2 * MIB + 1], 2 * MIB as u64)
+        .unwrap();
+    fs::write(m.path("drafts/b/.commit"), "commit").unwrap();
+    assert_version(&s, "b:v0", &[("model.bin".into(), data)]);
+    // Rewritten through the mount, the file was hashed again once closed; changed behind
+    // its back, the commit could not trust the digest it had.
+    let lines = reuse_lines(&m);
+    assert!(!lines.iter().any(|l| l.contains("draft b")), "{lines:?}");
+    assert_blobs_intact(&s);
+}
