@@ -198,14 +198,17 @@ impl Store {
     fn ingest_into<T>(
         &mut self,
         inputs: &Inputs,
-        dest: Option<&str>,
-        previous: Option<NodeId>,
-        rehearse: bool,
-        track_replaced: bool,
+        how: Ingest,
         open: impl Fn(&Db) -> Result<DraftRow>,
         then: impl FnOnce(&Db, &DraftRow, usize, Vec<Vec<u8>>) -> Result<T>,
     ) -> Result<T> {
         self.catalog.check_writable()?;
+        let Ingest {
+            dest,
+            previous,
+            rehearse,
+            track_replaced,
+        } = how;
         let dest = dest.map(ingest::parse_dest).transpose()?;
         let dest = dest.as_deref();
         let mut total = 0;
@@ -277,10 +280,12 @@ impl Store {
         // rehearse for.
         self.ingest_into(
             inputs,
-            None,
-            previous,
-            false,
-            false,
+            Ingest {
+                dest: None,
+                previous,
+                rehearse: false,
+                track_replaced: false,
+            },
             |tx| drafts::create(tx, name.as_str(), LOG_DRAFT_ID, None, None),
             |tx, d, _, _| commit::commit(tx, d, opts),
         )
@@ -305,10 +310,12 @@ impl Store {
         let previous = require_draft(self.conn(), name)?.base_root;
         self.ingest_into(
             inputs,
-            dest,
-            previous,
-            true,
-            false,
+            Ingest {
+                dest,
+                previous,
+                rehearse: true,
+                track_replaced: false,
+            },
             |tx| require_draft(tx, name),
             |_, _, n, _| Ok(n),
         )
@@ -361,10 +368,12 @@ impl Store {
         let previous = latest_root(self.conn(), &name.artifact)?;
         self.ingest_into(
             inputs,
-            None,
-            previous,
-            true,
-            true,
+            Ingest {
+                dest: None,
+                previous,
+                rehearse: true,
+                track_replaced: true,
+            },
             |tx| open_distributed(tx, name, type_name),
             |_, _, n, replaced| Ok((n, replaced)),
         )
@@ -408,11 +417,14 @@ impl Store {
             }
             None => None,
         };
-        let previous = latest_root(self.conn(), &name.artifact)?;
+        let how = Ingest {
+            dest: None,
+            previous: latest_root(self.conn(), &name.artifact)?,
+            rehearse: true,
+            track_replaced: false,
+        };
         let outcome =
-            self.ingest_into(inputs, None, previous, true, false, open, |tx, d, _, _| {
-                commit::commit(tx, d, opts)
-            })?;
+            self.ingest_into(inputs, how, open, |tx, d, _, _| commit::commit(tx, d, opts))?;
         if let Some(d) = existing {
             self.staging.remove_draft(d.id);
         }
@@ -714,6 +726,19 @@ fn remove_unreferenced_each(
     if let Err(e) = removed {
         log::warn!("could not remove the blobs of a failed operation ({e}); gc will");
     }
+}
+
+/// How [`Store::ingest_into`] stores and records its inputs.
+struct Ingest<'a> {
+    /// Where in the draft they go (`draft add --as`).
+    dest: Option<&'a str>,
+    /// The root of the version whose files they likely repeat (see [`ingest::hint`]).
+    previous: Option<NodeId>,
+    /// Whether to try the recording first, with placeholder contents, in a transaction that
+    /// is rolled back, so what can be refused is refused before any content is copied.
+    rehearse: bool,
+    /// Whether to collect the paths whose entries are replaced.
+    track_replaced: bool,
 }
 
 /// The root of `name`'s latest version, which files being stored likely repeat.
