@@ -1,6 +1,7 @@
 //! Digests of staged files, worked out on a background thread as soon as the last writer
 //! through this mount closes a big one, so that a commit through the mount links
-//! just-written files into `blobs/` without reading them again.
+//! just-written files into `blobs/` without reading them again. The same thread starts
+//! writing each file back to disk, so the commit's fsync finds most of it done.
 //!
 //! A digest is only as good as the file it was taken of. Each is kept with the file's inode
 //! number, size and mtime as they were for the whole time it was hashed, and a commit uses
@@ -206,6 +207,8 @@ fn work(inner: &Inner, jobs: mpsc::Receiver<Job>) {
 fn hash(job: &Job) -> std::io::Result<(Stamp, Digest, u64, Stamp)> {
     let file = File::open(&job.path)?;
     let before = Stamp::of(&file.metadata()?);
+    // The commit will flush it: most of that is done by then if it starts now.
+    crate::blobs::start_writeback(&file, 0, 0);
     let (digest, size) = Digest::of_reader(&file)?;
     let after = Stamp::of(&file.metadata()?);
     Ok((before, digest, size, after))
