@@ -394,3 +394,71 @@ fn a_file_rewritten_after_it_was_hashed_is_hashed_again() {
     assert!(!lines.iter().any(|l| l.contains("draft b")), "{lines:?}");
     assert_blobs_intact(&s);
 }
+
+/// Files written into a draft go straight to their staged files through the kernel
+/// (passthrough) where it can: what is written reads back through another descriptor while
+/// the writer still has it open, `cp` of big files commits exactly, and a file with a
+/// set-ID bit keeps going through the server (which clears the bit for writers that may not
+/// keep it).
+#[test]
+fn draft_files_are_written_through_to_their_staged_files() {
+    use common::mount::Mounted;
+    let s = TestStore::new();
+    s.init();
+    let mp = s.path("mnt");
+    let m = Mounted::logging_requests(&s, &mp);
+    fs::create_dir(m.path("drafts/ckpt")).unwrap();
+    let src = s.path("src");
+    let files: Vec<_> = (0..2u64)
+        .map(|i| (format!("w{i}.bin"), bytes(600 + i, 6 * MIB + 3)))
+        .collect();
+    write_all(&src, &files);
+    let out = Command::new("cp")
+        .arg("-r")
+        .arg(src.join("w0.bin"))
+        .arg(src.join("w1.bin"))
+        .arg(m.path("drafts/ckpt"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "cp: {out:?}");
+
+    // Written and read back through two descriptors open at once.
+    let path = m.path("drafts/ckpt/live.bin");
+    let writer = fs::File::create(&path).unwrap();
+    let data = bytes(700, 2 * MIB);
+    writer.write_all_at(&data, 0).unwrap();
+    assert!(fs::read(&path).unwrap() == data, "read back while open");
+    writer.write_all_at(b"tail", data.len() as u64).unwrap();
+    drop(writer);
+    let mut live = data.clone();
+    live.extend_from_slice(b"tail");
+
+    // A set-ID file: through the server, which clears the bit when a writer may not keep it.
+    let setid = m.path("drafts/ckpt/tool");
+    fs::write(&setid, b"#!/bin/sh\n").unwrap();
+    set_mode(&setid, 0o4755);
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&setid)
+        .unwrap()
+        .write_all_at(b"true\n", 10)
+        .unwrap();
+
+    let log = m.log();
+    let through: Vec<_> = log
+        .lines()
+        .filter(|l| l.contains("written through to its staged file"))
+        .collect();
+    // The set-ID file's first open, when it had no such bit, and no other.
+    let tool = through.iter().filter(|l| l.contains("/tool")).count();
+    assert!(
+        through.len() == 4 && tool == 1,
+        "passthrough opens: {through:?}"
+    );
+    fs::write(m.path("drafts/ckpt/.commit"), "commit").unwrap();
+    let mut want = files.clone();
+    want.push(("live.bin".into(), live));
+    want.push(("tool".into(), b"#!/bin/sh\ntrue\n".to_vec()));
+    assert_version(&s, "ckpt:v0", &want);
+    assert_blobs_intact(&s);
+}
