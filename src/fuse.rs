@@ -267,16 +267,18 @@ impl Adapter {
         self.draft_io.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Decides how handle `fh` of draft file `ino` (open as `file`) is served. A file opened
-    /// for writing (not appending) by the first handle of its inode gets a backing file,
-    /// registered by `register`, if passthrough is on, the store is local, and the file has
-    /// no set-ID bit (a write through the kernel alone could not clear it).
+    /// Decides how handle `fh` of draft file `ino` (open as `file`; its permission bits
+    /// `perm` when the caller has them) is served. A file opened for writing (not appending)
+    /// by the first handle of its inode gets a backing file, registered by `register`, if
+    /// passthrough is on, the store is local, and the file has no set-ID bit (a write
+    /// through the kernel alone could not clear it).
     fn draft_open(
         &self,
         ino: u64,
         fh: u64,
         file: &std::fs::File,
         mode: OpenMode,
+        perm: Option<u16>,
         register: impl FnOnce(&std::fs::File) -> std::io::Result<BackingId>,
     ) -> DraftOpen {
         let mut io = self.draft_io();
@@ -295,10 +297,9 @@ impl Adapter {
             && !mode.append
             && self.fs.passthrough.load(Relaxed)
             && !self.fs.is_shared()
-            && self
-                .fs
-                .getattr(ino)
-                .is_ok_and(|e| u32::from(e.attr.perm) & 0o6000 == 0);
+            && perm
+                .or_else(|| self.fs.getattr(ino).ok().map(|e| e.attr.perm))
+                .is_some_and(|perm| u32::from(perm) & 0o6000 == 0);
         let backing = match eligible {
             true => match register(file) {
                 Ok(id) => file_id(file).map(|which| (Arc::new(id), which)),
@@ -781,9 +782,11 @@ impl Filesystem for Adapter {
             );
             match opened {
                 Ok((e, Opened::Content { fh, file, .. })) => {
-                    let how = self.draft_open(e.attr.ino, fh, &file, open_mode(flags), |f| {
-                        reply.open_backing(f)
-                    });
+                    let mode = open_mode(flags);
+                    let how =
+                        self.draft_open(e.attr.ino, fh, &file, mode, Some(e.attr.perm), |f| {
+                            reply.open_backing(f)
+                        });
                     let (ttl, attr, fh) = (&e.ttl, &file_attr(&e.attr), FileHandle(fh));
                     match how {
                         DraftOpen::Passthrough(id) => reply.created_passthrough(
@@ -851,7 +854,7 @@ impl Filesystem for Adapter {
             // A draft's file may get other content under the same inode: it is read through the
             // server with its pages dropped at each open, never through a backing file.
             if !immutable {
-                let how = self.draft_open(ino.0, fh, &file, mode, |f| reply.open_backing(f));
+                let how = self.draft_open(ino.0, fh, &file, mode, None, |f| reply.open_backing(f));
                 return match how {
                     DraftOpen::Passthrough(id) => {
                         reply.opened_passthrough(FileHandle(fh), self.draft_file(), &id)
