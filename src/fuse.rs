@@ -189,9 +189,10 @@ struct DraftOpens {
 enum DraftOpen {
     Passthrough(Arc<BackingId>),
     Server,
-    /// Through the server without the page cache: the inode's other handles pass through
-    /// to a file this one is not.
-    DirectIo,
+    /// Not at all: the inode's other handles pass through to a file this one is not (a
+    /// staged file copied since, because a failed commit shared it with a blob), and the
+    /// kernel serves every open of an inode through one backing file.
+    Busy,
 }
 
 impl DraftIo {
@@ -287,7 +288,7 @@ impl Adapter {
                 Some((id, which)) if file_id(file) == Some(*which) => {
                     DraftOpen::Passthrough(id.clone())
                 }
-                Some(_) => return DraftOpen::DirectIo,
+                Some(_) => return DraftOpen::Busy,
                 None => DraftOpen::Server,
             };
             io.count(ino, fh);
@@ -323,6 +324,14 @@ impl Adapter {
         io.by_ino.insert(ino, DraftOpens { backing, open: 0 });
         io.count(ino, fh);
         opened
+    }
+
+    fn busy_backing(&self, ino: u64) -> Error {
+        Error::Busy(format!(
+            "{} is open elsewhere through the file it was before a failed commit; close it \
+             everywhere and open it again",
+            self.fs.describe(ino, None)
+        ))
     }
 
     /// The backing file of `ino` for one more open handle: the one registered already, or
@@ -800,13 +809,10 @@ impl Filesystem for Adapter {
                         DraftOpen::Server => {
                             reply.created(ttl, attr, Generation(0), fh, self.draft_file())
                         }
-                        DraftOpen::DirectIo => reply.created(
-                            ttl,
-                            attr,
-                            Generation(0),
-                            fh,
-                            self.draft_file() | FopenFlags::FOPEN_DIRECT_IO,
-                        ),
+                        DraftOpen::Busy => {
+                            self.fs.release(fh.0);
+                            reply.error(fail("create", &self.busy_backing(e.attr.ino)))
+                        }
                     }
                 }
                 Ok((e, Opened::Control { fh })) => reply.created(
@@ -860,10 +866,10 @@ impl Filesystem for Adapter {
                         reply.opened_passthrough(FileHandle(fh), self.draft_file(), &id)
                     }
                     DraftOpen::Server => reply.opened(FileHandle(fh), self.draft_file()),
-                    DraftOpen::DirectIo => reply.opened(
-                        FileHandle(fh),
-                        self.draft_file() | FopenFlags::FOPEN_DIRECT_IO,
-                    ),
+                    DraftOpen::Busy => {
+                        self.fs.release(fh);
+                        reply.error(fail("open", &self.busy_backing(ino.0)))
+                    }
                 };
             }
             // A reference of a version: checked at this open (above), then read like a blob.
