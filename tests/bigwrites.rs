@@ -462,3 +462,55 @@ fn draft_files_are_written_through_to_their_staged_files() {
     assert_version(&s, "ckpt:v0", &want);
     assert_blobs_intact(&s);
 }
+
+/// A draft file whose staged file a failed commit left shared with a blob is copied at the
+/// next open for writing. While a descriptor opened before still passes through to the
+/// old file (now the blob), that open is refused with EBUSY rather than let the kernel
+/// write the blob; once it is closed, the file is written and committed as usual, and the
+/// blob keeps its bytes.
+#[test]
+fn a_staged_file_shared_with_a_blob_is_never_written_through() {
+    use common::mount::Mounted;
+    let s = TestStore::new();
+    s.init();
+    let mp = s.path("mnt");
+    fs::create_dir_all(&mp).unwrap();
+    let m = Mounted::new(&s, &mp);
+    fs::create_dir(m.path("drafts/d")).unwrap();
+    let path = m.path("drafts/d/model.bin");
+    let mut data = bytes(800, 4 * MIB);
+    let writer = fs::File::create(&path).unwrap();
+    writer.write_all_at(&data, 0).unwrap();
+    // Opened while the writer passes through: the reader shares its backing file.
+    let reader = fs::File::open(&path).unwrap();
+    drop(writer);
+
+    // What a commit that failed after linking leaves: the staged file is also a blob.
+    let hex = sha256_hex(&data);
+    let blob = s.root.join("blobs").join(&hex[..2]).join(&hex);
+    fs::hard_link(staged_file(&s), &blob).unwrap();
+
+    let refused = fs::OpenOptions::new().write(true).open(&path).unwrap_err();
+    assert_eq!(refused.raw_os_error(), Some(libc::EBUSY), "{refused}");
+    assert!(
+        m.log()
+            .contains("model.bin is open elsewhere through the file it was"),
+        "{}",
+        m.log()
+    );
+    let mut got = vec![0u8; data.len()];
+    reader.read_exact_at(&mut got, 0).unwrap();
+    assert!(got == data, "the reader still reads the old bytes");
+    drop(reader);
+
+    data[..5].copy_from_slice(b"fresh");
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .write_all_at(b"fresh", 0)
+        .unwrap();
+    fs::write(m.path("drafts/d/.commit"), "commit").unwrap();
+    assert_version(&s, "d:v0", &[("model.bin".into(), data)]);
+    assert_blobs_intact(&s);
+}
