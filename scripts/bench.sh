@@ -6,11 +6,12 @@
 #
 #   scripts/bench.sh [--quick] [--keep] [--out FILE] [--runs N] [--meta-runs N]
 #                    [--commit-runs N] [--bindfs-cap SECONDS] [--no-build]
-#   scripts/bench.sh core|mount|drafts|shared [OPTIONS]   the smaller suites:
+#   scripts/bench.sh core|mount|drafts|shared|bigwrites [OPTIONS]   the smaller suites:
 #                    scripts/bench_core.sh (log, hashing, commits), bench_mount.sh (reads and
 #                    listings through the mount), bench_drafts.sh (writing drafts through the
 #                    mount), bench_shared.sh (a shared store on PostgreSQL + S3 against rclone,
-#                    s3fs and the embedded store); --help each
+#                    s3fs and the embedded store), bench_bigwrites.sh (checkpoints: big files
+#                    logged, written into drafts, cloned; wandb alongside); --help each
 #
 #   1. fio on a big file of a version (MOUNT/big/v0/big.bin) vs the blob file itself (native)
 #      vs that blob through `bindfs -r STORE/blobs`: sequential 1 MiB and random 4 KiB reads,
@@ -54,10 +55,10 @@ set -euo pipefail
 # Helpers every benchmark script shares: usage, commas, stamp.
 source "$(dirname "${BASH_SOURCE[0]}")/bench_lib.sh"
 
-# One entry point: `bench.sh core|mount|drafts [OPTIONS]` runs that suite.
+# One entry point: `bench.sh core|mount|drafts|shared|bigwrites [OPTIONS]` runs that suite.
 [[ ${1:-} != runs ]] || { shift; exec bash "$(dirname "${BASH_SOURCE[0]}")/bench_runs.sh" "$@"; }
 case ${1:-} in
-core | mount | drafts | shared)
+core | mount | drafts | shared | bigwrites)
     suite=$1
     shift
     exec bash "$(dirname "${BASH_SOURCE[0]}")/bench_$suite.sh" "$@"

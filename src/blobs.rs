@@ -13,6 +13,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, Write};
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -29,10 +30,17 @@ use crate::hash::Digest;
 use crate::objects::{BlobCache, RemoteBlobs};
 
 /// Files up to this size are read whole, so content already in the store is never rewritten.
-const SMALL_FILE: u64 = 1 << 20;
+pub const SMALL_FILE: u64 = 1 << 20;
 /// Above this many new blobs one `syncfs` is cheaper than an `fsync` per file.
 const SYNCFS_THRESHOLD: usize = 64;
 const COPY_BUF: usize = 1 << 20;
+/// How much one `copy_file_range` call copies: the hashing thread follows in steps this big.
+const COPY_STEP: usize = 8 << 20;
+/// How often a copy starts the write-back of what it copied since the last time.
+const WRITEBACK_STEP: u64 = 64 << 20;
+/// Files from this size on are flushed as soon as they are copied, while other workers go on
+/// copying; smaller ones are left to the batch's one `syncfs` (or its fsyncs) at the end.
+const FLUSH_EARLY: u64 = 16 << 20;
 
 pub struct BlobStore {
     blobs: PathBuf,
@@ -305,6 +313,14 @@ impl BlobStore {
 
 const INGEST_PREFIX: &str = "ingest-";
 
+/// A blob written to staging, waiting for its name.
+struct Pending {
+    tmp: TempPath,
+    digest: Digest,
+    /// Already flushed to disk (large files are, as soon as they are written).
+    synced: bool,
+}
+
 /// Blobs written to staging and waiting to be made durable and moved into `blobs/`.
 /// Dropping a batch without finishing it removes its staging files.
 pub struct Batch<'a> {
@@ -313,7 +329,7 @@ pub struct Batch<'a> {
     /// holds them all.
     referenced: Mutex<Vec<Digest>>,
     /// Staged files are closed once written, so a batch of any size holds no descriptors.
-    pending: Mutex<Vec<(TempPath, Digest)>>,
+    pending: Mutex<Vec<Pending>>,
     /// Files of the caller's that become blobs by a second name (staged draft files).
     links: Mutex<Vec<(PathBuf, Digest, bool)>>,
     /// Fan-out directories (first digest byte) of every blob the batch refers to, including
@@ -326,49 +342,76 @@ impl Batch<'_> {
     /// Stores the contents of `src`; safe to call from several threads at once.
     /// `len` is the size the caller saw; it only chooses between reading whole and streaming.
     pub fn add_file(&self, src: &Path, len: u64) -> Result<(Digest, u64)> {
+        self.add_file_likely(src, len, None)
+    }
+
+    /// The same, for a file `likely` to hold content already stored (a file of the previous
+    /// version with the same path, size and mtime): it is then hashed first and nothing is
+    /// written if it does. Any other large file is read once: copied into staging (cloned
+    /// where the filesystem can) while another thread hashes the copy, and, if big, made
+    /// durable before this returns, so its flush overlaps the work on other files.
+    pub fn add_file_likely(
+        &self,
+        src: &Path,
+        len: u64,
+        likely: Option<Digest>,
+    ) -> Result<(Digest, u64)> {
         let mut file = File::open(src).at(src)?;
         if len <= SMALL_FILE {
             let mut data = Vec::with_capacity(len as usize);
             file.read_to_end(&mut data).at(src)?;
             return self.add_bytes(&data);
         }
-        // Large files are hashed first, so content already stored is not written again
-        // (re-logging a mostly unchanged dataset is the common case).
-        let (digest, size) = Digest::of_reader(&mut file).at(src)?;
+        if let Some(likely) = likely.filter(|d| self.store.contains(d)) {
+            let (digest, size) = Digest::of_reader(&file).at(src)?;
+            if digest == likely {
+                self.note(&digest);
+                return Ok((digest, size));
+            }
+            // Changed after all: stored like any new content.
+            file.seek(std::io::SeekFrom::Start(0)).at(src)?;
+        }
+        let tmp = self.temp()?;
+        let (digest, size) = match clone(&file, tmp.as_file(), tmp.path())? {
+            true => {
+                let (digest, size) = Digest::of_reader(tmp.as_file()).at(tmp.path())?;
+                (digest, size)
+            }
+            false => copy_hashing(&file, src, tmp.as_file(), tmp.path())?,
+        };
         self.note(&digest);
         if self.store.contains(&digest) {
+            // Identical content is stored already; the copy is dropped.
             return Ok((digest, size));
         }
-        let mut tmp = self.temp()?;
-        file.seek(std::io::SeekFrom::Start(0)).at(src)?;
-        let mut hasher = Sha256::new();
-        let mut buf = vec![0u8; COPY_BUF];
-        loop {
-            let n = match file.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(Error::io(src, e)),
-            };
-            hasher.update(&buf[..n]);
-            write_blob(&mut tmp, &buf[..n])?;
+        let synced = size >= FLUSH_EARLY;
+        if synced {
+            fsync(tmp.as_file(), tmp.path())?;
         }
-        if Digest(hasher.finalize().into()) != digest {
-            return Err(Error::invalid(
-                src.display().to_string(),
-                "changed while it was being stored; try again once it is no longer being written",
-            ));
-        }
-        self.stage(tmp, digest);
+        lock(&self.pending).push(Pending {
+            tmp: tmp.into_temp_path(),
+            digest,
+            synced,
+        });
         Ok((digest, size))
     }
 
     /// Stores the contents of `path` by linking it into `blobs/` when the batch finishes,
     /// without copying. The caller must keep the file unchanged from now on: once linked,
-    /// it is the blob. Safe to call from several threads at once.
-    pub fn add_by_link(&self, path: &Path, len: u64) -> Result<(Digest, u64)> {
+    /// it is the blob. `known` is its digest and size when the caller has them already (and
+    /// knows the file has not changed since): it is then not read at all. Safe to call from
+    /// several threads at once.
+    pub fn add_by_link(
+        &self,
+        path: &Path,
+        len: u64,
+        known: Option<(Digest, u64)>,
+    ) -> Result<(Digest, u64)> {
         let file = File::open(path).at(path)?;
-        let (digest, size) = hash_file(&file, len, path)?;
+        let (digest, size) = match known {
+            Some(known) => known,
+            None => hash_file(&file, len, path)?,
+        };
         self.note(&digest);
         if !self.store.contains(&digest) {
             // A large file is flushed here, while other threads still hash, rather than all
@@ -445,7 +488,11 @@ impl Batch<'_> {
     }
 
     fn stage(&self, tmp: NamedTempFile, digest: Digest) {
-        lock(&self.pending).push((tmp.into_temp_path(), digest));
+        lock(&self.pending).push(Pending {
+            tmp: tmp.into_temp_path(),
+            digest,
+            synced: false,
+        });
     }
 
     /// Makes every staged blob durable and moves it into `blobs/`. When this returns, catalog
@@ -454,13 +501,15 @@ impl Batch<'_> {
     pub fn finish(self) -> Result<Vec<Digest>> {
         let pending = std::mem::take(&mut *lock(&self.pending));
         let links = std::mem::take(&mut *lock(&self.links));
-        let unsynced = links.iter().filter(|l| !l.2).count();
-        if pending.len() + unsynced > SYNCFS_THRESHOLD {
+        let unsynced =
+            pending.iter().filter(|p| !p.synced).count() + links.iter().filter(|l| !l.2).count();
+        if unsynced > SYNCFS_THRESHOLD {
             syncfs(&self.store.staging)?;
         } else {
             let paths = pending
                 .iter()
-                .map(|(t, _)| t.as_ref())
+                .filter(|p| !p.synced)
+                .map(|p| p.tmp.as_ref())
                 .chain(links.iter().filter(|l| !l.2).map(|(p, ..)| p.as_path()));
             for path in paths {
                 fsync(&File::open(path).at(path)?, path)?;
@@ -468,7 +517,10 @@ impl Batch<'_> {
         }
         let placed = pending
             .into_par_iter()
-            .map(|(tmp, digest)| self.place(tmp, &digest).map(|new| new.then_some(digest)))
+            .map(|p| {
+                self.place(p.tmp, &p.digest)
+                    .map(|new| new.then_some(p.digest))
+            })
             .collect::<Result<Vec<_>>>()?;
         let linked = links
             .into_par_iter()
@@ -622,6 +674,165 @@ pub fn holds_blobs(blobs: &Path) -> Result<bool> {
         }
     }
     Ok(false)
+}
+
+/// Makes `dst` (empty, at `to`) a clone of `src` sharing its blocks, where the filesystem
+/// can (btrfs, XFS, on one filesystem); false if it cannot, leaving `dst` empty.
+fn clone(src: &File, dst: &File, to: &Path) -> Result<bool> {
+    // A clone writes the blob as much as a copy does.
+    faults::check(faults::Op::Write).at(to)?;
+    // SAFETY: both descriptors are valid for the duration of the call.
+    let rc = unsafe { libc::ioctl(dst.as_raw_fd(), libc::FICLONE, src.as_raw_fd()) };
+    if rc == 0 {
+        return Ok(true);
+    }
+    dst.set_len(0).at(to)?;
+    Ok(false)
+}
+
+/// How far a copy into staging has got, for the thread hashing behind it.
+struct Copied {
+    state: Mutex<(u64, bool)>,
+    moved: std::sync::Condvar,
+}
+
+impl Copied {
+    fn advance(&self, to: u64, done: bool) {
+        let mut s = lock(&self.state);
+        *s = (to, done);
+        self.moved.notify_all();
+    }
+
+    /// Waits until more than `at` bytes are copied or the copy ended; returns how many are.
+    fn wait_past(&self, at: u64) -> (u64, bool) {
+        let mut s = lock(&self.state);
+        while s.0 <= at && !s.1 {
+            s = self.moved.wait(s).unwrap_or_else(|e| e.into_inner());
+        }
+        *s
+    }
+}
+
+/// Copies `src` (at path `from`) into the empty staging file `dst` (at `to`) on one thread,
+/// starting its write-back as it goes, while this thread hashes what was copied: reading the
+/// copy rather than the source, the digest is that of the blob whatever happens to the
+/// source meanwhile. Returns the digest and size of the copy.
+fn copy_hashing(src: &File, from: &Path, dst: &File, to: &Path) -> Result<(Digest, u64)> {
+    let copied = Copied {
+        state: Mutex::new((0, false)),
+        moved: std::sync::Condvar::new(),
+    };
+    std::thread::scope(|s| {
+        let copier = s.spawn(|| {
+            let result = copy_into(src, from, dst, to, &copied);
+            let at = lock(&copied.state).0;
+            copied.advance(at, true);
+            result
+        });
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; COPY_BUF];
+        let mut at = 0u64;
+        let hashed = loop {
+            let (end, done) = copied.wait_past(at);
+            while at < end {
+                let want = ((end - at) as usize).min(buf.len());
+                match dst.read_at(&mut buf[..want], at) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        hasher.update(&buf[..n]);
+                        at += n as u64;
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(Error::io(to, e)),
+                }
+            }
+            if done {
+                break at;
+            }
+        };
+        let size = copier.join().expect("the copying thread does not panic")?;
+        if hashed != size {
+            return Err(Error::io(
+                to,
+                std::io::Error::other(format!("read {hashed} bytes of a {size}-byte copy")),
+            ));
+        }
+        Ok((Digest(hasher.finalize().into()), size))
+    })
+}
+
+/// The copying half of [`copy_hashing`]: in the kernel where it can (`copy_file_range`),
+/// through a buffer otherwise. Returns the bytes copied.
+fn copy_into(src: &File, from: &Path, dst: &File, to: &Path, copied: &Copied) -> Result<u64> {
+    let mut at = 0u64;
+    let mut flushed = 0u64;
+    let mut in_kernel = true;
+    let mut buf = Vec::new();
+    loop {
+        faults::check(faults::Op::Write).at(to)?;
+        let n = if in_kernel {
+            let (mut off_in, mut off_out) = (at as libc::loff_t, at as libc::loff_t);
+            // SAFETY: both descriptors are valid; the offsets are ours.
+            let n = unsafe {
+                libc::copy_file_range(
+                    src.as_raw_fd(),
+                    &mut off_in,
+                    dst.as_raw_fd(),
+                    &mut off_out,
+                    COPY_STEP,
+                    0,
+                )
+            };
+            if n < 0 {
+                let e = std::io::Error::last_os_error();
+                match e.raw_os_error() {
+                    Some(libc::EINTR) => continue,
+                    // Not between these two files (another filesystem, an old kernel).
+                    Some(libc::EXDEV | libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP)
+                        if at == 0 =>
+                    {
+                        in_kernel = false;
+                        buf = vec![0u8; COPY_BUF];
+                        continue;
+                    }
+                    _ => return Err(Error::io(from, e)),
+                }
+            }
+            n as usize
+        } else {
+            let n = match src.read_at(&mut buf, at) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Error::io(from, e)),
+            };
+            dst.write_all_at(&buf[..n], at).at(to)?;
+            n
+        };
+        if n == 0 {
+            return Ok(at);
+        }
+        at += n as u64;
+        copied.advance(at, false);
+        if at - flushed >= WRITEBACK_STEP {
+            start_writeback(dst, flushed, at - flushed);
+            flushed = at;
+        }
+    }
+}
+
+/// Asks the kernel to start writing a range of `file` to disk, without waiting: a later
+/// fsync then finds most of it done.
+pub fn start_writeback(file: &File, offset: u64, len: u64) {
+    // SAFETY: the descriptor is valid for the duration of the call. A failure only means
+    // the later fsync does all the work.
+    unsafe {
+        libc::sync_file_range(
+            file.as_raw_fd(),
+            offset as libc::off64_t,
+            len as libc::off64_t,
+            libc::SYNC_FILE_RANGE_WRITE,
+        )
+    };
 }
 
 #[cfg(test)]

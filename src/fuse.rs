@@ -50,6 +50,7 @@ pub struct Adapter {
     /// Set once the session exists; tells the kernel to drop names that went away.
     notifier: Arc<OnceLock<Notifier>>,
     backing: Mutex<Backing>,
+    draft_io: Mutex<DraftIo>,
     plus: PlusPolicy,
 }
 
@@ -202,12 +203,68 @@ impl Backing {
     }
 }
 
+/// How the open handles of a draft's file reach its staged file: all through one backing
+/// file (kernel passthrough: reads and writes go to the staged file without the server), or
+/// all through the server. The kernel takes one backing file per inode and refuses to mix
+/// passthrough opens with cached ones, so the first open of an inode decides for every open
+/// that overlaps it. The choice ends with the inode's last handle: the inode may stand for
+/// another file afterwards (a commit, a copy replacing a staged file shared with a blob).
+#[derive(Default)]
+struct DraftIo {
+    by_ino: HashMap<u64, DraftOpens>,
+    /// The inode of each handle counted there.
+    handles: HashMap<u64, u64>,
+}
+
+struct DraftOpens {
+    /// The backing file and which file it is (device, inode number); None: the server.
+    backing: Option<(Arc<BackingId>, (u64, u64))>,
+    open: u32,
+}
+
+/// How one open of a draft's file is served.
+enum DraftOpen {
+    Passthrough(Arc<BackingId>),
+    Server,
+    /// Not at all: the inode's other handles pass through to a file this one is not (a
+    /// staged file copied since, because a failed commit shared it with a blob), and the
+    /// kernel serves every open of an inode through one backing file.
+    Busy,
+}
+
+impl DraftIo {
+    fn count(&mut self, ino: u64, fh: u64) {
+        if let Some(o) = self.by_ino.get_mut(&ino) {
+            o.open += 1;
+            self.handles.insert(fh, ino);
+        }
+    }
+
+    fn released(&mut self, fh: u64) {
+        let Some(ino) = self.handles.remove(&fh) else {
+            return;
+        };
+        if let Some(o) = self.by_ino.get_mut(&ino) {
+            o.open = o.open.saturating_sub(1);
+            if o.open == 0 {
+                self.by_ino.remove(&ino);
+            }
+        }
+    }
+}
+
+fn file_id(file: &std::fs::File) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    file.metadata().ok().map(|m| (m.dev(), m.ino()))
+}
+
 impl Adapter {
     pub fn new(fs: Fs, notifier: Arc<OnceLock<Notifier>>) -> Self {
         Adapter {
             fs,
             notifier,
             backing: Mutex::new(Backing::default()),
+            draft_io: Mutex::new(DraftIo::default()),
             plus: PlusPolicy::default(),
         }
     }
@@ -242,6 +299,76 @@ impl Adapter {
 
     fn backing(&self) -> std::sync::MutexGuard<'_, Backing> {
         self.backing.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn draft_io(&self) -> std::sync::MutexGuard<'_, DraftIo> {
+        self.draft_io.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Decides how handle `fh` of draft file `ino` (open as `file`; its permission bits
+    /// `perm` when the caller has them) is served. A file opened for writing (not appending)
+    /// by the first handle of its inode gets a backing file, registered by `register`, if
+    /// passthrough is on, the store is local, and the file has no set-ID bit (a write
+    /// through the kernel alone could not clear it).
+    fn draft_open(
+        &self,
+        ino: u64,
+        fh: u64,
+        file: &std::fs::File,
+        mode: OpenMode,
+        perm: Option<u16>,
+        register: impl FnOnce(&std::fs::File) -> std::io::Result<BackingId>,
+    ) -> DraftOpen {
+        let mut io = self.draft_io();
+        if let Some(o) = io.by_ino.get(&ino) {
+            let opened = match &o.backing {
+                Some((id, which)) if file_id(file) == Some(*which) => {
+                    DraftOpen::Passthrough(id.clone())
+                }
+                Some(_) => return DraftOpen::Busy,
+                None => DraftOpen::Server,
+            };
+            io.count(ino, fh);
+            return opened;
+        }
+        let eligible = mode.write
+            && !mode.append
+            && self.fs.passthrough.load(Relaxed)
+            && !self.fs.is_shared()
+            && perm
+                .or_else(|| self.fs.getattr(ino).ok().map(|e| e.attr.perm))
+                .is_some_and(|perm| u32::from(perm) & 0o6000 == 0);
+        let backing = match eligible {
+            true => match register(file) {
+                Ok(id) => file_id(file).map(|which| (Arc::new(id), which)),
+                Err(e) => {
+                    log::debug!("{}: no passthrough ({e})", self.fs.describe(ino, None));
+                    None
+                }
+            },
+            false => None,
+        };
+        let opened = match &backing {
+            Some((id, _)) => {
+                log::debug!(
+                    "{}: written through to its staged file (passthrough)",
+                    self.fs.describe(ino, None)
+                );
+                DraftOpen::Passthrough(id.clone())
+            }
+            None => DraftOpen::Server,
+        };
+        io.by_ino.insert(ino, DraftOpens { backing, open: 0 });
+        io.count(ino, fh);
+        opened
+    }
+
+    fn busy_backing(&self, ino: u64) -> Error {
+        Error::Busy(format!(
+            "{} is open elsewhere through the file it was before a failed commit; close it \
+             everywhere and open it again",
+            self.fs.describe(ino, None)
+        ))
     }
 
     /// The backing file of `ino` for one more open handle: the one registered already, or
@@ -701,13 +828,31 @@ impl Filesystem for Adapter {
                 exclusive,
             );
             match opened {
-                Ok((e, Opened::Content { fh, .. })) => reply.created(
-                    &e.ttl,
-                    &file_attr(&e.attr),
-                    Generation(0),
-                    FileHandle(fh),
-                    self.draft_file(),
-                ),
+                Ok((e, Opened::Content { fh, file, .. })) => {
+                    let mode = open_mode(flags);
+                    let how =
+                        self.draft_open(e.attr.ino, fh, &file, mode, Some(e.attr.perm), |f| {
+                            reply.open_backing(f)
+                        });
+                    let (ttl, attr, fh) = (&e.ttl, &file_attr(&e.attr), FileHandle(fh));
+                    match how {
+                        DraftOpen::Passthrough(id) => reply.created_passthrough(
+                            ttl,
+                            attr,
+                            Generation(0),
+                            fh,
+                            self.draft_file(),
+                            &id,
+                        ),
+                        DraftOpen::Server => {
+                            reply.created(ttl, attr, Generation(0), fh, self.draft_file())
+                        }
+                        DraftOpen::Busy => {
+                            self.fs.release(fh.0);
+                            reply.error(fail("create", &self.busy_backing(e.attr.ino)))
+                        }
+                    }
+                }
                 Ok((e, Opened::Control { fh })) => reply.created(
                     &e.ttl,
                     &file_attr(&e.attr),
@@ -753,7 +898,17 @@ impl Filesystem for Adapter {
             // A draft's file may get other content under the same inode: it is read through the
             // server with its pages dropped at each open, never through a backing file.
             if !immutable {
-                return reply.opened(FileHandle(fh), self.draft_file());
+                let how = self.draft_open(ino.0, fh, &file, mode, None, |f| reply.open_backing(f));
+                return match how {
+                    DraftOpen::Passthrough(id) => {
+                        reply.opened_passthrough(FileHandle(fh), self.draft_file(), &id)
+                    }
+                    DraftOpen::Server => reply.opened(FileHandle(fh), self.draft_file()),
+                    DraftOpen::Busy => {
+                        self.fs.release(fh);
+                        reply.error(fail("open", &self.busy_backing(ino.0)))
+                    }
+                };
             }
             // A reference of a version: checked at this open (above), then read like a blob.
             if self.fs.passthrough.load(Ordering::Relaxed) {
@@ -861,6 +1016,7 @@ impl Filesystem for Adapter {
             let budget = self.fs.kept_blobs_budget();
             self.backing().released(ino.0, budget);
             if fh != NO_HANDLE {
+                self.draft_io().released(fh.0);
                 self.fs.release(fh.0);
             }
             reply.ok();

@@ -11,11 +11,13 @@ use indicatif::ProgressBar;
 use rayon::prelude::*;
 
 use crate::blobs::Batch;
+use crate::catalog::Db;
 use crate::catalog::drafts::Change;
+use crate::catalog::nodes::NodeId;
 use crate::error::{Error, IoContext, Result};
 use crate::hash::Digest;
 use crate::reference::{OffLimits, Reference, mtime_of as mtime_ns};
-use crate::tree;
+use crate::tree::{self, Item, TreeEntry};
 
 /// One thing to record in a draft.
 #[derive(Debug, Clone)]
@@ -32,6 +34,9 @@ pub enum SourceKind {
     File {
         path: PathBuf,
         size: u64,
+        /// The blob it likely holds: that of a file at the same path, of the same size and
+        /// mtime, in the version it replaces (see [`hint`]).
+        likely: Option<Digest>,
     },
     Symlink {
         target: Vec<u8>,
@@ -399,6 +404,7 @@ fn source_of(dest: Vec<u8>, path: &Path, meta: &fs::Metadata) -> Result<Source> 
         SourceKind::File {
             path: path.to_path_buf(),
             size: meta.len(),
+            likely: None,
         }
     } else if ft.is_dir() {
         SourceKind::Dir
@@ -475,14 +481,48 @@ pub fn bytes_of(sources: &[Source]) -> u64 {
         .sum()
 }
 
+/// Notes, for each large file among `sources`, the blob it likely holds: that of the file
+/// at the same path in the version `previous` (the one the new version replaces or starts
+/// from), if it has the same size and mtime. Storing such a file then hashes it first and
+/// writes nothing when it is unchanged (logging a dataset again is common); any other large
+/// file is copied and hashed in one pass. One index probe per large file.
+pub fn hint(conn: &Db, previous: Option<NodeId>, sources: &mut [Source]) -> Result<()> {
+    let Some(root) = previous else {
+        return Ok(());
+    };
+    for s in sources.iter_mut() {
+        let SourceKind::File { size, likely, .. } = &mut s.kind else {
+            continue;
+        };
+        if *size <= crate::blobs::SMALL_FILE {
+            continue;
+        }
+        if let Some(TreeEntry {
+            item: Item::File { blob, size: was },
+            mtime_ns,
+            ..
+        }) = tree::lookup(conn, root, &s.dest)?
+            && was == *size
+            && mtime_ns == s.mtime_ns
+        {
+            *likely = Some(blob);
+        }
+    }
+    Ok(())
+}
+
 /// Stores every file's content in `batch`, hashing on all cores, counting bytes on `bar`.
 pub fn store(batch: &Batch, sources: Vec<Source>, bar: &ProgressBar) -> Result<Vec<Stored>> {
     sources
         .into_par_iter()
         .map(|s| {
             let change = match s.kind {
-                SourceKind::File { ref path, size } => {
-                    let (blob, size) = batch.add_file(path, size)?;
+                SourceKind::File {
+                    ref path,
+                    size,
+                    likely,
+                } => {
+                    let (blob, size) = batch.add_file_likely(path, size, likely)?;
                     bar.inc(size);
                     Change::File { blob, size }
                 }

@@ -50,6 +50,33 @@ pub struct StagedMeta {
     pub ctime_ns: i64,
 }
 
+/// Which file a staged file is, and how big and how recently written: what a digest taken of
+/// it earlier must still match to be used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stamp {
+    pub ino: u64,
+    pub size: u64,
+    pub mtime_ns: i64,
+}
+
+impl Stamp {
+    pub fn of(m: &fs::Metadata) -> Stamp {
+        Stamp {
+            ino: m.ino(),
+            size: m.len(),
+            mtime_ns: meta_of(m).mtime_ns,
+        }
+    }
+}
+
+/// What a staged file was found to hold, and the file it was found in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StagedDigest {
+    pub digest: Digest,
+    pub size: u64,
+    pub stamp: Stamp,
+}
+
 /// A hold on a draft's staging lock; released when dropped.
 #[derive(Debug)]
 pub struct DraftLock(#[allow(dead_code)] File);
@@ -265,9 +292,14 @@ impl Staging {
     }
 
     pub fn meta(&self, d: &DraftRow, id: i64) -> Result<StagedMeta> {
+        Ok(self.meta_and_stamp(d, id)?.0)
+    }
+
+    /// The same, with what a digest taken earlier must match.
+    pub fn meta_and_stamp(&self, d: &DraftRow, id: i64) -> Result<(StagedMeta, Stamp)> {
         let path = self.path(d.id, id);
         let m = fs::metadata(&path).map_err(|e| missing(d, &path, e))?;
-        Ok(meta_of(&m))
+        Ok((meta_of(&m), Stamp::of(&m)))
     }
 
     /// The blob digest, size and mtime staged file `id` would be stored with, read now.

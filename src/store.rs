@@ -9,7 +9,7 @@ use crate::catalog::Db;
 use crate::blobs::BlobStore;
 use crate::catalog::drafts::Change;
 use crate::catalog::drafts::{self, DraftRow, LOG_DRAFT_ID, Meta};
-use crate::catalog::nodes;
+use crate::catalog::nodes::{self, NodeId};
 use crate::catalog::versions::{self, VersionRow};
 use crate::catalog::{Backend, Catalog};
 use crate::commit::{self, CommitOptions, Outcome};
@@ -18,7 +18,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::hash::Digest;
 use crate::ingest::{self, Inputs, Stored};
 use crate::names::{AliasName, ArtifactName, DraftName, LATEST, TypeName, VersionRef, closest};
-use crate::staging::Staging;
+use crate::staging::{StagedDigest, Staging};
 use crate::store_config::{self, Shared};
 use rayon::prelude::*;
 
@@ -164,13 +164,17 @@ impl Store {
     fn ingest_into<T>(
         &mut self,
         inputs: &Inputs,
-        dest: Option<&str>,
-        rehearse: bool,
-        track_replaced: bool,
+        how: Ingest,
         open: impl Fn(&Db) -> Result<DraftRow>,
         then: impl FnOnce(&Db, &DraftRow, usize, Vec<Vec<u8>>) -> Result<T>,
     ) -> Result<T> {
         self.catalog.check_writable()?;
+        let Ingest {
+            dest,
+            previous,
+            rehearse,
+            track_replaced,
+        } = how;
         let dest = dest.map(ingest::parse_dest).transpose()?;
         let dest = dest.as_deref();
         let mut total = 0;
@@ -199,7 +203,8 @@ impl Store {
         let bar = crate::progress::bytes(total);
         let mut spool = ingest::Spool::new(self.blobs.staging_dir())?;
         let mut added = ingest::Added::new(self.blobs.staging_dir())?;
-        let stored = ingest::scan(inputs, dest, INGEST_CHUNK, &mut |chunk| {
+        let stored = ingest::scan(inputs, dest, INGEST_CHUNK, &mut |mut chunk| {
+            ingest::hint(self.catalog.conn(), previous, &mut chunk)?;
             let batch = self.blobs.batch();
             let stored = ingest::store(&batch, chunk, &bar);
             // Blobs placed before a failure are still to be removed below.
@@ -236,13 +241,17 @@ impl Store {
         opts: &CommitOptions,
     ) -> Result<Outcome> {
         check_type(self.conn(), name, opts.type_name.as_ref())?;
+        let previous = latest_root(self.conn(), name)?;
         // A fresh draft: only the paths themselves could clash, which is rare enough not to
         // rehearse for.
         self.ingest_into(
             inputs,
-            None,
-            false,
-            false,
+            Ingest {
+                dest: None,
+                previous,
+                rehearse: false,
+                track_replaced: false,
+            },
             |tx| drafts::create(tx, name.as_str(), LOG_DRAFT_ID, None, None),
             |tx, d, _, _| commit::commit(tx, d, opts),
         )
@@ -264,11 +273,15 @@ impl Store {
         inputs: &Inputs,
         dest: Option<&str>,
     ) -> Result<usize> {
+        let previous = require_draft(self.conn(), name)?.base_root;
         self.ingest_into(
             inputs,
-            dest,
-            true,
-            false,
+            Ingest {
+                dest,
+                previous,
+                rehearse: true,
+                track_replaced: false,
+            },
             |tx| require_draft(tx, name),
             |_, _, n, _| Ok(n),
         )
@@ -304,6 +317,7 @@ impl Store {
             &self.root,
             name,
             opts,
+            &|_, _| None,
         )
     }
 
@@ -317,11 +331,15 @@ impl Store {
         inputs: &Inputs,
         type_name: Option<&TypeName>,
     ) -> Result<(usize, Vec<Vec<u8>>)> {
+        let previous = latest_root(self.conn(), &name.artifact)?;
         self.ingest_into(
             inputs,
-            None,
-            true,
-            true,
+            Ingest {
+                dest: None,
+                previous,
+                rehearse: true,
+                track_replaced: true,
+            },
             |tx| open_distributed(tx, name, type_name),
             |_, _, n, replaced| Ok((n, replaced)),
         )
@@ -361,11 +379,18 @@ impl Store {
                     &self.staging,
                     &self.root,
                     d,
+                    &|_, _| None,
                 )?)
             }
             None => None,
         };
-        let outcome = self.ingest_into(inputs, None, true, true, open, |tx, d, _, replaced| {
+        let how = Ingest {
+            dest: None,
+            previous: latest_root(self.conn(), &name.artifact)?,
+            rehearse: true,
+            track_replaced: true,
+        };
+        let outcome = self.ingest_into(inputs, how, open, |tx, d, _, replaced| {
             Ok((commit::commit(tx, d, opts)?, replaced))
         })?;
         if let Some(d) = existing {
@@ -519,11 +544,12 @@ pub fn commit_draft(
     store_root: &Path,
     name: &DraftName,
     opts: &CommitOptions,
+    known: Known,
 ) -> Result<Outcome> {
     catalog.check_writable()?;
     let d = require_draft(catalog.conn(), name)?;
     commit::effective_type(catalog.conn(), &d, opts.type_name.as_ref())?;
-    let _writers = store_staged(catalog, blobs, staging, store_root, &d)?;
+    let _writers = store_staged(catalog, blobs, staging, store_root, &d, known)?;
     let outcome = catalog.write(|tx| {
         let now = require_draft(tx, name)?;
         commit::commit(tx, &now, opts)
@@ -532,16 +558,22 @@ pub fn commit_draft(
     Ok(outcome)
 }
 
+/// What a mount found staged files (by draft and number) to hold, if anything: see `fs/digests.rs`.
+pub type Known<'a> = &'a (dyn Fn(i64, i64) -> Option<StagedDigest> + Sync);
+
 /// Stores the files of draft `d` written through a mount as blobs (hashed in parallel, linked
 /// into `blobs/` without copying) and records them as such in their own transaction, so a
-/// commit refused afterwards (a conflicting type) leaves a draft that is whole. Returns the
-/// draft's commit lock, which keeps every writer out until the caller has sealed the version.
+/// commit refused afterwards (a conflicting type) leaves a draft that is whole. A file whose
+/// digest is `known` and which is still the file that was hashed is not read again. Returns
+/// the draft's commit lock, which keeps every writer out until the caller has sealed the
+/// version.
 fn store_staged(
     catalog: &mut Catalog,
     blobs: &BlobStore,
     staging: &Staging,
     store_root: &Path,
     d: &DraftRow,
+    known: Known,
 ) -> Result<crate::staging::DraftLock> {
     let writers = staging.lock_for_commit(catalog.conn(), d)?;
     let mut rows = drafts::staged(catalog.conn(), d.id)?;
@@ -571,14 +603,29 @@ fn store_staged(
     }
     let lock = (lock_store(store_root, false)?, catalog.hold_blobs(false)?);
     let batch = blobs.batch();
+    let reused = std::sync::atomic::AtomicUsize::new(0);
     let mut stored = here
         .par_iter()
         .map(|r| {
-            let meta = staging.meta(d, r.id)?;
-            let (blob, size) = batch.add_by_link(&staging.path(d.id, r.id), meta.size)?;
+            let (meta, stamp) = staging.meta_and_stamp(d, r.id)?;
+            let reuse = known(d.id, r.id)
+                .filter(|k| k.stamp == stamp)
+                .map(|k| (k.digest, k.size));
+            if reuse.is_some() {
+                reused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            let (blob, size) = batch.add_by_link(&staging.path(d.id, r.id), meta.size, reuse)?;
             Ok((r.id, blob, size, meta.mtime_ns))
         })
         .collect::<Result<Vec<_>>>()?;
+    let reused = reused.into_inner();
+    if reused > 0 {
+        log::info!(
+            "{}: {reused} of {} staged files stored by the digests taken when they were written",
+            d.label(),
+            here.len()
+        );
+    }
     let added = batch.finish()?;
     stored.extend(published);
     let staged: Vec<i64> = here.iter().map(|r| r.id).collect();
@@ -647,6 +694,27 @@ fn remove_unreferenced_each(
     if let Err(e) = removed {
         log::warn!("could not remove the blobs of a failed operation ({e}); gc will");
     }
+}
+
+/// How [`Store::ingest_into`] stores and records its inputs.
+struct Ingest<'a> {
+    /// Where in the draft they go (`draft add --as`).
+    dest: Option<&'a str>,
+    /// The root of the version whose files they likely repeat (see [`ingest::hint`]).
+    previous: Option<NodeId>,
+    /// Whether to try the recording first, with placeholder contents, in a transaction that
+    /// is rolled back, so what can be refused is refused before any content is copied.
+    rehearse: bool,
+    /// Whether to collect the paths whose entries are replaced.
+    track_replaced: bool,
+}
+
+/// The root of `name`'s latest version, which files being stored likely repeat.
+fn latest_root(conn: &Db, name: &ArtifactName) -> Result<Option<NodeId>> {
+    Ok(match versions::artifact(conn, name.as_str())? {
+        Some(a) => versions::latest(conn, a.id)?.map(|v| v.root),
+        None => None,
+    })
 }
 
 fn check_writable(dir: &Path) -> Result<()> {

@@ -140,6 +140,7 @@ impl Fs {
             &self.store_root,
             &draft,
             &request,
+            &|draft, id| self.digests.take((draft, id)),
         )?;
         lock(&self.stale).push((DRAFTS, draft.to_string().into_bytes()));
         lock(&self.refusals).remove(&draft.to_string());

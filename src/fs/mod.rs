@@ -14,6 +14,7 @@
 
 pub mod access;
 mod control;
+mod digests;
 pub mod inode;
 mod lineage;
 mod listings;
@@ -154,6 +155,8 @@ pub struct Fs {
     dirs: Mutex<HashMap<u64, DirHandle>>,
     staging: Staging,
     files: Mutex<HashMap<u64, OpenFile>>,
+    /// Digests of staged files taken after their last writer closed them.
+    digests: digests::Digests,
     controls: Mutex<HashMap<u64, control::ControlHandle>>,
     /// Why the last commit request written to each draft's control file was refused, by
     /// draft name, until the next request.
@@ -276,6 +279,7 @@ impl Fs {
             read_only: false,
             shared,
             cached: version_files::Cached::default(),
+            digests: digests::Digests::default(),
             lineage,
         })
     }
@@ -1314,7 +1318,20 @@ impl Fs {
     }
 
     pub fn release(&self, fh: u64) {
-        lock(&self.files).remove(&fh);
+        let last_writer = {
+            let mut files = lock(&self.files);
+            files.remove(&fh).and_then(|open| {
+                let key = open.writer.as_ref()?.staged_key()?;
+                let others = files
+                    .values()
+                    .any(|o| o.writer.as_ref().and_then(|w| w.staged_key()) == Some(key));
+                (!others).then_some((key, open.file))
+            })
+        };
+        if let Some((key, file)) = last_writer {
+            let path = self.staging.path(key.0, key.1);
+            self.digests.closed(key, path, &file);
+        }
         self.release_control(fh);
     }
 

@@ -22,6 +22,13 @@ pub(super) struct Writer {
     staged: Option<(DraftRow, i64)>,
 }
 
+impl Writer {
+    /// The staged file written (draft id, number), while it is the draft's.
+    pub(super) fn staged_key(&self) -> Option<(i64, i64)> {
+        self.staged.as_ref().map(|(d, id)| (d.id, *id))
+    }
+}
+
 /// How to stage a path that may not exist yet.
 #[derive(Clone, Copy)]
 struct Create {
@@ -627,7 +634,11 @@ impl Fs {
                 }
                 if atime.is_some() || mtime.is_some() {
                     let _lock = self.staging.lock_for_writing(&d)?;
-                    self.staging.set_times(&d, id, atime, mtime)
+                    self.staging.set_times(&d, id, atime, mtime)?;
+                    // New times, the same bytes: a digest taken of them still holds.
+                    let now = self.staging.meta(&d, id)?;
+                    self.digests.retimed((draft, id), now.mtime_ns);
+                    Ok(())
                 } else {
                     self.staging.touch(&d, id)
                 }
@@ -780,6 +791,7 @@ impl Fs {
                 }
                 drop(conn);
                 let lock = self.staging.lock_for_writing(&d)?;
+                self.digests.forget((d.id, id));
                 let file = self.staging.open_file(&d, id, true, open.append)?;
                 if open.truncate {
                     file.set_len(0)
@@ -834,6 +846,7 @@ impl Fs {
         let d = require_draft(self.pool.get()?.conn(), &name)?;
         let lock = self.staging.lock_for_writing(&d)?;
         let (id, staged) = self.stage(&name, &d, path, open.truncate, create)?;
+        self.digests.forget((d.id, id));
         let file = match staged {
             // A file just staged is open read-write already.
             Some(file) if !open.append => file,
