@@ -5,7 +5,7 @@ set -euo pipefail
 
 need=()
 for pkg in build-essential pkg-config python3 rsync fuse3 sqlite3 git fio bindfs man-db bsdextrautils \
-    graphviz postgresql; do
+    graphviz postgresql xfsprogs; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if ((${#need[@]})); then

@@ -196,13 +196,18 @@ struct Image {
 }
 
 impl Image {
-    /// None, with a note, where the tools or privileges are missing.
-    fn xfs() -> Option<Image> {
+    /// A fresh XFS image with reflink, loop-mounted. A test that needs one fails, saying
+    /// what is missing, where the tools or privileges are not there.
+    fn xfs() -> Image {
         // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 || Command::new("mkfs.xfs").arg("-V").output().is_err() {
-            eprintln!("skipped: needs root and mkfs.xfs (apt-get install xfsprogs)");
-            return None;
-        }
+        assert!(
+            unsafe { libc::geteuid() } == 0,
+            "this test loop-mounts an XFS image: run the tests as root"
+        );
+        assert!(
+            Command::new("mkfs.xfs").arg("-V").output().is_ok(),
+            "this test needs mkfs.xfs: run scripts/setup.sh (apt-get install xfsprogs)"
+        );
         let dir = tempfile::tempdir().unwrap();
         let img = dir.path().join("xfs.img");
         fs::File::create(&img)
@@ -223,11 +228,11 @@ impl Image {
             .arg(&mnt)
             .output()
             .unwrap();
-        if !mount.status.success() {
-            eprintln!("skipped: cannot loop-mount an image here: {mount:?}");
-            return None;
-        }
-        Some(Image { dir, mnt })
+        assert!(
+            mount.status.success(),
+            "this test loop-mounts an XFS image, which failed here: {mount:?}"
+        );
+        Image { dir, mnt }
     }
 }
 
@@ -251,13 +256,12 @@ fn free_bytes(path: &Path) -> u64 {
 /// copied instead; both versions read back exactly.
 #[test]
 fn large_files_are_cloned_where_the_filesystem_can() {
-    let Some(img) = Image::xfs() else {
-        return;
-    };
+    let img = Image::xfs();
     let store = img.mnt.join("store");
     let s = TestStore {
         tmp: tempfile::tempdir().unwrap(),
         root: store.clone(),
+        shared: None,
     };
     let data = img.mnt.join("data");
     let files: Vec<_> = (0..3u64)
