@@ -407,7 +407,7 @@ section_copies() {
     say "native cp -r: $(samples cp_native) s, then sync $(samples sync_native) s"
 
     prepare "$W/tree"
-    mkdir "$W/store_copy"
+    "$BIN" init "$W/store_copy" >/dev/null
     mount_store "$W/store_copy"
     mkdir "$MNT/drafts/copy"
     timed cp_draft "$CP_CAP" cp -r "$W/tree" "$MNT/drafts/copy/data" ||

@@ -195,11 +195,11 @@ mount_store() {
     [[ -d $MNT/drafts ]] || { mount_log_tail; die "the mount answers, but $MNT/drafts is missing"; }
 }
 
-# new_store DIR: an empty store at DIR (which must not exist), mounted.
+# new_store DIR: an empty store at DIR (which must not exist), made with `init`, mounted.
 new_store() {
     unmount_store
     STORE=$1
-    mkdir "$STORE"
+    "$BIN" init "$STORE" >/dev/null
     mount_store
 }
 
