@@ -15,20 +15,6 @@ use common::*;
 
 const MIB: usize = 1 << 20;
 
-/// Deterministic bytes that differ with `seed`, so no two files share a blob by accident.
-fn bytes(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
 /// Writes `files` under `dir`.
 fn write_all(dir: &Path, files: &[(String, Vec<u8>)]) {
     for (rel, data) in files {
@@ -78,7 +64,7 @@ fn many_large_files_are_stored_exactly() {
     let mut files = Vec::new();
     for i in 0..24u64 {
         let len = MIB + 1 + (i as usize * 97_531) % (2 * MIB);
-        files.push((format!("shards/{i:02}.bin"), bytes(i, len)));
+        files.push((format!("shards/{i:02}.bin"), noise(i, len)));
     }
     for i in 0..20u64 {
         files.push((
@@ -86,8 +72,8 @@ fn many_large_files_are_stored_exactly() {
             format!("small {i}\n").into_bytes(),
         ));
     }
-    files.push(("copy-a.bin".into(), bytes(99, 3 * MIB)));
-    files.push(("copy-b.bin".into(), bytes(99, 3 * MIB)));
+    files.push(("copy-a.bin".into(), noise(99, 3 * MIB)));
+    files.push(("copy-b.bin".into(), noise(99, 3 * MIB)));
     files.push(("empty".into(), Vec::new()));
     let data = s.path("data");
     write_all(&data, &files);
@@ -112,7 +98,7 @@ fn many_large_files_are_stored_exactly() {
 fn a_changed_file_with_the_old_mtime_is_stored_anew() {
     let s = TestStore::new();
     let data = s.path("data");
-    let mut files = vec![("weights.bin".to_string(), bytes(1, 5 * MIB))];
+    let mut files = vec![("weights.bin".to_string(), noise(1, 5 * MIB))];
     write_all(&data, &files);
     let path = data.join("weights.bin");
     let when = time_at(1_700_000_000, 123);
@@ -141,7 +127,7 @@ fn large_files_from_another_filesystem_are_copied() {
         .map(|i| {
             (
                 format!("part-{i}.bin"),
-                bytes(100 + i, 2 * MIB + i as usize),
+                noise(100 + i, 2 * MIB + i as usize),
             )
         })
         .collect();
@@ -160,7 +146,7 @@ fn a_file_changing_while_logged_still_gives_an_intact_blob() {
     let s = TestStore::new();
     let data = s.path("data");
     let path = data.join("moving.bin");
-    write_file(&path, &bytes(7, 48 * MIB));
+    write_file(&path, &noise(7, 48 * MIB));
     let stop = AtomicBool::new(false);
     std::thread::scope(|scope| {
         scope.spawn(|| {
@@ -168,7 +154,7 @@ fn a_file_changing_while_logged_still_gives_an_intact_blob() {
             let mut round = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 let at = (round * 7919 % 48) as usize * MIB;
-                f.write_all_at(&bytes(1000 + round, MIB), at as u64)
+                f.write_all_at(&noise(1000 + round, MIB), at as u64)
                     .unwrap();
                 round += 1;
             }
@@ -265,7 +251,7 @@ fn large_files_are_cloned_where_the_filesystem_can() {
     };
     let data = img.mnt.join("data");
     let files: Vec<_> = (0..3u64)
-        .map(|i| (format!("w{i}.bin"), bytes(200 + i, 32 * MIB)))
+        .map(|i| (format!("w{i}.bin"), noise(200 + i, 32 * MIB)))
         .collect();
     write_all(&data, &files);
     s.init();
@@ -283,7 +269,7 @@ fn large_files_are_cloned_where_the_filesystem_can() {
 
     // From the test's scratch directory (another filesystem): copied.
     let other: Vec<_> = (0..2u64)
-        .map(|i| (format!("o{i}.bin"), bytes(300 + i, 8 * MIB)))
+        .map(|i| (format!("o{i}.bin"), noise(300 + i, 8 * MIB)))
         .collect();
     let src = s.path("other");
     write_all(&src, &other);
@@ -332,7 +318,7 @@ fn files_written_through_the_mount_are_committed_by_their_digests() {
     let m = Mounted::new(&s, &mp);
     fs::create_dir(m.path("drafts/ckpt")).unwrap();
     let files: Vec<_> = (0..3u64)
-        .map(|i| (format!("w{i}.bin"), bytes(400 + i, 3 * MIB + i as usize)))
+        .map(|i| (format!("w{i}.bin"), noise(400 + i, 3 * MIB + i as usize)))
         .collect();
     for (rel, data) in &files {
         fs::write(m.path(&format!("drafts/ckpt/{rel}")), data).unwrap();
@@ -364,11 +350,11 @@ fn a_file_rewritten_after_it_was_hashed_is_hashed_again() {
 
     // Through the mount: opened again without truncating, written at an offset.
     fs::create_dir(m.path("drafts/a")).unwrap();
-    let mut data = bytes(500, 4 * MIB);
+    let mut data = noise(500, 4 * MIB);
     let path = m.path("drafts/a/model.bin");
     fs::write(&path, &data).unwrap();
     pause();
-    data[MIB..MIB + 4096].copy_from_slice(&bytes(501, 4096));
+    data[MIB..MIB + 4096].copy_from_slice(&noise(501, 4096));
     fs::OpenOptions::new()
         .write(true)
         .open(&path)
@@ -414,7 +400,7 @@ fn draft_files_are_written_through_to_their_staged_files() {
     fs::create_dir(m.path("drafts/ckpt")).unwrap();
     let src = s.path("src");
     let files: Vec<_> = (0..2u64)
-        .map(|i| (format!("w{i}.bin"), bytes(600 + i, 6 * MIB + 3)))
+        .map(|i| (format!("w{i}.bin"), noise(600 + i, 6 * MIB + 3)))
         .collect();
     write_all(&src, &files);
     let out = Command::new("cp")
@@ -429,7 +415,7 @@ fn draft_files_are_written_through_to_their_staged_files() {
     // Written and read back through two descriptors open at once.
     let path = m.path("drafts/ckpt/live.bin");
     let writer = fs::File::create(&path).unwrap();
-    let data = bytes(700, 2 * MIB);
+    let data = noise(700, 2 * MIB);
     writer.write_all_at(&data, 0).unwrap();
     assert!(fs::read(&path).unwrap() == data, "read back while open");
     writer.write_all_at(b"tail", data.len() as u64).unwrap();
@@ -482,7 +468,7 @@ fn a_staged_file_shared_with_a_blob_is_never_written_through() {
     let m = Mounted::new(&s, &mp);
     fs::create_dir(m.path("drafts/d")).unwrap();
     let path = m.path("drafts/d/model.bin");
-    let mut data = bytes(800, 4 * MIB);
+    let mut data = noise(800, 4 * MIB);
     let writer = fs::File::create(&path).unwrap();
     writer.write_all_at(&data, 0).unwrap();
     // Opened while the writer passes through: the reader shares its backing file.

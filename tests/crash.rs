@@ -414,20 +414,6 @@ impl Rng {
     }
 }
 
-/// Bytes that do not repeat or compress, from a seed.
-fn bytes(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = splitmix(seed) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
 fn mib(rng: &mut Rng, lo: u64, hi: u64) -> usize {
     rng.range(lo * MIB, hi * MIB) as usize
 }
@@ -440,11 +426,11 @@ fn gen_tree(rng: &mut Rng, n_small: usize, big: &[usize]) -> Contents {
         let size = rng.range(1, 4096) as usize;
         c.insert(
             format!("d{:02}/f{i:04}.txt", i % 10),
-            bytes(rng.next(), size),
+            noise(rng.next(), size),
         );
     }
     for (j, size) in big.iter().enumerate() {
-        c.insert(format!("big{j}.bin"), bytes(rng.next(), *size));
+        c.insert(format!("big{j}.bin"), noise(rng.next(), *size));
     }
     c
 }
@@ -1057,12 +1043,12 @@ fn fill_through_mount(m: &Mounted, rng: &mut Rng, base: &Contents) -> Contents {
     }
     let picks = rng.pick(&small_paths(base), 25);
     for rel in &picks[..10] {
-        let data = bytes(rng.next(), rng.range(1, 8000) as usize);
+        let data = noise(rng.next(), rng.range(1, 8000) as usize);
         fs::write(draft.join(rel), &data).unwrap();
         exp.insert(rel.clone(), data);
     }
     for rel in &picks[10..15] {
-        let extra = bytes(rng.next(), 100);
+        let extra = noise(rng.next(), 100);
         let mut f = OpenOptions::new()
             .append(true)
             .open(draft.join(rel))
@@ -1109,7 +1095,7 @@ fn fill_with_cli(s: &TestStore, rng: &mut Rng, base: &Contents) -> Contents {
     let mut want = base.clone();
     want.extend(prefixed(&added, "new/"));
     for (i, rel) in rng.pick(&small_paths(base), 5).iter().enumerate() {
-        let data = bytes(rng.next(), rng.range(1, 8000) as usize);
+        let data = noise(rng.next(), rng.range(1, 8000) as usize);
         let f = s.path(&format!("mod-{i}"));
         write_file(&f, &data);
         s.ok(&draft_add_args(&f, rel));
@@ -1644,7 +1630,7 @@ fn cli_gc(s: &TestStore, rng: &mut Rng, delay: Option<Duration>) -> Report {
         in_mount.insert(rel, data);
     }
     for rel in rng.pick(&small_paths(&base), 3) {
-        let data = bytes(rng.next(), 500);
+        let data = noise(rng.next(), 500);
         fs::write(draft.join(&rel), &data).unwrap();
         in_mount.insert(rel, data);
     }

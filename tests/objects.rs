@@ -23,23 +23,10 @@ use artifactfs::objects::{
     Transfer, blob_key,
 };
 use bytes::Bytes;
+use common::noise;
 use common::services::S3Server;
 
 const MIB: usize = 1 << 20;
-
-/// Bytes that do not repeat (a xorshift stream), so no two tests' blobs collide.
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
 
 fn write(dir: &Path, name: &str, data: &[u8]) -> PathBuf {
     let path = dir.join(name);
@@ -222,7 +209,7 @@ fn staged_files(cache: &BlobCache) -> usize {
 fn a_small_blob_round_trips_under_its_content_address() {
     let fx = Fixture::new("small");
     let remote = fx.remote();
-    let data = noise(100_000, 1);
+    let data = noise(1, 100_000);
     let src = write(fx.tmp.path(), "small.bin", &data);
     let up = remote.put_file(&src, None).unwrap();
     assert_eq!(up.digest, Digest::of(&data));
@@ -257,7 +244,7 @@ fn a_large_blob_goes_up_in_parallel_parts_and_comes_down_in_ranges() {
     let remote = RemoteBlobs::new(Arc::new(watched));
     assert_eq!(remote.transfer(), Transfer::default());
     // Past the 64 MiB threshold: 16 MiB parts, the last one short.
-    let data = noise(70 * MIB + 123, 2);
+    let data = noise(2, 70 * MIB + 123);
     let src = write(fx.tmp.path(), "large.bin", &data);
     let up = remote.put_file(&src, None).unwrap();
     assert!(up.sent);
@@ -297,8 +284,8 @@ fn content_already_there_is_not_sent_again() {
         concurrency: 2,
     };
     let remote = RemoteBlobs::new(Arc::new(watched)).with_transfer(transfer);
-    let small = write(fx.tmp.path(), "small", &noise(1000, 3));
-    let large = write(fx.tmp.path(), "large", &noise(12 * MIB, 4));
+    let small = write(fx.tmp.path(), "small", &noise(3, 1000));
+    let large = write(fx.tmp.path(), "large", &noise(4, 12 * MIB));
     let first: Vec<_> = [&small, &large]
         .iter()
         .map(|p| remote.put_file(p, None).unwrap())
@@ -355,7 +342,7 @@ fn a_file_that_changes_while_it_is_uploaded_is_not_stored_under_the_old_name() {
         concurrency: 2,
     };
     let remote = fx.remote().with_transfer(transfer);
-    let data = noise(12 * MIB, 5);
+    let data = noise(5, 12 * MIB);
     let src = write(fx.tmp.path(), "moving", &data);
     // The caller's digest is of other content: what is read does not match it.
     let claimed = Digest::of(b"what the file held before");
@@ -381,7 +368,7 @@ fn a_download_damaged_in_the_bucket_is_refused_and_never_cached() {
     let remote = fx.remote().with_transfer(transfer);
     let cache = fx.cache(1 << 30);
     for (i, len) in [(0u64, 4096usize), (1, 12 * MIB)] {
-        let data = noise(len, 10 + i);
+        let data = noise(10 + i, len);
         let src = write(fx.tmp.path(), &format!("f{i}"), &data);
         let digest = remote.put_file(&src, None).unwrap().digest;
         // Garbage of the same length, in the middle of the object.
@@ -453,7 +440,7 @@ fn blobs_are_listed_with_size_and_time_and_can_be_deleted() {
     let remote = fx.remote();
     let mut stored = Vec::new();
     for i in 0..3 {
-        let data = noise(1000 + i, 20 + i as u64);
+        let data = noise(20 + i as u64, 1000 + i);
         stored.push(remote.put_bytes(&data).unwrap());
     }
     // More than a page of objects (1000), written straight into the server's directory, one
@@ -529,7 +516,7 @@ fn an_upload_cut_off_by_a_server_crash_completes_once_the_server_is_back() {
         concurrency: 2,
     };
     let remote = RemoteBlobs::new(Arc::new(watched)).with_transfer(transfer);
-    let data = noise(96 * MIB, 30);
+    let data = noise(30, 96 * MIB);
     let src = write(fx.tmp.path(), "big", &data);
     let digest = Digest::of(&data);
     let mut server = fx.server;
@@ -573,7 +560,7 @@ fn an_upload_that_outlasts_its_retries_fails_cleanly() {
         concurrency: 2,
     };
     let remote = RemoteBlobs::new(Arc::new(watched)).with_transfer(transfer);
-    let data = noise(64 * MIB, 31);
+    let data = noise(31, 64 * MIB);
     let src = write(fx.tmp.path(), "big", &data);
     let digest = Digest::of(&data);
     let key = format!("store/{}", blob_key(&digest));
@@ -635,7 +622,7 @@ fn a_failing_part_aborts_the_whole_upload() {
         concurrency: 2,
     };
     let remote = RemoteBlobs::new(Arc::new(watched)).with_transfer(transfer);
-    let data = noise(30 * MIB, 40);
+    let data = noise(40, 30 * MIB);
     let src = write(fx.tmp.path(), "parts", &data);
     let e = remote.put_file(&src, None).unwrap_err();
     let digest = Digest::of(&data);
@@ -665,7 +652,7 @@ fn the_cache_evicts_least_recently_used_blobs_but_never_an_open_one() {
     let fx = Fixture::new("evict");
     let remote = fx.remote();
     let digests: Vec<Digest> = (0..6)
-        .map(|i| remote.put_bytes(&noise(400_000, 50 + i)).unwrap().digest)
+        .map(|i| remote.put_bytes(&noise(50 + i, 400_000)).unwrap().digest)
         .collect();
     // Room for 4 of them: an eviction brings it back to 3 (nine tenths of 1.6 MB).
     let cache = fx.cache(1_600_000);
@@ -731,7 +718,7 @@ fn concurrent_fetches_of_one_blob_download_it_once() {
     let fx = Fixture::new("together");
     let (watched, counts) = fx.watched();
     let remote = RemoteBlobs::new(Arc::new(watched));
-    let data = noise(3 * MIB, 60);
+    let data = noise(60, 3 * MIB);
     let digest = remote.put_bytes(&data).unwrap().digest;
     let cache = fx.cache(1 << 30);
     std::thread::scope(|s| {
@@ -755,7 +742,7 @@ fn concurrent_fetches_of_one_blob_download_it_once() {
 fn the_local_store_reads_the_cache_unchanged() {
     let fx = Fixture::new("layout");
     let remote = fx.remote();
-    let data = noise(5000, 70);
+    let data = noise(70, 5000);
     let src = write(fx.tmp.path(), "f", &data);
     let up = remote.put_file(&src, None).unwrap();
     let cache = fx.cache(1 << 30);
@@ -856,7 +843,7 @@ fn bad_settings_are_named() {
 fn throughput_of_a_gib() {
     let fx = Fixture::new("throughput");
     let remote = fx.remote();
-    let data = noise(1 << 30, 99);
+    let data = noise(99, 1 << 30);
     let src = write(fx.tmp.path(), "gib", &data);
     let digest = Digest::of(&data);
     drop(data);

@@ -865,3 +865,19 @@ pub fn pseudo_random(n: usize, seed: u64) -> Vec<u8> {
         })
         .collect()
 }
+
+/// Bytes that do not repeat or compress (a xorshift stream), different for each `seed`, so
+/// no two files share a blob by accident.
+#[allow(dead_code)]
+pub fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
