@@ -12,6 +12,8 @@
 #                    mount), bench_shared.sh (a shared store on PostgreSQL + S3 against rclone,
 #                    s3fs and the embedded store), bench_bigwrites.sh (checkpoints: big files
 #                    logged, written into drafts, cloned; wandb alongside); --help each
+#   scripts/bench.sh runs [OPTIONS]    what recording a run's inputs costs a data loader
+#   scripts/bench.sh builds OLD NEW [RUNS]   two builds side by side on writing drafts
 #
 #   1. fio on a big file of a version (MOUNT/big/v0/big.bin) vs the blob file itself (native)
 #      vs that blob through `bindfs -r STORE/blobs`: sequential 1 MiB and random 4 KiB reads,
@@ -57,6 +59,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/bench_lib.sh"
 
 # One entry point: `bench.sh core|mount|drafts|shared|bigwrites [OPTIONS]` runs that suite.
 [[ ${1:-} != runs ]] || { shift; exec bash "$(dirname "${BASH_SOURCE[0]}")/bench_runs.sh" "$@"; }
+[[ ${1:-} != builds ]] || { shift; exec bash "$(dirname "${BASH_SOURCE[0]}")/bench_builds.sh" "$@"; }
 case ${1:-} in
 core | mount | drafts | shared | bigwrites)
     suite=$1
