@@ -9,10 +9,10 @@ mod common;
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Write;
 use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use common::mount::*;
@@ -164,79 +164,6 @@ impl Drop for Tmpfs {
                 .stderr(Stdio::null())
                 .status();
         }
-    }
-}
-
-/// A Python process holding a file open for writing until told to close it; killed if the
-/// test ends first.
-struct Holder {
-    child: Child,
-    out: BufReader<ChildStdout>,
-}
-
-impl Holder {
-    /// Opens `path` (creating it) for writing, writes `first`, and waits.
-    fn open(path: &Path, first: &str) -> Self {
-        require_tool("python3");
-        let script = r#"
-import os, sys
-fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-os.write(fd, sys.argv[2].encode())
-print("open", flush=True)
-rest = sys.stdin.readline()
-os.write(fd, rest.encode())
-os.close(fd)
-print("closed", flush=True)
-"#;
-        let mut child = Command::new("python3")
-            .arg("-c")
-            .arg(script)
-            .arg(path)
-            .arg(first)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn python3");
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        out.read_line(&mut line).unwrap();
-        let mut h = Holder { child, out };
-        if line.trim() != "open" {
-            // It exited (or failed): its error output says why.
-            let _ = h.child.kill();
-            let _ = h.child.wait();
-            let mut err = String::new();
-            if let Some(mut e) = h.child.stderr.take() {
-                let _ = e.read_to_string(&mut err);
-            }
-            panic!(
-                "python could not open {} for writing: {line:?}\n{err}",
-                path.display()
-            );
-        }
-        h
-    }
-
-    /// Writes `rest` and closes the file; the close must succeed.
-    fn close(mut self, rest: &str) {
-        let mut stdin = self.child.stdin.take().unwrap();
-        writeln!(stdin, "{rest}").unwrap();
-        drop(stdin);
-        let mut line = String::new();
-        self.out.read_line(&mut line).unwrap();
-        let status = self.child.wait().unwrap();
-        assert!(
-            status.success() && line.trim() == "closed",
-            "closing the held file failed ({status}): {line:?}"
-        );
-    }
-}
-
-impl Drop for Holder {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

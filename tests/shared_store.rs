@@ -18,9 +18,8 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsStr;
 use std::fs;
-use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, Output, Stdio};
+use std::process::{Child, Output};
 use std::time::Duration;
 
 use common::mount::*;
@@ -268,65 +267,6 @@ fn eight_committers_on_two_hosts_number_versions_without_gaps() {
     );
 }
 
-/// A file held open for writing by a process of its own (python3), not by the test: every
-/// close of a descriptor publishes a draft file, and the test's own descriptors would be
-/// closed (so flushed) in each child it spawns, when the child execs.
-struct HeldFile {
-    child: Child,
-    out: BufReader<ChildStdout>,
-}
-
-impl HeldFile {
-    /// Opens `path` (creating it) for writing, writes `first`, and keeps it open.
-    fn open(path: &Path, first: &str) -> Self {
-        let script = r#"
-import os, sys
-fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-os.write(fd, sys.argv[2].encode())
-print("open", flush=True)
-rest = sys.stdin.readline()
-os.write(fd, rest.encode())
-os.fsync(fd)
-os.close(fd)
-print("closed", flush=True)
-"#;
-        let mut child = Command::new("python3")
-            .arg("-c")
-            .arg(script)
-            .arg(path)
-            .arg(first)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("python3 runs (scripts/setup.sh installs it)");
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        out.read_line(&mut line).unwrap();
-        assert_eq!(
-            line.trim(),
-            "open",
-            "python could not open {}",
-            path.display()
-        );
-        HeldFile { child, out }
-    }
-
-    /// Writes `rest` (and a newline), fsyncs and closes the file; both must succeed.
-    fn close(mut self, rest: &str) {
-        let mut stdin = self.child.stdin.take().unwrap();
-        writeln!(stdin, "{rest}").unwrap();
-        drop(stdin);
-        let mut line = String::new();
-        self.out.read_line(&mut line).unwrap();
-        let status = self.child.wait().unwrap();
-        assert!(
-            status.success() && line.trim() == "closed",
-            "closing the held file failed ({status}): {line:?}"
-        );
-    }
-}
-
 #[test]
 fn a_draft_file_open_on_one_host_keeps_a_commit_on_another_out_until_closed() {
     let (_side, hs) = shared_hosts(2);
@@ -340,7 +280,7 @@ fn a_draft_file_open_on_one_host_keeps_a_commit_on_another_out_until_closed() {
     let draft_a = ma.path("drafts/m@job");
     fs::create_dir(&draft_a).unwrap();
     fs::write(draft_a.join("done.txt"), "done\n").unwrap();
-    let held = HeldFile::open(&draft_a.join("held.txt"), "partial ");
+    let held = Holder::open(&draft_a.join("held.txt"), "partial ");
     let draft_b = mb.path("drafts/m@job");
     wait_until(
         "A's draft and its closed file show on B",

@@ -6,11 +6,12 @@
 use std::collections::BTreeMap;
 use std::ffi::{CString, OsStr};
 use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::process::{Child, ChildStdout, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use super::{
@@ -804,4 +805,78 @@ pub fn mount_log_problems(log: &str) -> (String, usize) {
         shown.push(format!("  ... and {} more kinds", seen.len() - SHOWN));
     }
     (shown.join("\n"), ioctls)
+}
+
+/// A Python process holding a file open for writing until told to close it; killed if the
+/// test ends first. A process of its own, not the test: the test's descriptors are closed
+/// (so flushed, which publishes a shared store's draft file) in every child it spawns.
+pub struct Holder {
+    child: Child,
+    out: BufReader<ChildStdout>,
+}
+
+impl Holder {
+    /// Opens `path` (creating it) for writing, writes `first`, and waits.
+    pub fn open(path: &Path, first: &str) -> Self {
+        let script = r#"
+import os, sys
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+os.write(fd, sys.argv[2].encode())
+print("open", flush=True)
+rest = sys.stdin.readline()
+os.write(fd, rest.encode())
+os.fsync(fd)
+os.close(fd)
+print("closed", flush=True)
+"#;
+        let mut child = Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .arg(path)
+            .arg(first)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("python3 runs (scripts/setup.sh installs it)");
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        let mut h = Holder { child, out };
+        if line.trim() != "open" {
+            // It exited (or failed): its error output says why.
+            let _ = h.child.kill();
+            let _ = h.child.wait();
+            let mut err = String::new();
+            if let Some(mut e) = h.child.stderr.take() {
+                let _ = e.read_to_string(&mut err);
+            }
+            panic!(
+                "python could not open {} for writing: {line:?}\n{err}",
+                path.display()
+            );
+        }
+        h
+    }
+
+    /// Writes `rest`, fsyncs and closes the file; both must succeed.
+    pub fn close(mut self, rest: &str) {
+        let mut stdin = self.child.stdin.take().unwrap();
+        writeln!(stdin, "{rest}").unwrap();
+        drop(stdin);
+        let mut line = String::new();
+        self.out.read_line(&mut line).unwrap();
+        let status = self.child.wait().unwrap();
+        assert!(
+            status.success() && line.trim() == "closed",
+            "closing the held file failed ({status}): {line:?}"
+        );
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
