@@ -136,13 +136,7 @@ fi
 # --- build (retried: others may be editing src/ right now) -------------------------------
 if [[ $BUILD == 1 ]]; then
     say "building the release binary"
-    for attempt in 1 2 3 4 5 6; do
-        if (cd "$ROOT" && cargo build --release --quiet) 2>"/tmp/bench_build.$$"; then break; fi
-        ((attempt < 6)) || { cat "/tmp/bench_build.$$" >&2; die "cargo build failed 6 times"; }
-        say "build failed (attempt $attempt); retrying in 30 s"
-        sleep 30
-    done
-    rm -f "/tmp/bench_build.$$"
+    build_release "$ROOT" 6
 fi
 [[ -x $ROOT/target/release/artifactfs ]] || die "no target/release/artifactfs"
 REV=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')

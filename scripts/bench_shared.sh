@@ -124,13 +124,7 @@ command -v aws >/dev/null && aws --version >/dev/null 2>&1 && HAVE_AWS=1
 # --- build -------------------------------------------------------------------------------
 if [[ $BUILD == 1 ]]; then
     say "building the release binary"
-    for attempt in 1 2 3; do
-        if (cd "$ROOT" && cargo build --release --quiet) 2>"/tmp/bench_shared_build.$$"; then break; fi
-        ((attempt < 3)) || { cat "/tmp/bench_shared_build.$$" >&2; die "cargo build failed 3 times"; }
-        say "build failed (attempt $attempt); retrying in 30 s"
-        sleep 30
-    done
-    rm -f "/tmp/bench_shared_build.$$"
+    build_release "$ROOT" 3
 fi
 [[ -x $ROOT/target/release/artifactfs ]] || die "no target/release/artifactfs"
 REV=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')
