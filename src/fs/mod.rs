@@ -24,7 +24,6 @@ mod writes;
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -1285,18 +1284,8 @@ impl Fs {
             return Ok(status);
         }
         let file = self.handle(fh)?;
-        let mut buf = vec![0u8; size as usize];
-        let mut done = 0;
-        while done < buf.len() {
-            match file.read_at(&mut buf[done..], offset + done as u64) {
-                Ok(0) => break,
-                Ok(n) => done += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(Error::io(format!("file handle {fh}"), e)),
-            }
-        }
-        buf.truncate(done);
-        Ok(buf)
+        version_files::read_full(&file, offset, size)
+            .map_err(|e| Error::io(format!("file handle {fh}"), e))
     }
 
     /// The inode table, for the thread that keeps it small.

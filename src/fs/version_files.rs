@@ -301,7 +301,7 @@ fn drop_pages_read(file: &File, offset: u64, len: u64) {
 }
 
 /// Up to `size` bytes at `offset`, fewer only at the end of the file.
-fn read_full(file: &File, offset: u64, size: u32) -> std::io::Result<Vec<u8>> {
+pub(super) fn read_full(file: &File, offset: u64, size: u32) -> std::io::Result<Vec<u8>> {
     let mut buf = vec![0u8; size as usize];
     let mut done = 0;
     while done < buf.len() {
