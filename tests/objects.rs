@@ -166,6 +166,27 @@ impl Fixture {
         Watched::new(self.s3.clone())
     }
 
+    /// A remote sending 8 MiB parts, two at a time, that says on the receiver when part
+    /// `index` is about to be sent.
+    fn signalling_at_part(&self, index: usize) -> (RemoteBlobs, Arc<Counts>, mpsc::Receiver<()>) {
+        let (mut watched, counts) = self.watched();
+        let (signal, reached) = mpsc::channel();
+        let signal = Mutex::new(signal);
+        watched.before_part = Some(Box::new(move |i| {
+            if i == index {
+                let _ = signal.lock().unwrap().send(());
+            }
+            None
+        }));
+        let transfer = Transfer {
+            multipart_threshold: 8 * MIB as u64,
+            part_size: 8 * MIB as u64,
+            concurrency: 2,
+        };
+        let remote = RemoteBlobs::new(Arc::new(watched)).with_transfer(transfer);
+        (remote, counts, reached)
+    }
+
     /// The file in which the server keeps blob `digest`.
     fn object_file(&self, digest: &Digest) -> PathBuf {
         self.server
@@ -501,21 +522,7 @@ fn blobs_are_listed_with_size_and_time_and_can_be_deleted() {
 #[test]
 fn an_upload_cut_off_by_a_server_crash_completes_once_the_server_is_back() {
     let fx = Fixture::new("crash");
-    let (mut watched, counts) = fx.watched();
-    let (signal, reached) = mpsc::channel();
-    let signal = Mutex::new(signal);
-    watched.before_part = Some(Box::new(move |index| {
-        if index == 2 {
-            let _ = signal.lock().unwrap().send(());
-        }
-        None
-    }));
-    let transfer = Transfer {
-        multipart_threshold: 8 * MIB as u64,
-        part_size: 8 * MIB as u64,
-        concurrency: 2,
-    };
-    let remote = RemoteBlobs::new(Arc::new(watched)).with_transfer(transfer);
+    let (remote, counts, reached) = fx.signalling_at_part(2);
     let data = noise(30, 96 * MIB);
     let src = write(fx.tmp.path(), "big", &data);
     let digest = Digest::of(&data);
@@ -545,21 +552,7 @@ fn an_upload_cut_off_by_a_server_crash_completes_once_the_server_is_back() {
 #[test]
 fn an_upload_that_outlasts_its_retries_fails_cleanly() {
     let fx = Fixture::with_retry("outage", Duration::from_secs(2));
-    let (mut watched, counts) = fx.watched();
-    let (signal, reached) = mpsc::channel();
-    let signal = Mutex::new(signal);
-    watched.before_part = Some(Box::new(move |index| {
-        if index == 1 {
-            let _ = signal.lock().unwrap().send(());
-        }
-        None
-    }));
-    let transfer = Transfer {
-        multipart_threshold: 8 * MIB as u64,
-        part_size: 8 * MIB as u64,
-        concurrency: 2,
-    };
-    let remote = RemoteBlobs::new(Arc::new(watched)).with_transfer(transfer);
+    let (remote, counts, reached) = fx.signalling_at_part(1);
     let data = noise(31, 64 * MIB);
     let src = write(fx.tmp.path(), "big", &data);
     let digest = Digest::of(&data);
